@@ -1,0 +1,68 @@
+# Two commands matter: `make demo` and `make test`. Each installs what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+PIP_VERSION := 26.3
+VENV := .venv
+WORKLOAD_VENV := .venv-workload
+CHECKOV_VENV := .venv-checkov
+PY := $(VENV)/bin/python
+FAULT ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install test demo sandbox lint bench clean
+
+help:
+	@echo "make demo     run the whole pipeline once on the local sandbox (FAULT=<name> to inject a fault)"
+	@echo "make test     run the test suite"
+	@echo "make sandbox  start the local IBM Cloud sandbox in the foreground"
+	@echo "make lint     ruff (with Airflow rules), shellcheck, checkov on terraform/"
+	@echo "make bench    benchmarks against same-run baselines -> bench/results.json"
+	@echo "make install  create .venv (orchestrator) and .venv-workload (training job)"
+
+# ibm-schematics 1.1.0 ships only an sdist whose build needs setuptools<72; a recent pip
+# applies that limit to the isolated build environment alone (--build-constraint).
+$(VENV)/.installed: requirements.txt constraints.txt build-constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "pip==$(PIP_VERSION)"
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt --build-constraint build-constraints.txt
+	$(PY) -m pip check
+	touch $@
+
+$(WORKLOAD_VENV)/.installed: workload/requirements.txt workload/requirements-cpu.txt workload/constraints-cpu.txt
+	test -x $(WORKLOAD_VENV)/bin/python || $(PYTHON) -m venv $(WORKLOAD_VENV)
+	$(WORKLOAD_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "pip==$(PIP_VERSION)"
+	$(WORKLOAD_VENV)/bin/python -m pip install --quiet -r workload/requirements-cpu.txt -c workload/constraints-cpu.txt
+	$(WORKLOAD_VENV)/bin/python -m pip check
+	touch $@
+
+# checkov pins packages that conflict with Airflow 3.3, so it gets an environment of its own.
+$(CHECKOV_VENV)/.installed:
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "pip==$(PIP_VERSION)"
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==3.3.30"
+	touch $@
+
+install: $(VENV)/.installed $(WORKLOAD_VENV)/.installed
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) -m scripts.demo $(if $(FAULT),--fault $(FAULT),)
+
+sandbox: install
+	$(PY) -m sandbox
+
+lint: install $(CHECKOV_VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/shellcheck workload/*.sh .ci/run
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact -d terraform --framework terraform
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(WORKLOAD_VENV) $(CHECKOV_VENV) .sandbox .airflow demo-output bench/results.json
