@@ -1,0 +1,1 @@
+"""Pytest fixtures for the sandbox (registered by tests/conftest.py)."""
