@@ -1,0 +1,197 @@
+"""
+### Train on short-lived IBM Cloud GPU servers
+
+Each run creates its **own** Schematics workspace from this repository's `terraform/` folder,
+plans and applies a VPC with `vm_count` GPU servers, waits while the servers train the model in
+`workload/` and write results to Cloud Object Storage, and then **always destroys** what it created:
+after success, failure, timeout, a half-finished apply, or a task marked failed by hand.
+
+| step | what happens |
+|---|---|
+| `validate` | checks parameters and connections; nothing is created when this fails |
+| `upload_bundle` | uploads `workload/` to `<prefix>bundle/workload.tar.gz` |
+| `create_workspace` → `plan` → `apply` | Schematics jobs, deferred: no worker slot while they run |
+| `wait_for_output` | COS sensor (deferred): each server's `_SUCCESS`; fails on `_FAILED` or a stall |
+| `hold_on_failure` → `destroy` → `delete_workspace` | cleanup, whatever happened before |
+| `leak_check` | lists what is still live for the run through the VPC API; fails if anything is |
+| `report` → `run_verdict` | writes `run-report.json`; fails the run if any step failed |
+
+Results: `s3://<bucket>/<output_prefix>/ibm_gpu_workload/<run>/vm-<i>/` (model, metrics,
+training curve, manifest, `_SUCCESS`). See `docs/` in the repository for connections and parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from airflow.sdk import DAG, TriggerRule, chain, task
+from gpu_pipeline.hold import HoldOnFailureOperator
+from gpu_pipeline.params import PARAMS
+
+from ibm_cloud_airflow.operators.schematics import (
+    SchematicsApplyOperator,
+    SchematicsCreateWorkspaceOperator,
+    SchematicsDeleteWorkspaceOperator,
+    SchematicsDestroyOperator,
+    SchematicsPlanOperator,
+)
+from ibm_cloud_airflow.sensors.cos import CosKeySensor
+
+REPO = Path(__file__).resolve().parents[1]
+IBM_CONN_ID = "ibm_cloud_default"
+COS_CONN_ID = "ibm_cos_default"
+# Work tasks: if any of them fails, the run fails even though cleanup succeeded.
+WORK_TASKS = ("validate", "upload_bundle", "create_workspace", "plan", "apply", "wait_for_output")
+
+# Deployment-level knobs (environment, not Variables: reading them costs no DB or network call).
+SCHEDULE = os.environ.get("IBM_GPU_WORKLOAD_SCHEDULE", "0 12 * * 1")  # the original: Mondays 12:00 UTC
+MAX_ACTIVE_RUNS = int(os.environ.get("IBM_GPU_WORKLOAD_MAX_ACTIVE_RUNS", "4"))
+POLL_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_POLL_SECONDS", "30"))
+
+
+def _plan(key: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='validate')['" + key + "'] }}"
+
+
+with DAG(
+    dag_id="ibm_gpu_workload",
+    description="Train a TensorFlow model on short-lived IBM Cloud GPU servers, then destroy them",
+    doc_md=__doc__,
+    schedule=SCHEDULE,
+    catchup=False,
+    max_active_runs=MAX_ACTIVE_RUNS,
+    params=PARAMS,
+    render_template_as_native_obj=True,
+    tags=["ibm-cloud", "schematics", "gpu", "tensorflow"],
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+    },
+) as dag:
+
+    @task(retries=0)
+    def validate(params: dict, dag_run=None, **context) -> dict:
+        """Check parameters and connections and plan the run; no cloud resource exists yet."""
+        from gpu_pipeline.validation import plan_run
+
+        return plan_run(params, dag_run=dag_run, ibm_conn_id=IBM_CONN_ID, cos_conn_id=COS_CONN_ID)
+
+    @task
+    def upload_bundle(plan: dict) -> str:
+        """Upload workload/ as the bundle the servers fetch at boot."""
+        from ibm_cloud_airflow.hooks.cos import CosHook
+
+        CosHook(cos_conn_id=COS_CONN_ID).upload_directory_as_targz(
+            REPO / "workload", bucket=plan["bucket"], key=plan["bundle_key"]
+        )
+        return f"cos://{plan['bucket']}/{plan['bundle_key']}"
+
+    @task.short_circuit(ignore_downstream_trigger_rules=False)
+    def apply_requested(params: dict) -> bool:
+        """Plan-only runs stop here; cleanup still runs."""
+        return not params["plan_only"]
+
+    # Cleanup-side tasks read the plan themselves: when validate failed there is none, and
+    # there is nothing to check, rather than an XCom that cannot be resolved.
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=3)
+    def leak_check(ti=None) -> list[dict]:
+        """Fail when anything named for this run is still live (through the VPC API)."""
+        from gpu_pipeline.validation import check_for_leaks
+
+        return check_for_leaks(ti.xcom_pull(task_ids="validate"), ibm_conn_id=IBM_CONN_ID)
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=1)
+    def report(dag_run=None, ti=None) -> dict | None:
+        """Write run-report.json (phase timings, outputs, metrics, resources, leak check)."""
+        from gpu_pipeline.report import write_run_report
+
+        return write_run_report(
+            ti.xcom_pull(task_ids="validate"), dag_run=dag_run, ti=ti, cos_conn_id=COS_CONN_ID
+        )
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
+    def run_verdict() -> None:
+        """Fail the run when any step failed, even though cleanup succeeded."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException("A step of this run failed; see the failed task's log.")
+
+    plan = validate()
+    bundle = upload_bundle(plan)
+
+    create_workspace = SchematicsCreateWorkspaceOperator(
+        task_id="create_workspace",
+        ibm_conn_id=IBM_CONN_ID,
+        workspace_name=_plan("workspace_name"),
+        workspace_id="{{ params.existing_workspace_id }}",
+        template_dir=str(REPO / "terraform"),
+        location="{{ params.region }}",
+        variables=_plan("terraform_variables"),
+        secure_variables=_plan("secure_variable_refs"),
+        tags=_plan("tags"),
+    )
+    workspace_id = "{{ ti.xcom_pull(task_ids='create_workspace') or '' }}"
+    schematics_job = {"ibm_conn_id": IBM_CONN_ID, "workspace_id": workspace_id, "poll_interval": POLL_SECONDS}
+
+    plan_job = SchematicsPlanOperator(task_id="plan", job_timeout=timedelta(minutes=30), **schematics_job)
+    apply_job = SchematicsApplyOperator(task_id="apply", job_timeout=timedelta(minutes=90), **schematics_job)
+
+    wait_for_output = CosKeySensor(
+        task_id="wait_for_output",
+        cos_conn_id=COS_CONN_ID,
+        bucket_name="{{ params.bucket }}",
+        bucket_key=_plan("marker_keys"),
+        stall_timeout="{{ params.progress_stall_minutes * 60 }}",
+        timeout="{{ params.max_runtime_minutes * 60 }}",
+        poke_interval=POLL_SECONDS,
+        retries=0,
+    )
+
+    hold = HoldOnFailureOperator(
+        task_id="hold_on_failure",
+        watched_task_ids=list(WORK_TASKS),
+        minutes="{{ params.keep_on_failure_minutes }}",
+        trigger_rule=TriggerRule.ALL_DONE,
+        retries=0,
+    )
+
+    destroy = SchematicsDestroyOperator(
+        task_id="destroy",
+        workspace_name=_plan("workspace_name"),
+        job_timeout=timedelta(minutes=90),
+        trigger_rule=TriggerRule.ALL_DONE,
+        retries=4,
+        **schematics_job,
+    )
+
+    # Only after a successful destroy: a workspace whose destroy failed is kept for a retry.
+    delete_workspace = SchematicsDeleteWorkspaceOperator(
+        task_id="delete_workspace",
+        ibm_conn_id=IBM_CONN_ID,
+        workspace_id=workspace_id,
+        workspace_name=_plan("workspace_name"),
+        keep_workspace="{{ params.existing_workspace_id != '' }}",
+    )
+
+    leaks = leak_check()
+    final_report = report()
+
+    chain(
+        plan,
+        bundle,
+        create_workspace,
+        plan_job,
+        apply_requested(),
+        apply_job,
+        wait_for_output,
+        hold,
+        destroy,
+        delete_workspace,
+        leaks,
+        final_report,
+    )
+    list(dag.tasks) >> run_verdict()

@@ -1,0 +1,157 @@
+"""The DAG's run parameters: JSON-schema validated, and shown as the trigger form in the UI."""
+
+from __future__ import annotations
+
+from airflow.sdk import Param
+
+# Regions where both Schematics and VPC GPU profiles are offered (reference: Schematics locations).
+REGIONS = ("us-south", "us-east", "eu-de", "eu-gb", "ca-tor", "ca-mon")
+
+# Current x86 VPC GPU profiles (reference §3.2); gx3 L4 is the cheapest sensible default.
+GPU_PROFILES = (
+    "gx3-16x80x1l4",
+    "gx3-32x160x2l4",
+    "gx3-64x320x4l4",
+    "gx3-24x120x1l40s",
+    "gx3-48x240x2l40s",
+    "gx2-8x64x1v100",
+    "gx2-16x128x1v100",
+    "gx2-16x128x2v100",
+    "gx2-32x256x2v100",
+    "gx3d-24x120x1a100p",
+    "gx3d-48x240x2a100p",
+    "gx3d-160x1792x8h100",
+    "gx3d-160x1792x8h200",
+)
+
+MAX_VMS = 8
+MAX_KEEP_ON_FAILURE_MINUTES = 240
+
+PARAMS: dict[str, Param] = {
+    "region": Param(
+        "us-south",
+        type="string",
+        enum=list(REGIONS),
+        title="Region",
+        description="IBM Cloud region of the Schematics workspace and the VPC.",
+    ),
+    "zone": Param(
+        "us-south-1",
+        type="string",
+        pattern=r"^[a-z]{2}-[a-z]+-[1-3]$",
+        title="Zone",
+        description="Availability zone inside the region, e.g. us-south-1.",
+    ),
+    "gpu_profile": Param(
+        "gx3-16x80x1l4",
+        type="string",
+        enum=list(GPU_PROFILES),
+        title="GPU profile",
+        description="VPC instance profile of each GPU server.",
+    ),
+    "vm_count": Param(
+        1,
+        type="integer",
+        minimum=1,
+        maximum=MAX_VMS,
+        title="Number of GPU servers",
+        description="Each server trains independently and writes under its own vm-<i>/ prefix.",
+    ),
+    "image": Param(
+        "ibm-ubuntu-24-04-6-minimal-amd64-3",
+        type="string",
+        pattern=r"^[a-z][a-z0-9-]{2,62}$",
+        title="Image",
+        description="Name of a stock or custom x86-64 Ubuntu image.",
+    ),
+    "bucket": Param(
+        "airflow-gpu-results",
+        type="string",
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        title="COS bucket",
+        description="Existing bucket for the workload bundle and the results.",
+    ),
+    "output_prefix": Param(
+        "gpu-runs",
+        type="string",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,200}[A-Za-z0-9]$",
+        title="Output prefix",
+        description="Results go to <output_prefix>/<dag_id>/<run>/ in the bucket.",
+    ),
+    "dataset": Param(
+        "digits",
+        type="string",
+        pattern=r"^(digits|mnist|cifar10|cos://[A-Za-z0-9._/-]+\.npz)$",
+        title="Dataset",
+        description="digits (offline), mnist, cifar10, or cos://<key>.npz staged in the bucket.",
+    ),
+    "epochs": Param(5, type="integer", minimum=1, maximum=1000, title="Epochs"),
+    "batch_size": Param(64, type="integer", minimum=1, maximum=65536, title="Batch size"),
+    "learning_rate": Param(0.001, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate"),
+    "seed": Param(42, type="integer", minimum=0, maximum=2**31 - 1, title="Random seed"),
+    "max_runtime_minutes": Param(
+        120,
+        type="integer",
+        minimum=10,
+        maximum=24 * 60,
+        title="Maximum runtime",
+        description="The run's TTL: servers power themselves off after it, and "
+        "the wait for results gives up.",
+    ),
+    "progress_stall_minutes": Param(
+        30,
+        type="integer",
+        minimum=1,
+        maximum=24 * 60,
+        title="Progress stall timeout",
+        description="Fail when progress.json stops advancing this long.",
+    ),
+    "plan_only": Param(
+        False,
+        type="boolean",
+        title="Plan only",
+        description="Run the Schematics plan, then clean up without applying.",
+    ),
+    "keep_on_failure_minutes": Param(
+        0,
+        type="integer",
+        minimum=0,
+        maximum=MAX_KEEP_ON_FAILURE_MINUTES,
+        title="Keep on failure (minutes)",
+        description="After a failure, wait this long before destroying, for debugging. Bounded.",
+    ),
+    "existing_workspace_id": Param(
+        "",
+        type="string",
+        pattern=r"^$|^[a-z]{2}-[a-z]+\.workspace\.[A-Za-z0-9._-]+$",
+        title="Existing workspace id",
+        description="Optional: use this Schematics workspace instead of a new "
+        "one; runs on it are serialised.",
+    ),
+    "cos_auth_mode": Param(
+        "trusted_profile",
+        type="string",
+        enum=["trusted_profile", "hmac"],
+        title="COS access from the servers",
+        description="trusted_profile (keyless, default) or hmac (keys from the COS "
+        "connection, sent as secure variables).",
+    ),
+    "debug_mode": Param(
+        False,
+        type="boolean",
+        title="Debug mode",
+        description="Add an SSH key, a floating IP and port 22 from one CIDR.",
+    ),
+    "debug_ssh_public_key": Param(
+        "",
+        type="string",
+        title="Debug SSH public key",
+        pattern=r"^$|^(ssh-rsa|ssh-ed25519) [A-Za-z0-9+/=]+( .*)?$",
+    ),
+    "debug_allowed_cidr": Param(
+        "",
+        type="string",
+        title="Debug allowed CIDR",
+        pattern=r"^$|^([0-9]{1,3}\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$",
+    ),
+}

@@ -1,0 +1,99 @@
+"""The run report: what the run did, how long each phase took, where its results are."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+# Report phase -> the task whose duration measures it.
+PHASE_TASKS = {
+    "plan": "plan",
+    "apply": "apply",
+    "train": "wait_for_output",
+    "destroy": "destroy",
+}
+
+
+def _task_summary(ti: Any) -> dict[str, dict[str, Any]]:
+    crumbs = ti.get_task_breadcrumbs(dag_id=ti.dag_id, run_id=ti.run_id)
+    return {
+        c["task_id"]: {"state": str(c["state"]), "duration_s": c.get("duration")}
+        for c in crumbs
+        if c.get("map_index", -1) in (-1, None)
+    }
+
+
+def build_run_report(
+    plan: dict[str, Any],
+    *,
+    tasks: dict[str, dict[str, Any]],
+    queued_s: float | None,
+    outputs: dict[str, Any] | None,
+    metrics: dict[str, Any],
+    apply_job: dict[str, Any] | None,
+    destroy_job: dict[str, Any] | None,
+    leaks: list[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    failed = sorted(t for t, s in tasks.items() if s["state"] in ("failed", "upstream_failed"))
+    leak_state = tasks.get("leak_check", {}).get("state")
+    return {
+        "dag_id": plan["dag_id"],
+        "run_id": plan["run_id"],
+        "run_slug": plan["slug"],
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "succeeded": not failed,
+        "failed_tasks": failed,
+        "phases_s": {
+            "queue": queued_s,
+            **{phase: tasks.get(task_id, {}).get("duration_s") for phase, task_id in PHASE_TASKS.items()},
+        },
+        "tasks": tasks,
+        "outputs": {
+            "prefix": f"cos://{plan['bucket']}/{plan['prefix']}",
+            "servers": [f"cos://{plan['bucket']}/{key.rsplit('/', 1)[0]}/" for key in plan["marker_keys"]],
+            "terraform": outputs or {},
+        },
+        "metrics": metrics,
+        "resources": {
+            "created": (apply_job or {}).get("resources_added"),
+            "destroyed": (destroy_job or {}).get("resources_destroyed"),
+        },
+        "leak_check": {
+            "state": leak_state,
+            "passed": leak_state == "success",
+            "leaked": leaks or [],
+        },
+    }
+
+
+def write_run_report(plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_conn_id: str) -> dict | None:
+    """Build the report, write it to ``<prefix>run-report.json`` and return it (to XCom)."""
+    if not plan:
+        return None  # validate failed: the run never had a plan, its log says why
+    from ibm_cloud_airflow.hooks.cos import CosHook
+
+    cos = CosHook(cos_conn_id=cos_conn_id)
+    metrics = {}
+    for key in plan["marker_keys"]:
+        server_dir = key.rsplit("/", 1)[0]
+        data = cos.read_json(plan["bucket"], f"{server_dir}/metrics.json")
+        if data is not None:
+            metrics[server_dir.rsplit("/", 1)[-1]] = {
+                k: v for k, v in data.items() if k in ("test_accuracy", "test_loss", "duration_s", "device")
+            }
+    queued_s = None
+    if dag_run.start_date and dag_run.run_after:
+        queued_s = max(0.0, (dag_run.start_date - dag_run.run_after).total_seconds())
+    report = build_run_report(
+        plan,
+        tasks=_task_summary(ti),
+        queued_s=queued_s,
+        outputs=ti.xcom_pull(task_ids="apply"),
+        metrics=metrics,
+        apply_job=ti.xcom_pull(task_ids="apply", key="job"),
+        destroy_job=ti.xcom_pull(task_ids="destroy", key="job"),
+        leaks=ti.xcom_pull(task_ids="leak_check"),
+    )
+    cos.upload_bytes(json.dumps(report, indent=2, default=str).encode(), plan["bucket"], plan["report_key"])
+    return report

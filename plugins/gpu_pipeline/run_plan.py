@@ -1,0 +1,146 @@
+"""Everything one DAG run will create and where it will write, derived from its parameters.
+
+``RunPlan`` is computed once by the ``validate`` task (no network, no cloud call) and travels to the
+other tasks through XCom. It holds no secret: HMAC keys, when used, are resolved from the COS
+connection by the workspace operator at run time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ibm_cloud_airflow.utils.run_identity import run_prefix, run_slug, run_tags
+
+BUNDLE_NAME = "bundle/workload.tar.gz"
+
+
+class InvalidRunParameters(ValueError):
+    """Raised with one line per problem, each naming the parameter to fix."""
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Cross-field checks that JSON schema cannot express; raise with every problem at once."""
+    problems: list[str] = []
+    region, zone = params["region"], params["zone"]
+    if not zone.startswith(f"{region}-"):
+        problems.append(f"zone: '{zone}' is not in region '{region}'; use e.g. '{region}-1'.")
+    existing = params.get("existing_workspace_id") or ""
+    if existing and not existing.startswith(f"{region}."):
+        problems.append(
+            f"existing_workspace_id: '{existing}' belongs to another region than '{region}'; "
+            "Schematics workspaces are regional."
+        )
+    if ".." in params["dataset"] or ".." in params["output_prefix"]:
+        problems.append("dataset/output_prefix: '..' is not allowed in object keys.")
+    if params.get("debug_mode"):
+        if not params.get("debug_ssh_public_key"):
+            problems.append("debug_ssh_public_key: debug mode needs an SSH public key.")
+        cidr = params.get("debug_allowed_cidr") or ""
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            problems.append(f"debug_allowed_cidr: '{cidr}' is not a CIDR such as 203.0.113.7/32.")
+        else:
+            if network.prefixlen < 16:
+                problems.append(
+                    f"debug_allowed_cidr: '{cidr}' is too wide; SSH may be opened to at most a /16."
+                )
+    if problems:
+        raise InvalidRunParameters("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    dag_id: str
+    run_id: str
+    slug: str
+    workspace_name: str
+    bucket: str
+    prefix: str
+    bundle_key: str
+    marker_keys: list[str]
+    report_key: str
+    deadline: str
+    tags: list[str]
+    terraform_variables: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_run_plan(
+    params: dict[str, Any],
+    *,
+    dag_id: str,
+    run_id: str,
+    now: datetime,
+    cos_endpoint: str,
+    cos_instance_crn: str,
+    resource_group_id: str = "",
+) -> RunPlan:
+    """The run's names, keys, deadline and Terraform variables (see docs/architecture.md)."""
+    check_params(params)
+    slug = run_slug(dag_id, run_id)
+    prefix = run_prefix(params["output_prefix"], dag_id, slug)
+    deadline_dt = now.astimezone(UTC) + timedelta(minutes=params["max_runtime_minutes"])
+    deadline = deadline_dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    bundle_key = f"{prefix}{BUNDLE_NAME}"
+    variables = {
+        "run_id": slug,
+        "run_ttl": deadline,
+        "region": params["region"],
+        "zone": params["zone"],
+        "resource_group_id": resource_group_id,
+        "gpu_profile": params["gpu_profile"],
+        "vm_count": params["vm_count"],
+        "image_name": params["image"],
+        "cos_bucket": params["bucket"],
+        "cos_endpoint": cos_endpoint,
+        "cos_prefix": prefix.rstrip("/"),
+        "cos_instance_crn": cos_instance_crn,
+        "workload_bundle_key": bundle_key,
+        "dataset": params["dataset"],
+        "epochs": params["epochs"],
+        "batch_size": params["batch_size"],
+        "learning_rate": params["learning_rate"],
+        "seed": params["seed"],
+        "cos_auth_mode": params["cos_auth_mode"],
+        "debug_mode": params["debug_mode"],
+        "debug_ssh_public_key": params["debug_ssh_public_key"],
+        "debug_allowed_cidr": params["debug_allowed_cidr"],
+    }
+    return RunPlan(
+        dag_id=dag_id,
+        run_id=run_id,
+        slug=slug,
+        workspace_name=f"airflow-{slug}",
+        bucket=params["bucket"],
+        prefix=prefix,
+        bundle_key=bundle_key,
+        marker_keys=[f"{prefix}vm-{i}/_SUCCESS" for i in range(params["vm_count"])],
+        report_key=f"{prefix}run-report.json",
+        deadline=deadline,
+        tags=run_tags(slug, deadline_dt),
+        terraform_variables=variables,
+    )
+
+
+# Terraform variables that hold secrets: never in the plan above, always `secure` in Schematics,
+# resolved by the workspace operator from the COS connection at run time (hmac mode only).
+SECURE_VARIABLES_BY_MODE = {
+    "hmac": {
+        "cos_hmac_access_key_id": "{conn}:login",
+        "cos_hmac_secret_access_key": "{conn}:password",
+    },
+    "trusted_profile": {"cos_hmac_access_key_id": "", "cos_hmac_secret_access_key": ""},
+}
+
+
+def secure_variable_refs(cos_auth_mode: str, cos_conn_id: str) -> dict[str, str]:
+    """Connection references for the secure variables (see SchematicsCreateWorkspaceOperator)."""
+    return {
+        name: ref.format(conn=cos_conn_id) for name, ref in SECURE_VARIABLES_BY_MODE[cos_auth_mode].items()
+    }

@@ -1,0 +1,78 @@
+"""The checks at both ends of a run: before anything exists, and after everything should be gone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from gpu_pipeline.run_plan import InvalidRunParameters, build_run_plan, secure_variable_refs
+
+
+def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn_id: str) -> dict[str, Any]:
+    """Validate parameters and connections, and return the run plan (no network call)."""
+    from ibm_cloud_airflow.hooks.base import CosConnectionConfig, IbmCloudConnectionConfig
+
+    problems: list[str] = []
+    try:
+        cloud = IbmCloudConnectionConfig.from_conn_id(ibm_conn_id)
+    except ValueError as err:
+        problems.append(str(err))
+        cloud = None
+    try:
+        cos = CosConnectionConfig.from_conn_id(cos_conn_id)
+    except ValueError as err:
+        problems.append(str(err))
+        cos = None
+    if cos is not None:
+        if params["cos_auth_mode"] == "trusted_profile" and not cos.instance_crn:
+            problems.append(
+                f"Connection '{cos_conn_id}': extra 'instance_crn' is missing; keyless COS access "
+                "scopes the servers' trusted profile to that COS instance (crn:v1:bluemix:public:"
+                "cloud-object-storage:global:a/<account>:<instance-guid>::)."
+            )
+        if params["cos_auth_mode"] == "hmac" and not cos.has_hmac_keys:
+            problems.append(
+                f"Connection '{cos_conn_id}': cos_auth_mode 'hmac' needs HMAC keys as the "
+                "connection's login (access key id) and password (secret access key)."
+            )
+    if cloud is not None and cloud.region != params["region"]:
+        problems.append(
+            f"region: parameter '{params['region']}' differs from connection '{ibm_conn_id}' "
+            f"region '{cloud.region}'; use one region for both."
+        )
+    try:
+        plan = build_run_plan(
+            params,
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            now=datetime.now(UTC),
+            cos_endpoint=(cos.vm_endpoint_url if cos else ""),
+            cos_instance_crn=(cos.instance_crn or "") if cos else "",
+            resource_group_id=(cloud.resource_group or "") if cloud else "",
+        )
+    except InvalidRunParameters as err:
+        problems.extend(str(err).splitlines())
+        plan = None
+    if problems:
+        raise AirflowFailException("Invalid run, nothing was created. Fix:\n- " + "\n- ".join(problems))
+    result = plan.to_dict()
+    result["secure_variable_refs"] = secure_variable_refs(params["cos_auth_mode"], cos_conn_id)
+    return result
+
+
+def check_for_leaks(plan: dict[str, Any] | None, *, ibm_conn_id: str) -> list[dict[str, Any]]:
+    """Raise when the VPC API still lists anything of this run; return what was checked."""
+    if not plan:
+        return []  # validate failed: nothing was ever created
+    from ibm_cloud_airflow.hooks.vpc import VpcHook
+
+    live = VpcHook(ibm_conn_id=ibm_conn_id).find_run_resources(plan["slug"])
+    if live:
+        listing = ", ".join(f"{r['kind']} {r['name']} ({r['id']})" for r in live)
+        raise AirflowException(
+            f"{len(live)} resource(s) of run {plan['slug']} are still live: {listing}. "
+            "Re-run the destroy task, or destroy the workspace in the IBM Cloud console."
+        )
+    return []

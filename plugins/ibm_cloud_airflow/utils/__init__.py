@@ -1,0 +1,1 @@
+"""utils of the IBM Cloud provider."""
