@@ -46,7 +46,9 @@ COS_CONN_ID = "ibm_cos_default"
 WORK_TASKS = ("validate", "upload_bundle", "create_workspace", "plan", "apply", "wait_for_output")
 
 # Deployment-level knobs (environment, not Variables: reading them costs no DB or network call).
-SCHEDULE = os.environ.get("IBM_GPU_WORKLOAD_SCHEDULE", "0 12 * * 1")  # the original: Mondays 12:00 UTC
+# The original sample ran Mondays at 12:00 UTC; "None" means on-demand runs only.
+SCHEDULE = os.environ.get("IBM_GPU_WORKLOAD_SCHEDULE", "0 12 * * 1")
+SCHEDULE = None if SCHEDULE.strip() in ("", "None", "none") else SCHEDULE
 MAX_ACTIVE_RUNS = int(os.environ.get("IBM_GPU_WORKLOAD_MAX_ACTIVE_RUNS", "4"))
 POLL_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_POLL_SECONDS", "30"))
 

@@ -1,0 +1,217 @@
+"""Hook for IBM Cloud Object Storage through ``ibm_boto3`` (S3 API; HMAC or IAM API-key auth)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowException
+
+from ibm_cloud_airflow.hooks.base import (
+    CosConnectionConfig,
+    IbmCloudApiError,
+    IbmCloudNotFoundError,
+    IbmCloudPermanentError,
+    get_connection,
+)
+
+_NOT_FOUND_CODES = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
+_AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Unauthorized", "401"}
+
+
+class CosHook(BaseHook):
+    """Reads and writes IBM COS objects.
+
+    :param cos_conn_id: the ``ibm_cos_default``-style connection (``endpoint_url`` + HMAC keys, or
+        ``auth_type = "iam"`` and an API key).
+    :param use_vm_endpoint: talk to ``vm_endpoint_url`` instead of ``endpoint_url``.
+    """
+
+    conn_name_attr = "cos_conn_id"
+    default_conn_name = "ibm_cos_default"
+    conn_type = "generic"
+    hook_name = "IBM Cloud Object Storage"
+
+    def __init__(self, cos_conn_id: str = default_conn_name, *, connect_timeout: float = 10.0, read_timeout: float = 60.0) -> None:
+        super().__init__()
+        self.cos_conn_id = cos_conn_id
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+
+    @cached_property
+    def config(self) -> CosConnectionConfig:
+        return CosConnectionConfig.from_connection(get_connection(self.cos_conn_id))
+
+    @cached_property
+    def client(self) -> Any:
+        import ibm_boto3
+        from ibm_botocore.client import Config
+
+        cfg = self.config
+        retries = {"max_attempts": 5, "mode": "standard"}
+        if cfg.auth_type == "iam":
+            return ibm_boto3.client(
+                "s3",
+                ibm_api_key_id=cfg.api_key,
+                ibm_service_instance_id=cfg.instance_crn,
+                ibm_auth_endpoint=cfg.iam_url + "/identity/token",
+                config=Config(
+                    signature_version="oauth",
+                    connect_timeout=self.connect_timeout,
+                    read_timeout=self.read_timeout,
+                    retries=retries,
+                ),
+                endpoint_url=cfg.endpoint_url,
+            )
+        return ibm_boto3.client(
+            "s3",
+            aws_access_key_id=cfg.access_key_id,
+            aws_secret_access_key=cfg.secret_access_key,
+            endpoint_url=cfg.endpoint_url,
+            region_name=cfg.region or "us-south",
+            config=Config(
+                signature_version="s3v4",
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
+                retries=retries,
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def get_conn(self) -> Any:
+        return self.client
+
+    # -- error mapping -----------------------------------------------------------------------
+    def _call(self, what: str, func: Callable[[], Any]) -> Any:
+        from ibm_botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+        try:
+            return func()
+        except ClientError as exc:
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            message = err.get("Message") or str(exc)
+            if code in _NOT_FOUND_CODES or status == 404:
+                raise IbmCloudNotFoundError(f"{what}: not found ({code}: {message})") from exc
+            if code in _AUTH_CODES or status in (401, 403):
+                raise IbmCloudPermanentError(
+                    f"{what}: COS denied access ({code}: {message}); check the HMAC keys (login/password) "
+                    f"or API key of connection '{self.cos_conn_id}' and the bucket's permissions",
+                    status_code=status,
+                ) from exc
+            raise IbmCloudApiError(f"{what}: COS error ({code}: {message})", status_code=status) from exc
+        except EndpointConnectionError as exc:
+            raise IbmCloudApiError(
+                f"{what}: cannot reach COS at {self.config.endpoint_url}; check extra 'endpoint_url' of "
+                f"connection '{self.cos_conn_id}'"
+            ) from exc
+        except BotoCoreError as exc:
+            raise IbmCloudApiError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    # -- objects -----------------------------------------------------------------------------
+    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        """Object metadata (``ETag``, ``ContentLength``, ``LastModified``...) or ``None`` if absent."""
+        try:
+            return self._call(f"head cos://{bucket}/{key}", lambda: self.client.head_object(Bucket=bucket, Key=key))
+        except IbmCloudNotFoundError:
+            return None
+
+    def read_bytes(self, bucket: str, key: str) -> bytes | None:
+        try:
+            resp = self._call(f"read cos://{bucket}/{key}", lambda: self.client.get_object(Bucket=bucket, Key=key))
+        except IbmCloudNotFoundError:
+            return None
+        return resp["Body"].read()
+
+    def read_text(self, bucket: str, key: str) -> str | None:
+        data = self.read_bytes(bucket, key)
+        return None if data is None else data.decode("utf-8", errors="replace")
+
+    def read_json(self, bucket: str, key: str) -> Any:
+        """Parsed JSON, or ``None`` if the object does not exist."""
+        text = self.read_text(bucket, key)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise AirflowException(f"cos://{bucket}/{key} is not valid JSON: {exc}") from exc
+
+    def upload_bytes(self, bucket: str, key: str, data: bytes | str, content_type: str | None = None) -> None:
+        body = data.encode() if isinstance(data, str) else data
+        extra = {"ContentType": content_type} if content_type else {}
+        self._call(f"upload cos://{bucket}/{key}", lambda: self.client.put_object(Bucket=bucket, Key=key, Body=body, **extra))
+
+    def upload_file(self, bucket: str, key: str, path: str | os.PathLike[str]) -> None:
+        self._call(f"upload {path} to cos://{bucket}/{key}", lambda: self.client.upload_file(str(path), bucket, key))
+
+    def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
+        keys: list[str] = []
+
+        def page_all() -> None:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                keys.extend(obj["Key"] for obj in page.get("Contents") or [])
+
+        self._call(f"list cos://{bucket}/{prefix}", page_all)
+        return keys
+
+    def download_prefix(self, bucket: str, prefix: str, local_dir: str | os.PathLike[str]) -> list[Path]:
+        """Download every object under ``prefix`` into ``local_dir`` (relative paths kept)."""
+        root = Path(local_dir).resolve()
+        out = []
+        for key in self.list_keys(bucket, prefix):
+            rel = key[len(prefix) :].lstrip("/") or Path(key).name
+            target = (root / rel).resolve()
+            if root not in target.parents and target != root:
+                raise AirflowException(f"refusing to write {key!r} outside {root}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._call(f"download cos://{bucket}/{key}", lambda k=key, t=target: self.client.download_file(bucket, k, str(t)))
+            out.append(target)
+        return out
+
+    def ensure_bucket(self, bucket: str) -> bool:
+        """Create the bucket if it does not exist; ``True`` when it was created."""
+        try:
+            self._call(f"head bucket {bucket}", lambda: self.client.head_bucket(Bucket=bucket))
+            return False
+        except IbmCloudNotFoundError:
+            pass
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        self._call(f"create bucket {bucket}", lambda: self.client.create_bucket(**kwargs))
+        self.log.info("Created bucket %s", bucket)
+        return True
+
+    def upload_directory_as_targz(self, bucket: str, local_dir: str | os.PathLike[str], key: str) -> dict[str, Any]:
+        """Pack ``local_dir`` (symlinks dereferenced, caches left out) as tar.gz and upload it to ``key``.
+
+        Returns ``{"key", "size", "sha256"}``.
+        """
+        root = Path(local_dir)
+        if not root.is_dir():
+            raise AirflowException(f"{root} is not a directory")
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz", dereference=True) as tar:
+            for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+                dirnames[:] = sorted(d for d in dirnames if d not in {"__pycache__", ".git", ".venv", ".pytest_cache"})
+                for name in sorted(filenames):
+                    if name.endswith((".pyc", ".pyo")):
+                        continue
+                    path = Path(dirpath) / name
+                    info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
+                    info.uid = info.gid = 0
+                    info.uname = info.gname = ""
+                    with path.open("rb") as fh:
+                        tar.addfile(info, fh)
+        data = buf.getvalue()
+        self.upload_bytes(bucket, key, data, content_type="application/gzip")
+        return {"key": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}

@@ -1,0 +1,31 @@
+"""Extra link from a task to its Schematics workspace in the IBM Cloud console."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperatorLink
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+    from airflow.sdk.types import TaskInstanceKey
+
+SCHEMATICS_CONSOLE = "https://cloud.ibm.com/schematics/workspaces/{workspace_id}"
+
+
+class SchematicsWorkspaceLink(BaseOperatorLink):
+    """``https://cloud.ibm.com/schematics/workspaces/<id>``; the URL is kept in XCom under ``xcom_key``."""
+
+    name = "Schematics workspace"
+
+    @classmethod
+    def persist(cls, context: Any, workspace_id: str) -> None:
+        """Save the link early in ``execute`` so it shows even if the task fails later."""
+        if not workspace_id:
+            return
+        context["ti"].xcom_push(key=cls().xcom_key, value=SCHEMATICS_CONSOLE.format(workspace_id=workspace_id))
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(ti_key=ti_key, key=self.xcom_key) or ""

@@ -1,0 +1,134 @@
+"""Trigger that waits for a Schematics job and streams its log into the trigger log."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES, SchematicsAsyncHook
+
+
+def new_log_lines(text: str, offset: int) -> tuple[list[str], int]:
+    """Lines of ``text`` after line ``offset`` and the new offset (each line is reported once)."""
+    lines = text.splitlines()
+    if offset > len(lines):  # the log was rotated or cut; never repeat, never go back
+        return [], offset
+    return lines[offset:], len(lines)
+
+
+class SchematicsJobTrigger(BaseTrigger):
+    """Polls a Schematics job (activity) until it ends or ``deadline`` passes.
+
+    Events (``TriggerEvent.payload``):
+
+    * ``{"status": "success"|"failed"|"stopped", "job_status", "workspace_id", "activity_id", "log_offset"}``
+    * ``{"status": "timeout", ...}`` when ``deadline`` (epoch seconds) passes; the operator then stops the job.
+    * ``{"status": "error", "message", ...}`` when the API keeps failing.
+
+    :param workspace_id: the workspace.
+    :param activity_id: the job (``activityid``) to wait for.
+    :param ibm_conn_id: the IBM Cloud connection.
+    :param poll_interval: seconds between polls.
+    :param deadline: epoch seconds after which a ``timeout`` event is sent.
+    :param log_offset: job-log lines already shown (so that a re-deferral does not repeat them).
+    :param stream_logs: copy new job-log lines into the trigger log.
+    """
+
+    def __init__(
+        self,
+        workspace_id: str,
+        activity_id: str,
+        ibm_conn_id: str = "ibm_cloud_default",
+        poll_interval: float = 30.0,
+        deadline: float | None = None,
+        log_offset: int = 0,
+        stream_logs: bool = True,
+    ) -> None:
+        super().__init__()
+        self.workspace_id = workspace_id
+        self.activity_id = activity_id
+        self.ibm_conn_id = ibm_conn_id
+        self.poll_interval = poll_interval
+        self.deadline = deadline
+        self.log_offset = log_offset
+        self.stream_logs = stream_logs
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "ibm_cloud_airflow.triggers.schematics.SchematicsJobTrigger",
+            {
+                "workspace_id": self.workspace_id,
+                "activity_id": self.activity_id,
+                "ibm_conn_id": self.ibm_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "log_offset": self.log_offset,
+                "stream_logs": self.stream_logs,
+            },
+        )
+
+    def _hook(self) -> SchematicsAsyncHook:
+        return SchematicsAsyncHook(self.ibm_conn_id)
+
+    def _payload(self, status: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "status": status,
+            "workspace_id": self.workspace_id,
+            "activity_id": self.activity_id,
+            "log_offset": self.log_offset,
+            **extra,
+        }
+
+    async def _stream_log(self, hook: SchematicsAsyncHook) -> None:
+        if not self.stream_logs:
+            return
+        try:
+            text = await hook.get_activity_log(self.workspace_id, self.activity_id)
+        except Exception as exc:  # logs are best effort; the job status decides
+            self.log.warning("Could not read the job log yet: %s", exc)
+            return
+        lines, self.log_offset = new_log_lines(text, self.log_offset)
+        for line in lines:
+            self.log.info("[schematics %s] %s", self.activity_id[:8], line)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self._hook()
+        try:
+            while True:
+                activity = await hook.get_activity(self.workspace_id, self.activity_id)
+                status = str(activity.get("status") or "").upper()
+                await self._stream_log(hook)
+                if status in TERMINAL_JOB_STATUSES:
+                    self.log.info("Schematics job %s ended: %s", self.activity_id, status)
+                    yield TriggerEvent(
+                        self._payload(
+                            {"COMPLETED": "success", "FAILED": "failed", "STOPPED": "stopped"}[status],
+                            job_status=status,
+                        )
+                    )
+                    return
+                now = time.time()
+                if self.deadline is not None and now >= self.deadline:
+                    self.log.error("Schematics job %s still %s at its deadline", self.activity_id, status)
+                    yield TriggerEvent(self._payload("timeout", job_status=status))
+                    return
+                self.log.info("Schematics job %s: %s", self.activity_id, status or "(no status yet)")
+                sleep = self.poll_interval
+                if self.deadline is not None:
+                    sleep = max(0.0, min(sleep, self.deadline - now))
+                await asyncio.sleep(sleep)
+        except Exception as exc:
+            self.log.exception("Polling Schematics job %s failed", self.activity_id)
+            yield TriggerEvent(self._payload("error", message=str(exc)))
+
+    async def on_kill(self) -> None:
+        """The user marked the deferred task failed/success or cleared it: stop the Schematics job."""
+        self.log.warning("Task killed by the user: stopping Schematics job %s", self.activity_id)
+        try:
+            await self._hook().stop_activity(self.workspace_id, self.activity_id, timeout=10.0)
+        except Exception:
+            self.log.exception("Could not stop Schematics job %s", self.activity_id)

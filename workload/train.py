@@ -1,0 +1,783 @@
+#!/usr/bin/env python3
+"""The GPU VM's training job: train a Keras classifier and write the COS output contract.
+
+Run by ``workload/bootstrap.sh`` on the VM (and in the sandbox) as ``python train.py``; every
+parameter comes from an argument or, failing that, from the environment variable named like the
+``run.env`` key (see ``docs/workload.md``). What it writes under ``<COS_OUTPUT_PREFIX>/``, in order
+(``docs/architecture.md``, "COS output contract"):
+
+1. ``progress.json``, overwritten at the start and after every epoch;
+2. ``model.keras``, ``metrics.json``, ``training-curve.png``, ``train.log``;
+3. ``manifest.json`` (every artifact with key, size and sha256);
+4. last, ``_SUCCESS`` (body: the manifest's sha256) or, on any failure, ``_FAILED``
+   (JSON ``{"error", "log_tail"}``).
+
+Exit status: 0 success; 1 failure, ``_FAILED`` written; 2 bad usage; 3 failure and no marker could
+be written (COS unreachable: the reason is on stderr); 143 terminated by SIGTERM/SIGINT (no marker:
+a reboot resumes the job, see bootstrap.sh).
+
+TensorFlow is imported only when training starts, so COS and argument errors fail fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+LOG = logging.getLogger("gpu_workload.train")
+
+BUILTIN_DATASETS = ("digits", "mnist", "cifar10")
+COS_DATASET_SCHEME = "cos://"
+DEFAULT_METADATA_URL = "http://169.254.169.254"
+METADATA_SERVICE_VERSION = "2025-08-26"
+MiB = 1024 * 1024
+LOG_TAIL_LINES = 60
+
+# Names of the objects under the output prefix (docs/architecture.md).
+PROGRESS = "progress.json"
+MODEL = "model.keras"
+METRICS = "metrics.json"
+CURVE = "training-curve.png"
+TRAIN_LOG = "train.log"
+MANIFEST = "manifest.json"
+SUCCESS = "_SUCCESS"
+FAILED = "_FAILED"
+
+
+class Terminated(BaseException):
+    """SIGTERM/SIGINT: stop without a marker (a reboot or the sandbox ended the job)."""
+
+
+class DatasetError(RuntimeError):
+    """The requested dataset does not exist or is malformed."""
+
+
+class InjectedFault(RuntimeError):
+    """GPU_WORKLOAD_FAULT=fail (sandbox only)."""
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Params:
+    dataset: str = "digits"
+    epochs: int = 5
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    seed: int = 42
+    validation_split: float = 0.1
+    test_fraction: float = 0.2
+    cos_endpoint: str = ""
+    cos_bucket: str = ""
+    cos_output_prefix: str = ""
+    cos_auth: str = "trusted_profile"
+    cos_region: str = ""
+    trusted_profile_id: str = ""
+    metadata_url: str = DEFAULT_METADATA_URL
+    cos_max_attempts: int = 5
+    cos_connect_timeout: float = 10.0
+    cos_read_timeout: float = 60.0
+    multipart_threshold: int = 64 * MiB
+    multipart_chunksize: int = 16 * MiB
+    work_dir: str = ""
+    run_id: str = ""
+    instance_index: int = 0
+    # Never printed, never written to COS.
+    hmac_access_key_id: str = field(default="", repr=False)
+    hmac_secret_access_key: str = field(default="", repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """The parameters without secrets (what goes into logs and metrics.json)."""
+        out = asdict(self)
+        out.pop("hmac_access_key_id")
+        out.pop("hmac_secret_access_key")
+        return out
+
+
+def _env(name: str, default: str = "") -> str:
+    value = os.environ.get(name, "")
+    return value if value.strip() else default
+
+
+def parse_args(argv: list[str] | None = None) -> Params:
+    d = Params()
+    p = argparse.ArgumentParser(
+        description="Train a classifier and write the COS output contract (docs/workload.md).",
+    )
+    p.add_argument(
+        "--dataset",
+        default=_env("DATASET", d.dataset),
+        help="digits | mnist | cifar10 | cos://<key of an .npz in COS_BUCKET> (env DATASET)",
+    )
+    p.add_argument("--epochs", type=int, default=int(_env("EPOCHS", str(d.epochs))))
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=int(_env("BATCH_SIZE", str(d.batch_size))),
+        help="per replica; the global batch is this times the number of GPUs (env BATCH_SIZE)",
+    )
+    p.add_argument("--learning-rate", type=float, default=float(_env("LEARNING_RATE", str(d.learning_rate))))
+    p.add_argument("--seed", type=int, default=int(_env("SEED", str(d.seed))))
+    p.add_argument(
+        "--validation-split", type=float, default=float(_env("VALIDATION_SPLIT", str(d.validation_split)))
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=float(_env("TEST_FRACTION", str(d.test_fraction))),
+        help="held-out share when the dataset has no test split",
+    )
+    p.add_argument("--cos-endpoint", default=_env("COS_ENDPOINT"))
+    p.add_argument("--cos-bucket", default=_env("COS_BUCKET"))
+    p.add_argument("--cos-output-prefix", default=_env("COS_OUTPUT_PREFIX"))
+    p.add_argument("--cos-auth", choices=("trusted_profile", "hmac"), default=_env("COS_AUTH", d.cos_auth))
+    p.add_argument("--cos-region", default=_env("COS_REGION"))
+    p.add_argument("--trusted-profile-id", default=_env("TRUSTED_PROFILE_ID"))
+    p.add_argument("--metadata-url", default=_env("METADATA_URL", d.metadata_url))
+    p.add_argument(
+        "--cos-max-attempts", type=int, default=int(_env("COS_MAX_ATTEMPTS", str(d.cos_max_attempts)))
+    )
+    p.add_argument(
+        "--cos-connect-timeout",
+        type=float,
+        default=float(_env("COS_CONNECT_TIMEOUT", str(d.cos_connect_timeout))),
+    )
+    p.add_argument(
+        "--cos-read-timeout", type=float, default=float(_env("COS_READ_TIMEOUT", str(d.cos_read_timeout)))
+    )
+    p.add_argument(
+        "--multipart-threshold",
+        type=int,
+        default=int(_env("COS_MULTIPART_THRESHOLD", str(d.multipart_threshold))),
+        help="bytes; larger files go up as multipart uploads",
+    )
+    p.add_argument(
+        "--multipart-chunksize",
+        type=int,
+        default=int(_env("COS_MULTIPART_CHUNKSIZE", str(d.multipart_chunksize))),
+    )
+    p.add_argument(
+        "--work-dir", default=_env("WORK_DIR"), help="local scratch folder (default: a new temporary folder)"
+    )
+    p.add_argument("--run-id", default=_env("RUN_ID"))
+    p.add_argument("--instance-index", type=int, default=int(_env("INSTANCE_INDEX", "0")))
+    ns = p.parse_args(argv)
+    params = Params(**vars(ns))
+    params.hmac_access_key_id = _env("COS_HMAC_ACCESS_KEY_ID")
+    params.hmac_secret_access_key = _env("COS_HMAC_SECRET_ACCESS_KEY")
+    missing = [n for n in ("cos_endpoint", "cos_bucket", "cos_output_prefix") if not getattr(params, n)]
+    if missing:
+        p.error(
+            "missing "
+            + ", ".join("--" + m.replace("_", "-") for m in missing)
+            + " (or the environment variables "
+            + ", ".join(m.upper() for m in missing)
+            + ")"
+        )
+    if params.cos_auth == "hmac" and not (params.hmac_access_key_id and params.hmac_secret_access_key):
+        p.error("COS_AUTH=hmac needs COS_HMAC_ACCESS_KEY_ID and COS_HMAC_SECRET_ACCESS_KEY in the env")
+    if params.multipart_chunksize < 5 * MiB:
+        p.error("--multipart-chunksize must be at least 5 MiB (S3 minimum part size)")
+    params.cos_output_prefix = params.cos_output_prefix.strip("/")
+    return params
+
+
+# --------------------------------------------------------------------------------------------------
+# COS
+# --------------------------------------------------------------------------------------------------
+
+
+def _region_from_endpoint(endpoint: str) -> str:
+    # s3.direct.us-south.cloud-object-storage.appdomain.cloud -> us-south
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0]
+    parts = host.split(".")
+    if "cloud-object-storage" in parts:
+        idx = parts.index("cloud-object-storage")
+        if idx >= 1 and parts[idx - 1] not in ("s3", "direct", "private"):
+            return parts[idx - 1]
+    return "us-south"
+
+
+class CosWriter:
+    """Writes the run's objects under ``<bucket>/<prefix>/`` and remembers the order it wrote them.
+
+    Every object carries user metadata ``seq`` (1, 2, 3... in write order within this process) and
+    ``written-at``; the manifest repeats both for the artifacts.
+    """
+
+    def __init__(self, params: Params) -> None:
+        import ibm_boto3
+        from ibm_boto3.s3.transfer import TransferConfig
+        from ibm_botocore.config import Config
+
+        self.bucket = params.cos_bucket
+        self.prefix = params.cos_output_prefix
+        self.seq = 0
+        self.writes: list[dict[str, Any]] = []
+        self.transfer = TransferConfig(
+            multipart_threshold=params.multipart_threshold,
+            multipart_chunksize=params.multipart_chunksize,
+            max_concurrency=4,
+        )
+        common = {
+            "retries": {"total_max_attempts": max(1, params.cos_max_attempts), "mode": "standard"},
+            "connect_timeout": params.cos_connect_timeout,
+            "read_timeout": params.cos_read_timeout,
+            "s3": {"addressing_style": "path"},
+        }
+        region = params.cos_region or _region_from_endpoint(params.cos_endpoint)
+        if params.cos_auth == "hmac":
+            self.client = ibm_boto3.client(
+                "s3",
+                endpoint_url=params.cos_endpoint,
+                region_name=region,
+                aws_access_key_id=params.hmac_access_key_id,
+                aws_secret_access_key=params.hmac_secret_access_key,
+                config=Config(signature_version="s3v4", **common),
+            )
+        else:
+            self.client = ibm_boto3.client(
+                "s3",
+                endpoint_url=params.cos_endpoint,
+                region_name=region,
+                token_manager=_metadata_token_manager(params),
+                config=Config(signature_version="oauth", **common),
+            )
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+    def _meta(self) -> dict[str, str]:
+        self.seq += 1
+        return {"seq": str(self.seq), "written-at": utcnow()}
+
+    def _record(self, name: str, meta: dict[str, str]) -> dict[str, Any]:
+        entry = {"key": self.key(name), "seq": int(meta["seq"]), "written_at": meta["written-at"]}
+        self.writes.append(entry)
+        return entry
+
+    def put_bytes(self, name: str, body: bytes, content_type: str) -> dict[str, Any]:
+        meta = self._meta()
+        self.client.put_object(
+            Bucket=self.bucket, Key=self.key(name), Body=body, ContentType=content_type, Metadata=meta
+        )
+        return self._record(name, meta)
+
+    def put_json(self, name: str, obj: Any) -> dict[str, Any]:
+        return self.put_bytes(name, json.dumps(obj, indent=2, sort_keys=True).encode(), "application/json")
+
+    def upload_file(self, name: str, path: Path, content_type: str) -> dict[str, Any]:
+        """Upload a local file; files above the multipart threshold go up in parts."""
+        meta = self._meta()
+        self.client.upload_file(
+            str(path),
+            self.bucket,
+            self.key(name),
+            ExtraArgs={"ContentType": content_type, "Metadata": meta},
+            Config=self.transfer,
+        )
+        return self._record(name, meta)
+
+    def delete(self, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    def download(self, key: str, path: Path) -> None:
+        self.client.download_file(self.bucket, key, str(path), Config=self.transfer)
+
+    def reset(self, epochs: int) -> None:
+        """Prepare a clean (re-)run: markers go first, so no sensor sees a stale ``_SUCCESS``.
+
+        ``_SUCCESS`` is deleted before anything else, then ``_FAILED``, then the old manifest; the
+        other objects are overwritten as the run goes. A fresh ``progress.json`` (epoch 0) then tells
+        a stall detector that this run is alive.
+        """
+        for name in (SUCCESS, FAILED, MANIFEST):
+            self.delete(name)
+        self.put_json(
+            PROGRESS, {"epoch": 0, "epochs": epochs, "metrics": {}, "time": utcnow(), "status": "starting"}
+        )
+
+
+def _metadata_token_manager(params: Params):
+    """An ibm_botocore token manager backed by the VPC instance metadata service (keyless COS).
+
+    ``VPCInstanceAuthenticator`` gets an instance identity token from the metadata service and
+    exchanges it for an IAM token of the trusted profile; ibm_botocore's ``oauth`` signer sends it as
+    ``Authorization: Bearer <token>``. Tokens are cached and refreshed by the SDK.
+    """
+    from ibm_botocore.credentials import TokenManager
+    from ibm_cloud_sdk_core.authenticators import VPCInstanceAuthenticator
+
+    authenticator = VPCInstanceAuthenticator(
+        iam_profile_id=params.trusted_profile_id or None,
+        url=params.metadata_url or DEFAULT_METADATA_URL,
+        service_version=METADATA_SERVICE_VERSION,
+    )
+    authenticator.validate()
+
+    class _VpcInstanceTokenManager(TokenManager):
+        def get_token(self) -> str:
+            return authenticator.token_manager.get_token()
+
+    return _VpcInstanceTokenManager()
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Data:
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+    scale: float
+    source: str
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+
+def _split(x, y, test_fraction: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    stratify = y if len(set(y.tolist())) > 1 else None
+    return train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=stratify)
+
+
+def _with_channels(x):
+    return x[..., None] if x.ndim == 3 else x
+
+
+def load_dataset(
+    name: str,
+    seed: int,
+    test_fraction: float = 0.2,
+    cos: CosWriter | None = None,
+    work_dir: Path | None = None,
+) -> Data:
+    """Load ``digits`` (offline), ``mnist``/``cifar10`` (downloaded by Keras) or ``cos://<key>``."""
+    import numpy as np
+
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x, y = digits.images.astype("float32"), digits.target.astype("int64")
+        x_train, x_test, y_train, y_test = _split(x, y, test_fraction, seed)
+        return Data(
+            _with_channels(x_train),
+            y_train,
+            _with_channels(x_test),
+            y_test,
+            16.0,
+            "sklearn.datasets.load_digits",
+        )
+    if name in ("mnist", "cifar10"):
+        import keras
+
+        loader = keras.datasets.mnist if name == "mnist" else keras.datasets.cifar10
+        (x_train, y_train), (x_test, y_test) = loader.load_data()
+        return Data(
+            _with_channels(x_train),
+            y_train.reshape(-1).astype("int64"),
+            _with_channels(x_test),
+            y_test.reshape(-1).astype("int64"),
+            255.0,
+            f"keras.datasets.{name}",
+        )
+    if name.startswith(COS_DATASET_SCHEME):
+        key = name[len(COS_DATASET_SCHEME) :].lstrip("/")
+        if not key or cos is None:
+            raise DatasetError(f"dataset {name!r}: expected cos://<object key in the run's bucket>")
+        local = (work_dir or Path(tempfile.mkdtemp())) / "dataset.npz"
+        try:
+            cos.download(key, local)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound"):
+                raise DatasetError(
+                    f"dataset {name!r} not found: no object {key!r} in bucket {cos.bucket!r}"
+                ) from exc
+            raise DatasetError(
+                f"dataset {name!r}: download of {key!r} from bucket {cos.bucket!r} failed: {exc}"
+            ) from exc
+        try:
+            with np.load(local, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except Exception as exc:
+            raise DatasetError(f"dataset {name!r}: not a readable .npz file: {exc}") from exc
+        for needed in ("x_train", "y_train"):
+            if needed not in arrays:
+                raise DatasetError(f"dataset {name!r}: the .npz has no {needed!r} (arrays: {sorted(arrays)})")
+        x, y = arrays["x_train"], arrays["y_train"].reshape(-1).astype("int64")
+        if len(x) != len(y) or x.ndim not in (3, 4):
+            raise DatasetError(
+                f"dataset {name!r}: x_train must be (n, h, w[, c]) with one label each; "
+                f"got {x.shape} and {y.shape}"
+            )
+        if "x_test" in arrays and "y_test" in arrays:
+            x_train, y_train = x, y
+            x_test, y_test = arrays["x_test"], arrays["y_test"].reshape(-1).astype("int64")
+        else:
+            x_train, x_test, y_train, y_test = _split(x, y, test_fraction, seed)
+        peak = float(max(np.max(x_train), 1.0))
+        scale = 255.0 if peak > 16.0 else peak
+        return Data(
+            _with_channels(x_train),
+            y_train,
+            _with_channels(x_test),
+            y_test,
+            scale,
+            f"cos://{cos.bucket}/{key}",
+        )
+    raise DatasetError(f"unknown dataset {name!r}: use one of {', '.join(BUILTIN_DATASETS)} or cos://<key>")
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def build_model(keras, input_shape: tuple[int, ...], num_classes: int, scale: float):
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Rescaling(1.0 / scale)(inputs)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D()(x)
+    if min(input_shape[:2]) >= 16:
+        x = layers.Conv2D(128, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Dropout(0.25)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu")(x)
+    x = layers.Dropout(0.3)(x)
+    # float32 output keeps the softmax stable under mixed_float16.
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="classifier")
+
+
+def _fault() -> str:
+    """GPU_WORKLOAD_FAULT, honoured only in the sandbox (GPU_WORKLOAD_SANDBOX=1)."""
+    if os.environ.get("GPU_WORKLOAD_SANDBOX") != "1":
+        return ""
+    return os.environ.get("GPU_WORKLOAD_FAULT", "").strip().lower()
+
+
+def make_progress_callback(keras, cos: CosWriter, epochs: int, started: float):
+    class CosProgress(keras.callbacks.Callback):
+        """Overwrites progress.json after every epoch; applies the sandbox's fault hooks."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            cos.put_json(
+                PROGRESS,
+                {
+                    "epoch": epoch + 1,
+                    "epochs": epochs,
+                    "metrics": metrics,
+                    "time": utcnow(),
+                    "elapsed_s": round(time.monotonic() - started, 3),
+                    "status": "training",
+                },
+            )
+            LOG.info(
+                "epoch %d/%d %s",
+                epoch + 1,
+                epochs,
+                " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
+            )
+            fault = _fault()
+            if fault == "fail":
+                raise InjectedFault("injected fault GPU_WORKLOAD_FAULT=fail after epoch 1")
+            if fault == "hang":
+                while True:  # no progress, no output, no exit: the sandbox kills the process
+                    time.sleep(3600)
+
+    return CosProgress()
+
+
+def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if key in history:
+                ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(MiB), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: Path) -> dict[str, Any]:
+    started_at, started = utcnow(), time.monotonic()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        with contextlib.suppress(RuntimeError):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    if gpus:
+        strategy = tf.distribute.MirroredStrategy()
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    else:
+        strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    device = {
+        "gpus": [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus],
+        "gpu_count": len(gpus),
+        "strategy": type(strategy).__name__,
+        "replicas": replicas,
+        "mixed_precision": keras.mixed_precision.global_policy().name,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+    }
+    LOG.info("device: %s", json.dumps(device))
+
+    keras.utils.set_random_seed(params.seed)
+    data = load_dataset(params.dataset, params.seed, params.test_fraction, cos, work_dir)
+    num_classes = data.num_classes
+    x_train, y_train = data.x_train, data.y_train
+    n_val = round(len(x_train) * params.validation_split) if params.validation_split > 0 else 0
+    x_fit, y_fit = x_train[n_val:], y_train[n_val:]
+    LOG.info(
+        "dataset %s (%s): train %d, validation %d, test %d, shape %s, %d classes",
+        params.dataset,
+        data.source,
+        len(x_fit),
+        n_val,
+        len(data.x_test),
+        x_train.shape[1:],
+        num_classes,
+    )
+
+    global_batch = params.batch_size * replicas
+    autotune = tf.data.AUTOTUNE
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+
+    def pipeline(x, y, shuffle: bool):
+        ds = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=params.seed, reshuffle_each_iteration=True)
+        return ds.batch(global_batch).prefetch(autotune).with_options(options)
+
+    train_ds = pipeline(x_fit, y_fit, shuffle=True)
+    val_ds = pipeline(x_train[:n_val], y_train[:n_val], shuffle=False) if n_val else None
+    test_ds = pipeline(data.x_test, data.y_test, shuffle=False)
+
+    with strategy.scope():
+        model = build_model(keras, tuple(x_train.shape[1:]), num_classes, data.scale)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+        )
+    fit = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=params.epochs,
+        verbose=2,
+        callbacks=[make_progress_callback(keras, cos, params.epochs, started)],
+    )
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    test_loss, test_accuracy = (float(v) for v in model.evaluate(test_ds, verbose=0))
+    LOG.info("held-out test: accuracy=%.4f loss=%.4f", test_accuracy, test_loss)
+
+    model_path = work_dir / MODEL
+    model.save(model_path)
+    curve_path = work_dir / CURVE
+    plot_curves(history, curve_path, f"{params.dataset}: test accuracy {test_accuracy:.3f}")
+    finished_at = utcnow()
+    metrics = {
+        "run_id": params.run_id,
+        "instance_index": params.instance_index,
+        "dataset": params.dataset,
+        "dataset_source": data.source,
+        "num_classes": num_classes,
+        "input_shape": list(x_train.shape[1:]),
+        "samples": {"train": len(x_fit), "validation": n_val, "test": len(data.x_test)},
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "history": history,
+        "epochs_completed": len(history.get("loss", [])),
+        "params": params.public(),
+        "global_batch_size": global_batch,
+        "device": device,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "duration_s": round(time.monotonic() - started, 3),
+    }
+    metrics_path = work_dir / METRICS
+    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+
+    LOG.info("uploading artifacts to %s/%s/", cos.bucket, cos.prefix)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    log_snapshot = work_dir / "train.log.upload"
+    shutil.copyfile(log_path, log_snapshot)  # the log keeps growing; upload and hash one snapshot
+
+    artifacts = []
+    for name, path, ctype in (
+        (MODEL, model_path, "application/zip"),
+        (METRICS, metrics_path, "application/json"),
+        (CURVE, curve_path, "image/png"),
+        (TRAIN_LOG, log_snapshot, "text/plain"),
+    ):
+        entry = cos.upload_file(name, path, ctype)
+        artifacts.append(
+            {
+                **entry,
+                "name": name,
+                "size": path.stat().st_size,
+                "sha256": sha256_file(path),
+                "content_type": ctype,
+            }
+        )
+        LOG.info("uploaded %s (%d bytes)", entry["key"], path.stat().st_size)
+
+    manifest = {
+        "run_id": params.run_id,
+        "instance_index": params.instance_index,
+        "bucket": cos.bucket,
+        "prefix": cos.prefix,
+        "created_at": utcnow(),
+        "test_accuracy": test_accuracy,
+        "artifacts": artifacts,
+        "marker": cos.key(SUCCESS),
+    }
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    cos.put_bytes(MANIFEST, manifest_bytes, "application/json")
+    manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
+    cos.put_bytes(SUCCESS, manifest_sha.encode(), "text/plain")  # last
+    LOG.info("wrote %s (manifest sha256 %s)", cos.key(SUCCESS), manifest_sha)
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+# --------------------------------------------------------------------------------------------------
+
+
+def setup_logging(log_path: Path) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in (logging.FileHandler(log_path), logging.StreamHandler(sys.stderr)):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    # The SDKs log request details at DEBUG; keep them quiet so nothing sensitive reaches a log.
+    for noisy in ("ibm_botocore", "ibm_boto3", "ibm_s3transfer", "urllib3", "ibm_cloud_sdk_core"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _on_signal(signum, _frame):
+    raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    params = parse_args(argv)
+    work_dir = Path(params.work_dir) if params.work_dir else Path(tempfile.mkdtemp(prefix="gpu-workload-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / TRAIN_LOG
+    setup_logging(log_path)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    LOG.info("starting: %s", json.dumps(params.public(), sort_keys=True))
+
+    cos: CosWriter | None = None
+    try:
+        cos = CosWriter(params)
+        cos.reset(params.epochs)
+        train_and_publish(params, cos, work_dir, log_path)
+        return 0
+    except Terminated as exc:
+        LOG.warning("%s: stopping without a marker", exc)
+        return 143
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        LOG.error("training failed: %s\n%s", error, traceback.format_exc())
+        return _write_failed(cos, error, log_path)
+
+
+def _write_failed(cos: CosWriter | None, error: str, log_path: Path) -> int:
+    if cos is None:
+        print(f"train.py: FAILED and no COS client to report it: {error}", file=sys.stderr)
+        return 3
+    target = f"{cos.bucket}/{cos.key(FAILED)}"
+    try:
+        with contextlib.suppress(Exception):  # the log is a bonus; the marker is what matters
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            cos.put_bytes(TRAIN_LOG, log_path.read_bytes(), "text/plain")
+        cos.put_json(FAILED, {"error": error, "log_tail": log_tail(log_path), "time": utcnow()})
+    except Exception as exc:
+        print(
+            f"train.py: FAILED: {error}\ntrain.py: and the _FAILED marker could not be written to "
+            f"{target} at {cos.client.meta.endpoint_url}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return 3
+    LOG.error("wrote %s", target)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
