@@ -100,8 +100,8 @@ PARAMS: dict[str, Param] = {
     ),
     "progress_stall_minutes": Param(
         30,
-        type="integer",
-        minimum=1,
+        type="number",
+        minimum=0.2,
         maximum=24 * 60,
         title="Progress stall timeout",
         description="Fail when progress.json stops advancing this long.",

@@ -1,0 +1,121 @@
+"""Cloud Object Storage: moto's S3 app behind an auth layer that speaks COS's two schemes.
+
+COS accepts (a) AWS SigV4/SigV2 signed with HMAC keys and (b) ``Authorization: Bearer <IAM token>``
+(what a VM with a trusted profile uses). moto does not know (b) and ignores signatures, so this
+layer checks the credentials itself (unknown access key id -> S3's 403 ``InvalidAccessKeyId``;
+a bad or expired bearer token -> 403 ``AccessDenied``) and then hands moto a request with a fixed
+SigV4-looking header in region ``us-east-1`` (moto would otherwise reject a bucket created without
+a LocationConstraint in another region; COS has no such rule).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+from urllib.parse import parse_qs
+
+from werkzeug.wrappers import Request, Response
+
+from sandbox.iam import InvalidTokenError, TokenAuthority
+from sandbox.inventory import Inventory
+
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
+_MOTO_AUTH = (
+    "AWS4-HMAC-SHA256 Credential={key}/20260101/us-east-1/s3/aws4_request, "
+    "SignedHeaders=host, Signature=" + "0" * 64
+)
+
+
+def s3_error(status: int, code: str, message: str, resource: str = "") -> Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message><Resource>{resource}</Resource>"
+        f"<RequestId>{uuid.uuid4()}</RequestId><httpStatusCode>{status}</httpStatusCode></Error>"
+    )
+    return Response(body, status=status, content_type="application/xml")
+
+
+def reset_moto_s3() -> None:
+    """Forget every bucket: moto keeps S3 state per process, and each sandbox starts empty."""
+    from moto.s3.models import s3_backends
+
+    for account_backends in list(s3_backends.values()):
+        account_backends.reset()
+    getattr(s3_backends, "bucket_accounts", {}).clear()
+
+
+class CosApp:
+    def __init__(self, authority: TokenAuthority, inventory: Inventory, access_key_id: str) -> None:
+        from moto.server import create_backend_app
+
+        self.authority = authority
+        self.inventory = inventory
+        self.access_key_id = access_key_id
+        self.moto = create_backend_app("s3")
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        route = "/<bucket>" if request.path.count("/") <= 1 else "/<bucket>/<key>"
+        if request.path == "/":
+            route = "/"
+        self.inventory.count_request("cos", request.method, route)
+        denied = self._authenticate(request, environ)
+        if denied is not None:
+            return denied(environ, start_response)
+        return self.moto(environ, start_response)
+
+    def _authenticate(self, request: Request, environ: dict[str, Any]) -> Response | None:
+        header = request.headers.get("Authorization", "")
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        if header.lower().startswith("bearer "):
+            try:
+                self.authority.verify_header(header)
+            except InvalidTokenError as err:
+                return s3_error(403, "AccessDenied", f"Access Denied: {err}", request.path)
+        elif header.startswith("AWS4-HMAC-SHA256"):
+            match = _CREDENTIAL.search(header)
+            if not match or match.group(1) != self.access_key_id:
+                return s3_error(
+                    403,
+                    "InvalidAccessKeyId",
+                    "The AWS Access Key Id you provided does not exist in our records.",
+                    request.path,
+                )
+        elif header.startswith("AWS "):
+            if header[4:].partition(":")[0] != self.access_key_id:
+                return s3_error(
+                    403,
+                    "InvalidAccessKeyId",
+                    "The AWS Access Key Id you provided does not exist in our records.",
+                    request.path,
+                )
+        elif "X-Amz-Credential" in query or "AWSAccessKeyId" in query:
+            cred = (query.get("X-Amz-Credential") or query.get("AWSAccessKeyId") or [""])[0]
+            if cred.split("/")[0] != self.access_key_id:
+                return s3_error(
+                    403,
+                    "InvalidAccessKeyId",
+                    "The AWS Access Key Id you provided does not exist in our records.",
+                    request.path,
+                )
+            return None  # presigned URL: moto handles the query-string form itself
+        else:
+            return s3_error(403, "AccessDenied", "Access Denied", request.path)
+        environ["HTTP_AUTHORIZATION"] = _MOTO_AUTH.format(key=self.access_key_id)
+        # COS's LocationConstraint names a storage class (us-south-standard); moto knows only AWS
+        # regions, so a bucket-create body is dropped.
+        if request.method == "PUT" and request.path.strip("/").count("/") == 0 and not environ.get(
+            "QUERY_STRING"
+        ):
+            environ["CONTENT_LENGTH"] = "0"
+            environ["wsgi.input"] = _Empty()
+        return None
+
+
+class _Empty:
+    def read(self, *args: Any) -> bytes:
+        return b""
+
+    def readline(self, *args: Any) -> bytes:
+        return b""

@@ -1,0 +1,112 @@
+"""``make demo``: the whole pipeline once, end to end, on the local sandbox.
+
+Starts the sandbox, runs the DAG once with ``dag.test()``, copies the run's outputs to
+``demo-output/<run_id>/`` and prints one line of JSON. Exits 0 only when the run succeeded and
+nothing leaked. ``--fault NAME`` injects one of the sandbox's named faults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sandbox import Sandbox
+from sandbox.faults import FAULT_NAMES
+from scripts.local_run import DEMO_BUCKET, REPO, prepare_home, start_run
+
+# Faults the pipeline must survive (the run still succeeds) and faults that must fail the run.
+SURVIVABLE = ("api_errors", "rate_limited", "workspace_locked", "destroy_fails_once", "short_tokens")
+RUN_FAILING = ("plan_fails", "apply_fails_midway", "workload_fails", "workload_hangs")
+assert set(SURVIVABLE) | set(RUN_FAILING) == set(FAULT_NAMES)
+
+
+def run_demo(
+    fault: str | None, *, conf: dict[str, Any] | None = None, output_root: Path = REPO / "demo-output"
+) -> dict[str, Any]:
+    started = time.monotonic()
+    work = Path(
+        tempfile.mkdtemp(prefix="demo-", dir=REPO / ".airflow" if (REPO / ".airflow").exists() else None)
+    )
+    with Sandbox(faults=[fault] if fault else None, state_dir=REPO / ".sandbox") as sandbox:
+        sandbox.ensure_bucket(DEMO_BUCKET)
+        prepare_home(work / "home")
+        result_file, log_file = work / "result.json", work / "airflow.log"
+        proc = start_run(
+            home=work / "home",
+            connections=sandbox.airflow_connections(),
+            conf=conf or {},
+            result=result_file,
+            log=log_file,
+        )
+        proc.wait()
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        plan = result.get("plan") or {}
+        output_dir = None
+        if plan:
+            output_dir = output_root / re.sub(r"[^A-Za-z0-9._+-]", "_", result["run_id"])
+            download_prefix(sandbox.endpoints, plan["bucket"], plan["prefix"], output_dir)
+        leaked = sandbox.inventory.list()
+    state = result.get("dag_run_state", "crashed")
+    summary = {
+        "dag_run_state": state,
+        "output_dir": str(output_dir.relative_to(REPO)) if output_dir else None,
+        "leaked_resources": len(leaked),
+        "duration_s": round(time.monotonic() - started, 1),
+        "run_id": result.get("run_id"),
+        "fault": fault,
+        "expected_state": "failed" if fault in RUN_FAILING else "success",
+        "failed_tasks": sorted(result.get("failures", {})),
+        "why": _why(result),
+        "metrics": (result.get("report") or {}).get("metrics"),
+        "airflow_log": str(log_file),
+    }
+    if leaked:
+        summary["leaked"] = [f"{r['kind']} {r['name']}" for r in leaked]
+    return summary
+
+
+def download_prefix(endpoints: dict[str, Any], bucket: str, prefix: str, dest: Path) -> None:
+    """Copy every object under ``prefix`` to ``dest``, keeping the key's path below the prefix."""
+    import ibm_boto3
+
+    cos = ibm_boto3.client(
+        "s3",
+        endpoint_url=endpoints["cos"],
+        aws_access_key_id=endpoints["cos_hmac"]["access_key_id"],
+        aws_secret_access_key=endpoints["cos_hmac"]["secret_access_key"],
+    )
+    for page in cos.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            target = dest / obj["Key"][len(prefix) :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            cos.download_file(bucket, obj["Key"], str(target))
+
+
+def _why(result: dict[str, Any]) -> str | None:
+    """The first failure a user should read: the failed work task's error, else the run's."""
+    failures = result.get("failures") or {}
+    for task_id in ("validate", "plan", "apply", "wait_for_output", "destroy", "leak_check"):
+        if task_id in failures:
+            return f"{task_id}: {failures[task_id]}"
+    if result.get("reason"):
+        return result["reason"]
+    return next((f"{t}: {m}" for t, m in failures.items()), None)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fault", choices=FAULT_NAMES, help="inject one of the sandbox's faults")
+    args = parser.parse_args()
+    summary = run_demo(args.fault)
+    print(json.dumps(summary))
+    return 0 if summary["dag_run_state"] == "success" and summary["leaked_resources"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
