@@ -130,19 +130,18 @@ def run_once(conf: dict[str, Any]) -> dict[str, Any]:
         failures = _failure_messages(dr, session)
         from airflow.models.xcom import XComModel
 
-        report = XComModel.get_many(
-            run_id=dr.run_id, dag_ids=DAG_ID, task_ids="report", session=session
-        ).first()
-        plan = XComModel.get_many(
-            run_id=dr.run_id, dag_ids=DAG_ID, task_ids="validate", session=session
-        ).first()
+        def xcom(task_id: str) -> Any:
+            rows = XComModel.get_many(run_id=dr.run_id, dag_ids=DAG_ID, task_ids=task_id, session=session)
+            row = rows.first()
+            return XComModel.deserialize_value(row) if row else None
+
         return {
             "dag_run_state": str(dr.state),
             "run_id": dr.run_id,
             "tasks": tasks,
             "failures": failures,
-            "plan": plan.value if plan else None,
-            "report": report.value if report else None,
+            "plan": xcom("validate"),
+            "report": xcom("report"),
             "duration_s": round(time.monotonic() - started, 2),
         }
 
