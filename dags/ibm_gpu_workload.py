@@ -50,7 +50,13 @@ WORK_TASKS = ("validate", "upload_bundle", "create_workspace", "plan", "apply", 
 SCHEDULE = os.environ.get("IBM_GPU_WORKLOAD_SCHEDULE", "0 12 * * 1")
 SCHEDULE = None if SCHEDULE.strip() in ("", "None", "none") else SCHEDULE
 MAX_ACTIVE_RUNS = int(os.environ.get("IBM_GPU_WORKLOAD_MAX_ACTIVE_RUNS", "4"))
+# Schematics polls count against its 50 requests/minute limit; COS polls are cheap and decide
+# how soon after the workload's _SUCCESS the servers are destroyed.
 POLL_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_POLL_SECONDS", "30"))
+SENSOR_POKE_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS", "2"))
+# "deferrable" (default: no worker slot while waiting), or "poke"/"reschedule" (the benchmarks'
+# baseline, or a deployment without a triggerer).
+SENSOR_MODE = os.environ.get("IBM_GPU_WORKLOAD_SENSOR_MODE", "deferrable")
 
 
 def _plan(key: str) -> str:
@@ -149,7 +155,9 @@ with DAG(
         bucket_key=_plan("marker_keys"),
         stall_timeout="{{ params.progress_stall_minutes * 60 }}",
         timeout="{{ params.max_runtime_minutes * 60 }}",
-        poke_interval=POLL_SECONDS,
+        poke_interval=SENSOR_POKE_SECONDS,
+        deferrable=SENSOR_MODE == "deferrable",
+        mode="poke" if SENSOR_MODE == "deferrable" else SENSOR_MODE,
         retries=0,
     )
 

@@ -64,3 +64,19 @@ class FaultSet:
     def describe(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {k: dict(v) for k, v in self._faults.items()}
+
+
+def parse_fault_spec(text: str) -> dict[str, dict[str, Any]] | list[str]:
+    """Parse ``SANDBOX_FAULTS``/``--faults`` text: a JSON list of names, a JSON ``{name: options}``
+    object, or (for the shell) plain comma-separated names such as ``api_errors,short_tokens``."""
+    text = text.strip()
+    if not text:
+        return []
+    if text[0] in "[{":
+        import json
+
+        spec = json.loads(text)
+        if not isinstance(spec, list | dict):
+            raise ValueError("a fault spec is a JSON list of names or an object {name: options}")
+        return spec
+    return [name.strip() for name in text.split(",") if name.strip()]

@@ -325,11 +325,12 @@ class _Context:
         self.locals_ = _Locals(self)
 
     def roots(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        directory = str(self.module.directory)
+        # Terraform runs in the root module's folder: path.module is "." and relative paths
+        # resolve against that folder (Scope.base_dir)
         roots: dict[str, Any] = {
             "var": self.variables,
             "local": self.locals_,
-            "path": {"module": directory, "root": directory, "cwd": directory},
+            "path": {"module": ".", "root": ".", "cwd": str(self.module.directory)},
             "terraform": {"workspace": "default"},
             "data": self.data_values,
         }

@@ -21,7 +21,9 @@ AIRFLOW_SERVICES = {
     "airflow-init",
 }
 LONG_RUNNING = AIRFLOW_SERVICES - {"airflow-init"} | {"postgres", "redis"}
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_?KEY|FERNET|_CONN_|SQL_ALCHEMY_CONN|BACKEND|BROKER", re.I)
+SECRET_NAME = re.compile(
+    r"PASSWORD|SECRET|TOKEN|API_?KEY|FERNET|_CONN_|SQL_ALCHEMY_CONN|BACKEND|BROKER", re.I
+)
 INTERPOLATION = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(:?[-?][^}]*)?\}")
 
 

@@ -194,7 +194,13 @@ class IbmCloudConnectionConfig:
         """An ``IAMAuthenticator`` with client ``bx:bx`` so that IAM issues real refresh tokens."""
         from ibm_cloud_sdk_core.authenticators import IAMAuthenticator
 
-        return IAMAuthenticator(self.api_key, url=self.iam_url, client_id="bx", client_secret="bx")
+        # "bx"/"bx" is IBM's public CLI client id, not a secret: with it IAM issues refresh tokens.
+        return IAMAuthenticator(
+            self.api_key,
+            url=self.iam_url,
+            client_id="bx",
+            client_secret="bx",  # noqa: S106
+        )
 
 
 @dataclass(frozen=True)
@@ -222,9 +228,7 @@ class CosConnectionConfig:
                 "'https://s3.us-south.cloud-object-storage.appdomain.cloud'"
             )
         endpoint_url = _check_url(conn_id, "endpoint_url", extra["endpoint_url"])
-        vm_endpoint_url = _check_url(
-            conn_id, "vm_endpoint_url", extra.get("vm_endpoint_url") or endpoint_url
-        )
+        vm_endpoint_url = _check_url(conn_id, "vm_endpoint_url", extra.get("vm_endpoint_url") or endpoint_url)
         auth_type = str(extra.get("auth_type") or "hmac").lower()
         iam_url = _check_url(conn_id, "iam_url", extra.get("iam_url") or DEFAULT_IAM_URL)
         if iam_url.endswith("/identity/token"):
@@ -355,7 +359,9 @@ def map_api_error(exc: BaseException, what: str, conn_id: str | None = None) -> 
                 f"key in the password of {conn_hint}",
                 status_code=code,
             )
-        return IbmCloudApiError(f"{what}: IAM token request failed (HTTP {code}: {message})", status_code=code)
+        return IbmCloudApiError(
+            f"{what}: IAM token request failed (HTTP {code}: {message})", status_code=code
+        )
     if code == 404:
         return IbmCloudNotFoundError(f"{what}: not found (HTTP 404: {message}){suffix}")
     if code in (401, 403):

@@ -40,7 +40,13 @@ class CosHook(BaseHook):
     conn_type = "generic"
     hook_name = "IBM Cloud Object Storage"
 
-    def __init__(self, cos_conn_id: str = default_conn_name, *, connect_timeout: float = 10.0, read_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        cos_conn_id: str = default_conn_name,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ) -> None:
         super().__init__()
         self.cos_conn_id = cos_conn_id
         self.connect_timeout = connect_timeout
@@ -121,13 +127,17 @@ class CosHook(BaseHook):
     def head(self, bucket: str, key: str) -> dict[str, Any] | None:
         """Object metadata (``ETag``, ``ContentLength``, ``LastModified``...) or ``None`` if absent."""
         try:
-            return self._call(f"head cos://{bucket}/{key}", lambda: self.client.head_object(Bucket=bucket, Key=key))
+            return self._call(
+                f"head cos://{bucket}/{key}", lambda: self.client.head_object(Bucket=bucket, Key=key)
+            )
         except IbmCloudNotFoundError:
             return None
 
     def read_bytes(self, bucket: str, key: str) -> bytes | None:
         try:
-            resp = self._call(f"read cos://{bucket}/{key}", lambda: self.client.get_object(Bucket=bucket, Key=key))
+            resp = self._call(
+                f"read cos://{bucket}/{key}", lambda: self.client.get_object(Bucket=bucket, Key=key)
+            )
         except IbmCloudNotFoundError:
             return None
         return resp["Body"].read()
@@ -149,10 +159,15 @@ class CosHook(BaseHook):
     def upload_bytes(self, bucket: str, key: str, data: bytes | str, content_type: str | None = None) -> None:
         body = data.encode() if isinstance(data, str) else data
         extra = {"ContentType": content_type} if content_type else {}
-        self._call(f"upload cos://{bucket}/{key}", lambda: self.client.put_object(Bucket=bucket, Key=key, Body=body, **extra))
+        self._call(
+            f"upload cos://{bucket}/{key}",
+            lambda: self.client.put_object(Bucket=bucket, Key=key, Body=body, **extra),
+        )
 
     def upload_file(self, bucket: str, key: str, path: str | os.PathLike[str]) -> None:
-        self._call(f"upload {path} to cos://{bucket}/{key}", lambda: self.client.upload_file(str(path), bucket, key))
+        self._call(
+            f"upload {path} to cos://{bucket}/{key}", lambda: self.client.upload_file(str(path), bucket, key)
+        )
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         keys: list[str] = []
@@ -175,7 +190,10 @@ class CosHook(BaseHook):
             if root not in target.parents and target != root:
                 raise AirflowException(f"refusing to write {key!r} outside {root}")
             target.parent.mkdir(parents=True, exist_ok=True)
-            self._call(f"download cos://{bucket}/{key}", lambda k=key, t=target: self.client.download_file(bucket, k, str(t)))
+            self._call(
+                f"download cos://{bucket}/{key}",
+                lambda k=key, t=target: self.client.download_file(bucket, k, str(t)),
+            )
             out.append(target)
         return out
 
@@ -191,7 +209,9 @@ class CosHook(BaseHook):
         self.log.info("Created bucket %s", bucket)
         return True
 
-    def upload_directory_as_targz(self, bucket: str, local_dir: str | os.PathLike[str], key: str) -> dict[str, Any]:
+    def upload_directory_as_targz(
+        self, bucket: str, local_dir: str | os.PathLike[str], key: str
+    ) -> dict[str, Any]:
         """Pack ``local_dir`` (symlinks dereferenced, caches left out) as tar.gz and upload it to ``key``.
 
         Returns ``{"key", "size", "sha256"}``.
@@ -202,7 +222,9 @@ class CosHook(BaseHook):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w:gz", dereference=True) as tar:
             for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if d not in {"__pycache__", ".git", ".venv", ".pytest_cache"})
+                dirnames[:] = sorted(
+                    d for d in dirnames if d not in {"__pycache__", ".git", ".venv", ".pytest_cache"}
+                )
                 for name in sorted(filenames):
                     if name.endswith((".pyc", ".pyo")):
                         continue

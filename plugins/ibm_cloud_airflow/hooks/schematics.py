@@ -48,7 +48,9 @@ def build_template_tar(template_dir: str | os.PathLike[str]) -> bytes:
     """
     root = Path(template_dir)
     if not root.is_dir():
-        raise IbmCloudConfigError(f"template_dir {str(root)!r} is not a directory; point it at the Terraform folder")
+        raise IbmCloudConfigError(
+            f"template_dir {str(root)!r} is not a directory; point it at the Terraform folder"
+        )
     files: list[tuple[Path, str]] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if d not in TAR_EXCLUDED_DIRS)
@@ -57,7 +59,9 @@ def build_template_tar(template_dir: str | os.PathLike[str]) -> bytes:
                 continue
             path = Path(dirpath) / name
             if not path.exists():  # a dangling symlink
-                raise IbmCloudConfigError(f"template file {str(path)!r} is a broken symlink; fix or remove it")
+                raise IbmCloudConfigError(
+                    f"template file {str(path)!r} is a broken symlink; fix or remove it"
+                )
             files.append((path, path.relative_to(root).as_posix()))
     if not any(arc.endswith(".tf") for _, arc in files):
         raise IbmCloudConfigError(f"template_dir {str(root)!r} holds no .tf file")
@@ -109,7 +113,9 @@ def build_variablestore(
             entry["type"] = tf_type
         store.append(entry)
     for name, value in secure_variables.items():
-        store.append({"name": name, "value": "" if value is None else str(value), "type": "string", "secure": True})
+        store.append(
+            {"name": name, "value": "" if value is None else str(value), "type": "string", "secure": True}
+        )
     return store
 
 
@@ -187,7 +193,9 @@ class SchematicsHook(BaseHook):
             sleep=self._sleep,
         )
 
-    def _result(self, what: str, method: Callable[..., Any], *args: Any, wait_on_lock: bool = False, **kwargs: Any) -> Any:
+    def _result(
+        self, what: str, method: Callable[..., Any], *args: Any, wait_on_lock: bool = False, **kwargs: Any
+    ) -> Any:
         kwargs.setdefault("timeout", self.request_timeout)
         return self._call(what, lambda: method(*args, **kwargs).get_result(), wait_on_lock=wait_on_lock)
 
@@ -211,7 +219,9 @@ class SchematicsHook(BaseHook):
         out: list[dict[str, Any]] = []
         offset, limit = 0, 100
         while True:
-            page = self._result("list workspaces", self.client.list_workspaces, offset=offset, limit=limit) or {}
+            page = (
+                self._result("list workspaces", self.client.list_workspaces, offset=offset, limit=limit) or {}
+            )
             items = page.get("workspaces") or []
             out.extend(items)
             count = page.get("count")
@@ -331,7 +341,9 @@ class SchematicsHook(BaseHook):
             wait_on_lock=True,
         )
 
-    def wait_for_workspace_ready(self, workspace_id: str, *, timeout: float = 900.0, poll: float = 5.0) -> dict[str, Any]:
+    def wait_for_workspace_ready(
+        self, workspace_id: str, *, timeout: float = 900.0, poll: float = 5.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             workspace = self.get_workspace(workspace_id)
@@ -349,7 +361,8 @@ class SchematicsHook(BaseHook):
                 return workspace
             if time.monotonic() > deadline:
                 raise IbmCloudApiError(
-                    f"workspace {workspace_id} not ready after {timeout:.0f} s (status {status}, locked={locked})"
+                    f"workspace {workspace_id} not ready after {timeout:.0f} s "
+                    f"(status {status}, locked={locked})"
                 )
             self._sleep(poll)
 
@@ -397,7 +410,9 @@ class SchematicsHook(BaseHook):
                 raise IbmCloudApiError(f"{command} of workspace {workspace_id}: no activityid in {result!r}")
             return activity_id
 
-        activity_id = self._call(f"{command} workspace {workspace_id}", do, wait_on_lock=True, recover=recover)
+        activity_id = self._call(
+            f"{command} workspace {workspace_id}", do, wait_on_lock=True, recover=recover
+        )
         self.log.info("Schematics %s job %s started on workspace %s", command, activity_id, workspace_id)
         return activity_id
 
@@ -465,12 +480,15 @@ class SchematicsHook(BaseHook):
 
     def get_activity_log(self, workspace_id: str, activity_id: str) -> str:
         """The job's Terraform log as text (follows ``templates[].log_url``)."""
-        logs = self._result(
-            f"get log urls of job {activity_id}",
-            self.client.get_workspace_activity_logs,
-            workspace_id,
-            activity_id,
-        ) or {}
+        logs = (
+            self._result(
+                f"get log urls of job {activity_id}",
+                self.client.get_workspace_activity_logs,
+                workspace_id,
+                activity_id,
+            )
+            or {}
+        )
         texts = []
         for template in logs.get("templates") or []:
             url = template.get("log_url")
@@ -507,7 +525,9 @@ class SchematicsHook(BaseHook):
 
     def get_outputs(self, workspace_id: str, *, include_sensitive: bool = False) -> dict[str, Any]:
         """Terraform outputs as ``name -> value``; sensitive ones are replaced by ``"<sensitive>"``."""
-        result = self._result(f"get outputs of workspace {workspace_id}", self.client.get_workspace_outputs, workspace_id)
+        result = self._result(
+            f"get outputs of workspace {workspace_id}", self.client.get_workspace_outputs, workspace_id
+        )
         outputs: dict[str, Any] = {}
         for template in result or []:
             for block in template.get("output_values") or []:
@@ -558,7 +578,9 @@ class SchematicsHook(BaseHook):
             return False
         tags = list(workspace.get("tags") or [])
         keep = [
-            t for t in tags if not (t.startswith(LEASE_TAG_PREFIX) and (holder is None or t == LEASE_TAG_PREFIX + holder))
+            t
+            for t in tags
+            if not (t.startswith(LEASE_TAG_PREFIX) and (holder is None or t == LEASE_TAG_PREFIX + holder))
         ]
         if keep == tags:
             return False
@@ -603,5 +625,7 @@ class SchematicsAsyncHook:
     async def get_activity_log(self, workspace_id: str, activity_id: str) -> str:
         return await self._run("get_activity_log", workspace_id, activity_id)
 
-    async def stop_activity(self, workspace_id: str, activity_id: str, *, timeout: float | None = None) -> bool:
+    async def stop_activity(
+        self, workspace_id: str, activity_id: str, *, timeout: float | None = None
+    ) -> bool:
         return await self._run("stop_activity", workspace_id, activity_id, timeout=timeout)

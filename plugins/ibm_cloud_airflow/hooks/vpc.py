@@ -16,7 +16,12 @@ from urllib.parse import parse_qs, urlparse
 
 from airflow.sdk import BaseHook
 
-from ibm_cloud_airflow.hooks.base import IbmCloudConnectionConfig, RetryPolicy, call_with_retries, get_connection
+from ibm_cloud_airflow.hooks.base import (
+    IbmCloudConnectionConfig,
+    RetryPolicy,
+    call_with_retries,
+    get_connection,
+)
 
 #: The VPC API version date sent with every request.
 VPC_API_VERSION = "2025-09-30"
@@ -85,12 +90,15 @@ class VpcHook(BaseHook):
             kwargs: dict[str, Any] = {"limit": 100, "timeout": self.request_timeout}
             if start:
                 kwargs["start"] = start
-            page = call_with_retries(
-                lambda kw=kwargs: method(**kw).get_result(),
-                what=f"list VPC {key}",
-                policy=self.retry_policy,
-                conn_id=self.ibm_conn_id,
-            ) or {}
+            page = (
+                call_with_retries(
+                    lambda kw=kwargs: method(**kw).get_result(),
+                    what=f"list VPC {key}",
+                    policy=self.retry_policy,
+                    conn_id=self.ibm_conn_id,
+                )
+                or {}
+            )
             items.extend(page.get(key) or [])
             href = (page.get("next") or {}).get("href")
             nxt = parse_qs(urlparse(href).query).get("start", [None])[0] if href else None
@@ -109,16 +117,21 @@ class VpcHook(BaseHook):
                 match = belongs_to_run(name, slug)
                 if kind == "instance" and match:
                     instance_ids.add(item.get("id", ""))
-                    for att in [item.get("boot_volume_attachment") or {}, *(item.get("volume_attachments") or [])]:
+                    for att in [
+                        item.get("boot_volume_attachment") or {},
+                        *(item.get("volume_attachments") or []),
+                    ]:
                         vol = (att or {}).get("volume") or {}
                         if vol.get("id"):
                             instance_volume_ids.add(vol["id"])
                 if kind == "volume" and not match:
                     attached = {
-                        ((a or {}).get("instance") or {}).get("id") for a in item.get("volume_attachments") or []
+                        ((a or {}).get("instance") or {}).get("id")
+                        for a in item.get("volume_attachments") or []
                     }
                     attached_names = [
-                        ((a or {}).get("instance") or {}).get("name") for a in item.get("volume_attachments") or []
+                        ((a or {}).get("instance") or {}).get("name")
+                        for a in item.get("volume_attachments") or []
                     ]
                     match = (
                         item.get("id") in instance_volume_ids

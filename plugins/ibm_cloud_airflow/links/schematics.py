@@ -23,7 +23,9 @@ class SchematicsWorkspaceLink(BaseOperatorLink):
         """Save the link early in ``execute`` so it shows even if the task fails later."""
         if not workspace_id:
             return
-        context["ti"].xcom_push(key=cls().xcom_key, value=SCHEMATICS_CONSOLE.format(workspace_id=workspace_id))
+        context["ti"].xcom_push(
+            key=cls().xcom_key, value=SCHEMATICS_CONSOLE.format(workspace_id=workspace_id)
+        )
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         from airflow.sdk.execution_time.xcom import XCom

@@ -299,7 +299,10 @@ class _SchematicsJobOperator(BaseOperator):
         """True when another job ran on the workspace after this one (its result may be stale)."""
         when = str(activity.get("performed_at") or "")
         for other in self.hook.list_activities(workspace_id):
-            if other.get("action_id") != activity.get("action_id") and str(other.get("performed_at") or "") > when:
+            if (
+                other.get("action_id") != activity.get("action_id")
+                and str(other.get("performed_at") or "") > when
+            ):
                 return True
         return False
 
@@ -324,7 +327,9 @@ class _SchematicsJobOperator(BaseOperator):
     def _deadline(self, submitted_at: float) -> float:
         return submitted_at + self.job_timeout.total_seconds()
 
-    def _wait(self, context: Any, workspace_id: str, activity_id: str, attempt: int, submitted_at: float) -> Any:
+    def _wait(
+        self, context: Any, workspace_id: str, activity_id: str, attempt: int, submitted_at: float
+    ) -> Any:
         deadline = self._deadline(submitted_at)
         if self.deferrable:
             remaining = max(0.0, deadline - time.time())
@@ -517,7 +522,9 @@ class SchematicsDestroyOperator(_SchematicsJobOperator):
     def resolve_workspace(self, context: Any) -> str | None:
         workspace_id = _resolve_workspace_id(self.hook, self.workspace_id, self.workspace_name)
         if workspace_id is None:
-            self.log.info("No workspace (id %r, name %r): nothing to destroy", self.workspace_id, self.workspace_name)
+            self.log.info(
+                "No workspace (id %r, name %r): nothing to destroy", self.workspace_id, self.workspace_name
+            )
             return None
         try:
             workspace = self.hook.get_workspace(workspace_id)
@@ -572,7 +579,9 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
         hook = self.hook
         workspace_id = _resolve_workspace_id(hook, self.workspace_id, self.workspace_name)
         if workspace_id is None:
-            self.log.info("No workspace (id %r, name %r): nothing to delete", self.workspace_id, self.workspace_name)
+            self.log.info(
+                "No workspace (id %r, name %r): nothing to delete", self.workspace_id, self.workspace_name
+            )
             return False
         SchematicsWorkspaceLink.persist(context, workspace_id)
         try:

@@ -26,7 +26,8 @@ class SchematicsJobTrigger(BaseTrigger):
     Events (``TriggerEvent.payload``):
 
     * ``{"status": "success"|"failed"|"stopped", "job_status", "workspace_id", "activity_id", "log_offset"}``
-    * ``{"status": "timeout", ...}`` when ``deadline`` (epoch seconds) passes; the operator then stops the job.
+    * ``{"status": "timeout", ...}`` when ``deadline`` (epoch seconds) passes; the operator
+      then stops the job.
     * ``{"status": "error", "message", ...}`` when the API keeps failing.
 
     :param workspace_id: the workspace.

@@ -1,0 +1,156 @@
+"""Sensor that waits for the run's COS completion markers (deferrable by default)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from ibm_cloud_airflow.hooks.cos import CosHook
+from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, new_state
+
+_STATE_KEY = "ibm_cos_sensor_progress"
+
+
+class CosKeySensor(BaseSensorOperator):
+    """Wait until every key in ``bucket_key`` exists in COS (e.g. one ``_SUCCESS`` marker per VM).
+
+    * A sibling ``_FAILED`` object (same directory as a key) fails the task at once, without retry
+      (``AirflowFailException``), and its JSON (``error``, ``log_tail``) is written to the task log.
+    * Each new sibling ``progress.json`` (epoch, metrics) is logged while waiting.
+    * When none of them changes for ``stall_timeout`` seconds (counted from the first poke), the task
+      fails without retry.
+    * ``deferrable=True`` (default) waits in the triggerer; ``mode="poke"``/``"reschedule"`` work too
+      (progress state is kept in ``task_state_store`` across reschedules where Airflow offers it).
+
+    :param bucket_name: the bucket (templated).
+    :param bucket_key: one key or a list of keys (templated).
+    :param cos_conn_id: COS connection (templated).
+    :param stall_timeout: seconds without progress before failing; ``None`` disables the check.
+    :param deferrable: wait in the triggerer.
+    :param check_failed: look for ``_FAILED`` markers.
+    """
+
+    template_fields: Sequence[str] = ("bucket_name", "bucket_key", "cos_conn_id")
+    ui_color = "#e6f1f2"
+
+    def __init__(
+        self,
+        *,
+        bucket_name: str,
+        bucket_key: str | list[str],
+        cos_conn_id: str = "ibm_cos_default",
+        stall_timeout: float | None = 1800.0,
+        deferrable: bool = True,
+        check_failed: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.bucket_name = bucket_name
+        self.bucket_key = bucket_key
+        self.cos_conn_id = cos_conn_id
+        self.stall_timeout = stall_timeout
+        self.deferrable = deferrable
+        self.check_failed = check_failed
+        self._state: dict[str, Any] | None = None
+
+    @cached_property
+    def hook(self) -> CosHook:
+        return CosHook(self.cos_conn_id)
+
+    @property
+    def keys(self) -> list[str]:
+        keys = [self.bucket_key] if isinstance(self.bucket_key, str) else list(self.bucket_key or [])
+        if not keys or any(not k for k in keys):
+            raise AirflowFailException(f"{self.task_id}: bucket_key is empty; pass the marker key(s)")
+        return keys
+
+    def _load_state(self, context: Any) -> dict[str, Any]:
+        if self._state is not None:
+            return self._state
+        store = context.get("task_state_store") if hasattr(context, "get") else None
+        saved = None
+        if store is not None:
+            try:
+                saved = store.get(_STATE_KEY)
+            except Exception:
+                saved = None
+        self._state = saved if isinstance(saved, dict) else new_state(time.time())
+        self._store = store
+        if saved is None:
+            self._save_state()
+        return self._state
+
+    def _save_state(self) -> None:
+        store = getattr(self, "_store", None)
+        if store is not None and self._state is not None:
+            try:
+                store.set(_STATE_KEY, self._state)
+            except Exception as exc:
+                self.log.warning("Could not save sensor progress in task_state_store: %s", exc)
+
+    def poke(self, context: Any) -> bool:
+        state = self._load_state(context)
+        before = repr(state)
+        result = check_markers(
+            self.hook,
+            self.bucket_name,
+            self.keys,
+            state,
+            stall_timeout=self.stall_timeout,
+            check_failed=self.check_failed,
+        )
+        if repr(state) != before:
+            self._save_state()
+        return self._handle(result)
+
+    def _handle(self, result: dict[str, Any]) -> bool:
+        for line in result.get("progress") or []:
+            self.log.info("Progress %s", line)
+        status = result.get("status")
+        if status == "success":
+            self.log.info("All markers present: %s", self.keys)
+            return True
+        if status == "failed":
+            self.log.error(
+                "Workload failed: %s\n--- workload log tail ---\n%s",
+                result.get("error"),
+                result.get("log_tail"),
+            )
+            raise AirflowFailException(
+                f"{result.get('message')}\n--- workload log tail ---\n{result.get('log_tail') or ''}".rstrip()
+            )
+        if status == "stalled":
+            raise AirflowFailException(str(result.get("message")))
+        if status == "error":
+            raise AirflowException(f"Waiting for COS markers failed: {result.get('message')}")
+        return False
+
+    def execute(self, context: Any) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return self.keys
+        self.defer(
+            trigger=CosKeyTrigger(
+                bucket_name=self.bucket_name,
+                bucket_keys=self.keys,
+                cos_conn_id=self.cos_conn_id,
+                poke_interval=self.poke_interval,
+                stall_timeout=self.stall_timeout,
+                check_failed=self.check_failed,
+                state=self._state,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> list[str]:
+        if not self._handle(event):
+            raise AirflowException(f"Unexpected trigger event {event!r}")
+        return self.keys

@@ -1,0 +1,203 @@
+"""Trigger that waits for COS completion markers, fails fast on ``_FAILED`` and on stalled progress.
+
+The same check (:func:`check_markers`) is used by :class:`~ibm_cloud_airflow.sensors.cos.CosKeySensor`
+in poke/reschedule mode, so all three modes behave the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import posixpath
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+FAILED_MARKER = "_FAILED"
+PROGRESS_FILE = "progress.json"
+
+
+def _sibling(key: str, name: str) -> str:
+    parent = posixpath.dirname(key)
+    return f"{parent}/{name}" if parent else name
+
+
+def describe_progress(key: str, progress: Any) -> str:
+    if not isinstance(progress, dict):
+        return f"{key}: {progress!r}"
+    metrics = progress.get("metrics") or {}
+    shown = " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items())
+    )
+    return f"{key}: epoch {progress.get('epoch')}/{progress.get('epochs')} {shown}".rstrip()
+
+
+def new_state(now: float | None = None) -> dict[str, Any]:
+    return {"done": [], "progress": {}, "last_change": now if now is not None else time.time()}
+
+
+def check_markers(
+    hook: Any,
+    bucket: str,
+    keys: list[str],
+    state: dict[str, Any],
+    *,
+    stall_timeout: float | None,
+    check_failed: bool = True,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """One look at COS. Mutates ``state`` (done keys, progress ETags, time of the last change).
+
+    Returns ``{"status": "success"|"failed"|"stalled"|"waiting", "progress": [lines], ...}``; a
+    ``failed`` result carries ``key``, ``error``, ``log_tail`` and ``message``.
+    """
+    now = time.time() if now is None else now
+    done = set(state.setdefault("done", []))
+    seen = state.setdefault("progress", {})
+    state.setdefault("last_change", now)
+    lines: list[str] = []
+    for key in keys:
+        if key in done:
+            continue
+        if hook.head(bucket, key) is not None:
+            done.add(key)
+            state["last_change"] = now
+            lines.append(f"{key}: present")
+            continue
+        if check_failed:
+            failed_key = _sibling(key, FAILED_MARKER)
+            if hook.head(bucket, failed_key) is not None:
+                try:
+                    body = hook.read_json(bucket, failed_key)
+                except Exception:  # not JSON: show the text as the error
+                    body = hook.read_text(bucket, failed_key)
+                body = body if isinstance(body, dict) else {"error": str(body)}
+                error = body.get("error") or "(no error given)"
+                log_tail = body.get("log_tail") or ""
+                if isinstance(log_tail, list):
+                    log_tail = "\n".join(str(x) for x in log_tail)
+                state["done"] = sorted(done)
+                return {
+                    "status": "failed",
+                    "progress": lines,
+                    "key": failed_key,
+                    "error": error,
+                    "log_tail": log_tail,
+                    "message": f"The workload wrote cos://{bucket}/{failed_key}: {error}",
+                }
+        progress_key = _sibling(key, PROGRESS_FILE)
+        meta = hook.head(bucket, progress_key)
+        if meta is not None:
+            tag = (
+                str(meta.get("ETag") or "") + "|" + str(meta.get("LastModified") or meta.get("ContentLength"))
+            )
+            if seen.get(progress_key) != tag:
+                seen[progress_key] = tag
+                state["last_change"] = now
+                lines.append(describe_progress(progress_key, hook.read_json(bucket, progress_key)))
+    state["done"] = sorted(done)
+    if all(k in done for k in keys):
+        return {"status": "success", "progress": lines, "keys": list(keys)}
+    idle = now - float(state["last_change"])
+    if stall_timeout is not None and stall_timeout > 0 and idle > stall_timeout:
+        missing = [k for k in keys if k not in done]
+        return {
+            "status": "stalled",
+            "progress": lines,
+            "message": (
+                f"No progress for {idle:.0f} s (stall_timeout {stall_timeout:.0f} s): progress.json did not "
+                f"change and {missing} did not appear"
+            ),
+        }
+    return {"status": "waiting", "progress": lines}
+
+
+class CosKeyTrigger(BaseTrigger):
+    """Waits until every key in ``bucket_keys`` exists in ``bucket_name``.
+
+    Fails early (``status: failed``) when a sibling ``_FAILED`` appears next to a key, and
+    (``status: stalled``) when no sibling ``progress.json`` changed for ``stall_timeout`` seconds. New
+    progress is logged as it appears. COS calls run in worker threads (``asyncio.to_thread``).
+    """
+
+    def __init__(
+        self,
+        bucket_name: str,
+        bucket_keys: list[str],
+        cos_conn_id: str = "ibm_cos_default",
+        poke_interval: float = 60.0,
+        stall_timeout: float | None = None,
+        check_failed: bool = True,
+        state: dict[str, Any] | None = None,
+        max_consecutive_errors: int = 3,
+    ) -> None:
+        super().__init__()
+        self.bucket_name = bucket_name
+        self.bucket_keys = list(bucket_keys)
+        self.cos_conn_id = cos_conn_id
+        self.poke_interval = poke_interval
+        self.stall_timeout = stall_timeout
+        self.check_failed = check_failed
+        self.state = state
+        self.max_consecutive_errors = max_consecutive_errors
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "ibm_cloud_airflow.triggers.cos.CosKeyTrigger",
+            {
+                "bucket_name": self.bucket_name,
+                "bucket_keys": self.bucket_keys,
+                "cos_conn_id": self.cos_conn_id,
+                "poke_interval": self.poke_interval,
+                "stall_timeout": self.stall_timeout,
+                "check_failed": self.check_failed,
+                "state": self.state,
+                "max_consecutive_errors": self.max_consecutive_errors,
+            },
+        )
+
+    def _make_hook(self) -> Any:
+        from ibm_cloud_airflow.hooks.cos import CosHook
+
+        hook = CosHook(self.cos_conn_id)
+        hook.client  # noqa: B018 - resolve the connection and build the client in this thread
+        return hook
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        state = dict(self.state) if self.state else new_state()
+        errors = 0
+        try:
+            hook = await asyncio.to_thread(self._make_hook)
+        except Exception as exc:
+            yield TriggerEvent({"status": "error", "message": str(exc)})
+            return
+        while True:
+            try:
+                result = await asyncio.to_thread(
+                    check_markers,
+                    hook,
+                    self.bucket_name,
+                    self.bucket_keys,
+                    state,
+                    stall_timeout=self.stall_timeout,
+                    check_failed=self.check_failed,
+                )
+                errors = 0
+            except Exception as exc:
+                errors += 1
+                self.log.warning("COS check failed (%d/%d): %s", errors, self.max_consecutive_errors, exc)
+                if errors >= self.max_consecutive_errors:
+                    yield TriggerEvent({"status": "error", "message": str(exc)})
+                    return
+                await asyncio.sleep(self.poke_interval)
+                continue
+            for line in result.get("progress", []):
+                self.log.info("Progress %s", line)
+            status = result["status"]
+            if status == "failed":
+                self.log.error("%s\n--- workload log tail ---\n%s", result["message"], result.get("log_tail"))
+            if status != "waiting":
+                yield TriggerEvent({**result, "bucket_name": self.bucket_name})
+                return
+            await asyncio.sleep(self.poke_interval)

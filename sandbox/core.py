@@ -1,0 +1,244 @@
+"""``Sandbox``: starts every emulated service in-process (one loopback server thread each)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sandbox.control import ControlApp
+from sandbox.cos import CosApp, reset_moto_s3
+from sandbox.faults import FaultSet
+from sandbox.iam import IamApp, TokenAuthority
+from sandbox.inventory import Inventory
+from sandbox.metadata import MetadataApp
+from sandbox.schematics import SchematicsService
+from sandbox.server import ServiceServer
+from sandbox.vpc import VpcApp
+
+log = logging.getLogger(__name__)
+
+# moto keeps S3 state per process; a process-wide lock keeps two sandboxes from resetting it under
+# each other's feet (run them one after another in one process, or in separate processes).
+_COS_LOCK = threading.Lock()
+
+
+class _MissingEngine:
+    """Stands in until ``sandbox/terraform/engine.py`` exists: every job fails with a clear message."""
+
+    def _fail(self, run: Any) -> Any:
+        raise RuntimeError("the sandbox Terraform engine (sandbox/terraform/engine.py) is not available")
+
+    plan = apply = destroy = _fail
+
+
+def default_engine_factory(**kwargs: Any) -> Any:
+    try:
+        from sandbox.terraform.engine import TerraformEngine
+    except ImportError as err:
+        log.warning("Terraform engine unavailable (%s); jobs will fail", err)
+        return _MissingEngine()
+    return TerraformEngine(**kwargs)
+
+
+class Sandbox:
+    """A local IBM Cloud (IAM, Schematics v1, COS, VPC, instance metadata) for tests and demos.
+
+    ``engine_factory`` (keyword, for tests of the HTTP layer) replaces the Terraform engine: it is
+    called with ``inventory``, ``faults``, ``launcher_env`` and ``resource_delay_s``.
+    """
+
+    def __init__(
+        self,
+        faults: dict[str, dict[str, Any]] | list[str] | None = None,
+        token_ttl_s: int = 3600,
+        rate_limit_per_min: int | None = 50,
+        resource_delay_s: float = 0.05,
+        state_dir: Path = Path(".sandbox"),
+        workload_venv: Path = Path(".venv-workload"),
+        *,
+        region: str = "us-south",
+        engine_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.state_dir = Path(state_dir).resolve()
+        self.workload_venv = Path(workload_venv).resolve()
+        self.region = region
+        self.token_ttl_s = token_ttl_s
+        self.rate_limit_per_min = rate_limit_per_min
+        self.resource_delay_s = resource_delay_s
+        self.inventory = Inventory(region=region)
+        self.faults = FaultSet()
+        if faults:
+            self.faults.set(faults)
+        self.api_key = "sbx-" + secrets.token_urlsafe(24)
+        self.cos_hmac = {"access_key_id": secrets.token_hex(16), "secret_access_key": secrets.token_hex(24)}
+        self.cos_instance_crn = (
+            f"crn:v1:bluemix:public:cloud-object-storage:global:a/{self.inventory.account_id}:{uuid.uuid4()}::"
+        )
+        self._engine_factory = engine_factory or default_engine_factory
+        self.engine: Any = None
+        self.endpoints: dict[str, Any] = {}
+        self._servers: list[ServiceServer] = []
+        self._schematics: SchematicsService | None = None
+        self._started = False
+        self._cos_locked = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> Sandbox:
+        if self._started:
+            return self
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        authority = TokenAuthority(self.api_key, self.faults, self.token_ttl_s, self.inventory.account_id)
+        self._cos_locked = _COS_LOCK.acquire(timeout=30)
+        reset_moto_s3()
+        try:
+            iam = self._serve("iam", IamApp(authority, self.inventory))
+            metadata = self._serve("metadata", MetadataApp(authority, self.inventory))
+            cos = self._serve("cos", CosApp(authority, self.inventory, self.cos_hmac["access_key_id"]))
+            vpc = self._serve("vpc", VpcApp(authority, self.inventory))
+            launcher_env = {
+                "GPU_WORKLOAD_SANDBOX": "1",
+                "GPU_WORKLOAD_VENV": str(self.workload_venv),
+                "METADATA_URL": metadata.url,
+                "SANDBOX_STATE_DIR": str(self.state_dir),
+            }
+            self.engine = self._engine_factory(
+                inventory=self.inventory,
+                faults=self.faults,
+                launcher_env=launcher_env,
+                resource_delay_s=self.resource_delay_s,
+            )
+            self._schematics = SchematicsService(
+                inventory=self.inventory,
+                faults=self.faults,
+                authority=authority,
+                engine=self.engine,
+                state_dir=self.state_dir,
+                rate_limit_per_min=self.rate_limit_per_min,
+                region=self.region,
+            )
+            schematics = self._serve("schematics", self._schematics)
+            self._schematics.set_base_url(schematics.url)
+            control = self._serve("control", ControlApp(self.inventory, self.faults, self.set_faults))
+        except BaseException:
+            self.stop()
+            raise
+        self.endpoints = {
+            "iam": iam.url,
+            "schematics": schematics.url,
+            "cos": cos.url,
+            "vpc": f"{vpc.url}/v1",
+            "metadata": metadata.url,
+            "inventory": f"{control.url}/sandbox/inventory",
+            "faults": f"{control.url}/sandbox/faults",
+            "api_key": self.api_key,
+            "cos_hmac": dict(self.cos_hmac),
+            "cos_instance_crn": self.cos_instance_crn,
+            "region": self.region,
+        }
+        self.endpoints_file.write_text(json.dumps(self.endpoints, indent=2) + "\n")
+        self._started = True
+        return self
+
+    def _serve(self, name: str, app: Any) -> ServiceServer:
+        server = ServiceServer(name, app)
+        server.start()
+        self._servers.append(server)
+        return server
+
+    @property
+    def endpoints_file(self) -> Path:
+        return self.state_dir / "endpoints.json"
+
+    def stop(self) -> None:
+        """Stop jobs, workload processes and servers. Safe to call twice."""
+        if self._schematics is not None:
+            self._schematics.close()
+        for name in ("shutdown", "close", "stop_all", "stop"):
+            hook = getattr(self.engine, name, None)
+            if callable(hook):
+                try:
+                    hook()
+                except Exception:  # noqa: BLE001 - stopping must go on
+                    log.exception("engine %s() failed", name)
+                break
+        for server in reversed(self._servers):
+            server.stop()
+        self._servers.clear()
+        if self._started:
+            self.endpoints_file.unlink(missing_ok=True)
+        self._started = False
+        if self._cos_locked:
+            _COS_LOCK.release()
+            self._cos_locked = False
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def set_faults(self, faults: dict[str, dict[str, Any]] | list[str] | None) -> None:
+        """Replace the active faults (``[]``/None clears); fault counters start over."""
+        self.faults.set(faults or [])
+        if self._schematics is not None:
+            self._schematics.reset_fault_state()
+
+    def request_counts(self) -> dict[str, int]:
+        """``{"<service> <METHOD> <route>": n}`` for every request served so far."""
+        return self.inventory.request_counts()
+
+    def airflow_connections(self) -> dict[str, str]:
+        """Env vars defining ``ibm_cloud_default`` and ``ibm_cos_default`` for this sandbox."""
+        ep = self.endpoints
+        cloud = {
+            "conn_type": "generic",
+            "password": ep["api_key"],
+            "extra": {
+                "region": ep["region"],
+                "iam_url": ep["iam"],
+                "schematics_url": ep["schematics"],
+                "vpc_url": ep["vpc"],
+            },
+        }
+        cos = {
+            "conn_type": "generic",
+            "login": ep["cos_hmac"]["access_key_id"],
+            "password": ep["cos_hmac"]["secret_access_key"],
+            "extra": {
+                "endpoint_url": ep["cos"],
+                "region": ep["region"],
+                "instance_crn": ep["cos_instance_crn"],
+            },
+        }
+        return {
+            "AIRFLOW_CONN_IBM_CLOUD_DEFAULT": json.dumps(cloud),
+            "AIRFLOW_CONN_IBM_COS_DEFAULT": json.dumps(cos),
+        }
+
+    def cos_client(self) -> Any:
+        """An ``ibm_boto3`` S3 client signed with the sandbox HMAC keys."""
+        import ibm_boto3
+        from ibm_botocore.client import Config
+
+        return ibm_boto3.client(
+            "s3",
+            aws_access_key_id=self.cos_hmac["access_key_id"],
+            aws_secret_access_key=self.cos_hmac["secret_access_key"],
+            endpoint_url=self.endpoints["cos"],
+            region_name=self.region,
+            config=Config(signature_version="s3v4"),
+        )
+
+    def ensure_bucket(self, name: str) -> None:
+        """Create bucket ``name`` unless it exists."""
+        client = self.cos_client()
+        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if name not in existing:
+            client.create_bucket(Bucket=name)

@@ -1,0 +1,337 @@
+"""VPC API (read-only): what is live, as ``ibm_vpc.VpcV1`` lists it. The leak check's view.
+
+Built from inventory records. Terraform kinds map to collections: ``ibm_is_instance`` ->
+``/instances``, ``boot_volume`` -> ``/volumes``, ``ibm_is_floating_ip`` -> ``/floating_ips``,
+``ibm_is_public_gateway`` -> ``/public_gateways``, ``ibm_is_vpc`` -> ``/vpcs``, ``ibm_is_subnet`` ->
+``/subnets``, ``ibm_is_security_group`` -> ``/security_groups``, ``ibm_is_ssh_key`` -> ``/keys``.
+Each resource carries every property the SDK's ``from_dict`` requires; values the engine did not
+record get plausible defaults. ``version`` and ``generation`` query parameters are required, as
+on the real API; pagination uses ``limit``/``start`` with ``first``/``next`` links and
+``total_count``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from urllib.parse import urlencode
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from sandbox.errors import json_response, vpc_error
+from sandbox.iam import InvalidTokenError, TokenAuthority
+from sandbox.inventory import Inventory
+
+COLLECTIONS = {
+    "instances": "ibm_is_instance",
+    "volumes": "boot_volume",
+    "floating_ips": "ibm_is_floating_ip",
+    "public_gateways": "ibm_is_public_gateway",
+    "vpcs": "ibm_is_vpc",
+    "subnets": "ibm_is_subnet",
+    "security_groups": "ibm_is_security_group",
+    "keys": "ibm_is_ssh_key",
+}
+RESOURCE_TYPES = {
+    "instances": "instance",
+    "volumes": "volume",
+    "floating_ips": "floating_ip",
+    "public_gateways": "public_gateway",
+    "vpcs": "vpc",
+    "subnets": "subnet",
+    "security_groups": "security_group",
+    "keys": "key",
+}
+DEFAULT_RG = "sandbox0resourcegroup0000000000"
+
+
+class VpcApp:
+    url_map = Map(
+        [Rule(f"/v1/{c}", endpoint=f"list:{c}", methods=["GET"]) for c in COLLECTIONS]
+        + [Rule(f"/v1/{c}/<rid>", endpoint=f"get:{c}", methods=["GET"]) for c in COLLECTIONS],
+        strict_slashes=False,
+    )
+
+    def __init__(self, authority: TokenAuthority, inventory: Inventory) -> None:
+        self.authority = authority
+        self.inventory = inventory
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return self.dispatch(Request(environ))(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        adapter = self.url_map.bind_to_environ(request.environ)
+        try:
+            rule, args = adapter.match(return_rule=True)
+        except HTTPException as err:
+            self.inventory.count_request("vpc", request.method, request.path)
+            code = err.code or 404
+            return vpc_error(code, "not_found" if code == 404 else "method_not_allowed", err.description or "")
+        self.inventory.count_request("vpc", request.method, rule.rule)
+        try:
+            self.authority.verify_header(request.headers.get("Authorization"))
+        except InvalidTokenError as err:
+            return vpc_error(401, "not_authorized", f"Authorization failed: {err}")
+        if not request.args.get("version"):
+            return vpc_error(400, "missing_version", "The version query parameter is required.")
+        if request.args.get("generation") != "2":
+            return vpc_error(400, "bad_generation", "The generation query parameter must be 2.")
+        action, collection = rule.endpoint.split(":")
+        self.base = request.host_url.rstrip("/") + "/v1"
+        if action == "get":
+            record = self.inventory.get(args["rid"])
+            if record is None or record["kind"] != COLLECTIONS[collection]:
+                return vpc_error(404, "not_found", f"{RESOURCE_TYPES[collection]} {args['rid']} not found")
+            return json_response(self.render(collection, record))
+        return self._list(request, collection)
+
+    def _list(self, request: Request, collection: str) -> Response:
+        try:
+            limit = int(request.args.get("limit", 50))
+            start = int(request.args.get("start", 0) or 0)
+        except ValueError:
+            return vpc_error(400, "bad_field", "limit and start must be integers.")
+        if not 1 <= limit <= 100:
+            return vpc_error(400, "bad_field", "limit must be between 1 and 100.")
+        records = sorted(self.inventory.list(kind=COLLECTIONS[collection]), key=lambda r: r["created_at"])
+        items = [self.render(collection, r) for r in records]
+        items = [i for i in items if self._matches(i, request.args)]
+        href = f"{self.base}/{collection}"
+        page = items[start : start + limit]
+        body: dict[str, Any] = {
+            collection: page,
+            "limit": limit,
+            "first": {"href": f"{href}?{urlencode({'limit': limit})}"},
+            "total_count": len(items),
+        }
+        if start + limit < len(items):
+            body["next"] = {"href": f"{href}?{urlencode({'limit': limit, 'start': start + limit})}"}
+        return json_response(body)
+
+    @staticmethod
+    def _matches(item: dict[str, Any], args: Any) -> bool:
+        for param in ("name", "resource_group.id", "vpc.id", "vpc.crn", "vpc.name"):
+            wanted = args.get(param)
+            if wanted is None:
+                continue
+            obj: Any = item
+            for part in param.split("."):
+                obj = obj.get(part) if isinstance(obj, dict) else None
+            if obj != wanted:
+                return False
+        return True
+
+    # -- rendering --------------------------------------------------------------------------
+    def _ref(self, kind: str, collection: str, rid: str | None, name: str | None = None) -> dict[str, Any]:
+        """A reference to another resource (vpc, subnet ...), live or not."""
+        rid = rid or f"r006-{hashlib.sha1(f'{kind}-none'.encode()).hexdigest()[:8]}"  # noqa: S324
+        record = self.inventory.get(rid)
+        return {
+            "crn": record["crn"] if record else f"crn:v1:bluemix:public:is:{self.inventory.region}:a/"
+            f"{self.inventory.account_id}::{RESOURCE_TYPES[collection]}:{rid}",
+            "href": f"{self.base}/{collection}/{rid}",
+            "id": rid,
+            "name": (record or {}).get("name") or name or rid,
+            "resource_type": RESOURCE_TYPES[collection],
+        }
+
+    def _common(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        attrs = record["attrs"]
+        rg = attrs.get("resource_group") or DEFAULT_RG
+        return {
+            "id": record["id"],
+            "crn": record["crn"],
+            "name": record["name"],
+            "href": f"{self.base}/{collection}/{record['id']}",
+            "created_at": record["created_at"],
+            "resource_type": RESOURCE_TYPES[collection],
+            "resource_group": {"href": f"https://resource-controller.cloud.ibm.com/v2/resource_groups/{rg}",
+                               "id": rg, "name": "Default"},
+            "user_tags": list(record.get("tags") or []),
+        }
+
+    def _zone(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        zone = attrs.get("zone") or f"{self.inventory.region}-1"
+        return {"href": f"{self.base}/regions/{self.inventory.region}/zones/{zone}", "name": zone}
+
+    def render(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        return getattr(self, f"_render_{collection}")(collection, record)
+
+    def _render_vpcs(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        out = self._common(collection, record)
+        rid = record["id"]
+
+        def ref(kind: str) -> dict[str, Any]:
+            return {"crn": f"{record['crn']}-{kind}", "href": f"{self.base}/{kind}s/{rid}-{kind}",
+                    "id": f"{rid}-{kind}", "name": f"{record['name']}-default-{kind}"}
+
+        out.update(
+            classic_access=False,
+            cse_source_ips=[],
+            default_network_acl=ref("network_acl"),
+            default_routing_table={**ref("routing_table"), "resource_type": "routing_table"},
+            default_security_group=ref("security_group"),
+            dns={"enable_hub": False, "resolution_binding_count": 0,
+                 "resolver": {"servers": [], "type": "system", "configuration": "default"}},
+            health_reasons=[],
+            health_state="ok",
+            public_address_ranges=[],
+            status="available",
+        )
+        return out
+
+    def _render_subnets(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        attrs = record["attrs"]
+        out = self._common(collection, record)
+        total = int(attrs.get("total_ipv4_address_count") or 256)
+        out.update(
+            available_ipv4_address_count=total - 5,
+            ip_version="ipv4",
+            ipv4_cidr_block=attrs.get("ipv4_cidr_block") or "10.240.0.0/24",
+            network_acl={"crn": "crn:acl", "href": f"{self.base}/network_acls/acl", "id": "acl", "name": "acl"},
+            routing_table={"crn": "crn:rt", "href": f"{self.base}/routing_tables/rt", "id": "rt",
+                           "name": "rt", "resource_type": "routing_table"},
+            status="available",
+            total_ipv4_address_count=total,
+            vpc=self._ref("vpc", "vpcs", attrs.get("vpc")),
+            zone=self._zone(attrs),
+        )
+        if attrs.get("public_gateway"):
+            out["public_gateway"] = self._ref("pgw", "public_gateways", attrs["public_gateway"])
+        return out
+
+    def _render_public_gateways(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        attrs = record["attrs"]
+        out = self._common(collection, record)
+        out.update(
+            floating_ip={"address": attrs.get("address") or "169.61.0.10", "crn": f"{record['crn']}-fip",
+                         "href": f"{self.base}/floating_ips/{record['id']}-fip", "id": f"{record['id']}-fip",
+                         "name": f"{record['name']}-fip"},
+            status="available",
+            vpc=self._ref("vpc", "vpcs", attrs.get("vpc")),
+            zone=self._zone(attrs),
+        )
+        return out
+
+    def _render_floating_ips(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        attrs = record["attrs"]
+        out = self._common(collection, record)
+        out.update(address=attrs.get("address") or "169.61.0.20", status="available", zone=self._zone(attrs))
+        return out
+
+    def _render_security_groups(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        attrs = record["attrs"]
+        out = self._common(collection, record)
+        out.update(rules=[], targets=[], vpc=self._ref("vpc", "vpcs", attrs.get("vpc")))
+        return out
+
+    def _render_keys(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        attrs = record["attrs"]
+        out = self._common(collection, record)
+        public_key = attrs.get("public_key") or "ssh-ed25519 AAAA sandbox"
+        digest = hashlib.sha256(public_key.encode()).hexdigest()[:43]
+        out.update(fingerprint=f"SHA256:{digest}", length=int(attrs.get("length") or 256),
+                   public_key=public_key, type=attrs.get("type") or "ed25519")
+        return out
+
+    def _render_volumes(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        attrs = record["attrs"]
+        out = self._common(collection, record)
+        attachments = []
+        if attrs.get("instance_id"):
+            inst = self._ref("instance", "instances", attrs["instance_id"])
+            inst.pop("resource_type")
+            attachments.append({"delete_volume_on_instance_delete": True, "href": f"{inst['href']}/volume_"
+                                f"attachments/{record['id']}-att", "id": f"{record['id']}-att",
+                                "instance": inst, "name": f"{record['name']}-att", "type": "boot"})
+        out.update(
+            active=bool(attachments),
+            adjustable_capacity_states=[],
+            adjustable_iops_states=[],
+            attachment_state="attached" if attachments else "unattached",
+            bandwidth=393,
+            busy=False,
+            capacity=int(attrs.get("capacity") or 100),
+            encryption="provider_managed",
+            health_reasons=[],
+            health_state="ok",
+            iops=3000,
+            profile={"href": f"{self.base}/volume/profiles/general-purpose", "name": "general-purpose"},
+            software_attachments=[],
+            status="available",
+            status_reasons=[],
+            storage_generation=1,
+            volume_attachments=attachments,
+            zone=self._zone(attrs),
+        )
+        return out
+
+    def _render_instances(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
+        attrs = record["attrs"]
+        out = self._common(collection, record)
+        profile = attrs.get("profile") or "gx3-16x80x1l4"
+        subnet = self._ref("subnet", "subnets", attrs.get("subnet"))
+        subnet_ref = dict(subnet)
+        nic = {
+            "href": f"{out['href']}/network_interfaces/{record['id']}-nic",
+            "id": f"{record['id']}-nic",
+            "name": "eth0",
+            "primary_ip": {"address": attrs.get("primary_ip") or "10.240.0.4",
+                           "href": f"{self.base}/subnets/{subnet['id']}/reserved_ips/{record['id']}-ip",
+                           "id": f"{record['id']}-ip", "name": f"{record['name']}-ip",
+                           "resource_type": "subnet_reserved_ip"},
+            "resource_type": "network_interface",
+            "subnet": subnet_ref,
+        }
+        boot = [v for v in self.inventory.list(kind="boot_volume") if v["attrs"].get("instance_id") == record["id"]]
+        boot_att = {"href": f"{out['href']}/volume_attachments/{record['id']}-boot",
+                    "id": f"{record['id']}-boot", "name": f"{record['name']}-boot"}
+        if boot:
+            boot_att["volume"] = {"crn": boot[0]["crn"], "href": f"{self.base}/volumes/{boot[0]['id']}",
+                                  "id": boot[0]["id"], "name": boot[0]["name"]}
+        cpus, mem = 16, 80
+        parts = profile.split("-")[-1].split("x") if "-" in profile else []
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            cpus, mem = int(parts[0]), int(parts[1])
+        status = attrs.get("status") or "running"
+        out.update(
+            availability={"class": "standard"},
+            availability_policy={"host_failure": "restart", "preemption": "stop"},
+            bandwidth=4000,
+            boot_volume_attachment=boot_att,
+            cluster_network_attachments=[],
+            confidential_compute_mode="disabled",
+            disks=[],
+            enable_secure_boot=False,
+            health_reasons=[],
+            health_state="ok",
+            lifecycle_reasons=[],
+            lifecycle_state="stable",
+            memory=mem,
+            metadata_service={"enabled": bool(attrs.get("metadata_service_enabled", True)),
+                              "protocol": "http", "response_hop_limit": 1},
+            network_attachments=[],
+            network_interfaces=[nic],
+            primary_network_interface=nic,
+            profile={"href": f"{self.base}/instance/profiles/{profile}", "name": profile,
+                     "resource_type": "instance_profile"},
+            reservation_affinity={"policy": "disabled", "pool": []},
+            software_attachments=[],
+            startable=True,
+            status=status,
+            status_reasons=[],
+            threads_per_core=2,
+            total_network_bandwidth=16000,
+            total_volume_bandwidth=4000,
+            vcpu={"architecture": "amd64", "count": cpus, "manufacturer": "intel", "percentage": 100},
+            volume_attachments=[boot_att],
+            volume_bandwidth_qos_mode="pooled",
+            vpc=self._ref("vpc", "vpcs", attrs.get("vpc")),
+            zone=self._zone(attrs),
+        )
+        if attrs.get("image"):
+            out["image"] = {"crn": f"crn:image:{attrs['image']}", "href": f"{self.base}/images/{attrs['image']}",
+                            "id": attrs["image"], "name": attrs.get("image_name") or attrs["image"]}
+        return out

@@ -1,0 +1,202 @@
+# One run = one isolated VPC with GPU servers that boot the workload from cloud-init, write to
+# COS and power off at the deadline. Nothing listens: no inbound rule, no floating IP, no SSH
+# key unless debug_mode. Every resource is named <run_id>-<role> and tagged with the run.
+
+locals {
+  # 2026-12-01T17:03:00Z -> 20261201T170300Z (tag values allow [A-Za-z0-9 _.:-] only)
+  ttl_tag = "ttl:${formatdate("YYYYMMDD'T'hhmmss'Z'", var.run_ttl)}"
+  tags    = ["airflow-run:${var.run_id}", local.ttl_tag]
+
+  # null leaves the argument unset: the provider then uses the account's default group
+  resource_group = var.resource_group_id == "" ? null : var.resource_group_id
+
+  trusted_profile = var.cos_auth_mode == "trusted_profile"
+  # crn:v1:bluemix:public:cloud-object-storage:global:a/<account>:<instance guid>::
+  cos_instance_guid = local.trusted_profile ? split(":", var.cos_instance_crn)[7] : ""
+}
+
+data "ibm_is_image" "image" {
+  name = var.image_name
+}
+
+resource "ibm_is_vpc" "vpc" {
+  name                        = "${var.run_id}-vpc"
+  resource_group              = local.resource_group
+  address_prefix_management   = "auto"
+  default_security_group_name = "${var.run_id}-default-sg"
+  default_network_acl_name    = "${var.run_id}-default-acl"
+  default_routing_table_name  = "${var.run_id}-default-rt"
+  tags                        = local.tags
+}
+
+# Outbound internet for package installs (NVIDIA driver, pip): the servers get no public address.
+resource "ibm_is_public_gateway" "gateway" {
+  name           = "${var.run_id}-pgw"
+  vpc            = ibm_is_vpc.vpc.id
+  zone           = var.zone
+  resource_group = local.resource_group
+  tags           = local.tags
+}
+
+resource "ibm_is_subnet" "subnet" {
+  name                     = "${var.run_id}-subnet"
+  vpc                      = ibm_is_vpc.vpc.id
+  zone                     = var.zone
+  total_ipv4_address_count = 16 # 8 servers + the 5 addresses IBM reserves per subnet
+  public_gateway           = ibm_is_public_gateway.gateway.id
+  resource_group           = local.resource_group
+  tags                     = local.tags
+}
+
+# The servers' only security group. Security groups are stateful, so replies to the outbound
+# connections below need no inbound rule; there is none (except TCP 22 in debug mode).
+resource "ibm_is_security_group" "vm" {
+  name           = "${var.run_id}-vm-sg"
+  vpc            = ibm_is_vpc.vpc.id
+  resource_group = local.resource_group
+  tags           = local.tags
+}
+
+# HTTPS: COS direct endpoint, IAM, the metadata service (protocol https), pip, NVIDIA repos.
+resource "ibm_is_security_group_rule" "egress_https" {
+  group     = ibm_is_security_group.vm.id
+  direction = "outbound"
+  remote    = "0.0.0.0/0"
+  protocol  = "tcp"
+  port_min  = 443
+  port_max  = 443
+}
+
+# HTTP: Ubuntu APT mirrors and the NVIDIA CUDA APT repository serve packages over plain HTTP
+# (packages are verified by signed repository metadata).
+resource "ibm_is_security_group_rule" "egress_http" {
+  group     = ibm_is_security_group.vm.id
+  direction = "outbound"
+  remote    = "0.0.0.0/0"
+  protocol  = "tcp"
+  port_min  = 80
+  port_max  = 80
+}
+
+# DNS: the VPC's default resolvers (161.26.0.10, 161.26.0.11) sit on the IBM service network.
+resource "ibm_is_security_group_rule" "egress_dns" {
+  group     = ibm_is_security_group.vm.id
+  direction = "outbound"
+  remote    = "161.26.0.0/16"
+  protocol  = "udp"
+  port_min  = 53
+  port_max  = 53
+}
+
+# Debug mode only: SSH from one CIDR (validated: never 0.0.0.0/0).
+resource "ibm_is_security_group_rule" "debug_ssh" {
+  count     = var.debug_mode ? 1 : 0
+  group     = ibm_is_security_group.vm.id
+  direction = "inbound"
+  remote    = var.debug_allowed_cidr
+  protocol  = "tcp"
+  port_min  = 22
+  port_max  = 22
+}
+
+resource "ibm_is_ssh_key" "debug" {
+  count          = var.debug_mode ? 1 : 0
+  name           = "${var.run_id}-debug-key"
+  public_key     = var.debug_ssh_public_key
+  resource_group = local.resource_group
+  tags           = local.tags
+}
+
+# Keyless COS: the servers get IAM tokens for this profile from the metadata service.
+resource "ibm_iam_trusted_profile" "vm" {
+  count       = local.trusted_profile ? 1 : 0
+  name        = "${var.run_id}-vm-profile"
+  description = "GPU servers of Airflow run ${var.run_id}: write outputs to COS bucket ${var.cos_bucket}."
+}
+
+# Read the bundle and write outputs in the run's bucket only; nothing else in the account.
+resource "ibm_iam_trusted_profile_policy" "cos" {
+  count       = local.trusted_profile ? 1 : 0
+  profile_id  = ibm_iam_trusted_profile.vm[0].id
+  roles       = ["Object Writer", "Content Reader"]
+  description = "Airflow run ${var.run_id}: COS bucket ${var.cos_bucket}"
+
+  resources {
+    service              = "cloud-object-storage"
+    resource_instance_id = local.cos_instance_guid
+    resource_type        = "bucket"
+    resource             = var.cos_bucket
+  }
+}
+
+resource "ibm_is_instance" "vm" {
+  count          = var.vm_count
+  name           = "${var.run_id}-vm-${count.index}"
+  image          = data.ibm_is_image.image.id
+  profile        = var.gpu_profile
+  vpc            = ibm_is_vpc.vpc.id
+  zone           = var.zone
+  resource_group = local.resource_group
+  keys           = ibm_is_ssh_key.debug[*].id
+  tags           = local.tags
+
+  primary_network_interface {
+    name              = "eth0"
+    subnet            = ibm_is_subnet.subnet.id
+    security_groups   = [ibm_is_security_group.vm.id]
+    allow_ip_spoofing = false
+  }
+
+  boot_volume {
+    name               = "${var.run_id}-vm-${count.index}-boot"
+    auto_delete_volume = true
+    tags               = local.tags
+  }
+
+  metadata_service {
+    enabled            = true
+    protocol           = "https"
+    response_hop_limit = 1
+  }
+
+  default_trusted_profile_target    = one(ibm_iam_trusted_profile.vm[*].id)
+  default_trusted_profile_auto_link = local.trusted_profile ? true : null
+
+  user_data = templatefile("${path.module}/cloud-init.yaml.tftpl", {
+    run_id                     = var.run_id
+    run_deadline               = var.run_ttl
+    instance_index             = count.index
+    instance_count             = var.vm_count
+    cos_endpoint               = var.cos_endpoint
+    cos_bucket                 = var.cos_bucket
+    cos_output_prefix          = "${var.cos_prefix}/vm-${count.index}"
+    workload_bundle_key        = var.workload_bundle_key
+    cos_auth                   = var.cos_auth_mode
+    trusted_profile_id         = local.trusted_profile ? ibm_iam_trusted_profile.vm[0].id : ""
+    dataset                    = var.dataset
+    epochs                     = var.epochs
+    batch_size                 = var.batch_size
+    learning_rate              = var.learning_rate
+    seed                       = var.seed
+    cos_hmac_access_key_id     = var.cos_hmac_access_key_id
+    cos_hmac_secret_access_key = var.cos_hmac_secret_access_key
+    bootstrap_b64              = filebase64("${path.module}/bootstrap.sh")
+  })
+
+  # the policy must exist before the workload asks for a token
+  depends_on = [ibm_iam_trusted_profile_policy.cos]
+
+  timeouts {
+    create = "30m"
+    delete = "30m"
+  }
+}
+
+# Debug mode only: one public address per server, for SSH from debug_allowed_cidr.
+resource "ibm_is_floating_ip" "debug" {
+  count          = var.debug_mode ? var.vm_count : 0
+  name           = "${var.run_id}-vm-${count.index}-fip"
+  target         = ibm_is_instance.vm[count.index].primary_network_interface[0].id
+  resource_group = local.resource_group
+  tags           = local.tags
+}

@@ -1,0 +1,112 @@
+"""The run plan: names, keys, Terraform variables and parameter checks, before anything exists."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from gpu_pipeline.params import PARAMS
+from gpu_pipeline.run_plan import InvalidRunParameters, build_run_plan, check_params, secure_variable_refs
+
+REPO = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def defaults(**overrides):
+    params = {name: param.value for name, param in PARAMS.items()}
+    params.update(overrides)
+    return params
+
+
+def plan_for(run_id="manual__2026-12-01T12:00:00+00:00", **overrides):
+    return build_run_plan(
+        defaults(**overrides),
+        dag_id="ibm_gpu_workload",
+        run_id=run_id,
+        now=NOW,
+        cos_endpoint="https://s3.direct.us-south.cloud-object-storage.appdomain.cloud",
+        cos_instance_crn="crn:v1:bluemix:public:cloud-object-storage:global:a/abc:def::",
+    )
+
+
+def test_terraform_variables_match_variables_tf_exactly():
+    # The contract between the DAG and terraform/variables.tf: the same names on both sides.
+    from sandbox.terraform import declared_variables
+
+    declared = set(declared_variables(REPO / "terraform"))
+    passed = set(plan_for().terraform_variables) | set(secure_variable_refs("hmac", "ibm_cos_default"))
+    assert passed == declared
+
+
+def test_secure_variables_are_exactly_the_sensitive_ones():
+    from sandbox.terraform import declared_variables
+
+    sensitive = {n for n, spec in declared_variables(REPO / "terraform").items() if spec.get("sensitive")}
+    assert set(secure_variable_refs("hmac", "c")) == sensitive
+    assert not sensitive & set(plan_for().terraform_variables)
+
+
+def test_names_keys_and_tags_derive_from_the_run():
+    plan = plan_for(vm_count=3)
+    assert plan.workspace_name == f"airflow-{plan.slug}"
+    assert plan.prefix == f"gpu-runs/ibm_gpu_workload/{plan.slug}/"
+    assert plan.marker_keys == [f"{plan.prefix}vm-{i}/_SUCCESS" for i in range(3)]
+    assert plan.bundle_key.startswith(plan.prefix)
+    assert plan.deadline == "2026-12-01T14:00:00Z"  # default max_runtime_minutes = 120
+    assert f"airflow-run:{plan.slug}" in plan.tags
+    assert plan.terraform_variables["run_ttl"] == plan.deadline
+
+
+def test_two_runs_never_share_names_or_prefixes():
+    a = plan_for(run_id="scheduled__2026-12-07T12:00:00+00:00")
+    b = plan_for(run_id="scheduled__2026-12-07T12:00:00+00:00x")
+    assert a.slug != b.slug and a.prefix != b.prefix and a.workspace_name != b.workspace_name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"zone": "eu-de-1"}, "zone"),
+        ({"existing_workspace_id": "eu-de.workspace.x.1234abcd"}, "existing_workspace_id"),
+        ({"debug_mode": True}, "debug_ssh_public_key"),
+        (
+            {
+                "debug_mode": True,
+                "debug_ssh_public_key": "ssh-ed25519 AAAA",
+                "debug_allowed_cidr": "0.0.0.0/0",
+            },
+            "debug_allowed_cidr",
+        ),
+        ({"output_prefix": "a/../b"}, "output_prefix"),
+    ],
+)
+def test_cross_field_problems_name_the_parameter(overrides, named):
+    with pytest.raises(InvalidRunParameters) as err:
+        check_params(defaults(**overrides))
+    assert named in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"),
+    [
+        ("vm_count", 0),
+        ("vm_count", 9),
+        ("gpu_profile", "gp2-24x224x2"),
+        ("region", "mars-north"),
+        ("bucket", "Bad_Bucket"),
+        ("dataset", "http://example.com/x.npz"),
+        ("keep_on_failure_minutes", 10_000),
+        ("epochs", 0),
+        ("learning_rate", 0),
+    ],
+)
+def test_json_schema_rejects_bad_values(name, bad):
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    param = copy.copy(PARAMS[name])
+    assert param.resolve(PARAMS[name].value) == PARAMS[name].value  # the default passes
+    with pytest.raises(ParamValidationError):
+        param.resolve(bad)
