@@ -30,9 +30,7 @@ class ControlApp:
         ]
     )
 
-    def __init__(
-        self, inventory: Inventory, faults: FaultSet, set_faults: Callable[[Any], None]
-    ) -> None:
+    def __init__(self, inventory: Inventory, faults: FaultSet, set_faults: Callable[[Any], None]) -> None:
         self.inventory = inventory
         self.faults = faults
         self.set_faults = set_faults

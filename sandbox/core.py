@@ -23,8 +23,8 @@ from sandbox.vpc import VpcApp
 
 log = logging.getLogger(__name__)
 
-# moto keeps S3 state per process; a process-wide lock keeps two sandboxes from resetting it under
-# each other's feet (run them one after another in one process, or in separate processes).
+# moto keeps S3 state per process: the first sandbox of a process empties it; a second sandbox
+# started while the first runs shares its buckets (use separate processes to isolate them).
 _COS_LOCK = threading.Lock()
 
 
@@ -77,8 +77,9 @@ class Sandbox:
             self.faults.set(faults)
         self.api_key = "sbx-" + secrets.token_urlsafe(24)
         self.cos_hmac = {"access_key_id": secrets.token_hex(16), "secret_access_key": secrets.token_hex(24)}
+        account = self.inventory.account_id
         self.cos_instance_crn = (
-            f"crn:v1:bluemix:public:cloud-object-storage:global:a/{self.inventory.account_id}:{uuid.uuid4()}::"
+            f"crn:v1:bluemix:public:cloud-object-storage:global:a/{account}:{uuid.uuid4()}::"
         )
         self._engine_factory = engine_factory or default_engine_factory
         self.engine: Any = None
@@ -94,8 +95,11 @@ class Sandbox:
             return self
         self.state_dir.mkdir(parents=True, exist_ok=True)
         authority = TokenAuthority(self.api_key, self.faults, self.token_ttl_s, self.inventory.account_id)
-        self._cos_locked = _COS_LOCK.acquire(timeout=30)
-        reset_moto_s3()
+        self._cos_locked = _COS_LOCK.acquire(blocking=False)
+        if self._cos_locked:
+            reset_moto_s3()
+        else:
+            log.warning("another sandbox runs in this process: COS buckets are shared with it")
         try:
             iam = self._serve("iam", IamApp(authority, self.inventory))
             metadata = self._serve("metadata", MetadataApp(authority, self.inventory))
@@ -164,7 +168,7 @@ class Sandbox:
             if callable(hook):
                 try:
                     hook()
-                except Exception:  # noqa: BLE001 - stopping must go on
+                except Exception:
                     log.exception("engine %s() failed", name)
                 break
         for server in reversed(self._servers):

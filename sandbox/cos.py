@@ -105,8 +105,10 @@ class CosApp:
         environ["HTTP_AUTHORIZATION"] = _MOTO_AUTH.format(key=self.access_key_id)
         # COS's LocationConstraint names a storage class (us-south-standard); moto knows only AWS
         # regions, so a bucket-create body is dropped.
-        if request.method == "PUT" and request.path.strip("/").count("/") == 0 and not environ.get(
-            "QUERY_STRING"
+        if (
+            request.method == "PUT"
+            and request.path.strip("/").count("/") == 0
+            and not environ.get("QUERY_STRING")
         ):
             environ["CONTENT_LENGTH"] = "0"
             environ["wsgi.input"] = _Empty()

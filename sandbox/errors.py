@@ -21,9 +21,7 @@ def now_iso() -> str:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        json.dumps(data), status=status, headers=headers or {}, content_type="application/json"
-    )
+    return Response(json.dumps(data), status=status, headers=headers or {}, content_type="application/json")
 
 
 # Message ids seen in real Schematics answers (reference §2.6): M1008 bad payload, M1074 not found,

@@ -114,14 +114,14 @@ class MetadataApp:
         attrs = instance["attrs"]
         linked = attrs.get("trusted_profile_id")
         if not linked:
-            return vpc_error(
-                400, "no_trusted_profile", "No trusted profile is linked to this instance."
-            )
+            return vpc_error(400, "no_trusted_profile", "No trusted profile is linked to this instance.")
         wanted = (body.get("trusted_profile") or {}) if isinstance(body, dict) else {}
         accepted = {
             "id": {linked},
-            "crn": {attrs.get("trusted_profile_crn"), f"crn:v1:bluemix:public:iam-identity::a/"
-                    f"{self.inventory.account_id}::profile:{linked}"},
+            "crn": {
+                attrs.get("trusted_profile_crn"),
+                f"crn:v1:bluemix:public:iam-identity::a/{self.inventory.account_id}::profile:{linked}",
+            },
             "name": {attrs.get("trusted_profile_name")},
         }
         for key, value in wanted.items():
@@ -130,7 +130,9 @@ class MetadataApp:
                     400, "trusted_profile_not_linked", f"Trusted profile {key}={value} is not linked."
                 )
         body_out = self.authority.issue(
-            self.authority.profile_identity(linked), client_id=None, grant_type="urn:ibm:params:oauth:grant-type:cr-token"
+            self.authority.profile_identity(linked),
+            client_id=None,
+            grant_type="urn:ibm:params:oauth:grant-type:cr-token",
         )
         body_out.pop("refresh_token", None)
         return json_response(body_out)
@@ -140,5 +142,10 @@ class MetadataApp:
         if denied is not None:
             return denied
         return json_response(
-            {"id": instance["id"], "crn": instance["crn"], "name": instance["name"], "created_at": instance["created_at"]}
+            {
+                "id": instance["id"],
+                "crn": instance["crn"],
+                "name": instance["name"],
+                "created_at": instance["created_at"],
+            }
         )

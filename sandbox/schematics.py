@@ -41,7 +41,7 @@ from sandbox.inventory import Inventory
 DEFAULT_TF_TYPE = "terraform_v1.13"
 TERMINAL = ("COMPLETED", "FAILED", "STOPPED")
 RUNNABLE_STATUSES = ("INACTIVE", "ACTIVE", "FAILED", "STOPPED")
-SECRET_PREFIX = "$SCHEMATICSSECRET$"
+SECRET_PREFIX = "$SCHEMATICSSECRET$"  # noqa: S105 - a marker, not a password
 QUEUE_DELAY_S = 0.05  # a job sits in CREATED briefly, as in the real fair-share queue
 LOCK_MESSAGE = (
     "The Job was temporarily locked by {by} at {at}. "
@@ -408,7 +408,7 @@ class SchematicsService:
                                 item["default"] = spec["default"]
                             item["secure"] = bool(spec.get("sensitive", False))
                             out.append(item)
-            except Exception:  # noqa: BLE001 - metadata is informative only
+            except Exception:
                 out = []
         tpl["metadata_cache"] = out
         return out
@@ -809,7 +809,11 @@ class SchematicsService:
                     "action_id": a_id,
                     "name": act["name"],
                     "templates": [
-                        {"log_url": t["log_url"], "template_id": t["template_id"], "template_type": t["template_type"]}
+                        {
+                            "log_url": t["log_url"],
+                            "template_id": t["template_id"],
+                            "template_type": t["template_type"],
+                        }
                         for t in act["templates"]
                     ],
                 }
@@ -826,7 +830,8 @@ class SchematicsService:
                             "id": tpl["id"],
                             "engine_name": "terraform",
                             "engine_version": tpl["type"].replace("terraform_", ""),
-                            "log_store_url": f"{base}/v1/workspaces/{w_id}/runtime_data/{tpl['id']}/log_store",
+                            "log_store_url": f"{base}/v1/workspaces/{w_id}/runtime_data/"
+                            f"{tpl['id']}/log_store",
                         }
                         for tpl in ws["templates"]
                     ]
@@ -1054,7 +1059,9 @@ class SchematicsService:
             elif job.command in ("destroy", "delete"):
                 ws["status"] = "INACTIVE"
             else:  # plan / refresh leave the workspace as it was
-                ws["status"] = prior if prior not in ("FAILED", "STOPPED") else ("ACTIVE" if after else "INACTIVE")
+                ws["status"] = (
+                    prior if prior not in ("FAILED", "STOPPED") else ("ACTIVE" if after else "INACTIVE")
+                )
             if outcome != "FAILED":
                 ws["failure_reason"] = ""
             ws["job"] = None

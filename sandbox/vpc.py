@@ -68,7 +68,9 @@ class VpcApp:
         except HTTPException as err:
             self.inventory.count_request("vpc", request.method, request.path)
             code = err.code or 404
-            return vpc_error(code, "not_found" if code == 404 else "method_not_allowed", err.description or "")
+            return vpc_error(
+                code, "not_found" if code == 404 else "method_not_allowed", err.description or ""
+            )
         self.inventory.count_request("vpc", request.method, rule.rule)
         try:
             self.authority.verify_header(request.headers.get("Authorization"))
@@ -129,7 +131,9 @@ class VpcApp:
         rid = rid or f"r006-{hashlib.sha1(f'{kind}-none'.encode()).hexdigest()[:8]}"  # noqa: S324
         record = self.inventory.get(rid)
         return {
-            "crn": record["crn"] if record else f"crn:v1:bluemix:public:is:{self.inventory.region}:a/"
+            "crn": record["crn"]
+            if record
+            else f"crn:v1:bluemix:public:is:{self.inventory.region}:a/"
             f"{self.inventory.account_id}::{RESOURCE_TYPES[collection]}:{rid}",
             "href": f"{self.base}/{collection}/{rid}",
             "id": rid,
@@ -147,8 +151,11 @@ class VpcApp:
             "href": f"{self.base}/{collection}/{record['id']}",
             "created_at": record["created_at"],
             "resource_type": RESOURCE_TYPES[collection],
-            "resource_group": {"href": f"https://resource-controller.cloud.ibm.com/v2/resource_groups/{rg}",
-                               "id": rg, "name": "Default"},
+            "resource_group": {
+                "href": f"https://resource-controller.cloud.ibm.com/v2/resource_groups/{rg}",
+                "id": rg,
+                "name": "Default",
+            },
             "user_tags": list(record.get("tags") or []),
         }
 
@@ -164,8 +171,12 @@ class VpcApp:
         rid = record["id"]
 
         def ref(kind: str) -> dict[str, Any]:
-            return {"crn": f"{record['crn']}-{kind}", "href": f"{self.base}/{kind}s/{rid}-{kind}",
-                    "id": f"{rid}-{kind}", "name": f"{record['name']}-default-{kind}"}
+            return {
+                "crn": f"{record['crn']}-{kind}",
+                "href": f"{self.base}/{kind}s/{rid}-{kind}",
+                "id": f"{rid}-{kind}",
+                "name": f"{record['name']}-default-{kind}",
+            }
 
         out.update(
             classic_access=False,
@@ -173,8 +184,11 @@ class VpcApp:
             default_network_acl=ref("network_acl"),
             default_routing_table={**ref("routing_table"), "resource_type": "routing_table"},
             default_security_group=ref("security_group"),
-            dns={"enable_hub": False, "resolution_binding_count": 0,
-                 "resolver": {"servers": [], "type": "system", "configuration": "default"}},
+            dns={
+                "enable_hub": False,
+                "resolution_binding_count": 0,
+                "resolver": {"servers": [], "type": "system", "configuration": "default"},
+            },
             health_reasons=[],
             health_state="ok",
             public_address_ranges=[],
@@ -190,9 +204,19 @@ class VpcApp:
             available_ipv4_address_count=total - 5,
             ip_version="ipv4",
             ipv4_cidr_block=attrs.get("ipv4_cidr_block") or "10.240.0.0/24",
-            network_acl={"crn": "crn:acl", "href": f"{self.base}/network_acls/acl", "id": "acl", "name": "acl"},
-            routing_table={"crn": "crn:rt", "href": f"{self.base}/routing_tables/rt", "id": "rt",
-                           "name": "rt", "resource_type": "routing_table"},
+            network_acl={
+                "crn": "crn:acl",
+                "href": f"{self.base}/network_acls/acl",
+                "id": "acl",
+                "name": "acl",
+            },
+            routing_table={
+                "crn": "crn:rt",
+                "href": f"{self.base}/routing_tables/rt",
+                "id": "rt",
+                "name": "rt",
+                "resource_type": "routing_table",
+            },
             status="available",
             total_ipv4_address_count=total,
             vpc=self._ref("vpc", "vpcs", attrs.get("vpc")),
@@ -206,9 +230,13 @@ class VpcApp:
         attrs = record["attrs"]
         out = self._common(collection, record)
         out.update(
-            floating_ip={"address": attrs.get("address") or "169.61.0.10", "crn": f"{record['crn']}-fip",
-                         "href": f"{self.base}/floating_ips/{record['id']}-fip", "id": f"{record['id']}-fip",
-                         "name": f"{record['name']}-fip"},
+            floating_ip={
+                "address": attrs.get("address") or "169.61.0.10",
+                "crn": f"{record['crn']}-fip",
+                "href": f"{self.base}/floating_ips/{record['id']}-fip",
+                "id": f"{record['id']}-fip",
+                "name": f"{record['name']}-fip",
+            },
             status="available",
             vpc=self._ref("vpc", "vpcs", attrs.get("vpc")),
             zone=self._zone(attrs),
@@ -232,8 +260,12 @@ class VpcApp:
         out = self._common(collection, record)
         public_key = attrs.get("public_key") or "ssh-ed25519 AAAA sandbox"
         digest = hashlib.sha256(public_key.encode()).hexdigest()[:43]
-        out.update(fingerprint=f"SHA256:{digest}", length=int(attrs.get("length") or 256),
-                   public_key=public_key, type=attrs.get("type") or "ed25519")
+        out.update(
+            fingerprint=f"SHA256:{digest}",
+            length=int(attrs.get("length") or 256),
+            public_key=public_key,
+            type=attrs.get("type") or "ed25519",
+        )
         return out
 
     def _render_volumes(self, collection: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -243,9 +275,16 @@ class VpcApp:
         if attrs.get("instance_id"):
             inst = self._ref("instance", "instances", attrs["instance_id"])
             inst.pop("resource_type")
-            attachments.append({"delete_volume_on_instance_delete": True, "href": f"{inst['href']}/volume_"
-                                f"attachments/{record['id']}-att", "id": f"{record['id']}-att",
-                                "instance": inst, "name": f"{record['name']}-att", "type": "boot"})
+            attachments.append(
+                {
+                    "delete_volume_on_instance_delete": True,
+                    "href": f"{inst['href']}/volume_attachments/{record['id']}-att",
+                    "id": f"{record['id']}-att",
+                    "instance": inst,
+                    "name": f"{record['name']}-att",
+                    "type": "boot",
+                }
+            )
         out.update(
             active=bool(attachments),
             adjustable_capacity_states=[],
@@ -278,19 +317,33 @@ class VpcApp:
             "href": f"{out['href']}/network_interfaces/{record['id']}-nic",
             "id": f"{record['id']}-nic",
             "name": "eth0",
-            "primary_ip": {"address": attrs.get("primary_ip") or "10.240.0.4",
-                           "href": f"{self.base}/subnets/{subnet['id']}/reserved_ips/{record['id']}-ip",
-                           "id": f"{record['id']}-ip", "name": f"{record['name']}-ip",
-                           "resource_type": "subnet_reserved_ip"},
+            "primary_ip": {
+                "address": attrs.get("primary_ip") or "10.240.0.4",
+                "href": f"{self.base}/subnets/{subnet['id']}/reserved_ips/{record['id']}-ip",
+                "id": f"{record['id']}-ip",
+                "name": f"{record['name']}-ip",
+                "resource_type": "subnet_reserved_ip",
+            },
             "resource_type": "network_interface",
             "subnet": subnet_ref,
         }
-        boot = [v for v in self.inventory.list(kind="boot_volume") if v["attrs"].get("instance_id") == record["id"]]
-        boot_att = {"href": f"{out['href']}/volume_attachments/{record['id']}-boot",
-                    "id": f"{record['id']}-boot", "name": f"{record['name']}-boot"}
+        boot = [
+            v
+            for v in self.inventory.list(kind="boot_volume")
+            if v["attrs"].get("instance_id") == record["id"]
+        ]
+        boot_att = {
+            "href": f"{out['href']}/volume_attachments/{record['id']}-boot",
+            "id": f"{record['id']}-boot",
+            "name": f"{record['name']}-boot",
+        }
         if boot:
-            boot_att["volume"] = {"crn": boot[0]["crn"], "href": f"{self.base}/volumes/{boot[0]['id']}",
-                                  "id": boot[0]["id"], "name": boot[0]["name"]}
+            boot_att["volume"] = {
+                "crn": boot[0]["crn"],
+                "href": f"{self.base}/volumes/{boot[0]['id']}",
+                "id": boot[0]["id"],
+                "name": boot[0]["name"],
+            }
         cpus, mem = 16, 80
         parts = profile.split("-")[-1].split("x") if "-" in profile else []
         if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
@@ -310,13 +363,19 @@ class VpcApp:
             lifecycle_reasons=[],
             lifecycle_state="stable",
             memory=mem,
-            metadata_service={"enabled": bool(attrs.get("metadata_service_enabled", True)),
-                              "protocol": "http", "response_hop_limit": 1},
+            metadata_service={
+                "enabled": bool(attrs.get("metadata_service_enabled", True)),
+                "protocol": "http",
+                "response_hop_limit": 1,
+            },
             network_attachments=[],
             network_interfaces=[nic],
             primary_network_interface=nic,
-            profile={"href": f"{self.base}/instance/profiles/{profile}", "name": profile,
-                     "resource_type": "instance_profile"},
+            profile={
+                "href": f"{self.base}/instance/profiles/{profile}",
+                "name": profile,
+                "resource_type": "instance_profile",
+            },
             reservation_affinity={"policy": "disabled", "pool": []},
             software_attachments=[],
             startable=True,
@@ -332,6 +391,10 @@ class VpcApp:
             zone=self._zone(attrs),
         )
         if attrs.get("image"):
-            out["image"] = {"crn": f"crn:image:{attrs['image']}", "href": f"{self.base}/images/{attrs['image']}",
-                            "id": attrs["image"], "name": attrs.get("image_name") or attrs["image"]}
+            out["image"] = {
+                "crn": f"crn:image:{attrs['image']}",
+                "href": f"{self.base}/images/{attrs['image']}",
+                "id": attrs["image"],
+                "name": attrs.get("image_name") or attrs["image"],
+            }
         return out

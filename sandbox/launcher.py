@@ -1,0 +1,267 @@
+"""Simulated GPU servers: run an instance's cloud-init ``user_data`` as a local process.
+
+The Terraform engine calls :meth:`ServerLauncher.start` for every ``ibm_is_instance`` it creates
+and :meth:`ServerLauncher.stop` when it destroys one. ``start`` does what cloud-init does with the
+parts of ``#cloud-config`` that the VM boot contract uses (docs/architecture.md):
+
+* ``write_files``: each entry is written under ``<state_dir>/servers/<instance_id>/root/<path>``
+  (``encoding: b64``/``base64``/``gz+b64`` decoded, ``permissions`` applied, ``append`` honoured);
+* ``runcmd``: the commands become a shell script (as cloud-init's ``runcmd`` module does), with
+  every absolute path that names something under the server's root mapped into it, and that
+  script runs in its own process group with stdout/stderr appended to
+  ``<root>/var/log/gpu-workload/console.log``.
+
+The process environment is the sandbox's own minus ``AIRFLOW_*``, plus ``GPU_WORKLOAD_SANDBOX=1``,
+``GPU_WORKLOAD_ROOT``, ``GPU_WORKLOAD_VENV``, ``METADATA_URL=<metadata_url>/i/<instance_id>``
+and ``GPU_WORKLOAD_FAULT=fail|hang`` while the ``workload_fails``/``workload_hangs`` fault is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from sandbox.faults import FaultSet
+
+__all__ = ["CloudInitError", "ServerLauncher"]
+
+
+class CloudInitError(ValueError):
+    """The user_data is not a cloud-config document the sandbox can boot."""
+
+
+class _Server:
+    def __init__(self, instance_id: str, root: Path, proc: subprocess.Popen, console: IO[bytes]) -> None:
+        self.instance_id = instance_id
+        self.root = root
+        self.proc = proc
+        self.console = console
+        self.started_at = time.time()
+        self.stopped = False
+
+
+class ServerLauncher:
+    """Starts and stops one local process tree per simulated GPU server. Thread-safe."""
+
+    def __init__(
+        self,
+        workload_venv: Path,
+        state_dir: Path,
+        metadata_url: str,
+        faults: FaultSet,
+        extra_env: dict | None = None,
+        stop_grace_s: float = 5.0,
+    ) -> None:
+        self.workload_venv = Path(workload_venv)
+        self.state_dir = Path(state_dir)
+        self.metadata_url = metadata_url.rstrip("/")
+        self.faults = faults
+        self.extra_env = dict(extra_env or {})
+        self.stop_grace_s = stop_grace_s
+        self._lock = threading.Lock()
+        self._servers: dict[str, _Server] = {}
+
+    # -- public API ------------------------------------------------------------------------------
+    def server_root(self, instance_id: str) -> Path:
+        """The folder that stands for ``/`` on the simulated server."""
+        return self.state_dir / "servers" / instance_id / "root"
+
+    def start(self, instance_record: dict[str, Any], user_data: str) -> None:
+        """Boot a server from its Inventory record and cloud-init user_data."""
+        instance_id = instance_record["id"]
+        self.stop(instance_id)  # a re-used id never leaves an orphan behind
+        config = parse_cloud_config(user_data)
+        root = self.server_root(instance_id)
+        root.mkdir(parents=True, exist_ok=True)
+        (root.parent / "user-data").write_text(user_data, encoding="utf-8")
+        written = write_files(root, config.get("write_files") or [])
+        script = runcmd_script(root, config.get("runcmd") or [], written)
+        script_path = root / "var/lib/cloud/instance/scripts/runcmd"
+        script_path.parent.mkdir(parents=True, exist_ok=True)
+        script_path.write_text(script, encoding="utf-8")
+        script_path.chmod(0o700)
+        log_dir = root / "var/log/gpu-workload"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        console = (log_dir / "console.log").open("ab")
+        env = self._environment(instance_id, root)
+        try:
+            proc = subprocess.Popen(
+                ["/bin/sh", str(script_path)],
+                cwd=str(root),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: stop() ends the whole tree
+            )
+        except OSError:
+            console.close()
+            raise
+        with self._lock:
+            self._servers[instance_id] = _Server(instance_id, root, proc, console)
+
+    def stop(self, instance_id: str) -> None:
+        """Terminate the server's process group (SIGTERM, then SIGKILL after the grace period)."""
+        with self._lock:
+            server = self._servers.get(instance_id)
+        if server is None or server.stopped:
+            return
+        server.stopped = True
+        pgid = server.proc.pid  # start_new_session: the leader's pid is the group id
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=self.stop_grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+        # children may outlive the leader (or ignore SIGTERM): give them the same grace
+        deadline = time.monotonic() + self.stop_grace_s
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _signal_group(pgid, signal.SIGKILL)
+        try:
+            server.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        server.console.close()
+
+    def stop_all(self) -> None:
+        with self._lock:
+            ids = list(self._servers)
+        threads = [threading.Thread(target=self.stop, args=(i,)) for i in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def processes(self) -> dict[str, dict[str, Any]]:
+        """``{instance_id: {"pid", "status": running|exited|stopped, "returncode", "root", "console_log"}}``."""
+        out = {}
+        with self._lock:
+            servers = list(self._servers.values())
+        for s in servers:
+            rc = s.proc.poll()
+            status = "stopped" if s.stopped else ("running" if rc is None else "exited")
+            out[s.instance_id] = {
+                "pid": s.proc.pid,
+                "status": status,
+                "returncode": rc,
+                "root": str(s.root),
+                "console_log": str(s.root / "var/log/gpu-workload/console.log"),
+                "started_at": s.started_at,
+            }
+        return out
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _environment(self, instance_id: str, root: Path) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_")}
+        env.update(
+            GPU_WORKLOAD_SANDBOX="1",
+            GPU_WORKLOAD_ROOT=str(root),
+            GPU_WORKLOAD_VENV=str(self.workload_venv),
+            METADATA_URL=f"{self.metadata_url}/i/{instance_id}",
+        )
+        env.pop("GPU_WORKLOAD_FAULT", None)
+        if self.faults.active("workload_fails"):
+            env["GPU_WORKLOAD_FAULT"] = "fail"
+        elif self.faults.active("workload_hangs"):
+            env["GPU_WORKLOAD_FAULT"] = "hang"
+        env.update({k: str(v) for k, v in self.extra_env.items()})
+        return env
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def parse_cloud_config(user_data: str) -> dict[str, Any]:
+    """The ``#cloud-config`` YAML document as a dict (CloudInitError otherwise)."""
+    if not user_data.startswith("#cloud-config"):
+        raise CloudInitError("user_data is not a #cloud-config document")
+    try:
+        config = yaml.safe_load(user_data)
+    except yaml.YAMLError as exc:
+        raise CloudInitError(f"user_data is not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise CloudInitError("user_data must be a YAML mapping")
+    return config
+
+
+def _inside(root: Path, path: str) -> Path:
+    if not path.startswith("/"):
+        raise CloudInitError(f"write_files path must be absolute: {path!r}")
+    target = (root / path.lstrip("/")).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise CloudInitError(f"write_files path escapes the server root: {path!r}")
+    return target
+
+
+def write_files(root: Path, entries: list[dict[str, Any]]) -> list[str]:
+    """Write cloud-init ``write_files`` entries under ``root``; returns the absolute VM paths."""
+    written = []
+    for entry in entries:
+        path = str(entry.get("path", ""))
+        target = _inside(root, path)
+        content = entry.get("content", "")
+        data = content.encode("utf-8") if isinstance(content, str) else bytes(content or b"")
+        encoding = str(entry.get("encoding", "text")).lower()
+        if encoding in {"b64", "base64"}:
+            data = base64.b64decode(data)
+        elif encoding in {"gz+b64", "gzip+base64", "gz+base64", "gzip+b64"}:
+            data = gzip.decompress(base64.b64decode(data))
+        elif encoding in {"gz", "gzip"}:
+            data = gzip.decompress(data)
+        elif encoding not in {"text", "text/plain"}:
+            raise CloudInitError(f"unsupported write_files encoding {encoding!r} for {path}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("ab" if entry.get("append") else "wb") as fh:
+            fh.write(data)
+        perms = entry.get("permissions")
+        if perms is not None:
+            target.chmod(int(str(perms), 8))
+        written.append(path)
+    return written
+
+
+def _map_word(root: Path, word: str, written: list[str]) -> str:
+    if not word.startswith("/"):
+        return word
+    if word in written or (root / word.lstrip("/")).exists():
+        return str(root / word.lstrip("/"))
+    return word
+
+
+def runcmd_script(root: Path, runcmd: list[Any], written: list[str]) -> str:
+    """A POSIX shell script running the ``runcmd`` entries, VM paths mapped under ``root``."""
+    lines = ["#!/bin/sh", "# generated by the sandbox from cloud-init runcmd"]
+    for cmd in runcmd:
+        if isinstance(cmd, list):
+            lines.append(shlex.join(_map_word(root, str(w), written) for w in cmd))
+        elif isinstance(cmd, str):
+            text = cmd
+            for path in sorted(written, key=len, reverse=True):
+                text = text.replace(path, str(root / path.lstrip("/")))
+            lines.append(text)
+        else:
+            raise CloudInitError(f"unsupported runcmd entry {cmd!r}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,47 @@
+"""End-to-end fixtures: real Airflow (``dag.test()`` in a child process) against a real sandbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scripts.local_run import DEMO_BUCKET, prepare_home, start_run
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory) -> Path:
+    """One migrated metadata DB, copied for each run (a migration costs seconds)."""
+    home = tmp_path_factory.mktemp("airflow-template")
+    prepare_home(home)
+    return home / "airflow.db"
+
+
+@pytest.fixture
+def run_pipeline(template_db, tmp_path) -> Callable[..., list[dict[str, Any]]]:
+    """Run the DAG ``count`` times at once against ``sandbox``; return each run's result."""
+
+    def run(sandbox, conf: dict[str, Any] | None = None, count: int = 1, timeout: float = 600) -> list[dict]:
+        sandbox.ensure_bucket(DEMO_BUCKET)
+        procs = []
+        for i in range(count):
+            home = tmp_path / f"run{i}"
+            prepare_home(home, template_db)
+            result, log = tmp_path / f"result{i}.json", tmp_path / f"airflow{i}.log"
+            proc = start_run(
+                home=home, connections=sandbox.airflow_connections(), conf=conf or {}, result=result, log=log
+            )
+            procs.append((proc, result, log))
+        results = []
+        for proc, result, log in procs:
+            proc.wait(timeout=timeout)
+            assert result.exists(), f"the run crashed:\n{log.read_text()[-4000:]}"
+            data = json.loads(result.read_text())
+            data["log"] = log.read_text()
+            results.append(data)
+        return results
+
+    return run

@@ -1,0 +1,144 @@
+"""The whole pipeline, end to end, against the sandbox: success, every named fault, concurrency.
+
+Each test runs the real DAG with ``dag.test()`` (a child process with its own metadata DB), the real
+IBM SDKs against the sandbox's emulated services, and the real workload (bootstrap.sh + TensorFlow
+on the CPU) in the simulated servers. Every test ends by counting what is left in the sandbox.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+WORK = ("validate", "upload_bundle", "create_workspace", "plan", "apply", "wait_for_output")
+
+
+def object_keys(sandbox, bucket: str, prefix: str) -> set[str]:
+    import ibm_boto3
+
+    creds = sandbox.endpoints["cos_hmac"]
+    cos = ibm_boto3.client(
+        "s3",
+        endpoint_url=sandbox.endpoints["cos"],
+        aws_access_key_id=creds["access_key_id"],
+        aws_secret_access_key=creds["secret_access_key"],
+    )
+    keys: set[str] = set()
+    for page in cos.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys |= {obj["Key"][len(prefix) :] for obj in page.get("Contents", [])}
+    return keys
+
+
+def workspace_creates(sandbox) -> int:
+    return sandbox.request_counts().get("schematics POST /v1/workspaces", 0)
+
+
+def assert_nothing_left(sandbox) -> None:
+    assert sandbox.inventory.list() == [], "resources leaked"
+
+
+def assert_cleanup_ran(result: dict[str, Any]) -> None:
+    tasks = result["tasks"]
+    assert tasks["destroy"] == "success", tasks
+    assert tasks["delete_workspace"] == "success", tasks
+    assert tasks["leak_check"] == "success", tasks
+    assert tasks["report"] == "success", tasks
+
+
+def test_happy_path_trains_reports_and_destroys_everything(sandbox, run_pipeline):
+    (result,) = run_pipeline(sandbox)
+
+    assert result["dag_run_state"] == "success", result["failures"]
+    tasks = result["tasks"]
+    assert all(tasks[t] == "success" for t in WORK), tasks
+    assert tasks["run_verdict"] == "skipped"
+    assert_cleanup_ran(result)
+    assert_nothing_left(sandbox)
+
+    plan = result["plan"]
+    keys = object_keys(sandbox, plan["bucket"], plan["prefix"])
+    for name in (
+        "progress.json",
+        "model.keras",
+        "metrics.json",
+        "training-curve.png",
+        "manifest.json",
+        "_SUCCESS",
+    ):
+        assert f"vm-0/{name}" in keys, keys
+    assert "run-report.json" in keys and "bundle/workload.tar.gz" in keys
+
+    report = result["report"]
+    assert report["succeeded"] is True
+    assert report["leak_check"]["passed"] is True
+    assert report["metrics"]["vm-0"]["test_accuracy"] > 0.5
+    assert all(report["phases_s"][p] is not None for p in ("plan", "apply", "train", "destroy"))
+    # One workspace was created and it is gone again.
+    assert workspace_creates(sandbox) == 1
+
+
+@pytest.mark.parametrize(
+    "fault", ["api_errors", "rate_limited", "workspace_locked", "destroy_fails_once", "short_tokens"]
+)
+def test_the_pipeline_survives(fault, sandbox_factory, run_pipeline):
+    sandbox = sandbox_factory(faults=[fault])
+    (result,) = run_pipeline(sandbox)
+
+    assert result["dag_run_state"] == "success", (fault, result["failures"])
+    assert_cleanup_ran(result)
+    assert_nothing_left(sandbox)
+
+
+RUN_FAILING = {
+    # fault: (the work task that fails, what its error says, tasks that must not have run)
+    "plan_fails": ("plan", "plan", ("apply", "wait_for_output")),
+    "apply_fails_midway": ("apply", "apply", ("wait_for_output",)),
+    "workload_fails": ("wait_for_output", "_FAILED", ()),
+    "workload_hangs": ("wait_for_output", "progress", ()),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(RUN_FAILING))
+def test_a_failing_run_still_destroys_everything(fault, sandbox_factory, run_pipeline):
+    failed_task, message, not_run = RUN_FAILING[fault]
+    sandbox = sandbox_factory(faults=[fault])
+    (result,) = run_pipeline(sandbox)
+
+    assert result["dag_run_state"] == "failed"
+    assert result["tasks"][failed_task] == "failed", result["tasks"]
+    assert message.lower() in result["failures"][failed_task].lower(), result["failures"]
+    for task_id in not_run:
+        assert result["tasks"][task_id] in ("upstream_failed", "skipped"), result["tasks"]
+    assert result["tasks"]["run_verdict"] == "failed"
+    assert_cleanup_ran(result)
+    assert_nothing_left(sandbox)
+
+
+def test_five_concurrent_runs_keep_to_their_own_resources(sandbox, run_pipeline):
+    results = run_pipeline(sandbox, count=5)
+
+    assert [r["dag_run_state"] for r in results] == ["success"] * 5, [r["failures"] for r in results]
+    prefixes = {r["plan"]["prefix"] for r in results}
+    workspaces = {r["plan"]["workspace_name"] for r in results}
+    assert len(prefixes) == 5 and len(workspaces) == 5
+    for r in results:
+        assert "vm-0/_SUCCESS" in object_keys(sandbox, r["plan"]["bucket"], r["plan"]["prefix"])
+    assert_nothing_left(sandbox)
+
+
+def test_invalid_parameters_are_rejected_before_anything_is_created(sandbox, run_pipeline):
+    (rejected,) = run_pipeline(sandbox, conf={"vm_count": 0})
+    assert rejected["dag_run_state"] == "rejected"
+    assert "vm_count" in rejected["reason"]
+
+    (invalid,) = run_pipeline(sandbox, conf={"zone": "eu-de-1"})
+    assert invalid["dag_run_state"] == "failed"
+    assert invalid["tasks"]["validate"] == "failed"
+    assert "zone" in invalid["failures"]["validate"]
+    assert invalid["tasks"]["create_workspace"] == "upstream_failed"
+
+    assert workspace_creates(sandbox) == 0
+    assert_nothing_left(sandbox)
