@@ -37,20 +37,42 @@ class _MissingEngine:
     plan = apply = destroy = _fail
 
 
-def default_engine_factory(**kwargs: Any) -> Any:
+def default_engine_factory(
+    *,
+    inventory: Inventory,
+    faults: FaultSet,
+    resource_delay_s: float,
+    metadata_url: str,
+    workload_venv: Path,
+    state_dir: Path,
+    region: str,
+) -> Any:
+    """The real engine (``sandbox/terraform``) with a launcher of simulated servers."""
     try:
+        from sandbox.launcher import ServerLauncher
         from sandbox.terraform.engine import TerraformEngine
     except ImportError as err:
         log.warning("Terraform engine unavailable (%s); jobs will fail", err)
         return _MissingEngine()
-    return TerraformEngine(**kwargs)
+    launcher = ServerLauncher(
+        workload_venv=workload_venv, state_dir=state_dir, metadata_url=metadata_url, faults=faults
+    )
+    return TerraformEngine(
+        inventory=inventory,
+        faults=faults,
+        launcher=launcher,
+        resource_delay_s=resource_delay_s,
+        metadata_url=metadata_url,
+        region=region,
+    )
 
 
 class Sandbox:
     """A local IBM Cloud (IAM, Schematics v1, COS, VPC, instance metadata) for tests and demos.
 
     ``engine_factory`` (keyword, for tests of the HTTP layer) replaces the Terraform engine: it is
-    called with ``inventory``, ``faults``, ``launcher_env`` and ``resource_delay_s``.
+    called with the keyword arguments of :func:`default_engine_factory` and returns an object
+    with ``plan(run)``, ``apply(run) -> outputs`` and ``destroy(run)``.
     """
 
     def __init__(
@@ -103,19 +125,16 @@ class Sandbox:
         try:
             iam = self._serve("iam", IamApp(authority, self.inventory))
             metadata = self._serve("metadata", MetadataApp(authority, self.inventory))
-            cos = self._serve("cos", CosApp(authority, self.inventory, self.cos_hmac["access_key_id"]))
+            cos = self._serve("cos", CosApp(authority, self.inventory, **self.cos_hmac))
             vpc = self._serve("vpc", VpcApp(authority, self.inventory))
-            launcher_env = {
-                "GPU_WORKLOAD_SANDBOX": "1",
-                "GPU_WORKLOAD_VENV": str(self.workload_venv),
-                "METADATA_URL": metadata.url,
-                "SANDBOX_STATE_DIR": str(self.state_dir),
-            }
             self.engine = self._engine_factory(
                 inventory=self.inventory,
                 faults=self.faults,
-                launcher_env=launcher_env,
                 resource_delay_s=self.resource_delay_s,
+                metadata_url=metadata.url,
+                workload_venv=self.workload_venv,
+                state_dir=self.state_dir,
+                region=self.region,
             )
             self._schematics = SchematicsService(
                 inventory=self.inventory,

@@ -2,18 +2,21 @@
 
 COS accepts (a) AWS SigV4/SigV2 signed with HMAC keys and (b) ``Authorization: Bearer <IAM token>``
 (what a VM with a trusted profile uses). moto does not know (b) and ignores signatures, so this
-layer checks the credentials itself (unknown access key id -> S3's 403 ``InvalidAccessKeyId``;
-a bad or expired bearer token -> 403 ``AccessDenied``) and then hands moto a request with a fixed
+layer checks the credentials itself (unknown access key id -> S3's 403 ``InvalidAccessKeyId``; a
+SigV4 signature made with another secret -> 403 ``SignatureDoesNotMatch``; a bad or expired
+bearer token -> 403 ``AccessDenied``) and then hands moto a request with a fixed
 SigV4-looking header in region ``us-east-1`` (moto would otherwise reject a bucket created without
 a LocationConstraint in another region; COS has no such rule).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import uuid
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
 
 from werkzeug.wrappers import Request, Response
 
@@ -46,12 +49,15 @@ def reset_moto_s3() -> None:
 
 
 class CosApp:
-    def __init__(self, authority: TokenAuthority, inventory: Inventory, access_key_id: str) -> None:
+    def __init__(
+        self, authority: TokenAuthority, inventory: Inventory, access_key_id: str, secret_access_key: str
+    ) -> None:
         from moto.server import create_backend_app
 
         self.authority = authority
         self.inventory = inventory
         self.access_key_id = access_key_id
+        self.secret_access_key = secret_access_key
         self.moto = create_backend_app("s3")
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
@@ -80,6 +86,14 @@ class CosApp:
                     403,
                     "InvalidAccessKeyId",
                     "The AWS Access Key Id you provided does not exist in our records.",
+                    request.path,
+                )
+            if not sigv4_matches(environ, header, self.secret_access_key):
+                return s3_error(
+                    403,
+                    "SignatureDoesNotMatch",
+                    "The request signature we calculated does not match the signature you provided. "
+                    "Check your AWS Secret Access Key and signing method.",
                     request.path,
                 )
         elif header.startswith("AWS "):
@@ -113,6 +127,59 @@ class CosApp:
             environ["CONTENT_LENGTH"] = "0"
             environ["wsgi.input"] = _Empty()
         return None
+
+
+def _canonical_query(raw: str) -> str:
+    pairs = []
+    for part in raw.split("&") if raw else []:
+        key, _, value = part.partition("=")
+        pairs.append((quote(unquote(key), safe="-_.~"), quote(unquote(value), safe="-_.~")))
+    return "&".join(f"{k}={v}" for k, v in sorted(pairs))
+
+
+def _header(environ: dict[str, Any], name: str) -> str:
+    key = name.upper().replace("-", "_")
+    value = environ.get(key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else f"HTTP_{key}", "")
+    return " ".join(str(value).split())
+
+
+def sigv4_matches(environ: dict[str, Any], header: str, secret: str) -> bool:
+    """Recompute an AWS SigV4 header signature (the payload hash is taken from the request as is)."""
+    fields = dict(
+        item.strip().split("=", 1) for item in header[len("AWS4-HMAC-SHA256") :].split(",") if "=" in item
+    )
+    try:
+        _, date, region, service, _ = fields["Credential"].split("/")
+        signed = fields["SignedHeaders"]
+        signature = fields["Signature"]
+    except (KeyError, ValueError):
+        return False
+    raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
+    path, _, query = raw_uri.partition("?")
+    canonical = "\n".join(
+        [
+            environ["REQUEST_METHOD"],
+            path or "/",
+            _canonical_query(query),
+            "".join(f"{name}:{_header(environ, name)}\n" for name in signed.split(";")),
+            signed,
+            _header(environ, "x-amz-content-sha256") or "UNSIGNED-PAYLOAD",
+        ]
+    )
+    scope = f"{date}/{region}/{service}/aws4_request"
+    to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            _header(environ, "x-amz-date"),
+            scope,
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    key = ("AWS4" + secret).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
 
 
 class _Empty:

@@ -19,6 +19,7 @@ and ``GPU_WORKLOAD_FAULT=fail|hang`` while the ``workload_fails``/``workload_han
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import os
 import shlex
@@ -119,19 +120,15 @@ class ServerLauncher:
         server.stopped = True
         pgid = server.proc.pid  # start_new_session: the leader's pid is the group id
         _signal_group(pgid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             server.proc.wait(timeout=self.stop_grace_s)
-        except subprocess.TimeoutExpired:
-            pass
         # children may outlive the leader (or ignore SIGTERM): give them the same grace
         deadline = time.monotonic() + self.stop_grace_s
         while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
         _signal_group(pgid, signal.SIGKILL)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             server.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
         server.console.close()
 
     def stop_all(self) -> None:
@@ -144,7 +141,11 @@ class ServerLauncher:
             t.join()
 
     def processes(self) -> dict[str, dict[str, Any]]:
-        """``{instance_id: {"pid", "status": running|exited|stopped, "returncode", "root", "console_log"}}``."""
+        """Status by instance id.
+
+        ``{instance_id: {"pid", "status": running|exited|stopped, "returncode", "root",
+        "console_log", "started_at"}}``.
+        """
         out = {}
         with self._lock:
             servers = list(self._servers.values())
@@ -180,18 +181,31 @@ class ServerLauncher:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _group_alive(pgid: int) -> bool:
+    """True while a non-zombie process of the group exists (zombies may linger unreaped in a
+    container whose PID 1 does not reap them, and must not hold up stop())."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def parse_cloud_config(user_data: str) -> dict[str, Any]:

@@ -112,16 +112,20 @@ class MetadataApp:
         except ValueError:
             return vpc_error(400, "bad_request", "The request body is not valid JSON.")
         attrs = instance["attrs"]
-        linked = attrs.get("trusted_profile_id")
-        if not linked:
+        target = str(attrs.get("trusted_profile_id") or "")  # Terraform's default_trusted_profile_target
+        if not target:
             return vpc_error(400, "no_trusted_profile", "No trusted profile is linked to this instance.")
+        # the target may be the profile's id or its CRN (which ends in "profile:<id>")
+        linked = target.rsplit("profile:", 1)[-1] if target.startswith("crn:") else target
+        crn = (
+            target
+            if target.startswith("crn:")
+            else (f"crn:v1:bluemix:public:iam-identity::a/{self.inventory.account_id}::profile:{linked}")
+        )
         wanted = (body.get("trusted_profile") or {}) if isinstance(body, dict) else {}
         accepted = {
             "id": {linked},
-            "crn": {
-                attrs.get("trusted_profile_crn"),
-                f"crn:v1:bluemix:public:iam-identity::a/{self.inventory.account_id}::profile:{linked}",
-            },
+            "crn": {crn, attrs.get("trusted_profile_crn")},
             "name": {attrs.get("trusted_profile_name")},
         }
         for key, value in wanted.items():

@@ -181,7 +181,7 @@ class SchematicsService:
         self.state_dir = state_dir
         self.rate_limit_per_min = rate_limit_per_min
         self.region = region
-        self.url_map = Map(ROUTES, strict_slashes=False, merge_slashes=False)
+        self.url_map = Map([rule.empty() for rule in ROUTES], strict_slashes=False, merge_slashes=False)
         self._lock = threading.RLock()
         self._workspaces: dict[str, dict[str, Any]] = {}
         self._limiter = RateLimiter()
@@ -386,29 +386,26 @@ class SchematicsService:
 
     @staticmethod
     def _values_metadata(tpl: dict[str, Any]) -> list[dict[str, Any]]:
-        """Variables declared in the uploaded template (best effort, from ``*.tf`` files)."""
+        """Variables the uploaded template declares (``values_metadata``), read by the engine's parser."""
         if tpl.get("metadata_cache") is not None:
             return tpl["metadata_cache"]
         out: list[dict[str, Any]] = []
-        tdir = tpl.get("dir")
-        if tdir and Path(tdir).is_dir():
+        if tpl.get("dir") and Path(tpl["dir"]).is_dir():
             try:
-                import hcl2
+                from sandbox.terraform.engine import declared_variables
 
-                for tf in sorted(Path(tdir).glob("*.tf")):
-                    with tf.open() as fh:
-                        doc = hcl2.load(fh)
-                    for block in doc.get("variable", []):
-                        for name, spec in block.items():
-                            item = {"name": name.strip('"'), "type": str(spec.get("type", "string"))}
-                            item["type"] = item["type"].removeprefix("${").removesuffix("}")
-                            if "description" in spec:
-                                item["description"] = spec["description"]
-                            if "default" in spec:
-                                item["default"] = spec["default"]
-                            item["secure"] = bool(spec.get("sensitive", False))
-                            out.append(item)
-            except Exception:
+                for name, spec in declared_variables(Path(tpl["dir"]) / tpl["folder"]).items():
+                    item = {
+                        "name": name,
+                        "type": spec["type"],
+                        "description": spec.get("description") or "",
+                        "secure": bool(spec.get("sensitive")),
+                        "required": bool(spec.get("required")),
+                    }
+                    if "default" in spec:
+                        item["default"] = spec["default"]
+                    out.append(item)
+            except Exception:  # metadata is informative only; a broken template fails at plan
                 out = []
         tpl["metadata_cache"] = out
         return out
@@ -593,7 +590,8 @@ class SchematicsService:
         with self._lock:
             ws = self._ws(w_id)
             self._check_unlocked(ws)
-            if not destroy:
+            # nothing was ever uploaded, so nothing can exist: delete at once
+            if not destroy or not any(tpl["dir"] for tpl in ws["templates"]):
                 del self._workspaces[w_id]
                 self._drop_files(w_id)
                 return json_response("")
@@ -970,17 +968,19 @@ class SchematicsService:
             for tpl_act in act["templates"]:
                 tpl_act.update(status="INPROGRESS", start_time=_ts())
                 tpl_act["log_summary"]["activity_status"] = "INPROGRESS"
-        tpl = ws["templates"][0]
+            tpl = ws["templates"][0]
+            template_dir = Path(tpl["dir"]) / tpl["folder"] if tpl["dir"] else self.state_dir / "empty"
+            variables = {
+                v["name"]: {"value": v["value"], "type": v["type"], "secure": v["secure"]}
+                for v in tpl["variablestore"]
+            }
         if outcome != "STOPPED":
             lines.append(f"{_log_ts()} Starting command: terraform {job.command}")
             try:
                 run = _run_class()(
                     workspace_id=ws["id"],
-                    template_dir=Path(tpl["dir"]) if tpl["dir"] else self.state_dir / "empty",
-                    variables={
-                        v["name"]: {"value": v["value"], "type": v["type"], "secure": v["secure"]}
-                        for v in tpl["variablestore"]
-                    },
+                    template_dir=template_dir,
+                    variables=variables,
                     state=tpl["state"],
                     log=log,
                     should_stop=lambda: job.stop.is_set() or self._closing.is_set(),
@@ -999,10 +999,10 @@ class SchematicsService:
             except Exception as err:
                 outcome = "STOPPED" if job.stop.is_set() else "FAILED"
                 error = str(err) or type(err).__name__
-                if type(err).__name__ != "TerraformError":
+                if type(err).__name__ != "TerraformError":  # the engine logs its own "Error:" lines
                     error = f"internal sandbox error: {error}"
                     lines.extend(traceback.format_exc().splitlines())
-                lines.append(f"{_log_ts()} {job_label} | Error: {error}")
+                    lines.append(f"{_log_ts()} {job_label} | Error: {error}")
         after = len(self.inventory.list(workspace_id=ws["id"]))
         self._finish(ws, job, outcome, error, outputs, before, after, time.monotonic() - started)
 

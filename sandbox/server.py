@@ -16,10 +16,19 @@ HOST = "127.0.0.1"
 
 
 class _QuietHandler(WSGIRequestHandler):
-    """Drops werkzeug's per-request access log lines (the inventory counts requests instead)."""
+    """No per-request access log lines (the inventory counts requests instead)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         return
+
+    def make_environ(self) -> dict[str, Any]:
+        # werkzeug drops headers whose names contain "_" (proxy spoofing); Schematics needs the
+        # literal ``refresh_token`` header, and nothing sits between the SDK and this server.
+        environ = super().make_environ()
+        for key, value in self.headers.items():
+            if "_" in key:
+                environ["HTTP_" + key.upper().replace("-", "_")] = value
+        return environ
 
 
 class ServiceServer:
@@ -31,8 +40,12 @@ class ServiceServer:
         self._server.daemon_threads = True  # type: ignore[attr-defined]
         self.port = self._server.server_port
         self.url = f"http://{HOST}:{self.port}"
+        # a short poll interval makes shutdown() quick (it waits for the serve loop to notice)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name=f"sandbox-{name}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"sandbox-{name}",
+            daemon=True,
         )
 
     def start(self) -> None:

@@ -156,7 +156,6 @@ class VpcApp:
                 "id": rg,
                 "name": "Default",
             },
-            "user_tags": list(record.get("tags") or []),
         }
 
     def _zone(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -293,6 +292,7 @@ class VpcApp:
             bandwidth=393,
             busy=False,
             capacity=int(attrs.get("capacity") or 100),
+            user_tags=list(record.get("tags") or []),
             encryption="provider_managed",
             health_reasons=[],
             health_state="ok",
@@ -343,6 +343,7 @@ class VpcApp:
                 "href": f"{self.base}/volumes/{boot[0]['id']}",
                 "id": boot[0]["id"],
                 "name": boot[0]["name"],
+                "resource_type": "volume",
             }
         cpus, mem = 16, 80
         parts = profile.split("-")[-1].split("x") if "-" in profile else []

@@ -35,7 +35,7 @@ LOCAL_CONF: dict[str, Any] = {
 }
 
 
-def airflow_env(home: Path, connections: dict[str, str], poll_seconds: float = 0.5) -> dict[str, str]:
+def airflow_env(home: Path, connections: dict[str, str], poll_seconds: float = 2.0) -> dict[str, str]:
     """The environment of one local Airflow: its own home and DB, the sandbox's connections."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
     env.update(

@@ -150,30 +150,37 @@ iam_token() {
     "${data[@]}" | json_field access_token
 }
 
-# cos_curl METHOD KEY [curl args...]: one authenticated request on s3://$COS_BUCKET/KEY.
+# cos_curl METHOD KEY BODY_FILE|"" [curl args...]: one authenticated request on s3://$COS_BUCKET/KEY.
 cos_curl() {
-  local method="$1" key="$2" token
-  shift 2
+  local method="$1" key="$2" body="$3" token sha
+  shift 3
   local url="$COS_ENDPOINT/$COS_BUCKET/$key"
+  local args=("$@")
+  [[ -n "$body" ]] && args+=(--data-binary "@$body") # small files only: curl signs the body
   if [[ "$COS_AUTH" == "hmac" ]]; then
+    # S3 wants the payload hash in x-amz-content-sha256; curl (7.x and 8.x alike) signs with it.
+    if [[ -n "$body" ]]; then
+      sha="$(sha256sum <"$body")"
+    else
+      sha="$(sha256sum </dev/null)"
+    fi
     curl "${CURL_OPTS[@]}" -X "$method" --aws-sigv4 "aws:amz:$COS_REGION:s3" \
       -K <(printf 'user = "%s:%s"\n' "$COS_HMAC_ACCESS_KEY_ID" "$COS_HMAC_SECRET_ACCESS_KEY") \
-      "$@" "$url"
+      -H "x-amz-content-sha256: ${sha%% *}" "${args[@]}" "$url"
   else
     token="$(iam_token)" && [[ -n "$token" ]] || {
       log "could not get an IAM token from $METADATA_URL"
       return 1
     }
     curl "${CURL_OPTS[@]}" -X "$method" \
-      -K <(printf 'header = "Authorization: Bearer %s"\n' "$token") "$@" "$url"
+      -K <(printf 'header = "Authorization: Bearer %s"\n' "$token") "${args[@]}" "$url"
   fi
 }
 
-cos_get() { cos_curl GET "$1" --max-time 600 -o "$2"; }
-cos_delete() { cos_curl DELETE "$1" --max-time 60 -o /dev/null; }
-cos_exists() { cos_curl HEAD "$1" --max-time 60 --head -o /dev/null 2>/dev/null; }
-# Small files only (logs, markers): --data-binary lets curl sign the body for SigV4.
-cos_put() { cos_curl PUT "$1" --max-time 300 -H "Content-Type: $3" --data-binary "@$2" -o /dev/null; }
+cos_get() { cos_curl GET "$1" "" --max-time 600 -o "$2"; }
+cos_delete() { cos_curl DELETE "$1" "" --max-time 60 -o /dev/null; }
+cos_exists() { cos_curl HEAD "$1" "" --max-time 60 --head -o /dev/null 2>/dev/null; }
+cos_put() { cos_curl PUT "$1" "$2" --max-time 300 -H "Content-Type: $3" -o /dev/null; }
 
 write_failed() {
   local reason="$1" body="$STATE_DIR/_FAILED.json"
@@ -183,7 +190,9 @@ write_failed() {
     MARKER_DONE=1
     return 0
   fi
-  cos_put "$COS_OUTPUT_PREFIX/bootstrap.log" "$LOG_FILE" text/plain || log "could not upload bootstrap.log"
+  cp "$LOG_FILE" "$STATE_DIR/bootstrap.log.upload" # a snapshot: the log grows while curl signs it
+  cos_put "$COS_OUTPUT_PREFIX/bootstrap.log" "$STATE_DIR/bootstrap.log.upload" text/plain ||
+    log "could not upload bootstrap.log"
   printf '{"error": "%s", "log_tail": "%s", "time": "%s", "source": "bootstrap.sh"}\n' \
     "$(printf '%s' "$reason" | json_escape)" \
     "$(tail -n "$LOG_TAIL_LINES" "$LOG_FILE" | json_escape)" \
@@ -282,7 +291,7 @@ start_watchdog() {
       sleep "$POWEROFF_GRACE_S"
       poweroff_now
     fi
-  ) &
+  ) 9>&- &
   WATCHDOG_PID=$!
 }
 

@@ -342,6 +342,10 @@ def _metadata_token_manager(params: Params):
         def get_token(self) -> str:
             return authenticator.token_manager.get_token()
 
+        def set_from_config(self, config) -> None:
+            # ibm_botocore calls this on every token manager (only its DefaultTokenManager has it).
+            pass
+
     return _VpcInstanceTokenManager()
 
 
@@ -555,6 +559,8 @@ def sha256_file(path: Path) -> str:
 
 def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: Path) -> dict[str, Any]:
     started_at, started = utcnow(), time.monotonic()
+    # Data first: a bad dataset fails before the (slow) TensorFlow import.
+    data = load_dataset(params.dataset, params.seed, params.test_fraction, cos, work_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
     import tensorflow as tf
@@ -584,7 +590,6 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
     LOG.info("device: %s", json.dumps(device))
 
     keras.utils.set_random_seed(params.seed)
-    data = load_dataset(params.dataset, params.seed, params.test_fraction, cos, work_dir)
     num_classes = data.num_classes
     x_train, y_train = data.x_train, data.y_train
     n_val = round(len(x_train) * params.validation_split) if params.validation_split > 0 else 0
@@ -627,6 +632,7 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
         validation_data=val_ds,
         epochs=params.epochs,
         verbose=2,
+        shuffle=False,  # tf.data shuffles
         callbacks=[make_progress_callback(keras, cos, params.epochs, started)],
     )
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}

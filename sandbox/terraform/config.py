@@ -9,6 +9,7 @@ here with an error naming the file, line and construct.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,26 +181,58 @@ def _check_resource_body(body: Body, file: str, address: str, top: bool) -> None
     for block in body.blocks:
         if block.type in {"provisioner", "connection", "dynamic"}:
             raise ConfigError(
-                f"{file} line {block.line}: '{block.type}' blocks are not supported by the sandbox (in {address})"
+                f"{file} line {block.line}: '{block.type}' blocks are not supported by the sandbox "
+                f"(in {address})"
             )
         if top and block.type == "lifecycle":
             for sub in block.body.blocks:
                 raise ConfigError(
-                    f"{file} line {sub.line}: lifecycle '{sub.type}' is not supported by the sandbox ({address})"
+                    f"{file} line {sub.line}: lifecycle '{sub.type}' is not supported by the sandbox "
+                    f"({address})"
                 )
             continue
         _check_resource_body(block.body, file, address, top=False)
 
 
+_CACHE: dict[tuple, Module] = {}
+_CACHE_LOCK = threading.Lock()
+
+
 def load_module(directory: Path | str) -> Module:
-    """Parse every ``*.tf`` file of ``directory`` (sorted by name) into a :class:`Module`."""
+    """Parse every ``*.tf`` file of ``directory`` (sorted by name) into a :class:`Module`.
+
+    Results are cached by the files' paths, sizes and modification times (a Module is never
+    mutated after loading), so repeated plans of one workspace parse once.
+    """
     directory = Path(directory)
+    files = sorted(directory.glob("*.tf"))
+    try:
+        key = (str(directory.resolve()), *((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+    except OSError:
+        key = None
+    if key is not None:
+        with _CACHE_LOCK:
+            cached = _CACHE.get(key)
+        if cached is not None:
+            return cached
+    module = _load_module(directory)
+    if key is not None:
+        with _CACHE_LOCK:
+            if len(_CACHE) > 64:
+                _CACHE.clear()
+            _CACHE[key] = module
+    return module
+
+
+def _load_module(directory: Path) -> Module:
     module = Module(directory=directory)
     files = sorted(directory.glob("*.tf"))
     if not files:
         raise ConfigError(f"{directory}: no Terraform configuration files (*.tf)")
     if list(directory.glob("*.tf.json")):
-        raise ConfigError(f"{directory}: JSON configuration files (*.tf.json) are not supported by the sandbox")
+        raise ConfigError(
+            f"{directory}: JSON configuration files (*.tf.json) are not supported by the sandbox"
+        )
     for path in files:
         text = path.read_text(encoding="utf-8")
         try:
@@ -246,10 +279,14 @@ def _load_block(module: Module, block: Block, text: str) -> None:
         var.nullable = _literal_bool(attrs.get("nullable"), True)
         for sub in block.body.blocks:
             if sub.type != "validation":
-                raise ConfigError(f"{file} line {sub.line}: unsupported block '{sub.type}' in variable '{name}'")
+                raise ConfigError(
+                    f"{file} line {sub.line}: unsupported block '{sub.type}' in variable '{name}'"
+                )
             cond = sub.body.attrs.get("condition")
             if cond is None:
-                raise ConfigError(f"{file} line {sub.line}: validation without condition in variable '{name}'")
+                raise ConfigError(
+                    f"{file} line {sub.line}: validation without condition in variable '{name}'"
+                )
             var.validations.append((cond, sub.body.attrs.get("error_message")))
         module.variables[name] = var
         return
@@ -266,7 +303,9 @@ def _load_block(module: Module, block: Block, text: str) -> None:
         mode = "managed" if kind == "resource" else "data"
         body = block.body
         if "for_each" in body.attrs:
-            raise ConfigError(f"{where}: for_each is not supported by the sandbox (use count) in {rtype}.{rname}")
+            raise ConfigError(
+                f"{where}: for_each is not supported by the sandbox (use count) in {rtype}.{rname}"
+            )
         res = Resource(mode=mode, type=rtype, name=rname, body=body, file=file, line=line)
         res.count = body.attrs.get("count")
         if "depends_on" in body.attrs:

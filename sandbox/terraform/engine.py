@@ -30,7 +30,6 @@ State layout (JSON-serialisable)::
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -146,7 +145,9 @@ def _convert(value: Any, typ: Any, name: str) -> Any:
     kind, inner = typ
     if kind in {"list", "set", "tuple"}:
         if not isinstance(value, list):
-            raise TerraformError(f'Invalid value for variable "{name}": {kind} required, got {type_name(value)}')
+            raise TerraformError(
+                f'Invalid value for variable "{name}": {kind} required, got {type_name(value)}'
+            )
         if kind == "tuple":
             if len(inner) != len(value):
                 raise TerraformError(f'Invalid value for variable "{name}": tuple of {len(inner)} required')
@@ -167,7 +168,9 @@ def _literal_value(text: str, name: str) -> Any:
         tree = _parse_inline_expression(text, f"variable {name}", 1)
         return Evaluator(Scope(roots={}, base_dir=Path("."), filename=f"variable {name}")).eval(tree)
     except HclError as exc:
-        raise TerraformError(f'Invalid value for variable "{name}": cannot parse {text!r} as HCL: {exc}') from exc
+        raise TerraformError(
+            f'Invalid value for variable "{name}": cannot parse {text!r} as HCL: {exc}'
+        ) from exc
 
 
 def _type_label(typ: Any) -> str:
@@ -191,7 +194,10 @@ def _computed(rtype: str, cfg: dict[str, Any], rid: str, index: int | None, regi
     """Attributes the IBM provider returns after create, for the resource types used here."""
     i = index or 0
     crn_kind = rtype.removeprefix("ibm_is_").replace("_", "-")
-    out: dict[str, Any] = {"id": rid, "crn": f"crn:v1:bluemix:public:is:{region}:a/sandbox0account::{crn_kind}:{rid}"}
+    out: dict[str, Any] = {
+        "id": rid,
+        "crn": f"crn:v1:bluemix:public:is:{region}:a/sandbox0account::{crn_kind}:{rid}",
+    }
     if rtype == "ibm_is_vpc":
         out.update(
             default_security_group=f"r006-sg-{rid[-12:]}",
@@ -202,13 +208,17 @@ def _computed(rtype: str, cfg: dict[str, Any], rid: str, index: int | None, regi
     elif rtype == "ibm_is_subnet":
         out.update(ipv4_cidr_block=cfg.get("ipv4_cidr_block") or "10.240.0.0/24", status="available")
     elif rtype == "ibm_is_public_gateway":
-        out.update(floating_ip=[{"address": _fake_ip(rid), "id": f"r006-fip-{rid[-12:]}"}], status="available")
+        out.update(
+            floating_ip=[{"address": _fake_ip(rid), "id": f"r006-fip-{rid[-12:]}"}], status="available"
+        )
     elif rtype == "ibm_is_security_group_rule":
         out.update(rule_id=rid, id=f"{cfg.get('group', 'sg')}.{rid}")
     elif rtype == "ibm_is_floating_ip":
         out.update(address=_fake_ip(rid), status="available")
     elif rtype == "ibm_is_ssh_key":
-        out.update(fingerprint="SHA256:" + base64.b64encode(uuid.uuid5(uuid.NAMESPACE_URL, rid).bytes).decode())
+        out.update(
+            fingerprint="SHA256:" + base64.b64encode(uuid.uuid5(uuid.NAMESPACE_URL, rid).bytes).decode()
+        )
     elif rtype == "ibm_is_instance":
         address = f"10.240.0.{4 + i}"
         nics = cfg.get("primary_network_interface") or [{}]
@@ -390,7 +400,6 @@ class TerraformEngine:
         self.resource_delay_s = resource_delay_s
         self.metadata_url = metadata_url
         self.region = region
-        self._lock = threading.Lock()
 
     # public API -------------------------------------------------------------------------------
     def plan(self, run: TerraformRun) -> dict[str, int]:
@@ -431,7 +440,6 @@ class TerraformEngine:
                 )
             self._walk(run, ctx, order, create=False)  # validate everything before touching anything
             run.state.setdefault("resources", [])
-            before = len(run.state["resources"])
             stats = {"added": 0}
             desired = self._walk(run, ctx, order, create=True, stats=stats)
             destroyed = 0
@@ -442,7 +450,6 @@ class TerraformEngine:
             outputs = self._outputs(run, ctx)
             run.state["outputs"] = outputs
             run.state["serial"] = int(run.state.get("serial", 0)) + 1
-            del before
             run.log("")
             run.log(f"Apply complete! Resources: {stats['added']} added, 0 changed, {destroyed} destroyed.")
             if outputs:
@@ -479,6 +486,22 @@ class TerraformEngine:
             run.log("")
             run.log(f"Destroy complete! Resources: {done} destroyed.")
 
+    def refresh(self, run: TerraformRun) -> dict[str, dict[str, Any]]:
+        """Drop from ``state`` what no longer exists in the Inventory; returns the outputs."""
+        with _reporting(run):
+            run.log(f"Terraform v{_DEFAULT_TF_VERSION}")
+            self._prepare(run)
+            kept = []
+            for entry in run.state.get("resources", []):
+                ids = entry.get("inventory_ids") or []
+                if ids and self.inventory.get(ids[0]) is None:
+                    run.log(f"{entry['address']}: the resource is gone; removing it from the state")
+                    continue
+                run.log(f"{entry['address']}: Refreshing state... [id={entry['id']}]")
+                kept.append(entry)
+            run.state["resources"] = kept
+            return dict(run.state.get("outputs", {}))
+
     # preparation ------------------------------------------------------------------------------
     def _prepare(self, run: TerraformRun) -> tuple[_Context, list[Resource]]:
         try:
@@ -495,22 +518,18 @@ class TerraformEngine:
         values: dict[str, Any] = {}
         for name in sorted(set(run.variables) - set(module.variables)):
             run.log(f'Warning: Value for undeclared variable "{name}" (ignored)')
-        types = {}
         for name, var in module.variables.items():
             try:
                 typ = _parse_type(var.type_tree, var)
             except HclError as exc:
                 raise TerraformError(str(exc)) from exc
-            types[name] = typ
             given = run.variables.get(name)
             if given is not None and given.get("value") is not None:
                 raw = given["value"]
-                if isinstance(raw, str) and typ not in {"string", "any"}:
-                    value = raw if typ in {"number", "bool"} else _literal_value(raw, name)
-                    if typ == "bool" and raw.strip() in {"true", "false"}:
-                        value = raw.strip() == "true"
-                    elif typ == "number":
-                        value = raw.strip()
+                if isinstance(raw, str) and typ in {"number", "bool"}:
+                    value = raw.strip()  # "3" / "true": _convert() parses it per the type
+                elif isinstance(raw, str) and typ not in {"string", "any"}:
+                    value = _literal_value(raw, name)  # "[...]" / "{...}" in HCL syntax
                 else:
                     value = raw
             elif var.default is not None:
@@ -540,7 +559,8 @@ class TerraformEngine:
                     except (TerraformError, HclError):
                         text = "validation failed"
                     raise TerraformError(
-                        f'Invalid value for variable "{name}": {text} ({cond.file} line {cond.line}, var.{name})'
+                        f'Invalid value for variable "{name}": {text} '
+                        f"({cond.file} line {cond.line}, var.{name})"
                     )
         return values
 
@@ -558,14 +578,17 @@ class TerraformEngine:
                         f'{attr.file} line {attr.line}: reference to undeclared input variable "{ref[1]}"'
                     )
                 if root == "local" and len(ref) > 1 and ref[1] not in module.locals:
-                    raise TerraformError(f'{attr.file} line {attr.line}: reference to undeclared local "{ref[1]}"')
+                    raise TerraformError(
+                        f'{attr.file} line {attr.line}: reference to undeclared local "{ref[1]}"'
+                    )
                 if root in types and len(ref) > 1 and f"{root}.{ref[1]}" not in module.resources:
                     raise TerraformError(
                         f"{attr.file} line {attr.line}: reference to undeclared resource {root}.{ref[1]}"
                     )
                 if root == "data" and len(ref) > 2 and f"data.{ref[1]}.{ref[2]}" not in module.resources:
                     raise TerraformError(
-                        f"{attr.file} line {attr.line}: reference to undeclared data source data.{ref[1]}.{ref[2]}"
+                        f"{attr.file} line {attr.line}: reference to undeclared data source "
+                        f"data.{ref[1]}.{ref[2]}"
                     )
 
     # walking ----------------------------------------------------------------------------------
@@ -576,7 +599,9 @@ class TerraformEngine:
         try:
             n = to_number(value)
         except HclError as exc:
-            raise TerraformError(f"{res.count.file} line {res.count.line}: invalid count for {res.address}: {exc}") from exc
+            raise TerraformError(
+                f"{res.count.file} line {res.count.line}: invalid count for {res.address}: {exc}"
+            ) from exc
         if not isinstance(n, int) or n < 0:
             raise TerraformError(
                 f"{res.count.file} line {res.count.line}: invalid count {value!r} for {res.address}: "
@@ -599,9 +624,7 @@ class TerraformEngine:
         fail_after: int | None = None
         if create and self.faults.active("apply_fails_midway"):
             total = sum(
-                (self._count(ctx, r) if r.count is not None else 1) or 0
-                for r in order
-                if r.mode == "managed"
+                (self._count(ctx, r) if r.count is not None else 1) or 0 for r in order if r.mode == "managed"
             )
             fail_after = int(self.faults.options("apply_fails_midway").get("after", max(1, (total + 1) // 2)))
         created = 0
@@ -627,10 +650,14 @@ class TerraformEngine:
                     values.append(entry["attrs"])
                     continue
                 if not create:
-                    values.append({**cfg, **_computed(res.type, cfg, "(known after apply)", index, self.region)})
+                    values.append(
+                        {**cfg, **_computed(res.type, cfg, "(known after apply)", index, self.region)}
+                    )
                     continue
                 if run.should_stop():
-                    raise TerraformError("the job was stopped; apply interrupted (state keeps what was created)")
+                    raise TerraformError(
+                        "the job was stopped; apply interrupted (state keeps what was created)"
+                    )
                 if fail_after is not None and created >= fail_after:
                     raise TerraformError(
                         f"creating {address}: the requested capacity is not available in zone "
@@ -641,7 +668,11 @@ class TerraformEngine:
                 if stats is not None:
                     stats["added"] += 1
                 values.append(entry["attrs"])
-            target = ctx.data_values.setdefault(res.type, {}) if res.mode == "data" else ctx.resource_values.setdefault(res.type, {})
+            target = (
+                ctx.data_values.setdefault(res.type, {})
+                if res.mode == "data"
+                else ctx.resource_values.setdefault(res.type, {})
+            )
             target[res.name] = values[0] if n is None else values
         return desired
 
@@ -653,7 +684,7 @@ class TerraformEngine:
         tags = [str(t) for t in cfg.get("tags", [])] if isinstance(cfg.get("tags"), list) else []
         name = str(cfg.get("name") or address)
         record_attrs = {k: v for k, v in attrs.items() if k not in {"id", "tags"}}
-        record_attrs["address"] = address
+        record_attrs["tf_address"] = address
         inventory_ids: list[str] = []
         if res.type == "ibm_is_instance":
             nic = attrs["primary_network_interface"][0]
@@ -678,8 +709,12 @@ class TerraformEngine:
                 str(boot.get("name") or f"{name}-boot"),
                 tags=[str(t) for t in boot.get("tags", [])],
                 workspace_id=run.workspace_id,
-                attrs={"instance_id": rid, "profile": "general-purpose", "capacity": boot.get("size", 100),
-                       "auto_delete_volume": boot.get("auto_delete_volume", True)},
+                attrs={
+                    "instance_id": rid,
+                    "profile": "general-purpose",
+                    "capacity": boot.get("size", 100),
+                    "auto_delete_volume": boot.get("auto_delete_volume", True),
+                },
                 resource_id=boot["volume_id"],
             )
             inventory_ids.append(vol["id"])
@@ -717,7 +752,9 @@ class TerraformEngine:
             self.inventory.remove(rid)
         if self.resource_delay_s:
             time.sleep(self.resource_delay_s)
-        run.state["resources"] = [r for r in run.state.get("resources", []) if r["address"] != entry["address"]]
+        run.state["resources"] = [
+            r for r in run.state.get("resources", []) if r["address"] != entry["address"]
+        ]
         elapsed = int(time.monotonic() - started)
         run.log(f"{entry['address']}: Destruction complete after {elapsed}s")
 

@@ -10,6 +10,7 @@ configuration the sandbox does not understand fails loudly instead of producing 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 import json
@@ -149,8 +150,21 @@ def _children(tree: Tree) -> list[Any]:
         if isinstance(c, Tree) and c.data == "new_line_or_comment":
             continue
         if isinstance(c, Token) and c.type in {
-            "LPAR", "RPAR", "LSQB", "RSQB", "LBRACE", "RBRACE", "COMMA", "EQ", "COLON", "DOT",
-            "INTERP_START", "DIRECTIVE_START", "DBLQUOTE", "QMARK", "FOR_OBJECT_ARROW",
+            "LPAR",
+            "RPAR",
+            "LSQB",
+            "RSQB",
+            "LBRACE",
+            "RBRACE",
+            "COMMA",
+            "EQ",
+            "COLON",
+            "DOT",
+            "INTERP_START",
+            "DIRECTIVE_START",
+            "DBLQUOTE",
+            "QMARK",
+            "FOR_OBJECT_ARROW",
         }:
             continue
         out.append(c)
@@ -342,10 +356,8 @@ class Evaluator:
 
     def _apply_steps(self, value: Any, steps: list[Tree]) -> Any:
         for step in steps:
-            if step.data == "get_attr":
-                value = self._get_attr_of(value, step)
-            else:
-                value = self._index_of(value, step)
+            get = self._get_attr_of if step.data == "get_attr" else self._index_of
+            value = get(value, step)
         return value
 
     def _full_splat_expr_term(self, tree: Tree) -> Any:
@@ -502,9 +514,7 @@ def unescape_string_chars(raw: str) -> str:
 def _directive_from_tree(node: Tree, filename: str) -> tuple[tuple, bool, bool]:
     toks = node.children
     strip_left = len(toks) > 1 and isinstance(toks[1], Token) and toks[1].type == "STRIP_MARKER"
-    strip_right = (
-        len(toks) > 1 and isinstance(toks[-2], Token) and toks[-2].type == "STRIP_MARKER"
-    )
+    strip_right = len(toks) > 1 and isinstance(toks[-2], Token) and toks[-2].type == "STRIP_MARKER"
     trees = [c for c in toks if isinstance(c, Tree)]
     if node.data == "template_if_start":
         return ("if", trees[0]), strip_left, strip_right
@@ -545,7 +555,7 @@ def parts_from_string_tree(tree: Tree, filename: str) -> list[tuple]:
             strips.append((False, False))
         elif child.data == "interpolation":
             toks = child.children
-            expr = [c for c in toks if isinstance(c, Tree)][0]
+            expr = next(c for c in toks if isinstance(c, Tree))
             left = any(isinstance(t, Token) and t.type == "STRIP_MARKER" for t in toks[:2])
             right = any(isinstance(t, Token) and t.type == "STRIP_MARKER" for t in toks[-2:])
             parts.append(("interp", expr))
@@ -602,8 +612,13 @@ _DIRECTIVE_RE = re.compile(
 )
 
 
-def parse_template_text(text: str, filename: str) -> list[tuple]:
-    """Split template text (a templatefile() file or a heredoc body) into template parts."""
+@functools.lru_cache(maxsize=128)
+def parse_template_text(text: str, filename: str) -> tuple[tuple, ...]:
+    """Split template text (a templatefile() file or a heredoc body) into template parts (cached)."""
+    return tuple(_parse_template_text(text, filename))
+
+
+def _parse_template_text(text: str, filename: str) -> list[tuple]:
     parts: list[tuple] = []
     strips: list[tuple[bool, bool]] = []
     buf: list[str] = []
@@ -657,7 +672,7 @@ def parse_template_text(text: str, filename: str) -> list[tuple]:
     return _strip(parts, strips)
 
 
-def parse_template_parts(parts: list[tuple], filename: str) -> list[Any]:
+def parse_template_parts(parts: list[tuple] | tuple[tuple, ...], filename: str) -> list[Any]:
     """Nest flat template parts into a node list: literals, interps, ("if", c, then, else), ("for", ...)."""
     pos = 0
 
@@ -689,7 +704,7 @@ def parse_template_parts(parts: list[tuple], filename: str) -> list[Any]:
                 raise HclError(f"{filename}: unexpected %{{{kind}}}")
         return nodes, None
 
-    nodes, end = block(set())
+    nodes, _ = block(set())
     return nodes
 
 
@@ -748,7 +763,9 @@ def _fn_templatefile(ev: Evaluator, path: str, variables: dict[str, Any] | None 
     return render_template(nodes, Evaluator(scope, ev.functions))
 
 
-_FORMAT_RE = re.compile(r"%(?:(?P<pct>%)|(?P<flags>[-+ #0]*)(?P<width>\d*)(?:\.(?P<prec>\d+))?(?P<verb>[a-zA-Z]))")
+_FORMAT_RE = re.compile(
+    r"%(?:(?P<pct>%)|(?P<flags>[-+ #0]*)(?P<width>\d*)(?:\.(?P<prec>\d+))?(?P<verb>[a-zA-Z]))"
+)
 
 
 def _fn_format(spec: str, *args: Any) -> str:
@@ -811,17 +828,26 @@ def _fn_formatdate(spec: str, timestamp: str) -> str:
             out.append(tok)
             continue
         table = {
-            "YYYY": f"{t.year:04d}", "YY": f"{t.year % 100:02d}",
-            "MM": f"{t.month:02d}", "M": str(t.month),
-            "MMM": t.strftime("%b"), "MMMM": t.strftime("%B"),
-            "DD": f"{t.day:02d}", "D": str(t.day),
-            "EEE": t.strftime("%a"), "EEEE": t.strftime("%A"),
-            "hh": f"{t.hour:02d}", "h": str(t.hour),
-            "mm": f"{t.minute:02d}", "m": str(t.minute),
-            "ss": f"{t.second:02d}", "s": str(t.second),
+            "YYYY": f"{t.year:04d}",
+            "YY": f"{t.year % 100:02d}",
+            "MM": f"{t.month:02d}",
+            "M": str(t.month),
+            "MMM": t.strftime("%b"),
+            "MMMM": t.strftime("%B"),
+            "DD": f"{t.day:02d}",
+            "D": str(t.day),
+            "EEE": t.strftime("%a"),
+            "EEEE": t.strftime("%A"),
+            "hh": f"{t.hour:02d}",
+            "h": str(t.hour),
+            "mm": f"{t.minute:02d}",
+            "m": str(t.minute),
+            "ss": f"{t.second:02d}",
+            "s": str(t.second),
             "ZZZ": "UTC" if t.utcoffset().total_seconds() == 0 else t.strftime("%z"),
             "Z": "Z" if t.utcoffset().total_seconds() == 0 else t.isoformat()[-6:],
-            "ZZZZ": t.strftime("%z"), "ZZZZZ": t.isoformat()[-6:] if t.utcoffset() else "+00:00",
+            "ZZZZ": t.strftime("%z"),
+            "ZZZZZ": t.isoformat()[-6:] if t.utcoffset() else "+00:00",
         }
         if tok not in table:
             raise HclError(f"invalid date format verb {tok!r} in {spec!r} (quote literal letters)")
@@ -873,7 +899,9 @@ def _fn_regexall(pattern: str, string: str) -> list[Any]:
 def _fn_replace(string: str, search: str, replacement: str) -> str:
     string, search, replacement = to_string(string), to_string(search), to_string(replacement)
     if len(search) > 1 and search.startswith("/") and search.endswith("/"):
-        repl = re.sub(r"\$(\d+)|\$\{(\w+)\}", lambda m: "\\g<" + (m.group(1) or m.group(2)) + ">", replacement)
+        repl = re.sub(
+            r"\$(\d+)|\$\{(\w+)\}", lambda m: "\\g<" + (m.group(1) or m.group(2)) + ">", replacement
+        )
         return re.sub(search[1:-1], repl, string)
     return string.replace(search, replacement)
 
@@ -1089,25 +1117,38 @@ def references(tree: Any) -> set[tuple[str, ...]]:
             return chain(kids[0]) if len(kids) == 1 else None
         if node.data == "identifier":
             return [str(node.children[0])]
-        if node.data in {"get_attr_expr_term", "index_expr_term", "full_splat_expr_term", "attr_splat_expr_term"}:
+        if node.data in {
+            "get_attr_expr_term",
+            "index_expr_term",
+            "full_splat_expr_term",
+            "attr_splat_expr_term",
+        }:
             kids = _children(node)
             base = chain(kids[0])
             if base is None:
                 return None
             if node.data == "get_attr_expr_term":
                 return [*base, str(_children(kids[1])[0].children[0])]
-            return base + ["[]"]
+            return [*base, "[]"]
         return None
 
-    def walk(node: Any) -> None:
-        if not isinstance(node, Tree):
+    def walk(node: Any, in_chain: bool = False) -> None:
+        if not isinstance(node, Tree) or node.data == "get_attr":  # attribute names are not references
             return
         names = chain(node)
         if names is not None:
-            cut = [n for n in names[:3]]
-            if "[]" in cut:
-                cut = cut[: cut.index("[]")]
-            found.add(tuple(cut))
+            if not in_chain:
+                cut = names[:3]
+                if "[]" in cut:
+                    cut = cut[: cut.index("[]")]
+                found.add(tuple(cut))
+            if node.data == "identifier":
+                return
+            kids = _children(node)
+            walk(kids[0], True)  # the base of the same traversal
+            for kid in kids[1:]:  # index expressions and splat steps are references of their own
+                walk(kid)
+            return
         if node.data == "function_call":
             for c in _children(node)[1:]:
                 walk(c)

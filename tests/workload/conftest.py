@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,7 +44,11 @@ def _fake_jwt(subject: str, lifetime: int = 3600) -> str:
 
     now = int(time.time())
     return ".".join(
-        [b64({"alg": "RS256", "typ": "JWT"}), b64({"sub": subject, "iat": now, "exp": now + lifetime}), "c2ln"]
+        [
+            b64({"alg": "RS256", "typ": "JWT"}),
+            b64({"sub": subject, "iat": now, "exp": now + lifetime}),
+            "c2ln",
+        ]
     )
 
 
@@ -110,7 +114,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                 resp_headers = [
                     (k, v)
                     for k, v in resp.getheaders()
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date")
+                    if k.lower()
+                    not in ("transfer-encoding", "connection", "content-length", "server", "date")
                 ]
             finally:
                 conn.close()
@@ -175,12 +180,19 @@ class _MetadataHandler(BaseHTTPRequestHandler):
 
 
 @dataclass
-class Cos:
-    """The S3 endpoint the workload talks to (through the proxy) and a client for assertions."""
+class Cloud:
+    """An S3 endpoint the workload talks to, a client for assertions (bypassing any proxy), the
+    HMAC keys it accepts and, for keyless runs, the metadata service and trusted profile."""
 
+    kind: str  # "moto" (moto behind the recording proxy) or "sandbox" (sandbox.Sandbox)
     endpoint: str
-    proxy: _Proxy
     client: Any
+    hmac_key_id: str = HMAC_KEY_ID
+    hmac_secret: str = HMAC_SECRET
+    proxy: _Proxy | None = None
+    metadata_url: str = ""
+    profile_id: str = ""
+    metadata_calls: Callable[[], int] = lambda: 0
     buckets: list[str] = field(default_factory=list)
 
     def new_bucket(self) -> str:
@@ -190,6 +202,9 @@ class Cos:
         return name
 
     def requests(self, bucket: str) -> list[Recorded]:
+        """What went through the recording proxy for ``bucket``, in arrival order ([] without one)."""
+        if self.proxy is None:
+            return []
         with self.proxy.lock:
             return [r for r in self.proxy.log if unquote(r.path).lstrip("/").split("/", 1)[0] == bucket]
 
@@ -201,15 +216,21 @@ class Cos:
         return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+def _start_proxy(upstream: tuple[str, int]) -> _Proxy:
+    proxy = _Proxy(upstream)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    return proxy
+
+
 @pytest.fixture(scope="session")
-def cos() -> Iterator[Cos]:
+def cos() -> Iterator[Cloud]:
+    """moto's S3 server behind the recording proxy (HMAC; signatures are not checked)."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    proxy = _Proxy(server.get_host_and_port())
-    threading.Thread(target=proxy.serve_forever, daemon=True).start()
     host, port = server.get_host_and_port()
+    proxy = _start_proxy((host, port))
     client = boto3.client(
         "s3",
         endpoint_url=f"http://{host}:{port}",  # assertions bypass the proxy: not recorded
@@ -218,7 +239,7 @@ def cos() -> Iterator[Cos]:
         aws_secret_access_key=HMAC_SECRET,
         config=Config(s3={"addressing_style": "path"}),
     )
-    yield Cos(f"http://127.0.0.1:{proxy.server_address[1]}", proxy, client)
+    yield Cloud("moto", f"http://127.0.0.1:{proxy.server_address[1]}", client, proxy=proxy)
     proxy.shutdown()
     server.stop()
 
@@ -234,8 +255,8 @@ class Metadata:
 
 
 @pytest.fixture
-def keyless(cos: Cos) -> Iterator[Metadata]:
-    """A metadata emulator, and the S3 proxy requiring its IAM token (trusted profile mode)."""
+def keyless(cos: Cloud) -> Iterator[Metadata]:
+    """A metadata emulator, and the moto proxy requiring its IAM token (trusted profile mode)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _MetadataHandler)
     server.daemon_threads = True
     server.identity_token = _fake_jwt("crn:v1:instance-identity")  # type: ignore[attr-defined]
@@ -243,12 +264,66 @@ def keyless(cos: Cos) -> Iterator[Metadata]:
     server.profile_id = "Profile-0123abcd"  # type: ignore[attr-defined]
     server.calls = []  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    assert cos.proxy is not None
     cos.proxy.bearer = server.iam_token  # type: ignore[attr-defined]
     try:
         yield Metadata(f"http://127.0.0.1:{server.server_address[1]}", server)
     finally:
         cos.proxy.bearer = None
         server.shutdown()
+
+
+def sandbox_available() -> bool:
+    try:
+        import sandbox.core  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture
+def cloud(request: pytest.FixtureRequest, cos: Cloud) -> Callable[[str], Cloud]:
+    """``cloud(auth)``: the project's sandbox (``sandbox.Sandbox``: COS that checks SigV4
+    signatures and IAM tokens, the instance metadata service) when it is importable, else moto and
+    the local metadata emulator. In keyless mode the recording proxy sits in front of COS too."""
+
+    def make(auth: str) -> Cloud:
+        if not sandbox_available():
+            if auth == "hmac":
+                return cos
+            md: Metadata = request.getfixturevalue("keyless")
+            return Cloud(
+                "moto",
+                cos.endpoint,
+                cos.client,
+                proxy=cos.proxy,
+                metadata_url=md.url,
+                profile_id=md.server.profile_id,  # type: ignore[attr-defined]
+                metadata_calls=lambda: len(md.calls),
+            )
+        box = request.getfixturevalue("sandbox_factory")(workload_venv=WORKLOAD_PY.parent.parent)
+        profile = f"Profile-{uuid.uuid4()}"
+        instance = box.inventory.add("ibm_is_instance", "wl-test-vm-0", attrs={"trusted_profile_id": profile})
+        cloud_ = Cloud(
+            "sandbox",
+            box.endpoints["cos"],
+            box.cos_client(),
+            hmac_key_id=box.cos_hmac["access_key_id"],
+            hmac_secret=box.cos_hmac["secret_access_key"],
+            metadata_url=f"{box.endpoints['metadata']}/i/{instance['id']}",
+            profile_id=profile,
+            metadata_calls=lambda: sum(
+                n for k, n in box.request_counts().items() if k.startswith("metadata POST")
+            ),
+        )
+        if auth != "hmac":  # SigV4 signs the Host header, so only bearer requests can go through
+            upstream = urlsplit(box.endpoints["cos"])
+            cloud_.proxy = _start_proxy((upstream.hostname, upstream.port))
+            request.addfinalizer(cloud_.proxy.shutdown)
+            cloud_.endpoint = f"http://127.0.0.1:{cloud_.proxy.server_address[1]}"
+        return cloud_
+
+    return make
 
 
 class Helpers:

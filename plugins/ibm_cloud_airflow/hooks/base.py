@@ -394,17 +394,19 @@ class RetryPolicy:
     """How one API call is retried.
 
     * 429 and 5xx and transport errors: exponential backoff with jitter starting at ``base_delay_s``,
-      capped at ``max_delay_s``; a ``Retry-After`` header (seconds) is honoured (capped at
-      ``max_delay_s``). At most ``max_attempts`` tries and ``max_total_s`` seconds in all.
+      capped at ``max_delay_s``; a ``Retry-After`` header (seconds or HTTP date) replaces the backoff
+      (capped at ``max_retry_after_s``). At most ``max_attempts`` tries and ``max_total_s`` seconds of
+      waiting in all; past either cap the last error is raised.
     * 409 (workspace locked): waits ``lock_poll_s`` between tries for at most ``lock_wait_s``.
     """
 
-    max_attempts: int = 6
+    max_attempts: int = 8
     base_delay_s: float = 1.0
     max_delay_s: float = 30.0
-    max_total_s: float = 180.0
+    max_retry_after_s: float = 120.0
+    max_total_s: float = 300.0
     lock_wait_s: float = 600.0
-    lock_poll_s: float = 10.0
+    lock_poll_s: float = 5.0
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -439,8 +441,8 @@ def call_with_retries(
     conn_id: str | None = None,
     wait_on_lock: bool = False,
     recover: Callable[[BaseException], T | None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> T:
     """Call ``func`` with the retry rules of :class:`RetryPolicy`; map the final error.
 
@@ -448,6 +450,8 @@ def call_with_retries(
     (5xx, transport error). If it returns something other than ``None``, that is returned instead of
     sending the request again: this is how job-starting commands avoid starting a second job.
     """
+    sleep = sleep or time.sleep
+    clock = clock or time.monotonic
     start = clock()
     attempt = 0
     lock_started: float | None = None
@@ -477,7 +481,7 @@ def call_with_retries(
             backoff = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
             backoff = backoff * (0.5 + random.random() / 2)
             retry_after = _retry_after(exc)
-            delay = min(policy.max_delay_s, retry_after) if retry_after is not None else backoff
+            delay = min(policy.max_retry_after_s, retry_after) if retry_after is not None else backoff
             if attempt >= policy.max_attempts or elapsed + delay > policy.max_total_s:
                 raise map_api_error(exc, what, conn_id) from exc
             log.warning(

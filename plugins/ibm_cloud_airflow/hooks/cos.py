@@ -46,11 +46,13 @@ class CosHook(BaseHook):
         *,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        max_attempts: int = 5,
     ) -> None:
         super().__init__()
         self.cos_conn_id = cos_conn_id
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.max_attempts = max_attempts
 
     @cached_property
     def config(self) -> CosConnectionConfig:
@@ -62,7 +64,7 @@ class CosHook(BaseHook):
         from ibm_botocore.client import Config
 
         cfg = self.config
-        retries = {"max_attempts": 5, "mode": "standard"}
+        retries = {"max_attempts": self.max_attempts, "mode": "standard"}
         if cfg.auth_type == "iam":
             return ibm_boto3.client(
                 "s3",
@@ -204,8 +206,19 @@ class CosHook(BaseHook):
             return False
         except IbmCloudNotFoundError:
             pass
-        kwargs: dict[str, Any] = {"Bucket": bucket}
-        self._call(f"create bucket {bucket}", lambda: self.client.create_bucket(**kwargs))
+        try:
+            self._call(f"create bucket {bucket}", lambda: self.client.create_bucket(Bucket=bucket))
+        except IbmCloudApiError as exc:
+            # S3 servers that want the endpoint's region as location constraint (IBM accepts none).
+            if "LocationConstraint" not in str(exc):
+                raise
+            region = self.client.meta.region_name
+            self._call(
+                f"create bucket {bucket}",
+                lambda: self.client.create_bucket(
+                    Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region}
+                ),
+            )
         self.log.info("Created bucket %s", bucket)
         return True
 

@@ -1,0 +1,1 @@
+"""Benchmarks: what the pipeline costs while it orchestrates, against same-run baselines."""

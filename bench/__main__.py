@@ -1,0 +1,335 @@
+"""``make bench``: every benchmark against a baseline measured in the same run.
+
+    python -m bench                      # parse + both cluster scenarios (about 10-15 minutes)
+    python -m bench --only parse         # parse time only (about 20 s)
+    python -m bench --runs 4 --poll-seconds 5
+
+Sizes come from flags or environment variables (flag wins): ``BENCH_PARSES`` (20), ``BENCH_RUNS``
+(10), ``BENCH_POLL_SECONDS`` (10: Schematics job polling in both scenarios), ``BENCH_POKE_SECONDS``
+(60: the poke-mode baseline's poke interval, Airflow's default), ``BENCH_SENSOR_SECONDS`` (2: the
+deferrable sensor's poll interval, the DAG's default), ``BENCH_SCENARIO_TIMEOUT`` (600 s per
+scenario), ``BENCH_EPOCHS`` (training epochs per run; default ``scripts.local_run.LOCAL_CONF``).
+Prints a table and writes ``bench/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [p for p in (str(REPO), str(REPO / "plugins")) if p not in sys.path]
+
+from bench import parse  # noqa: E402
+from bench.concurrent import ScenarioConfig, median_of, run_scenario  # noqa: E402
+
+RESULTS = REPO / "bench" / "results.json"
+
+
+def _env_num(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def machine_info() -> dict[str, Any]:
+    mem_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, check=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    from importlib.metadata import version
+
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_gib": mem_gib,
+        "load_avg_at_start": load,
+        "airflow": version("apache-airflow"),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain")),
+    }
+
+
+def _ratio(value: float | None, baseline: float | None) -> float | None:
+    if value is None or baseline is None:
+        return None
+    if baseline == 0:
+        return 0.0 if value == 0 else None
+    return value / baseline
+
+
+def figure(
+    name: str,
+    unit: str,
+    value: Any,
+    baseline: Any,
+    target: str,
+    met: bool | None,
+    note: str = "",
+) -> dict[str, Any]:
+    """One row: ``value``/``baseline`` are numbers or ``{"median","min","max","n"}`` summaries."""
+    v = value.get("median") if isinstance(value, dict) else value
+    b = baseline.get("median") if isinstance(baseline, dict) else baseline
+    return {
+        "figure": name,
+        "unit": unit,
+        "value": value,
+        "baseline": baseline,
+        "ratio": _ratio(v, b),
+        "target": target,
+        "met": met,
+        "note": note,
+    }
+
+
+def parse_figures(result: dict[str, Any]) -> list[dict[str, Any]]:
+    cold, warm = result["cold"], result["warm"]
+    ms = {
+        k: {**v[side], **{m: v[side][m] * 1000 for m in ("median", "min", "max")}}
+        for k, v in (("cold", cold), ("warm", warm))
+        for side in ("dag",)
+    }
+    base = {
+        k: {**v["baseline"], **{m: v["baseline"][m] * 1000 for m in ("median", "min", "max")}}
+        for k, v in (("cold", cold), ("warm", warm))
+    }
+    for summary in (*ms.values(), *base.values()):
+        summary.pop("values", None)
+    rows = []
+    for kind in ("cold", "warm"):
+        ratio = result[kind]["ratio"]
+        rows.append(
+            figure(
+                f"parse time, {kind} ({'fresh forked process' if kind == 'cold' else 'in-process re-parse'})",
+                "ms",
+                ms[kind],
+                base[kind],
+                "< 50 ms and <= 2x baseline",
+                ms[kind]["median"] < 50 and ratio <= 2.0,
+                f"baseline: one-task DAG; {result['count']} parses each",
+            )
+        )
+    return rows
+
+
+def cluster_figures(main: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+    def med(scenario: dict[str, Any], key: str) -> dict[str, Any] | None:
+        return median_of([r.get(key) for r in scenario["per_run"]])
+
+    def ok_runs(scenario: dict[str, Any]) -> int:
+        return sum(1 for r in scenario["per_run"] if r.get("state") == "success")
+
+    teardown, teardown_b = med(main, "teardown_latency_s"), med(base, "teardown_latency_s")
+    overhead, overhead_b = med(main, "overhead_s"), med(base, "overhead_s")
+    slots, slots_b = main["slots"], base["slots"]
+    api, api_b = main["api"], base["api"]
+    poke = base["config"]["sensor_poke_s"]
+    return [
+        figure(
+            "runs succeeded",
+            "runs",
+            ok_runs(main),
+            ok_runs(base),
+            f"{main['config']['runs']}",
+            ok_runs(main) == main["config"]["runs"],
+            "deferrable vs poke-mode baseline",
+        ),
+        figure(
+            "teardown latency (_SUCCESS written -> destroy submitted)",
+            "s",
+            teardown,
+            teardown_b,
+            "< 5 s median",
+            bool(teardown and teardown["median"] < 5),
+            f"baseline: poke mode, poke_interval {poke:g} s",
+        ),
+        figure(
+            "worker slots held by waiting sensors (max while training)",
+            "slots",
+            slots.get("max_held_by_waiting_sensors"),
+            slots_b.get("max_held_by_waiting_sensors"),
+            "0",
+            slots.get("max_held_by_waiting_sensors") == 0,
+            f"sampled every {main['config']['sample_s']:g} s over the wait phase",
+        ),
+        figure(
+            "worker slot-seconds spent waiting (all runs)",
+            "slot-s",
+            slots.get("slot_seconds_waiting"),
+            slots_b.get("slot_seconds_waiting"),
+            "~0",
+            None,
+            "sum over samples of running wait_for_output x sample period",
+        ),
+        figure(
+            "orchestration overhead per run (wall - cloud time)",
+            "s",
+            overhead,
+            overhead_b,
+            "< 15 s median",
+            bool(overhead and overhead["median"] < 15),
+            "cloud = union of Schematics jobs and training (apply submitted -> _SUCCESS)",
+        ),
+        figure(
+            "Schematics API calls per run",
+            "calls",
+            api["per_run"],
+            api_b["per_run"],
+            "",
+            None,
+            f"Schematics job polling every {main['config']['schematics_poll_s']:g} s",
+        ),
+        figure(
+            f"peak Schematics calls per 60 s ({main['config']['runs']} concurrent runs)",
+            "calls",
+            api["peak_per_60s_window"],
+            api_b["peak_per_60s_window"],
+            f"<= {api['limit_per_min']} (limit)",
+            api["peak_per_60s_window"] <= api["limit_per_min"],
+            "sliding window, as the sandbox's limiter counts; 429s included",
+        ),
+        figure(
+            "HTTP 429 answers from Schematics",
+            "responses",
+            api["http_429"],
+            api_b["http_429"],
+            "0",
+            api["http_429"] == 0,
+            "",
+        ),
+    ]
+
+
+def _fmt(value: Any, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, dict):
+        return f"{_fmt(value['median'], unit)} [{_fmt(value['min'], unit)}-{_fmt(value['max'], unit)}]"
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) >= 10 else f"{value:.2f}"
+    return str(value)
+
+
+def print_table(rows: list[dict[str, Any]]) -> str:
+    header = ("figure", "unit", "value (median [min-max])", "baseline", "ratio", "target", "met")
+    lines = [header] + [
+        (
+            r["figure"],
+            r["unit"],
+            _fmt(r["value"], r["unit"]),
+            _fmt(r["baseline"], r["unit"]),
+            "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x",
+            r["target"] or "-",
+            {True: "yes", False: "NO", None: "-"}[r["met"]],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    out = []
+    for n, line in enumerate(lines):
+        out.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
+        if n == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    text = "\n".join(out)
+    print(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", choices=("all", "parse", "cluster"), default=os.environ.get("BENCH_ONLY", "all")
+    )
+    parser.add_argument("--parses", type=int, default=int(_env_num("BENCH_PARSES", 20)))
+    parser.add_argument("--runs", type=int, default=int(_env_num("BENCH_RUNS", 10)))
+    parser.add_argument("--poll-seconds", type=float, default=_env_num("BENCH_POLL_SECONDS", 10))
+    parser.add_argument("--poke-seconds", type=float, default=_env_num("BENCH_POKE_SECONDS", 60))
+    parser.add_argument("--sensor-seconds", type=float, default=_env_num("BENCH_SENSOR_SECONDS", 2))
+    parser.add_argument("--scenario-timeout", type=float, default=_env_num("BENCH_SCENARIO_TIMEOUT", 600))
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=int(os.environ["BENCH_EPOCHS"]) if "BENCH_EPOCHS" in os.environ else None,
+    )
+    parser.add_argument("--dags-folder", default=str(REPO / "dags"), help="(development) another DAG folder")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--keep", action="store_true", help="keep the scenarios' Airflow homes and logs")
+    args = parser.parse_args(argv)
+
+    started = time.time()
+    results: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine_info(),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "figures": [],
+    }
+    rows: list[dict[str, Any]] = []
+    if args.only in ("all", "parse"):
+        print(
+            f"parse: {args.parses} cold + {args.parses} warm parses of the DAG and of the baseline ...",
+            flush=True,
+        )
+        results["parse"] = parse.run(count=args.parses)
+        rows += parse_figures(results["parse"])
+    if args.only in ("all", "cluster"):
+        conf = {"epochs": args.epochs} if args.epochs else {}
+        common = {
+            "runs": args.runs,
+            "schematics_poll_s": args.poll_seconds,
+            "timeout_s": args.scenario_timeout,
+            "conf": conf,
+            "dags_folder": args.dags_folder,
+        }
+        scenarios = {
+            "deferrable": ScenarioConfig(mode="deferrable", sensor_poke_s=args.sensor_seconds, **common),
+            "poke_baseline": ScenarioConfig(mode="poke", sensor_poke_s=args.poke_seconds, **common),
+        }
+        root = Path(
+            tempfile.mkdtemp(prefix="bench-", dir=REPO / ".airflow" if (REPO / ".airflow").is_dir() else None)
+        )
+        results["work_dir"] = str(root)
+        for name, cfg in scenarios.items():
+            print(f"cluster: {name}: {cfg.runs} concurrent runs ...", flush=True)
+            results[name] = run_scenario(cfg, root / name, log=lambda m: print(m, flush=True))
+        rows += cluster_figures(results["deferrable"], results["poke_baseline"])
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+    results["figures"] = rows
+    results["duration_s"] = round(time.time() - started, 1)
+    print()
+    results["table"] = print_table(rows)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\nwrote {args.output} in {results['duration_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""A real, local Airflow 3 deployment for the benchmarks: api-server, scheduler (LocalExecutor),
+dag-processor and triggerer as subprocesses against a fresh ``AIRFLOW_HOME``.
+
+SQLite is enough here: in Airflow 3 workers and triggers talk to the api-server (execution API), not
+to the DB, and Airflow 3.3 accepts the LocalExecutor on SQLite (``airflow standalone`` does the
+same). Every component runs in its own process group and writes to ``<home>/logs/<component>.log``;
+leaving the context manager stops them all (SIGTERM to the group, SIGKILL after a grace period), so
+no LocalExecutor worker or task process outlives the benchmark.
+
+    with AirflowCluster(home, dags_folder=..., extra_env={...}) as af:
+        af.wait_for_dag("ibm_gpu_workload")
+        run_id = af.trigger("ibm_gpu_workload", conf={...})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from scripts.local_run import REPO, airflow_env, prepare_home
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+TERMINAL_RUN_STATES = ("success", "failed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+class AirflowCluster:
+    """Start/stop the Airflow components and talk to the REST API (token from SimpleAuthManager)."""
+
+    def __init__(
+        self,
+        home: Path,
+        *,
+        dags_folder: Path = REPO / "dags",
+        connections: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None,
+        parallelism: int = 16,
+        api_workers: int = 2,
+        start_timeout_s: float = 180.0,
+    ) -> None:
+        self.home = home
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.start_timeout_s = start_timeout_s
+        env = airflow_env(home, connections or {})
+        env.update(
+            {
+                "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__BASE_URL": self.base_url,
+                "AIRFLOW__API__WORKERS": str(api_workers),
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                # Find the DAG file soon after start; re-parse it rarely (it does not change).
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+                **(extra_env or {}),
+            }
+        )
+        self.env = env
+        self.procs: dict[str, subprocess.Popen] = {}
+        self._token: str | None = None
+        self._http = httpx.Client(base_url=self.base_url, timeout=30.0)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def __enter__(self) -> AirflowCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "component-logs"
+
+    def start(self) -> None:
+        prepare_home(self.home)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for component in COMPONENTS:
+            args = [component] if component != "api-server" else [component, "--port", str(self.port)]
+            with (self.log_dir / f"{component}.log").open("wb") as log:
+                self.procs[component] = subprocess.Popen(
+                    [sys.executable, "-m", "airflow", *args],
+                    cwd=REPO,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own process group: stop() kills workers and tasks too
+                )
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if self._http.get("/api/v2/monitor/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(1.0)
+        raise ClusterError(f"api-server not healthy after {self.start_timeout_s:.0f} s; see {self.log_dir}")
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise ClusterError(f"airflow {name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        self._http.close()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGKILL)  # whatever is left in the group (workers, tasks)
+            if proc.poll() is None:
+                proc.wait(timeout=10)
+
+    # -- REST API ----------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        if self._token is None:
+            # SIMPLE_AUTH_MANAGER_ALL_ADMINS: GET /auth/token hands out an admin token, no password.
+            response = self._http.get("/auth/token")
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, "/api/v2" + path, headers=self._headers(), **kwargs)
+        if response.status_code == 401:  # token expired: get a new one once
+            self._token = None
+            response = self._http.request(method, "/api/v2" + path, headers=self._headers(), **kwargs)
+        if response.status_code >= 400:
+            raise ClusterError(f"{method} {path}: HTTP {response.status_code} {response.text[:500]}")
+        return response.json() if response.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout_s: float = 180.0) -> dict[str, Any]:
+        """Wait until the dag-processor has serialised ``dag_id``; fail fast on an import error."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                return self.api("GET", f"/dags/{dag_id}")
+            except ClusterError:
+                pass
+            errors = self.api("GET", "/importErrors").get("import_errors") or []
+            if errors:
+                raise ClusterError(f"DAG import errors: {[e.get('stack_trace', '')[-1500:] for e in errors]}")
+            time.sleep(1.0)
+        raise ClusterError(f"DAG {dag_id} not parsed after {timeout_s:.0f} s; see {self.log_dir}")
+
+    def trigger(self, dag_id: str, *, conf: dict[str, Any], run_id: str) -> dict[str, Any]:
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        return self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100}).get("dag_runs") or []
+
+    def task_instances(self, dag_id: str, states: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        params: list[tuple[str, Any]] = [("limit", 1000)] + [("state", s) for s in states]
+        data = self.api("GET", f"/dags/{dag_id}/dagRuns/~/taskInstances", params=params)
+        return data.get("task_instances") or []
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)  # the group id is the child's pid (start_new_session=True)

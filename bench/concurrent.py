@@ -1,0 +1,384 @@
+"""The concurrent scenario: N DAG runs at once under a real scheduler, against one sandbox.
+
+One scenario = one sandbox + one fresh Airflow (api-server, scheduler with the LocalExecutor,
+dag-processor, triggerer). It triggers ``runs`` DAG runs through the REST API at once and, while they
+run, samples every ``sample_s``:
+
+* the task instances (REST): how many worker slots are held, and by which task;
+* nothing else over HTTP: the cloud side is read in-process from the sandbox (it runs in this
+  process), so that the benchmark adds no request to the Schematics rate limit it measures.
+
+From the sandbox it takes the Schematics activities (when each job was submitted, started, ended),
+the time each ``_SUCCESS`` marker was written, and every Schematics request with its HTTP status.
+Per run it derives: wall time, cloud time, orchestration overhead, teardown latency, API calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import statistics
+import threading
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.airflow_cluster import TERMINAL_RUN_STATES, AirflowCluster
+from scripts.local_run import DAG_ID, DEMO_BUCKET, LOCAL_CONF, REPO
+
+WAIT_TASK = "wait_for_output"
+SLOT_STATES = ("running",)  # a worker slot is held only by a running task instance
+SAMPLED_STATES = ("queued", "running", "deferred", "up_for_reschedule")
+_WS_PATH = re.compile(r"^/v1/workspaces/([^/]+)")
+
+
+@dataclass
+class ScenarioConfig:
+    mode: str = "deferrable"  # IBM_GPU_WORKLOAD_SENSOR_MODE: deferrable | poke | reschedule
+    runs: int = 10
+    sensor_poke_s: float = 2.0  # IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS
+    schematics_poll_s: float = 10.0  # IBM_GPU_WORKLOAD_POLL_SECONDS
+    rate_limit_per_min: int = 50
+    parallelism: int = 16
+    sample_s: float = 0.5
+    timeout_s: float = 900.0
+    conf: dict[str, Any] = field(default_factory=dict)
+    dags_folder: str = str(REPO / "dags")
+
+    def dag_env(self) -> dict[str, str]:
+        return {
+            "IBM_GPU_WORKLOAD_SENSOR_MODE": self.mode,
+            "IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS": str(self.sensor_poke_s),
+            "IBM_GPU_WORKLOAD_POLL_SECONDS": str(self.schematics_poll_s),
+            "IBM_GPU_WORKLOAD_SCHEDULE": "None",
+            "IBM_GPU_WORKLOAD_MAX_ACTIVE_RUNS": str(self.runs),
+        }
+
+
+def ts(value: str | None) -> float | None:
+    """ISO 8601 (``Z`` or offset) -> epoch seconds."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+# -- cloud-side observation (in-process, no HTTP) -------------------------------------------------
+class SchematicsTap:
+    """Every Schematics request with its time, status and workspace; activities kept after deletion.
+
+    Wraps the sandbox's Schematics dispatcher (an instance attribute, so the sandbox is unchanged) and
+    keeps a reference to each workspace's activity records, which the sandbox drops when the
+    workspace is deleted at the end of a run.
+    """
+
+    def __init__(self, sandbox: Any) -> None:
+        self.service = sandbox._schematics
+        self.requests: list[tuple[float, int, str | None, str]] = []  # time, status, workspace, route
+        self.workspaces: dict[str, dict[str, Any]] = {}  # id -> {"name", "activities": [refs]}
+        self._lock = threading.Lock()
+        original = self.service.dispatch
+
+        def dispatch(request: Any) -> Any:
+            response = original(request)
+            ws_id = None
+            match = _WS_PATH.match(request.path)
+            if match:
+                ws_id = match.group(1)
+            elif request.method == "POST" and response.status_code < 300:
+                try:
+                    ws_id = json.loads(response.get_data()).get("id")
+                except (ValueError, AttributeError):
+                    ws_id = None
+            with self._lock:
+                self.requests.append(
+                    (time.time(), response.status_code, ws_id, f"{request.method} {request.path}")
+                )
+            self.remember()
+            return response
+
+        self.service.dispatch = dispatch
+
+    def remember(self) -> None:
+        with self.service._lock:
+            for ws_id, ws in self.service._workspaces.items():
+                entry = self.workspaces.setdefault(ws_id, {"name": ws.get("name"), "activities": []})
+                known = {id(a) for a in entry["activities"]}
+                entry["activities"].extend(a for a in ws.get("activities", []) if id(a) not in known)
+
+    def activities(self, ws_id: str) -> list[dict[str, Any]]:
+        with self.service._lock:
+            acts = [
+                json.loads(json.dumps({k: v for k, v in a.items() if not k.startswith("_")}))
+                for a in self.workspaces.get(ws_id, {}).get("activities", [])
+            ]
+        return sorted(acts, key=lambda a: a.get("performed_at") or "")
+
+
+def marker_times(bucket: str) -> dict[str, float]:
+    """``{key: write time}`` of every ``_SUCCESS`` in the sandbox's COS (moto, in-process, µs)."""
+    from moto.s3.models import s3_backends
+
+    found: dict[str, float] = {}
+    for account in list(s3_backends.keys()):
+        backend = s3_backends[account]["global"]
+        fake_bucket = backend.buckets.get(bucket)
+        if fake_bucket is None:
+            continue
+        for name in list(fake_bucket.keys.keys()):
+            if name.endswith("/_SUCCESS"):
+                modified = fake_bucket.keys[name].last_modified
+                found[name] = modified.replace(tzinfo=UTC).timestamp()
+    return found
+
+
+# -- Airflow-side observation ----------------------------------------------------------------------
+class Sampler(threading.Thread):
+    """Samples task-instance states every ``period_s`` through the REST API."""
+
+    def __init__(self, cluster: AirflowCluster, tap: SchematicsTap, period_s: float) -> None:
+        super().__init__(name="bench-sampler", daemon=True)
+        self.cluster, self.tap, self.period_s = cluster, tap, period_s
+        self.samples: list[dict[str, Any]] = []
+        self.errors = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            started = time.time()
+            try:
+                tis = self.cluster.task_instances(DAG_ID, SAMPLED_STATES)
+            except Exception:
+                self.errors += 1
+                tis = None
+            if tis is not None:
+                by_state = Counter(t["state"] for t in tis)
+                self.samples.append(
+                    {
+                        "t": started,
+                        "running": by_state.get("running", 0),
+                        "running_wait": sum(
+                            1 for t in tis if t["state"] == "running" and t["task_id"] == WAIT_TASK
+                        ),
+                        "deferred": by_state.get("deferred", 0),
+                        "queued": by_state.get("queued", 0),
+                        "up_for_reschedule": by_state.get("up_for_reschedule", 0),
+                    }
+                )
+            self.tap.remember()
+            self._stop.wait(max(0.0, self.period_s - (time.time() - started)))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(timeout=30)
+
+
+# -- the scenario ------------------------------------------------------------------------------------
+def run_scenario(cfg: ScenarioConfig, work: Path, log=print) -> dict[str, Any]:
+    from ibm_cloud_airflow.utils.run_identity import run_slug
+    from sandbox import Sandbox
+
+    conf = {**LOCAL_CONF, **cfg.conf}
+    bucket = conf.get("bucket", DEMO_BUCKET)
+    started = time.time()
+    with Sandbox(rate_limit_per_min=cfg.rate_limit_per_min, state_dir=work / "sandbox") as sandbox:
+        sandbox.ensure_bucket(bucket)
+        tap = SchematicsTap(sandbox)
+        with AirflowCluster(
+            work / "airflow",
+            connections=sandbox.airflow_connections(),
+            dags_folder=Path(cfg.dags_folder),
+            extra_env=cfg.dag_env(),
+            parallelism=cfg.parallelism,
+        ) as af:
+            log(f"[{cfg.mode}] airflow up after {time.time() - started:.0f} s; waiting for the DAG")
+            af.wait_for_dag(DAG_ID)
+            sampler = Sampler(af, tap, cfg.sample_s)
+            sampler.start()
+            run_ids = [f"bench-{cfg.mode}-{i:02d}" for i in range(cfg.runs)]
+            for run_id in run_ids:
+                af.trigger(DAG_ID, conf=conf, run_id=run_id)
+            log(f"[{cfg.mode}] triggered {cfg.runs} runs")
+            deadline = time.time() + cfg.timeout_s
+            runs: dict[str, dict[str, Any]] = {}
+            while time.time() < deadline:
+                af.check_alive()
+                runs = {r["dag_run_id"]: r for r in af.dag_runs(DAG_ID) if r["dag_run_id"] in run_ids}
+                if len(runs) == cfg.runs and all(r["state"] in TERMINAL_RUN_STATES for r in runs.values()):
+                    break
+                time.sleep(2.0)
+            sampler.stop()
+            timed_out = not all(r.get("state") in TERMINAL_RUN_STATES for r in runs.values())
+            tis = {
+                run_id: {
+                    t["task_id"]: t
+                    for t in af.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances").get(
+                        "task_instances", []
+                    )
+                }
+                for run_id in run_ids
+            }
+            log(f"[{cfg.mode}] runs done ({'timed out' if timed_out else 'all terminal'}); collecting")
+        tap.remember()
+        markers = marker_times(bucket)
+        leaked = sandbox.inventory.list()
+        snapshot = sandbox.inventory.snapshot()
+
+    per_run = []
+    for run_id in run_ids:
+        slug = run_slug(DAG_ID, run_id)
+        ws_id = next((w for w, e in tap.workspaces.items() if e["name"] == f"airflow-{slug}"), None)
+        run_markers = [t for key, t in markers.items() if f"/{slug}/" in key]
+        per_run.append(
+            _run_figures(run_id, runs.get(run_id, {}), tis.get(run_id, {}), tap, ws_id, run_markers)
+        )
+    return {
+        "config": asdict(cfg),
+        "timed_out": timed_out,
+        "per_run": per_run,
+        "slots": _slot_figures(sampler.samples, per_run),
+        "api": _api_figures(tap, cfg, snapshot),
+        "leaked_resources": [f"{r['kind']} {r['name']}" for r in leaked],
+        "samples": sampler.samples,
+        "sampler_errors": sampler.errors,
+        "scenario_s": round(time.time() - started, 1),
+    }
+
+
+def _run_figures(
+    run_id: str,
+    run: dict[str, Any],
+    tis: dict[str, dict[str, Any]],
+    tap: SchematicsTap,
+    ws_id: str | None,
+    markers: list[float],
+) -> dict[str, Any]:
+    start, end = ts(run.get("start_date")), ts(run.get("end_date"))
+    acts = tap.activities(ws_id) if ws_id else []
+    jobs: dict[str, dict[str, float | None]] = {}
+    intervals: list[tuple[float, float]] = []
+    for act in acts:
+        submitted = ts(act.get("performed_at"))
+        ended = max((ts(t.get("end_time")) or 0.0 for t in act.get("templates", [])), default=0.0) or None
+        name = str(act.get("name", "")).lower()
+        jobs.setdefault(name, {"submitted": submitted, "ended": ended})
+        jobs[name] = {"submitted": submitted, "ended": ended}  # the last job of a kind counts
+        if submitted and ended:
+            intervals.append((submitted, ended))
+    success_at = max(markers) if markers else None
+    apply_job = jobs.get("apply", {})
+    if success_at and apply_job.get("submitted"):
+        intervals.append((apply_job["submitted"], success_at))  # the servers train from apply on
+    cloud_s = _union_length(intervals)
+    wall_s = end - start if start and end else None
+    destroy_submitted = jobs.get("destroy", {}).get("submitted")
+    teardown_s = destroy_submitted - success_at if destroy_submitted and success_at else None
+    api_calls = sum(1 for _, _, w, _ in tap.requests if w is not None and w == ws_id)
+    return {
+        "run_id": run_id,
+        "state": run.get("state"),
+        "tasks": {k: v.get("state") for k, v in tis.items()},
+        "wall_s": wall_s,
+        "cloud_s": cloud_s if intervals else None,
+        "overhead_s": (wall_s - cloud_s) if wall_s and intervals else None,
+        "teardown_latency_s": teardown_s,
+        "success_written_at": success_at,
+        "jobs": {
+            name: {
+                "submitted": j["submitted"],
+                "took_s": (j["ended"] - j["submitted"]) if j["ended"] and j["submitted"] else None,
+            }
+            for name, j in jobs.items()
+        },
+        "train_s": (success_at - apply_job["ended"]) if success_at and apply_job.get("ended") else None,
+        "schematics_calls": api_calls,
+    }
+
+
+def _union_length(intervals: list[tuple[float, float]]) -> float:
+    total, cur_start, cur_end = 0.0, None, None
+    for begin, finish in sorted(intervals):
+        if cur_end is None or begin > cur_end:
+            if cur_end is not None:
+                total += cur_end - cur_start
+            cur_start, cur_end = begin, finish
+        else:
+            cur_end = max(cur_end, finish)
+    if cur_end is not None:
+        total += cur_end - cur_start
+    return total
+
+
+def _slot_figures(samples: list[dict[str, Any]], per_run: list[dict[str, Any]]) -> dict[str, Any]:
+    """Worker slots during the wait phase: from the first apply's end to the last ``_SUCCESS``."""
+    ends = [r["jobs"].get("apply", {}) for r in per_run]
+    apply_ends = [j["submitted"] + j["took_s"] for j in ends if j.get("submitted") and j.get("took_s")]
+    successes = [r["success_written_at"] for r in per_run if r["success_written_at"]]
+    if not samples:
+        return {"samples": 0}
+    window = (
+        (min(apply_ends), max(successes)) if apply_ends and successes else (samples[0]["t"], samples[-1]["t"])
+    )
+    inside = [s for s in samples if window[0] <= s["t"] <= window[1]] or samples
+    period = (
+        statistics.median(b["t"] - a["t"] for a, b in itertools.pairwise(samples))
+        if len(samples) > 1
+        else 0.0
+    )
+    return {
+        "wait_window_s": window[1] - window[0],
+        "samples": len(samples),
+        "samples_in_window": len(inside),
+        "sample_period_s": period,
+        "max_held_by_waiting_sensors": max(s["running_wait"] for s in inside),
+        "mean_held_by_waiting_sensors": statistics.fmean(s["running_wait"] for s in inside),
+        "slot_seconds_waiting": sum(s["running_wait"] for s in samples) * period,
+        "max_running_all_tasks": max(s["running"] for s in inside),
+        "max_deferred": max(s["deferred"] for s in inside),
+    }
+
+
+def _api_figures(tap: SchematicsTap, cfg: ScenarioConfig, snapshot: dict[str, Any]) -> dict[str, Any]:
+    times = sorted(t for t, _, _, _ in tap.requests)
+    statuses = Counter(s for _, s, _, _ in tap.requests)
+    peak, j = 0, 0
+    for i, t in enumerate(times):  # sliding 60 s window, as the limiter counts
+        while times[j] <= t - 60.0:
+            j += 1
+        peak = max(peak, i - j + 1)
+    accepted = sorted(t for t, s, _, _ in tap.requests if s != 429)
+    peak_accepted, j = 0, 0
+    for i, t in enumerate(accepted):
+        while accepted[j] <= t - 60.0:
+            j += 1
+        peak_accepted = max(peak_accepted, i - j + 1)
+    per_minute = (snapshot.get("requests", {}).get("per_minute", {}) or {}).get("schematics", {})
+    return {
+        "total": len(times),
+        "per_run": len(times) / cfg.runs if cfg.runs else None,
+        "status_counts": {str(k): v for k, v in sorted(statuses.items())},
+        "http_429": statuses.get(429, 0),
+        "peak_per_60s_window": peak,
+        "peak_accepted_per_60s_window": peak_accepted,
+        "peak_per_calendar_minute": max(per_minute.values(), default=0),
+        "inventory_total": sum(
+            n
+            for k, n in (snapshot.get("requests", {}).get("by_endpoint", {}) or {}).items()
+            if k.startswith("schematics ")
+        ),
+        "limit_per_min": cfg.rate_limit_per_min,
+    }
+
+
+def median_of(values: list[float | None]) -> dict[str, Any] | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return {"median": statistics.median(present), "min": min(present), "max": max(present), "n": len(present)}
+
+
+__all__ = ["REPO", "ScenarioConfig", "median_of", "run_scenario"]

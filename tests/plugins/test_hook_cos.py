@@ -1,0 +1,96 @@
+"""CosHook against moto's S3 server over HTTP (no sandbox needed: ibm_boto3 speaks plain S3 to it)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudPermanentError
+from ibm_cloud_airflow.hooks.cos import CosHook
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def hook(moto_url, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_COS_TEST",
+        json.dumps(
+            {"conn_type": "generic", "login": "testing", "password": "testing", "extra": {"endpoint_url": moto_url}}
+        ),
+    )
+    h = CosHook("cos_test")
+    h.ensure_bucket("bkt")
+    return h
+
+
+def test_roundtrip(hook, tmp_path):
+    assert hook.ensure_bucket("bkt") is False
+    assert hook.head("bkt", "a/missing") is None
+    assert hook.read_json("bkt", "a/missing") is None
+    hook.upload_bytes("bkt", "run/vm-0/progress.json", json.dumps({"epoch": 1}))
+    hook.upload_bytes("bkt", "run/vm-0/_SUCCESS", b"abc")
+    f = tmp_path / "f.txt"
+    f.write_text("file")
+    hook.upload_file("bkt", "run/vm-1/f.txt", f)
+    assert hook.head("bkt", "run/vm-0/_SUCCESS")["ContentLength"] == 3
+    assert hook.read_json("bkt", "run/vm-0/progress.json") == {"epoch": 1}
+    assert hook.read_text("bkt", "run/vm-1/f.txt") == "file"
+    assert sorted(hook.list_keys("bkt", "run/")) == ["run/vm-0/_SUCCESS", "run/vm-0/progress.json", "run/vm-1/f.txt"]
+    paths = hook.download_prefix("bkt", "run/", tmp_path / "out")
+    assert (tmp_path / "out" / "vm-1" / "f.txt").read_text() == "file"
+    assert len(paths) == 3
+
+
+def test_upload_directory_as_targz(hook, tmp_path):
+    src = tmp_path / "workload"
+    src.mkdir()
+    (src / "train.py").write_text("print(1)\n")
+    (tmp_path / "shared.sh").write_text("echo\n")
+    os.symlink(tmp_path / "shared.sh", src / "bootstrap.sh")
+    (src / "__pycache__").mkdir()
+    (src / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    info = hook.upload_directory_as_targz("bkt", src, "run/bundle/workload.tar.gz")
+    data = hook.client.get_object(Bucket="bkt", Key="run/bundle/workload.tar.gz")["Body"].read()
+    assert info["size"] == len(data)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        assert sorted(tar.getnames()) == ["bootstrap.sh", "train.py"]
+        assert tar.extractfile("bootstrap.sh").read() == b"echo\n"
+
+
+def test_bad_json_and_errors(hook, moto_url, monkeypatch):
+    hook.upload_bytes("bkt", "x.json", "not json")
+    with pytest.raises(Exception, match="not valid JSON"):
+        hook.read_json("bkt", "x.json")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_COS_DOWN",
+        json.dumps({"conn_type": "generic", "login": "a", "password": "b", "extra": {"endpoint_url": "http://127.0.0.1:9"}}),
+    )
+    down = CosHook("cos_down", connect_timeout=0.5, max_attempts=1)
+    with pytest.raises(IbmCloudApiError, match="cannot reach COS"):
+        down.list_keys("bkt")
+
+
+def test_access_denied_is_permanent(hook):
+    from ibm_botocore.exceptions import ClientError
+
+    err = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Get")
+
+    def boom():
+        raise err
+
+    with pytest.raises(IbmCloudPermanentError, match="HMAC keys"):
+        hook._call("read", boom)

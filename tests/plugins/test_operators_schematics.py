@@ -1,0 +1,310 @@
+"""Schematics operators with the hook mocked.
+
+Mocked (autospec of SchematicsHook) because these tests pin the operator's decisions: re-attach vs
+submit, what is stored before waiting, what is raised; the sandbox tests run the same paths over HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+
+from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudConfigError, IbmCloudNotFoundError
+from ibm_cloud_airflow.hooks.schematics import SchematicsHook
+from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
+from ibm_cloud_airflow.operators import schematics as ops
+from ibm_cloud_airflow.operators.schematics import (
+    SchematicsApplyOperator,
+    SchematicsCreateWorkspaceOperator,
+    SchematicsDeleteWorkspaceOperator,
+    SchematicsDestroyOperator,
+    SchematicsPlanOperator,
+)
+from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
+
+from .conftest import CANARY_TF_SECRET, FakeStore, make_context
+
+TF = str(Path(__file__).parent / "fixtures" / "tf_small")
+AID = "b" * 32
+
+
+@pytest.fixture
+def hook():
+    h = mock.create_autospec(SchematicsHook, instance=True)
+    h.run_command.return_value = AID
+    h.get_activity.return_value = {"action_id": AID, "status": "INPROGRESS", "performed_at": "2026-12-01T00:00:00Z"}
+    h.get_activity_log.return_value = "init\nplan line\nError: boom\n"
+    h.get_outputs.return_value = {"vpc_id": "r006-1"}
+    h.list_activities.return_value = []
+    h.get_workspace.return_value = {"id": "ws", "status": "INACTIVE", "tags": []}
+    with mock.patch.object(ops.SchematicsCreateWorkspaceOperator, "hook", new=h), mock.patch.object(
+        ops._SchematicsJobOperator, "hook", new=h
+    ), mock.patch.object(ops.SchematicsDeleteWorkspaceOperator, "hook", new=h):
+        yield h
+
+
+def apply_op(**kw):
+    return SchematicsApplyOperator(**{"task_id": "apply", "workspace_id": "ws", "poll_interval": 0.01, **kw})
+
+
+class TestJobOperators:
+    def test_deferrable_submits_stores_then_defers(self, hook):
+        store = FakeStore()
+        ctx = make_context(store)
+        op = apply_op(job_timeout=timedelta(minutes=10))
+        with pytest.raises(TaskDeferred) as exc:
+            op.execute(ctx)
+        trig = exc.value.trigger
+        assert isinstance(trig, SchematicsJobTrigger) and trig.activity_id == AID and trig.workspace_id == "ws"
+        assert exc.value.timeout > timedelta(minutes=10)  # always set: the trigger's deadline fires first
+        assert trig.deadline == pytest.approx(time.time() + 600, abs=5)
+        saved = store.data["ibm_schematics_apply_job"]
+        assert saved["activity_id"] == AID and saved["workspace_id"] == "ws"
+        hook.run_command.assert_called_once_with("apply", "ws")
+        ctx["ti"].xcom_push.assert_any_call(key="activity_id", value=AID)
+        ctx["ti"].xcom_push.assert_any_call(
+            key=SchematicsWorkspaceLink().xcom_key, value="https://cloud.ibm.com/schematics/workspaces/ws"
+        )
+
+    def test_retry_reattaches_to_running_job(self, hook):
+        store = FakeStore()
+        store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": AID, "submitted_at": time.time()})
+        with pytest.raises(TaskDeferred) as exc:
+            apply_op().execute(make_context(store))
+        assert exc.value.trigger.activity_id == AID
+        hook.run_command.assert_not_called()
+
+    def test_completed_job_is_not_resubmitted(self, hook):
+        store = FakeStore()
+        store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": AID, "submitted_at": 1})
+        hook.get_activity.return_value = {"action_id": AID, "status": "COMPLETED", "performed_at": "1"}
+        ctx = make_context(store)
+        assert apply_op().execute(ctx) == {"vpc_id": "r006-1"}
+        hook.run_command.assert_not_called()
+        ctx["ti"].xcom_push.assert_any_call(key="outputs", value={"vpc_id": "r006-1"})
+
+    def test_completed_but_superseded_job_is_resubmitted(self, hook):
+        store = FakeStore()
+        store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": "old", "submitted_at": 1})
+        hook.get_activity.return_value = {"action_id": "old", "status": "COMPLETED", "performed_at": "1"}
+        hook.list_activities.return_value = [{"action_id": "d", "name": "DESTROY", "performed_at": "2"}]
+        with pytest.raises(TaskDeferred):
+            apply_op().execute(make_context(store))
+        hook.run_command.assert_called_once()
+
+    @pytest.mark.parametrize("status", ["FAILED", "STOPPED"])
+    def test_failed_saved_job_is_resubmitted(self, hook, status):
+        store = FakeStore()
+        store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": "old", "submitted_at": 1})
+        hook.get_activity.return_value = {"action_id": "old", "status": status}
+        with pytest.raises(TaskDeferred):
+            apply_op().execute(make_context(store))
+        assert store.data["ibm_schematics_apply_job"]["activity_id"] == AID
+
+    def test_saved_job_gone_or_other_workspace(self, hook):
+        store = FakeStore()
+        store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": "old"})
+        hook.get_activity.side_effect = IbmCloudNotFoundError("gone")
+        with pytest.raises(TaskDeferred):
+            apply_op().execute(make_context(store))
+        store.set("ibm_schematics_apply_job", {"workspace_id": "other", "activity_id": "old"})
+        hook.get_activity.side_effect = None
+        with pytest.raises(TaskDeferred):
+            apply_op().execute(make_context(store))
+        assert hook.run_command.call_count == 2
+
+    def test_no_state_store_still_works(self, hook):
+        with pytest.raises(TaskDeferred):
+            apply_op().execute(make_context(None))
+
+    def test_execute_complete_paths(self, hook):
+        op = apply_op()
+        ev = {"workspace_id": "ws", "activity_id": AID}
+        ctx = make_context()
+        assert op.execute_complete(ctx, {**ev, "status": "success"}) == {"vpc_id": "r006-1"}
+        with pytest.raises(AirflowException, match="Error: boom") as err:
+            op.execute_complete(ctx, {**ev, "status": "failed"})
+        assert not isinstance(err.value, AirflowFailException)  # apply may be retried
+        with pytest.raises(AirflowException, match="ended STOPPED"):
+            op.execute_complete(ctx, {**ev, "status": "stopped"})
+        with pytest.raises(IbmCloudApiError, match="re-attaches"):
+            op.execute_complete(ctx, {**ev, "status": "error", "message": "503"})
+
+    def test_timeout_stops_the_job(self, hook):
+        with pytest.raises(AirflowException, match="did not finish within"):
+            apply_op().execute_complete(make_context(), {"workspace_id": "ws", "activity_id": AID, "status": "timeout"})
+        hook.stop_activity.assert_called_once_with("ws", AID)
+
+    def test_plan_failure_is_not_retried_and_shows_log_tail(self, hook):
+        op = SchematicsPlanOperator(task_id="plan", workspace_id="ws")
+        with pytest.raises(AirflowFailException, match="Error: boom"):
+            op.execute_complete(make_context(), {"workspace_id": "ws", "activity_id": AID, "status": "failed"})
+
+    def test_sync_mode_polls_streams_and_finishes(self, hook, capsys):
+        hook.get_activity.side_effect = [{"status": "INPROGRESS"}, {"status": "COMPLETED"}]
+        hook.get_activity_log.side_effect = ["a\n", "a\nb\n"]
+        assert apply_op(deferrable=False).execute(make_context(FakeStore())) == {"vpc_id": "r006-1"}
+        out = capsys.readouterr().out
+        assert out.count("] a") == 1 and out.count("] b") == 1
+
+    def test_sync_mode_timeout(self, hook):
+        op = apply_op(deferrable=False, job_timeout=timedelta(seconds=0.05))
+        with pytest.raises(AirflowException, match="did not finish"):
+            op.execute(make_context(FakeStore()))
+        hook.stop_activity.assert_called_once_with("ws", AID)
+
+    def test_job_retries_resubmit_failed_destroy(self, hook):
+        hook.get_activity.side_effect = [{"status": "FAILED"}, {"status": "COMPLETED"}]
+        hook.run_command.side_effect = ["d1", "d2"]
+        op = SchematicsDestroyOperator(task_id="destroy", workspace_id="ws", deferrable=False, poll_interval=0.01)
+        store = FakeStore()
+        assert op.execute(make_context(store)) == "d2"
+        assert store.data["ibm_schematics_destroy_job"]["attempt"] == 1
+        hook.get_activity.side_effect = None
+        hook.get_activity.return_value = {"status": "FAILED"}
+        hook.run_command.side_effect = ["d3", "d4"]
+        with pytest.raises(AirflowException, match="ended FAILED"):
+            SchematicsDestroyOperator(
+                task_id="destroy", workspace_id="ws", deferrable=False, poll_interval=0.01
+            ).execute(make_context(FakeStore()))
+
+    def test_on_kill_sends_stop(self, hook):
+        op = apply_op(deferrable=False)
+        op.on_kill()
+        hook.stop_activity.assert_not_called()
+        op._workspace_id, op._activity_id = "ws", AID
+        op.on_kill()
+        hook.stop_activity.assert_called_once_with("ws", AID, timeout=3.0)
+        assert op._killed
+        with pytest.raises(AirflowException, match="killed"):
+            op._poll("ws", AID, time.time() + 60)
+
+    def test_bad_arguments(self):
+        with pytest.raises(ValueError):
+            apply_op(poll_interval=0)
+        with pytest.raises(ValueError):
+            apply_op(job_retries=-1)
+
+    def test_apply_without_workspace_fails_clearly(self, hook):
+        with pytest.raises(IbmCloudConfigError, match="workspace_id is empty"):
+            SchematicsApplyOperator(task_id="a", workspace_id="None").execute(make_context())
+
+
+class TestDestroyNoops:
+    @pytest.mark.parametrize("ws_id", ["", "None", None, "null"])
+    def test_no_workspace(self, hook, ws_id):
+        hook.find_workspace_by_name.return_value = None
+        op = SchematicsDestroyOperator(task_id="d", workspace_id=ws_id, workspace_name="airflow-x")
+        assert op.execute(make_context()) is None
+        hook.run_command.assert_not_called()
+        hook.find_workspace_by_name.assert_called_once_with("airflow-x")
+
+    def test_name_fallback_finds_workspace(self, hook):
+        hook.find_workspace_by_name.return_value = {"id": "ws"}
+        op = SchematicsDestroyOperator(task_id="d", workspace_id="None", workspace_name="airflow-x")
+        with pytest.raises(TaskDeferred):
+            op.execute(make_context())
+        hook.run_command.assert_called_once_with("destroy", "ws")
+
+    def test_deleted_or_draft(self, hook):
+        hook.get_workspace.side_effect = IbmCloudNotFoundError("gone")
+        assert SchematicsDestroyOperator(task_id="d", workspace_id="ws").execute(make_context()) is None
+        hook.get_workspace.side_effect = None
+        hook.get_workspace.return_value = {"id": "ws", "status": "DRAFT"}
+        assert SchematicsDestroyOperator(task_id="d", workspace_id="ws").execute(make_context()) is None
+        hook.run_command.assert_not_called()
+
+
+class TestDelete:
+    def test_delete(self, hook):
+        hook.delete_workspace.return_value = True
+        assert SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws").execute(make_context()) is True
+        hook.delete_workspace.assert_called_once_with("ws", destroy_resources=False)
+
+    def test_noops(self, hook):
+        hook.find_workspace_by_name.return_value = None
+        assert SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="None").execute(make_context()) is False
+        hook.get_workspace.side_effect = IbmCloudNotFoundError("gone")
+        assert SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws").execute(make_context()) is False
+        hook.delete_workspace.assert_not_called()
+
+    def test_leased_workspace_is_kept(self, hook):
+        hook.get_workspace.return_value = {"id": "ws", "tags": ["airflow-lease:airflow-run1"]}
+        op = SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws", workspace_name="airflow-run1")
+        assert op.execute(make_context()) is False
+        hook.release_lease.assert_called_once_with("ws", "airflow-run1")
+        hook.delete_workspace.assert_not_called()
+
+    def test_keep_workspace_flag(self, hook):
+        op = SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws", keep_workspace=True)
+        assert op.execute(make_context()) is False
+        hook.delete_workspace.assert_not_called()
+
+
+class TestCreate:
+    def test_creates_with_resolved_secure_variables(self, hook, ibm_env):
+        hook.create_workspace.return_value = {"id": "ws-new", "status": "INACTIVE"}
+        op = SchematicsCreateWorkspaceOperator(
+            task_id="ws",
+            workspace_name="airflow-x",
+            template_dir=TF,
+            variables={"run_id": "x"},
+            secure_variables={"secret_value": "tf_secrets:password", "tok": "tf_secrets:extra.token", "e": ""},
+            tags=["airflow-run:x"],
+        )
+        ctx = make_context()
+        assert op.execute(ctx) == "ws-new"
+        kw = hook.create_workspace.call_args.kwargs
+        assert kw["secure_variables"] == {"secret_value": CANARY_TF_SECRET, "tok": "tok-123456", "e": ""}
+        assert kw["variables"] == {"run_id": "x"} and kw["tags"] == ["airflow-run:x"]
+        assert op.secure_variables["secret_value"] == "tf_secrets:password"  # the field keeps the reference
+
+    @pytest.mark.parametrize(
+        ("ref", "match"),
+        [
+            ("literal-secret-value", "not a secret reference"),
+            ("tf_secrets:extra.nope", "has no extra 'nope'"),
+            ("missing_conn:password", "AIRFLOW_CONN_MISSING_CONN"),
+        ],
+    )
+    def test_bad_references(self, hook, ibm_env, ref, match):
+        op = SchematicsCreateWorkspaceOperator(
+            task_id="ws", workspace_name="n", template_dir=TF, secure_variables={"s": ref}
+        )
+        with pytest.raises(IbmCloudConfigError, match=match) as err:
+            op.execute(make_context())
+        assert "literal-secret-value" not in str(err.value)
+
+    def test_secret_in_plain_variable_is_refused(self, hook, ibm_env):
+        op = SchematicsCreateWorkspaceOperator(
+            task_id="ws",
+            workspace_name="n",
+            template_dir=TF,
+            variables={"leak": f"x{CANARY_TF_SECRET}"},
+            secure_variables={"s": "tf_secrets:password"},
+        )
+        with pytest.raises(IbmCloudConfigError, match="'leak' contains the value of a secure variable") as err:
+            op.execute(make_context())
+        assert CANARY_TF_SECRET not in str(err.value)
+        hook.create_workspace.assert_not_called()
+
+    def test_adopt_existing_workspace_takes_lease(self, hook, ibm_env):
+        op = SchematicsCreateWorkspaceOperator(
+            task_id="ws", workspace_name="airflow-x", template_dir=TF, variables={"run_id": "x"}, workspace_id="shared"
+        )
+        assert op.execute(make_context()) == "shared"
+        hook.acquire_lease.assert_called_once_with("shared", "airflow-x", wait_s=1800.0, poll_s=30.0)
+        hook.upload_template.assert_called_once()
+        hook.update_variables.assert_called_once_with("shared", {"run_id": "x"}, {})
+        hook.create_workspace.assert_not_called()
+
+    def test_template_fields(self):
+        assert {"workspace_name", "variables", "secure_variables", "tags", "workspace_id", "ibm_conn_id"} <= set(
+            SchematicsCreateWorkspaceOperator.template_fields
+        )
+        assert {"workspace_id", "workspace_name", "ibm_conn_id"} <= set(SchematicsDestroyOperator.template_fields)

