@@ -34,6 +34,7 @@ WAIT_TASK = "wait_for_output"
 SLOT_STATES = ("running",)  # a worker slot is held only by a running task instance
 SAMPLED_STATES = ("queued", "running", "deferred", "up_for_reschedule")
 _WS_PATH = re.compile(r"^/v1/workspaces/([^/]+)")
+_ID = re.compile(r"(?<=/)(?=[^/]*\d)[A-Za-z0-9._-]{16,}(?=/|$)")  # workspace, template, activity ids
 
 
 @dataclass
@@ -258,44 +259,55 @@ def _run_figures(
     markers: list[float],
 ) -> dict[str, Any]:
     start, end = ts(run.get("start_date")), ts(run.get("end_date"))
-    acts = tap.activities(ws_id) if ws_id else []
-    jobs: dict[str, dict[str, float | None]] = {}
+    jobs: dict[str, dict[str, Any]] = {}  # kind -> first submission, last end, count
     intervals: list[tuple[float, float]] = []
-    for act in acts:
+    for act in tap.activities(ws_id) if ws_id else []:
         submitted = ts(act.get("performed_at"))
         ended = max((ts(t.get("end_time")) or 0.0 for t in act.get("templates", [])), default=0.0) or None
-        name = str(act.get("name", "")).lower()
-        jobs.setdefault(name, {"submitted": submitted, "ended": ended})
-        jobs[name] = {"submitted": submitted, "ended": ended}  # the last job of a kind counts
+        job = jobs.setdefault(str(act.get("name", "")).lower(), {"submitted": submitted, "jobs": 0})
+        job.update(ended=ended, status=act.get("status"), jobs=job["jobs"] + 1)
         if submitted and ended:
             intervals.append((submitted, ended))
     success_at = max(markers) if markers else None
     apply_job = jobs.get("apply", {})
     if success_at and apply_job.get("submitted"):
         intervals.append((apply_job["submitted"], success_at))  # the servers train from apply on
-    cloud_s = _union_length(intervals)
+    cloud_s = _union_length(intervals) if intervals else None
     wall_s = end - start if start and end else None
     destroy_submitted = jobs.get("destroy", {}).get("submitted")
-    teardown_s = destroy_submitted - success_at if destroy_submitted and success_at else None
-    api_calls = sum(1 for _, _, w, _ in tap.requests if w is not None and w == ws_id)
+
+    def ti_time(task_id: str, key: str) -> float | None:
+        return ts((tis.get(task_id) or {}).get(key))
+
+    def minus(a: float | None, b: float | None) -> float | None:
+        return a - b if a is not None and b is not None else None
+
+    wait_end = ti_time(WAIT_TASK, "end_date")
     return {
         "run_id": run_id,
         "state": run.get("state"),
         "tasks": {k: v.get("state") for k, v in tis.items()},
         "wall_s": wall_s,
-        "cloud_s": cloud_s if intervals else None,
-        "overhead_s": (wall_s - cloud_s) if wall_s and intervals else None,
-        "teardown_latency_s": teardown_s,
+        "cloud_s": cloud_s,
+        "overhead_s": minus(wall_s, cloud_s),
+        "teardown_latency_s": minus(destroy_submitted, success_at),
+        # where the teardown latency goes: the sensor noticing, then the scheduler reaching destroy
+        "sensor_detect_s": minus(wait_end, success_at),
+        "sensor_to_destroy_submit_s": minus(destroy_submitted, wait_end),
         "success_written_at": success_at,
         "jobs": {
             name: {
                 "submitted": j["submitted"],
-                "took_s": (j["ended"] - j["submitted"]) if j["ended"] and j["submitted"] else None,
+                "jobs": j["jobs"],
+                "status": j.get("status"),
+                "took_s": minus(j.get("ended"), j["submitted"]),
+                # the task noticed the job's end this much later (polling + resuming the task)
+                "noticed_after_s": minus(ti_time(name, "end_date"), j.get("ended")),
             }
             for name, j in jobs.items()
         },
-        "train_s": (success_at - apply_job["ended"]) if success_at and apply_job.get("ended") else None,
-        "schematics_calls": api_calls,
+        "train_s": minus(success_at, apply_job.get("ended")),
+        "schematics_calls": sum(1 for _, _, w, _ in tap.requests if w is not None and w == ws_id),
     }
 
 
@@ -371,6 +383,7 @@ def _api_figures(tap: SchematicsTap, cfg: ScenarioConfig, snapshot: dict[str, An
             if k.startswith("schematics ")
         ),
         "limit_per_min": cfg.rate_limit_per_min,
+        "by_route": dict(Counter(_ID.sub("<id>", r) for _, _, _, r in tap.requests).most_common()),
     }
 
 

@@ -69,7 +69,37 @@ def _parse_once(path: str) -> tuple[float, dict[str, Any]]:
     }
 
 
-def _parse_in_child(path: str) -> tuple[float, dict[str, Any]]:
+def _breakdown_once(path: str) -> tuple[float, dict[str, Any]]:
+    """Where a cold parse goes: importing the modules the file names, then building the DagBag."""
+    import importlib
+
+    started = time.perf_counter()
+    for module in _file_imports(path):
+        name, _, attr = module.partition(":")
+        loaded = importlib.import_module(name)
+        if attr:
+            getattr(loaded, attr)
+    imports_s = time.perf_counter() - started
+    elapsed, info = _parse_once(path)
+    return imports_s + elapsed, {**info, "imports_s": imports_s, "dag_construction_s": elapsed}
+
+
+def _file_imports(path: str) -> list[str]:
+    """Modules the file imports at top level (``airflow.sdk`` names resolved to their modules)."""
+    import ast
+
+    modules: list[str] = []
+    for node in ast.parse(Path(path).read_text()).body:
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.append(node.module)
+            if node.module == "airflow.sdk":  # lazy attributes: DAG, task, ... load on access
+                modules += [f"airflow.sdk:{alias.name}" for alias in node.names]
+    return [m for m in modules if m != "__future__"]
+
+
+def _parse_in_child(path: str, parse: Any = None) -> tuple[float, dict[str, Any]]:
     """Fork, parse in the child, send the timing back through a pipe (as the dag-processor does)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -77,7 +107,7 @@ def _parse_in_child(path: str) -> tuple[float, dict[str, Any]]:
         os.close(read_fd)
         code = 0
         try:
-            elapsed, info = _parse_once(path)
+            elapsed, info = (parse or _parse_once)(path)
             payload = json.dumps({"elapsed": elapsed, **info}).encode()
         except BaseException as exc:  # report, never raise out of a forked child
             payload = json.dumps({"elapsed": None, "error": repr(exc)}).encode()
@@ -115,13 +145,24 @@ def fork_server(files: dict[str, str], count: int) -> dict[str, Any]:
             elapsed, details = _parse_in_child(path)
             cold[name].append(elapsed)
             info[name] = {k: details.get(k) for k in ("dags", "import_errors", "modules_imported")}
+    breakdown: dict[str, list[dict[str, float]]] = {name: [] for name in files}
+    for _ in range(max(3, count // 4)):
+        for name, path in files.items():
+            _, details = _parse_in_child(path, _breakdown_once)
+            breakdown[name].append({k: details[k] for k in ("imports_s", "dag_construction_s")})
     warm: dict[str, list[float]] = {name: [] for name in files}
     for path in files.values():
         _parse_once(path)  # first in-process parse imports the DAG's modules: not "warm"
     for _ in range(count):
         for name, path in files.items():
             warm[name].append(_parse_once(path)[0])
-    return {"airflow_import_s": airflow_import_s, "cold": cold, "warm": warm, "info": info}
+    return {
+        "airflow_import_s": airflow_import_s,
+        "cold": cold,
+        "warm": warm,
+        "breakdown": breakdown,
+        "info": info,
+    }
 
 
 # -- the benchmark, run from the bench process ------------------------------------------------------
@@ -164,6 +205,10 @@ def run(count: int = 20, dag_file: Path = DAG_FILE, timeout_s: float = 600) -> d
         "count": count,
         "airflow_import_s": raw["airflow_import_s"],
         "modules_imported_per_cold_parse": {k: v.get("modules_imported") for k, v in raw["info"].items()},
+    }
+    result["cold_breakdown_median_s"] = {
+        name: {p: statistics.median(b[p] for b in parts) for p in ("imports_s", "dag_construction_s")}
+        for name, parts in raw["breakdown"].items()
     }
     for kind in ("cold", "warm"):
         dag, base = _summary(raw[kind]["dag"]), _summary(raw[kind]["baseline"])

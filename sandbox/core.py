@@ -182,14 +182,12 @@ class Sandbox:
         """Stop jobs, workload processes and servers. Safe to call twice."""
         if self._schematics is not None:
             self._schematics.close()
-        for name in ("shutdown", "close", "stop_all", "stop"):
-            hook = getattr(self.engine, name, None)
-            if callable(hook):
-                try:
-                    hook()
-                except Exception:
-                    log.exception("engine %s() failed", name)
-                break
+        launcher = getattr(self.engine, "launcher", None)
+        if launcher is not None:
+            try:
+                launcher.stop_all()  # the workload processes of simulated servers
+            except Exception:
+                log.exception("stopping simulated servers failed")
         for server in reversed(self._servers):
             server.stop()
         self._servers.clear()

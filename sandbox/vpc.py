@@ -397,5 +397,6 @@ class VpcApp:
                 "href": f"{self.base}/images/{attrs['image']}",
                 "id": attrs["image"],
                 "name": attrs.get("image_name") or attrs["image"],
+                "resource_type": "image",
             }
         return out

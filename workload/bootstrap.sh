@@ -303,13 +303,6 @@ if ((!SANDBOX)); then
     /bin/systemctl poweroff ||
     log "ttl timer not armed (already armed?)"
 fi
-printf -v NOW '%(%s)T' -1
-if ((NOW >= DEADLINE_EPOCH)) && [[ ! -f "$STATE_DIR/finished" ]]; then
-  touch "$STATE_DIR/deadline-reached"
-  log "RUN_DEADLINE $RUN_DEADLINE has passed before the job could finish"
-  exit 124
-fi
-start_watchdog
 
 # ---------------------------------------------------------------------------------------------
 # 3. Resume after a reboot
@@ -323,10 +316,10 @@ Wants=network-online.target
 After=network-online.target cloud-final.service
 
 [Service]
-Type=oneshot
+Type=exec
 ExecStart=/opt/gpu-workload/bootstrap.sh $RUN_ENV_FILE
-TimeoutStartSec=infinity
 KillMode=mixed
+TimeoutStopSec=60
 
 [Install]
 WantedBy=multi-user.target
@@ -336,11 +329,20 @@ EOF
   touch "$STATE_DIR/unit.done"
 fi
 
+printf -v NOW '%(%s)T' -1
 if [[ -f "$STATE_DIR/finished" ]]; then
   log "the job has already finished ($(cat "$STATE_DIR/finished")); nothing to do"
   MARKER_DONE=1
+  ((NOW >= DEADLINE_EPOCH)) && poweroff_now
   exit 0
 fi
+STEP=ttl
+if ((NOW >= DEADLINE_EPOCH)); then
+  touch "$STATE_DIR/deadline-reached"
+  log "RUN_DEADLINE $RUN_DEADLINE has passed before the job could finish"
+  exit 124
+fi
+start_watchdog
 
 # ---------------------------------------------------------------------------------------------
 # 4. Stale markers, bundle
@@ -379,14 +381,15 @@ elif [[ ! -f "$STATE_DIR/driver.done" ]]; then
   export DEBIAN_FRONTEND=noninteractive
   # Minimum drivers (reference §3.2): V100 535; L4/L40S/A100/H100 550; H200 570; B300 590.
   branch="${NVIDIA_DRIVER_BRANCH:-570}"
-  if ! lspci -d 10de: 2>/dev/null | grep -q .; then
+  if ! grep -qs 0x10de /sys/bus/pci/devices/*/vendor; then
     log "no NVIDIA device on the PCI bus; training will run on CPU"
   elif ! nvidia-smi >/dev/null 2>&1; then
     log "installing the NVIDIA $branch-server driver"
     apt-get update -q
     apt-get install -y -q ubuntu-drivers-common
     ubuntu-drivers install --gpgpu "nvidia:$branch-server" ||
-      apt-get install -y -q "nvidia-driver-$branch-server" "nvidia-utils-$branch-server"
+      apt-get install -y -q "nvidia-driver-$branch-server"
+    apt-get install -y -q "nvidia-utils-$branch-server" # nvidia-smi (not part of --gpgpu)
     modprobe nvidia || true
     if ! nvidia-smi; then
       if [[ ! -f "$STATE_DIR/driver-reboot" ]]; then

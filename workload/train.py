@@ -563,6 +563,7 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
     data = load_dataset(params.dataset, params.seed, params.test_fraction, cos, work_dir)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
+    import numpy as np
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -591,7 +592,9 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
 
     keras.utils.set_random_seed(params.seed)
     num_classes = data.num_classes
-    x_train, y_train = data.x_train, data.y_train
+    # A seeded permutation before the validation cut: staged data may be sorted by class.
+    order = np.random.default_rng(params.seed).permutation(len(data.x_train))
+    x_train, y_train = data.x_train[order], data.y_train[order]
     n_val = round(len(x_train) * params.validation_split) if params.validation_split > 0 else 0
     x_fit, y_fit = x_train[n_val:], y_train[n_val:]
     LOG.info(

@@ -40,7 +40,9 @@ def make_context(store: FakeStore | None = None) -> dict[str, Any]:
     return ctx
 
 
-def api_error(code: int, message: str = "boom", headers: dict[str, str] | None = None, url: str = "") -> Exception:
+def api_error(
+    code: int, message: str = "boom", headers: dict[str, str] | None = None, url: str = ""
+) -> Exception:
     """A real ``ApiException`` carrying a real ``requests.Response`` (status, headers, JSON body)."""
     from ibm_cloud_sdk_core import ApiException
 
@@ -76,6 +78,11 @@ def ibm_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(
         "AIRFLOW_CONN_TF_SECRETS",
         json.dumps(
-            {"conn_type": "generic", "login": "hmac-id", "password": CANARY_TF_SECRET, "extra": {"token": "tok-123456"}}
+            {
+                "conn_type": "generic",
+                "login": "hmac-id",
+                "password": CANARY_TF_SECRET,
+                "extra": {"token": "tok-123456"},
+            }
         ),
     )

@@ -29,7 +29,12 @@ def hook(moto_url, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_COS_TEST",
         json.dumps(
-            {"conn_type": "generic", "login": "testing", "password": "testing", "extra": {"endpoint_url": moto_url}}
+            {
+                "conn_type": "generic",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": moto_url},
+            }
         ),
     )
     h = CosHook("cos_test")
@@ -49,7 +54,11 @@ def test_roundtrip(hook, tmp_path):
     assert hook.head("bkt", "run/vm-0/_SUCCESS")["ContentLength"] == 3
     assert hook.read_json("bkt", "run/vm-0/progress.json") == {"epoch": 1}
     assert hook.read_text("bkt", "run/vm-1/f.txt") == "file"
-    assert sorted(hook.list_keys("bkt", "run/")) == ["run/vm-0/_SUCCESS", "run/vm-0/progress.json", "run/vm-1/f.txt"]
+    assert sorted(hook.list_keys("bkt", "run/")) == [
+        "run/vm-0/_SUCCESS",
+        "run/vm-0/progress.json",
+        "run/vm-1/f.txt",
+    ]
     paths = hook.download_prefix("bkt", "run/", tmp_path / "out")
     assert (tmp_path / "out" / "vm-1" / "f.txt").read_text() == "file"
     assert len(paths) == 3
@@ -77,7 +86,14 @@ def test_bad_json_and_errors(hook, moto_url, monkeypatch):
         hook.read_json("bkt", "x.json")
     monkeypatch.setenv(
         "AIRFLOW_CONN_COS_DOWN",
-        json.dumps({"conn_type": "generic", "login": "a", "password": "b", "extra": {"endpoint_url": "http://127.0.0.1:9"}}),
+        json.dumps(
+            {
+                "conn_type": "generic",
+                "login": "a",
+                "password": "b",
+                "extra": {"endpoint_url": "http://127.0.0.1:9"},
+            }
+        ),
     )
     down = CosHook("cos_down", connect_timeout=0.5, max_attempts=1)
     with pytest.raises(IbmCloudApiError, match="cannot reach COS"):
@@ -87,7 +103,10 @@ def test_bad_json_and_errors(hook, moto_url, monkeypatch):
 def test_access_denied_is_permanent(hook):
     from ibm_botocore.exceptions import ClientError
 
-    err = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "Get")
+    err = ClientError(
+        {"Error": {"Code": "AccessDenied", "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+        "Get",
+    )
 
     def boom():
         raise err

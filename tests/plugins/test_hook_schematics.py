@@ -14,7 +14,12 @@ from unittest import mock
 
 import pytest
 
-from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudConfigError, IbmCloudPermanentError, RetryPolicy
+from ibm_cloud_airflow.hooks.base import (
+    IbmCloudApiError,
+    IbmCloudConfigError,
+    IbmCloudPermanentError,
+    RetryPolicy,
+)
 from ibm_cloud_airflow.hooks.schematics import (
     SchematicsHook,
     build_template_tar,
@@ -37,7 +42,9 @@ def hook(ibm_env):
     h = SchematicsHook(sleep=lambda s: None, retry_policy=RetryPolicy(lock_poll_s=0.01, lock_wait_s=1))
     h.__dict__["client"] = mock.MagicMock(name="SchematicsV1")
     h.__dict__["authenticator"] = mock.MagicMock(name="IAMAuthenticator")
-    h.authenticator.token_manager.request_token.side_effect = [{"refresh_token": f"rt-{i}"} for i in range(50)]
+    h.authenticator.token_manager.request_token.side_effect = [
+        {"refresh_token": f"rt-{i}"} for i in range(50)
+    ]
     return h
 
 
@@ -117,14 +124,20 @@ class TestCommands:
 
     def test_409_is_waited_out(self, hook):
         hook.client.list_workspace_activities.return_value = resp({"actions": []})
-        hook.client.plan_workspace_command.side_effect = [api_error(409), api_error(409), resp({"activityid": "p"})]
+        hook.client.plan_workspace_command.side_effect = [
+            api_error(409),
+            api_error(409),
+            resp({"activityid": "p"}),
+        ]
         assert hook.plan("ws") == "p"
 
     def test_409_bounded(self, hook):
         hook.retry_policy = RetryPolicy(lock_poll_s=0.4, lock_wait_s=1)
         hook.client.list_workspace_activities.return_value = resp({"actions": []})
         hook.client.plan_workspace_command.side_effect = api_error(409)
-        with mock.patch("ibm_cloud_airflow.hooks.base.time.monotonic", side_effect=[float(i) for i in range(100)]):
+        with mock.patch(
+            "ibm_cloud_airflow.hooks.base.time.monotonic", side_effect=[float(i) for i in range(100)]
+        ):
             with pytest.raises(IbmCloudApiError, match="stayed locked"):
                 hook.plan("ws")
 
@@ -173,12 +186,16 @@ class TestWorkspaces:
         out = hook.create_workspace("airflow-y", FIXTURE_TF, {"run_id": "y"}, tags=["airflow-run:y"])
         assert out["status"] == "INACTIVE"
         kw = hook.client.create_workspace.call_args.kwargs
-        assert kw["name"] == "airflow-y" and kw["type"] == ["terraform_v1.13"] and kw["location"] == "us-south"
+        assert (
+            kw["name"] == "airflow-y" and kw["type"] == ["terraform_v1.13"] and kw["location"] == "us-south"
+        )
         assert kw["tags"] == ["airflow-run:y"]
         assert hook.client.template_repo_upload.call_args.args == ("w2", "t2")
 
     def test_template_error(self, hook):
-        hook.client.get_workspace.return_value = resp({"id": "w", "status": "TEMPLATE_ERROR", "failure_reason": "bad hcl"})
+        hook.client.get_workspace.return_value = resp(
+            {"id": "w", "status": "TEMPLATE_ERROR", "failure_reason": "bad hcl"}
+        )
         with pytest.raises(IbmCloudPermanentError, match="bad hcl"):
             hook.wait_for_workspace_ready("w")
 

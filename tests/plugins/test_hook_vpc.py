@@ -25,7 +25,9 @@ def hook(ibm_env):
     c.list_instances.side_effect = [
         resp(
             {
-                "instances": [{"id": "i0", "name": f"{SLUG}-vm-0", "boot_volume_attachment": {"volume": {"id": "v0"}}}],
+                "instances": [
+                    {"id": "i0", "name": f"{SLUG}-vm-0", "boot_volume_attachment": {"volume": {"id": "v0"}}}
+                ],
                 "next": {"href": "https://x/v1/instances?start=abc&limit=100"},
             }
         ),
@@ -35,7 +37,11 @@ def hook(ibm_env):
         {
             "volumes": [
                 {"id": "v0", "name": "boot-random-name"},
-                {"id": "v1", "name": "data", "volume_attachments": [{"instance": {"id": "i0", "name": f"{SLUG}-vm-0"}}]},
+                {
+                    "id": "v1",
+                    "name": "data",
+                    "volume_attachments": [{"instance": {"id": "i0", "name": f"{SLUG}-vm-0"}}],
+                },
                 {"id": "v9", "name": "other"},
             ]
         }

@@ -106,7 +106,13 @@ class TestCosConnection:
 
     def test_iam(self):
         cfg = CosConnectionConfig.from_connection(
-            conn(password="key", conn_id="c", endpoint_url="https://s3.x", auth_type="iam", vm_endpoint_url="https://d")
+            conn(
+                password="key",
+                conn_id="c",
+                endpoint_url="https://s3.x",
+                auth_type="iam",
+                vm_endpoint_url="https://d",
+            )
         )
         assert (cfg.auth_type, cfg.api_key, cfg.vm_endpoint_url) == ("iam", "key", "https://d")
 
@@ -116,7 +122,12 @@ class TestCosConnection:
             ("id", "s", {}, "extra 'endpoint_url' is missing"),
             (None, "s", {"endpoint_url": "https://s3.x"}, "login (HMAC access_key_id) is missing"),
             ("id", None, {"endpoint_url": "https://s3.x"}, "password (HMAC secret_access_key) is missing"),
-            (None, None, {"endpoint_url": "https://s3.x", "auth_type": "iam"}, "password (IBM Cloud API key)"),
+            (
+                None,
+                None,
+                {"endpoint_url": "https://s3.x", "auth_type": "iam"},
+                "password (IBM Cloud API key)",
+            ),
             ("id", "s", {"endpoint_url": "https://s3.x", "auth_type": "sigv2"}, "extra 'auth_type'"),
         ],
     )
@@ -135,7 +146,9 @@ class TestErrorMapping:
         assert isinstance(map_api_error(api_error(400), "x"), IbmCloudPermanentError)
         assert isinstance(map_api_error(api_error(409), "x"), IbmCloudApiError)
         assert isinstance(map_api_error(api_error(503), "x"), IbmCloudApiError)
-        iam = map_api_error(api_error(400, "Provided API key could not be found.", url="https://iam/identity/token"), "x")
+        iam = map_api_error(
+            api_error(400, "Provided API key could not be found.", url="https://iam/identity/token"), "x"
+        )
         assert isinstance(iam, IbmCloudPermanentError) and "IAM rejected the API key" in str(iam)
         net = map_api_error(requests.ConnectionError("refused"), "x", "c")
         assert isinstance(net, IbmCloudApiError) and "endpoint URLs" in str(net)
@@ -191,18 +204,28 @@ class TestRetries:
     def test_4xx_is_not_retried(self):
         clock = Clock()
         with pytest.raises(IbmCloudPermanentError):
-            call_with_retries(flaky(api_error(400), "ok"), what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock)
+            call_with_retries(
+                flaky(api_error(400), "ok"), what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock
+            )
         assert clock.sleeps == []
 
     def test_409_waits_when_asked_and_is_bounded(self):
         clock = Clock()
         policy = RetryPolicy(lock_wait_s=30, lock_poll_s=10)
         f = flaky(api_error(409), api_error(409), "ok")
-        assert call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep, clock=clock) == "ok"
+        assert (
+            call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep, clock=clock)
+            == "ok"
+        )
         assert clock.sleeps == [10, 10]
         with pytest.raises(IbmCloudApiError, match="stayed locked"):
             call_with_retries(
-                flaky(*[api_error(409)] * 10), what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep, clock=clock
+                flaky(*[api_error(409)] * 10),
+                what="x",
+                policy=policy,
+                wait_on_lock=True,
+                sleep=clock.sleep,
+                clock=clock,
             )
         with pytest.raises(IbmCloudApiError, match="locked"):
             call_with_retries(flaky(api_error(409)), what="x", policy=policy, sleep=clock.sleep, clock=clock)
@@ -216,7 +239,12 @@ class TestRetries:
             raise api_error(502)
 
         result = call_with_retries(
-            submit, what="x", policy=RetryPolicy(), recover=lambda exc: "job-1", sleep=clock.sleep, clock=clock
+            submit,
+            what="x",
+            policy=RetryPolicy(),
+            recover=lambda exc: "job-1",
+            sleep=clock.sleep,
+            clock=clock,
         )
         assert result == "job-1" and len(calls) == 1
 
@@ -225,6 +253,11 @@ class TestRetries:
         seen = []
         f = flaky(api_error(429), "sent")
         result = call_with_retries(
-            f, what="x", policy=RetryPolicy(), recover=lambda e: seen.append(e), sleep=clock.sleep, clock=clock
+            f,
+            what="x",
+            policy=RetryPolicy(),
+            recover=lambda e: seen.append(e),
+            sleep=clock.sleep,
+            clock=clock,
         )
         assert result == "sent" and seen == []

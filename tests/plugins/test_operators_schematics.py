@@ -37,14 +37,20 @@ AID = "b" * 32
 def hook():
     h = mock.create_autospec(SchematicsHook, instance=True)
     h.run_command.return_value = AID
-    h.get_activity.return_value = {"action_id": AID, "status": "INPROGRESS", "performed_at": "2026-12-01T00:00:00Z"}
+    h.get_activity.return_value = {
+        "action_id": AID,
+        "status": "INPROGRESS",
+        "performed_at": "2026-12-01T00:00:00Z",
+    }
     h.get_activity_log.return_value = "init\nplan line\nError: boom\n"
     h.get_outputs.return_value = {"vpc_id": "r006-1"}
     h.list_activities.return_value = []
     h.get_workspace.return_value = {"id": "ws", "status": "INACTIVE", "tags": []}
-    with mock.patch.object(ops.SchematicsCreateWorkspaceOperator, "hook", new=h), mock.patch.object(
-        ops._SchematicsJobOperator, "hook", new=h
-    ), mock.patch.object(ops.SchematicsDeleteWorkspaceOperator, "hook", new=h):
+    with (
+        mock.patch.object(ops.SchematicsCreateWorkspaceOperator, "hook", new=h),
+        mock.patch.object(ops._SchematicsJobOperator, "hook", new=h),
+        mock.patch.object(ops.SchematicsDeleteWorkspaceOperator, "hook", new=h),
+    ):
         yield h
 
 
@@ -60,7 +66,9 @@ class TestJobOperators:
         with pytest.raises(TaskDeferred) as exc:
             op.execute(ctx)
         trig = exc.value.trigger
-        assert isinstance(trig, SchematicsJobTrigger) and trig.activity_id == AID and trig.workspace_id == "ws"
+        assert (
+            isinstance(trig, SchematicsJobTrigger) and trig.activity_id == AID and trig.workspace_id == "ws"
+        )
         assert exc.value.timeout > timedelta(minutes=10)  # always set: the trigger's deadline fires first
         assert trig.deadline == pytest.approx(time.time() + 600, abs=5)
         saved = store.data["ibm_schematics_apply_job"]
@@ -73,7 +81,10 @@ class TestJobOperators:
 
     def test_retry_reattaches_to_running_job(self, hook):
         store = FakeStore()
-        store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": AID, "submitted_at": time.time()})
+        store.set(
+            "ibm_schematics_apply_job",
+            {"workspace_id": "ws", "activity_id": AID, "submitted_at": time.time()},
+        )
         with pytest.raises(TaskDeferred) as exc:
             apply_op().execute(make_context(store))
         assert exc.value.trigger.activity_id == AID
@@ -137,13 +148,17 @@ class TestJobOperators:
 
     def test_timeout_stops_the_job(self, hook):
         with pytest.raises(AirflowException, match="did not finish within"):
-            apply_op().execute_complete(make_context(), {"workspace_id": "ws", "activity_id": AID, "status": "timeout"})
+            apply_op().execute_complete(
+                make_context(), {"workspace_id": "ws", "activity_id": AID, "status": "timeout"}
+            )
         hook.stop_activity.assert_called_once_with("ws", AID)
 
     def test_plan_failure_is_not_retried_and_shows_log_tail(self, hook):
         op = SchematicsPlanOperator(task_id="plan", workspace_id="ws")
         with pytest.raises(AirflowFailException, match="Error: boom"):
-            op.execute_complete(make_context(), {"workspace_id": "ws", "activity_id": AID, "status": "failed"})
+            op.execute_complete(
+                make_context(), {"workspace_id": "ws", "activity_id": AID, "status": "failed"}
+            )
 
     def test_sync_mode_polls_streams_and_finishes(self, hook, capsys):
         hook.get_activity.side_effect = [{"status": "INPROGRESS"}, {"status": "COMPLETED"}]
@@ -161,7 +176,9 @@ class TestJobOperators:
     def test_job_retries_resubmit_failed_destroy(self, hook):
         hook.get_activity.side_effect = [{"status": "FAILED"}, {"status": "COMPLETED"}]
         hook.run_command.side_effect = ["d1", "d2"]
-        op = SchematicsDestroyOperator(task_id="destroy", workspace_id="ws", deferrable=False, poll_interval=0.01)
+        op = SchematicsDestroyOperator(
+            task_id="destroy", workspace_id="ws", deferrable=False, poll_interval=0.01
+        )
         store = FakeStore()
         assert op.execute(make_context(store)) == "d2"
         assert store.data["ibm_schematics_destroy_job"]["attempt"] == 1
@@ -223,14 +240,21 @@ class TestDestroyNoops:
 class TestDelete:
     def test_delete(self, hook):
         hook.delete_workspace.return_value = True
-        assert SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws").execute(make_context()) is True
+        assert (
+            SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws").execute(make_context()) is True
+        )
         hook.delete_workspace.assert_called_once_with("ws", destroy_resources=False)
 
     def test_noops(self, hook):
         hook.find_workspace_by_name.return_value = None
-        assert SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="None").execute(make_context()) is False
+        assert (
+            SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="None").execute(make_context())
+            is False
+        )
         hook.get_workspace.side_effect = IbmCloudNotFoundError("gone")
-        assert SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws").execute(make_context()) is False
+        assert (
+            SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws").execute(make_context()) is False
+        )
         hook.delete_workspace.assert_not_called()
 
     def test_leased_workspace_is_kept(self, hook):
@@ -254,7 +278,11 @@ class TestCreate:
             workspace_name="airflow-x",
             template_dir=TF,
             variables={"run_id": "x"},
-            secure_variables={"secret_value": "tf_secrets:password", "tok": "tf_secrets:extra.token", "e": ""},
+            secure_variables={
+                "secret_value": "tf_secrets:password",
+                "tok": "tf_secrets:extra.token",
+                "e": "",
+            },
             tags=["airflow-run:x"],
         )
         ctx = make_context()
@@ -288,14 +316,20 @@ class TestCreate:
             variables={"leak": f"x{CANARY_TF_SECRET}"},
             secure_variables={"s": "tf_secrets:password"},
         )
-        with pytest.raises(IbmCloudConfigError, match="'leak' contains the value of a secure variable") as err:
+        with pytest.raises(
+            IbmCloudConfigError, match="'leak' contains the value of a secure variable"
+        ) as err:
             op.execute(make_context())
         assert CANARY_TF_SECRET not in str(err.value)
         hook.create_workspace.assert_not_called()
 
     def test_adopt_existing_workspace_takes_lease(self, hook, ibm_env):
         op = SchematicsCreateWorkspaceOperator(
-            task_id="ws", workspace_name="airflow-x", template_dir=TF, variables={"run_id": "x"}, workspace_id="shared"
+            task_id="ws",
+            workspace_name="airflow-x",
+            template_dir=TF,
+            variables={"run_id": "x"},
+            workspace_id="shared",
         )
         assert op.execute(make_context()) == "shared"
         hook.acquire_lease.assert_called_once_with("shared", "airflow-x", wait_s=1800.0, poll_s=30.0)
@@ -304,7 +338,14 @@ class TestCreate:
         hook.create_workspace.assert_not_called()
 
     def test_template_fields(self):
-        assert {"workspace_name", "variables", "secure_variables", "tags", "workspace_id", "ibm_conn_id"} <= set(
-            SchematicsCreateWorkspaceOperator.template_fields
+        assert {
+            "workspace_name",
+            "variables",
+            "secure_variables",
+            "tags",
+            "workspace_id",
+            "ibm_conn_id",
+        } <= set(SchematicsCreateWorkspaceOperator.template_fields)
+        assert {"workspace_id", "workspace_name", "ibm_conn_id"} <= set(
+            SchematicsDestroyOperator.template_fields
         )
-        assert {"workspace_id", "workspace_name", "ibm_conn_id"} <= set(SchematicsDestroyOperator.template_fields)

@@ -68,7 +68,9 @@ def test_check_all_present_and_stall():
     for k in KEYS:
         cos.put(k, "x")
     assert check_markers(cos, "b", KEYS, new_state(now=0), stall_timeout=10, now=5)["status"] == "success"
-    assert check_markers(cos, "b", KEYS, new_state(now=0), stall_timeout=None, now=10**6)["status"] == "success"
+    assert (
+        check_markers(cos, "b", KEYS, new_state(now=0), stall_timeout=None, now=10**6)["status"] == "success"
+    )
 
 
 def test_failed_marker_not_json():
@@ -139,7 +141,9 @@ def test_execute_complete():
     s = sensor()
     assert s.execute_complete(make_context(), {"status": "success"}) == KEYS
     with pytest.raises(AirflowFailException, match="boom"):
-        s.execute_complete(make_context(), {"status": "failed", "message": "boom", "error": "e", "log_tail": "t"})
+        s.execute_complete(
+            make_context(), {"status": "failed", "message": "boom", "error": "e", "log_tail": "t"}
+        )
     with pytest.raises(AirflowFailException, match="stuck"):
         s.execute_complete(make_context(), {"status": "stalled", "message": "stuck"})
     with pytest.raises(AirflowException, match="down"):
@@ -158,7 +162,9 @@ async def test_trigger_run_waits_then_succeeds(cos):
             cos.put(KEYS[0], "x")
         return FakeCos.head(cos, bucket, key)
 
-    with mock.patch.object(trig, "_make_hook", return_value=mock.MagicMock(head=head, read_json=cos.read_json)):
+    with mock.patch.object(
+        trig, "_make_hook", return_value=mock.MagicMock(head=head, read_json=cos.read_json)
+    ):
         event = await trig.run().asend(None)
     assert event.payload["status"] == "success"
 

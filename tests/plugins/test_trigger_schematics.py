@@ -53,7 +53,13 @@ async def test_success_streams_each_line_once(capsys):
     with mock.patch.object(trig, "_hook", return_value=hook):
         event = await trig.run().asend(None)
     assert event == TriggerEvent(
-        {"status": "success", "job_status": "COMPLETED", "workspace_id": "ws", "activity_id": "a" * 32, "log_offset": 3}
+        {
+            "status": "success",
+            "job_status": "COMPLETED",
+            "workspace_id": "ws",
+            "activity_id": "a" * 32,
+            "log_offset": 3,
+        }
     )
     out = capsys.readouterr().out + capsys.readouterr().err
     assert [out.count(f"[schematics aaaaaaaa] l{i}") for i in (1, 2, 3)] == [1, 1, 1]

@@ -203,3 +203,46 @@ def test_list_and_update_workspace(client):
     assert updated["description"] == "changed" and updated["tags"] == ["a:b"]
     replaced = client.svc.replace_workspace(w_id=ws["id"], name="airflow-upd2").get_result()
     assert replaced["name"] == "airflow-upd2"
+
+
+def test_engine_error_fails_the_job_with_its_message(sandbox_factory, make_client, fixtures_dir, tar_of):
+    box = sandbox_factory(rate_limit_per_min=None, resource_delay_s=0)
+    client = make_client(box)
+    ws = client.create(name="airflow-pf", variables=[{"name": "run_id", "value": "pf", "type": "string"}])
+    client.svc.template_repo_upload(
+        w_id=ws["id"], t_id=ws["template_data"][0]["id"], file=tar_of(fixtures_dir / "tf_vpc")
+    )
+    act = client.wait(ws["id"], client.run(ws["id"], "plan"))  # api_secret is not set
+    assert act["status"] == "FAILED" and "api_secret" in act["templates"][0]["log_summary"]["error"]
+    got = client.svc.get_workspace(w_id=ws["id"]).get_result()
+    assert got["status"] == "FAILED" and "api_secret" in got["failure_reason"]
+    log = requests.get(
+        act["templates"][0]["log_url"], headers={"Authorization": f"Bearer {client.access_token()}"}
+    )
+    assert "Error:" in log.text and "api_secret" in log.text
+    assert box.inventory.list() == []
+
+
+def test_refresh_and_delete_of_never_uploaded_workspace(client):
+    ws = client.ready()
+    act = client.wait(ws["id"], client.run(ws["id"], "refresh"))
+    assert act["status"] == "COMPLETED" and act["name"] == "REFRESH"
+    draft = client.create(name="airflow-draft")
+    client.svc.delete_workspace(
+        w_id=draft["id"], refresh_token=client.refresh_token(), destroy_resources=True
+    )
+    with pytest.raises(ApiException) as err:
+        client.svc.get_workspace(w_id=draft["id"])
+    assert err.value.status_code == 404
+
+
+def test_stop_ends_running_jobs_quickly(client, fake_box):
+    ws = client.ready()
+    fake_box.engine.delay_s = 30
+    apply_id = client.run(ws["id"], "apply")
+    assert fake_box.engine.started.wait(5)
+    started = time.monotonic()
+    fake_box.stop()
+    assert time.monotonic() - started < 3
+    [activity] = [a for a in fake_box._schematics._workspaces[ws["id"]]["activities"]]
+    assert activity["action_id"] == apply_id and activity["status"] == "STOPPED"

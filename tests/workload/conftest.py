@@ -274,6 +274,9 @@ def keyless(cos: Cloud) -> Iterator[Metadata]:
 
 
 def sandbox_available() -> bool:
+    """``WORKLOAD_TESTS_SANDBOX=0`` forces the moto fallback."""
+    if os.environ.get("WORKLOAD_TESTS_SANDBOX") == "0":
+        return False
     try:
         import sandbox.core  # noqa: F401
     except Exception:

@@ -271,7 +271,7 @@ def test_bootstrap_ttl_watchdog_stops_a_hung_job(cos, wl, tmp_path):
         tmp_path,
         auth="hmac",
         bundle=make_bundle(wl.workload, {"train.py": stub}),
-        RUN_DEADLINE=deadline(6),
+        RUN_DEADLINE=deadline(7),
     )
     started = time.monotonic()
     result = vm.boot(timeout=90)

@@ -31,12 +31,22 @@ class CosKeySensor(BaseSensorOperator):
     :param bucket_name: the bucket (templated).
     :param bucket_key: one key or a list of keys (templated).
     :param cos_conn_id: COS connection (templated).
-    :param stall_timeout: seconds without progress before failing; ``None`` disables the check.
+    :param stall_timeout: seconds without progress before failing; ``None`` disables the check
+        (templated; a rendered string such as ``"1800"`` is accepted).
+    :param timeout: as for every sensor (seconds or timedelta); a Jinja string is accepted too and is
+        then treated as ``wait_timeout``.
+    :param wait_timeout: templated override of ``timeout`` in seconds, applied at execute time.
     :param deferrable: wait in the triggerer.
     :param check_failed: look for ``_FAILED`` markers.
     """
 
-    template_fields: Sequence[str] = ("bucket_name", "bucket_key", "cos_conn_id")
+    template_fields: Sequence[str] = (
+        "bucket_name",
+        "bucket_key",
+        "cos_conn_id",
+        "stall_timeout",
+        "wait_timeout",
+    )
     ui_color = "#e6f1f2"
 
     def __init__(
@@ -45,12 +55,17 @@ class CosKeySensor(BaseSensorOperator):
         bucket_name: str,
         bucket_key: str | list[str],
         cos_conn_id: str = "ibm_cos_default",
-        stall_timeout: float | None = 1800.0,
+        stall_timeout: float | str | None = 1800.0,
         deferrable: bool = True,
         check_failed: bool = True,
+        wait_timeout: float | str | None = None,
+        timeout: Any = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        # BaseSensorOperator needs a number at construction; a templated timeout waits for execute.
+        templated_timeout = isinstance(timeout, str)
+        super().__init__(timeout=None if templated_timeout else timeout, **kwargs)
+        self.wait_timeout = timeout if templated_timeout and wait_timeout is None else wait_timeout
         self.bucket_name = bucket_name
         self.bucket_key = bucket_key
         self.cos_conn_id = cos_conn_id
@@ -69,6 +84,20 @@ class CosKeySensor(BaseSensorOperator):
         if not keys or any(not k for k in keys):
             raise AirflowFailException(f"{self.task_id}: bucket_key is empty; pass the marker key(s)")
         return keys
+
+    def _apply_rendered_timeouts(self) -> None:
+        for name in ("wait_timeout", "stall_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                text = value.strip()
+                try:
+                    setattr(self, name, None if text.lower() in ("", "none") else float(text))
+                except ValueError as exc:
+                    raise AirflowFailException(
+                        f"{self.task_id}: {name} = {value!r} is not a number of seconds"
+                    ) from exc
+        if self.wait_timeout is not None:
+            self.timeout = float(self.wait_timeout)
 
     def _load_state(self, context: Any) -> dict[str, Any]:
         if self._state is not None:
@@ -95,6 +124,7 @@ class CosKeySensor(BaseSensorOperator):
                 self.log.warning("Could not save sensor progress in task_state_store: %s", exc)
 
     def poke(self, context: Any) -> bool:
+        self._apply_rendered_timeouts()
         state = self._load_state(context)
         before = repr(state)
         result = check_markers(
@@ -132,6 +162,7 @@ class CosKeySensor(BaseSensorOperator):
         return False
 
     def execute(self, context: Any) -> Any:
+        self._apply_rendered_timeouts()
         if not self.deferrable:
             return super().execute(context)
         if self.poke(context):
