@@ -60,7 +60,8 @@ SENSOR_MODE = os.environ.get("IBM_GPU_WORKLOAD_SENSOR_MODE", "deferrable")
 
 
 def _plan(key: str) -> str:
-    return "{{ ti.xcom_pull(task_ids='validate')['" + key + "'] }}"
+    """A template for one field of the run plan; empty when validate produced none."""
+    return "{{ (ti.xcom_pull(task_ids='validate') or {}).get('" + key + "', '') }}"
 
 
 with DAG(
@@ -94,7 +95,7 @@ with DAG(
         from ibm_cloud_airflow.hooks.cos import CosHook
 
         CosHook(cos_conn_id=COS_CONN_ID).upload_directory_as_targz(
-            REPO / "workload", bucket=plan["bucket"], key=plan["bundle_key"]
+            plan["bucket"], REPO / "workload", plan["bundle_key"]
         )
         return f"cos://{plan['bucket']}/{plan['bundle_key']}"
 

@@ -95,5 +95,5 @@ def write_run_report(plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_
         destroy_job=ti.xcom_pull(task_ids="destroy", key="job"),
         leaks=ti.xcom_pull(task_ids="leak_check"),
     )
-    cos.upload_bytes(json.dumps(report, indent=2, default=str).encode(), plan["bucket"], plan["report_key"])
+    cos.upload_bytes(plan["bucket"], plan["report_key"], json.dumps(report, indent=2, default=str))
     return report

@@ -12,17 +12,22 @@ from gpu_pipeline.run_plan import InvalidRunParameters, build_run_plan, secure_v
 
 def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn_id: str) -> dict[str, Any]:
     """Validate parameters and connections, and return the run plan (no network call)."""
-    from ibm_cloud_airflow.hooks.base import CosConnectionConfig, IbmCloudConnectionConfig
+    from ibm_cloud_airflow.hooks.base import (
+        CosConnectionConfig,
+        IbmCloudConfigError,
+        IbmCloudConnectionConfig,
+        get_connection,
+    )
 
     problems: list[str] = []
     try:
-        cloud = IbmCloudConnectionConfig.from_conn_id(ibm_conn_id)
-    except ValueError as err:
+        cloud = IbmCloudConnectionConfig.from_connection(get_connection(ibm_conn_id))
+    except IbmCloudConfigError as err:
         problems.append(str(err))
         cloud = None
     try:
-        cos = CosConnectionConfig.from_conn_id(cos_conn_id)
-    except ValueError as err:
+        cos = CosConnectionConfig.from_connection(get_connection(cos_conn_id))
+    except IbmCloudConfigError as err:
         problems.append(str(err))
         cos = None
     if cos is not None:
@@ -32,7 +37,7 @@ def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn
                 "scopes the servers' trusted profile to that COS instance (crn:v1:bluemix:public:"
                 "cloud-object-storage:global:a/<account>:<instance-guid>::)."
             )
-        if params["cos_auth_mode"] == "hmac" and not cos.has_hmac_keys:
+        if params["cos_auth_mode"] == "hmac" and cos.auth_type != "hmac":
             problems.append(
                 f"Connection '{cos_conn_id}': cos_auth_mode 'hmac' needs HMAC keys as the "
                 "connection's login (access key id) and password (secret access key)."

@@ -9,6 +9,7 @@ task logs, XCom, rendered template fields, the metadata DB, or any non-secure Sc
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,10 @@ def test_dag_end_to_end_without_leaking_secrets(
     # 1. task logs (dag.test prints them) and any log files under AIRFLOW_HOME
     out, err = capfd.readouterr()
     assert "Progress " in out + err  # the sensor/trigger logged progress, so logs were captured
+    logs = out + err
+    for task_id in ("plan", "apply", "wait", "destroy"):  # the deferred path ran for each of these
+        assert re.search(rf"Pausing task as DEFERRED\..*task_id={task_id}\b", logs), task_id
+    assert "Terraform outputs" in logs and "[schematics " in logs  # operator and trigger logs captured
     home = Path(airflow_db).parent
     texts = {"stdout": out, "stderr": err}
     for path in home.rglob("*"):

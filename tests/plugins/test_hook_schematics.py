@@ -135,11 +135,13 @@ class TestCommands:
         hook.retry_policy = RetryPolicy(lock_poll_s=0.4, lock_wait_s=1)
         hook.client.list_workspace_activities.return_value = resp({"actions": []})
         hook.client.plan_workspace_command.side_effect = api_error(409)
-        with mock.patch(
-            "ibm_cloud_airflow.hooks.base.time.monotonic", side_effect=[float(i) for i in range(100)]
+        with (
+            mock.patch(
+                "ibm_cloud_airflow.hooks.base.time.monotonic", side_effect=[float(i) for i in range(100)]
+            ),
+            pytest.raises(IbmCloudApiError, match="stayed locked"),
         ):
-            with pytest.raises(IbmCloudApiError, match="stayed locked"):
-                hook.plan("ws")
+            hook.plan("ws")
 
     def test_iam_failure_is_permanent(self, hook):
         hook.client.list_workspace_activities.return_value = resp({"actions": []})
@@ -256,3 +258,16 @@ class TestWorkspaces:
         assert hook.release_lease("w", "me") is True
         assert state["tags"] == ["keep"]
         assert hook.release_lease("w", "me") is False
+
+
+def test_activity_log_fallbacks_and_errors(hook):
+    hook.client.get_workspace_activity_logs.return_value = resp({"templates": [{"template_id": "t"}]})
+    hook.client.get_template_activity_log.return_value = resp(mock.MagicMock(text="from template endpoint\n"))
+    assert hook.get_activity_log("w", "a") == "from template endpoint"
+    hook.client.get_workspace_activity_logs.return_value = resp({"templates": [{"log_url": "/v1/log/x"}]})
+    hook.client.http_client.get.return_value = mock.MagicMock(status_code=404, text="", headers={})
+    with pytest.raises(Exception, match="not found"):
+        hook.get_activity_log("w", "a")
+    assert hook.client.http_client.get.call_args.args == (
+        "https://us-south.schematics.cloud.ibm.com/v1/log/x",
+    )

@@ -349,3 +349,21 @@ class TestCreate:
         assert {"workspace_id", "workspace_name", "ibm_conn_id"} <= set(
             SchematicsDestroyOperator.template_fields
         )
+
+
+def test_keep_workspace_templated_string(hook):
+    op = SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws", keep_workspace="True")
+    assert op.execute(make_context()) is False
+    hook.delete_workspace.assert_not_called()
+    hook.delete_workspace.return_value = True
+    op = SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws", keep_workspace="False")
+    assert op.execute(make_context()) is True
+
+
+def test_hook_validate_is_offline(ibm_env):
+    from ibm_cloud_airflow.hooks.cos import CosHook
+    from ibm_cloud_airflow.hooks.vpc import VpcHook
+
+    assert SchematicsHook().validate()["schematics_url"] == "https://us-south.schematics.cloud.ibm.com"
+    assert VpcHook().validate()["vpc_url"] == "https://us-south.iaas.cloud.ibm.com/v1"
+    assert CosHook().validate()["endpoint_url"] == "http://127.0.0.1:9"

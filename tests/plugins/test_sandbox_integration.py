@@ -205,7 +205,7 @@ def test_api_faults_are_survived_without_duplicate_jobs(box: Any, hook: Schemati
 def test_no_duplicate_jobs_under_5xx(box: Any, hook: SchematicsHook) -> None:
     ws, _ = new_workspace(hook, "dup-5xx")
     box.set_faults({"api_errors": {"count": 4, "codes": [502, 500]}})
-    for name, submit in (("PLAN", hook.plan), ("APPLY", hook.apply), ("DESTROY", hook.destroy)):
+    for submit in (hook.plan, hook.apply, hook.destroy):
         assert wait_job(hook, ws, submit(ws)) == "COMPLETED"
     box.set_faults([])
     assert [len(jobs_named(hook, ws, n)) for n in ("PLAN", "APPLY", "DESTROY")] == [1, 1, 1]

@@ -185,3 +185,21 @@ async def test_trigger_failed_and_errors(cos):
     with mock.patch.object(trig, "_make_hook", side_effect=RuntimeError("no conn")):
         event = await trig.run().asend(None)
     assert event.payload["status"] == "error"
+
+
+def test_templated_timeouts(cos):
+    s = sensor(timeout="{{ params.max_runtime_minutes * 60 }}", stall_timeout="{{ x }}")
+    assert s.wait_timeout == "{{ params.max_runtime_minutes * 60 }}"
+    assert {"stall_timeout", "wait_timeout"} <= set(CosKeySensor.template_fields)
+    s.wait_timeout, s.stall_timeout = "120", "30"  # what rendering produces
+    with pytest.raises(TaskDeferred) as exc:
+        s.execute(make_context())
+    assert exc.value.timeout == timedelta(seconds=120) and exc.value.trigger.stall_timeout == 30.0
+    s = sensor(wait_timeout=90, stall_timeout=None)
+    s.wait_timeout, s.stall_timeout = 45, "None"  # native rendering
+    with pytest.raises(TaskDeferred) as exc:
+        s.execute(make_context())
+    assert exc.value.timeout == timedelta(seconds=45) and exc.value.trigger.stall_timeout is None
+    s = sensor(stall_timeout="soon")
+    with pytest.raises(AirflowFailException, match="not a number"):
+        s.execute(make_context())

@@ -305,3 +305,77 @@ def test_bootstrap_rejects_a_missing_run_env(wl, tmp_path):
     )
     assert result.returncode == 2 and "usage" in result.stderr
     assert os.listdir(tmp_path) == []
+
+
+def test_sandbox_launcher_boots_bootstrap_and_stopping_leaves_no_marker(cloud, wl, tmp_path):
+    """The sandbox's own launcher (cloud-init write_files + runcmd, process group) boots bootstrap.sh
+    from a user_data like terraform/cloud-init.yaml.tftpl renders; stopping the server (destroy)
+    ends the job without a marker, and no process is left behind."""
+    env = cloud("trusted_profile")
+    if env.kind != "sandbox":
+        pytest.skip("sandbox.launcher is not available")
+    import base64
+
+    from sandbox.faults import FaultSet
+    from sandbox.launcher import ServerLauncher
+
+    stub = "import time\nprint('stub train.py: running', flush=True)\ntime.sleep(3600)\n"
+    vm = Vm(env, wl, tmp_path, auth="trusted_profile", bundle=make_bundle(wl.workload, {"train.py": stub}))
+    instance_id = env.metadata_url.rsplit("/i/", 1)[1]
+    user_data = "#cloud-config\n" + json.dumps(
+        {
+            "write_files": [
+                {
+                    "path": "/etc/gpu-workload/run.env",
+                    "permissions": "0600",
+                    "content": vm.run_env.read_text(),
+                },
+                {
+                    "path": "/opt/gpu-workload/bootstrap.sh",
+                    "permissions": "0755",
+                    "encoding": "b64",
+                    "content": base64.b64encode((wl.workload / "bootstrap.sh").read_bytes()).decode(),
+                },
+            ],
+            "runcmd": [["/opt/gpu-workload/bootstrap.sh", "/etc/gpu-workload/run.env"]],
+        }
+    )
+    launcher = ServerLauncher(
+        workload_venv=wl.python.parent.parent,
+        state_dir=tmp_path / "launcher",
+        metadata_url=env.metadata_url.rsplit("/i/", 1)[0],
+        faults=FaultSet(),
+    )
+    launcher.start({"id": instance_id}, user_data)
+    root = launcher.server_root(instance_id)
+    log = root / "var/log/gpu-workload/bootstrap.log"
+    try:
+        for _ in range(300):
+            if log.exists() and "stub train.py: running" in log.read_text():
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(
+                "bootstrap.sh did not start train.py: " + (log.read_text() if log.exists() else "no log")
+            )
+        pid = launcher.processes()[instance_id]["pid"]
+    finally:
+        launcher.stop_all()
+    text = log.read_text()
+    assert "terminated during step 'train'" in text, text[-3000:]
+    assert vm.objects() == set()  # stale-marker deletes only; no marker: the job would resume
+    assert launcher.processes()[instance_id]["status"] == "stopped"
+    assert live_group_members(pid) == []
+
+
+def live_group_members(pgid: int) -> list[str]:
+    """Non-zombie processes of a process group (orphans' zombies may stay unreaped in a container)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            members.append(stat.parent.name)
+    return members

@@ -97,6 +97,10 @@ class CosHook(BaseHook):
     def get_conn(self) -> Any:
         return self.client
 
+    def validate(self) -> dict[str, Any]:
+        """Parse and check the connection (no network call); return a secret-free summary."""
+        return self.config.describe()
+
     # -- error mapping -----------------------------------------------------------------------
     def _call(self, what: str, func: Callable[[], Any]) -> Any:
         from ibm_botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError

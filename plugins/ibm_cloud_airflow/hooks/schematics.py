@@ -175,6 +175,10 @@ class SchematicsHook(BaseHook):
     def get_conn(self) -> Any:
         return self.client
 
+    def validate(self) -> dict[str, Any]:
+        """Parse and check the connection (no network call); return a secret-free summary."""
+        return self.config.describe()
+
     def _call(
         self,
         what: str,

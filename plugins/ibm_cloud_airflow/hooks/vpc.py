@@ -80,6 +80,10 @@ class VpcHook(BaseHook):
     def get_conn(self) -> Any:
         return self.client
 
+    def validate(self) -> dict[str, Any]:
+        """Parse and check the connection (no network call); return a secret-free summary."""
+        return self.config.describe()
+
     def list_all(self, kind: str) -> list[dict[str, Any]]:
         """Every resource of ``kind`` (see :data:`RESOURCE_LISTS`), following ``next`` pages."""
         method_name, key = RESOURCE_LISTS[kind]

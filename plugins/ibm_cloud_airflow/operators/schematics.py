@@ -30,6 +30,12 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in _EMPTY_IDS)
 
 
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 def _state_store(context: Any) -> Any:
     """``context["task_state_store"]`` (Airflow 3.3+) or ``None`` where it does not exist."""
     try:
@@ -546,11 +552,12 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
     :param workspace_id: the workspace (templated); blank/``"None"`` falls back to ``workspace_name``.
     :param workspace_name: the workspace name, and the lease holder name (templated).
     :param destroy_resources: let Schematics destroy resources first (normally the destroy task did).
-    :param keep_workspace: never delete, only release the lease.
+    :param keep_workspace: never delete, only release the lease (templated; ``"True"``/``"False"``
+        strings are accepted).
     :param ibm_conn_id: IBM Cloud connection (templated).
     """
 
-    template_fields: Sequence[str] = ("workspace_id", "workspace_name", "ibm_conn_id")
+    template_fields: Sequence[str] = ("workspace_id", "workspace_name", "keep_workspace", "ibm_conn_id")
     operator_extra_links = (SchematicsWorkspaceLink(),)
     ui_color = "#c6e2ff"
 
@@ -560,7 +567,7 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
         workspace_id: str | None = None,
         workspace_name: str | None = None,
         destroy_resources: bool = False,
-        keep_workspace: bool = False,
+        keep_workspace: bool | str = False,
         ibm_conn_id: str = "ibm_cloud_default",
         **kwargs: Any,
     ) -> None:
@@ -590,7 +597,7 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
             self.log.info("Workspace %s is already gone", workspace_id)
             return False
         leases = [t for t in workspace.get("tags") or [] if str(t).startswith(LEASE_TAG_PREFIX)]
-        if self.keep_workspace or leases:
+        if _truthy(self.keep_workspace) or leases:
             holder = None if _blank(self.workspace_name) else str(self.workspace_name)
             if holder is None and leases:
                 self.log.warning("No workspace_name given: releasing every lease on %s", workspace_id)

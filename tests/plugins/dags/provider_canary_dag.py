@@ -31,7 +31,9 @@ def build_dag() -> Any:
     from ibm_cloud_airflow.sensors.cos import CosKeySensor
     from ibm_cloud_airflow.utils.run_identity import run_prefix, run_slug
 
-    ident = "ti.xcom_pull(task_ids='identity')"
+    def ident(key: str) -> str:
+        return "{{ ti.xcom_pull(task_ids='identity')['" + key + "'] }}"
+
     with DAG(
         dag_id="provider_canary_dag",
         schedule=None,
@@ -51,11 +53,11 @@ def build_dag() -> Any:
 
         create = SchematicsCreateWorkspaceOperator(
             task_id="create",
-            workspace_name="{{ %s['name'] }}" % ident,
+            workspace_name=ident("name"),
             template_dir=TF,
-            variables={"run_id": "{{ %s['slug'] }}" % ident, "vpc_count": 2},
+            variables={"run_id": ident("slug"), "vpc_count": 2},
             secure_variables={"secret_value": "ibm_cos_default:password"},
-            tags=["airflow-run:{{ %s['slug'] }}" % ident],
+            tags=["airflow-run:" + ident("slug")],
         )
         ws = "{{ ti.xcom_pull(task_ids='create') }}"
         plan = SchematicsPlanOperator(task_id="plan", workspace_id=ws, poll_interval=0.2)
@@ -87,7 +89,7 @@ def build_dag() -> Any:
         wait = CosKeySensor(
             task_id="wait",
             bucket_name=BUCKET,
-            bucket_key=["{{ %s['prefix'] }}vm-0/_SUCCESS" % ident],
+            bucket_key=[ident("prefix") + "vm-0/_SUCCESS"],
             poke_interval=0.2,
             timeout=60,
             stall_timeout=60,
@@ -95,21 +97,20 @@ def build_dag() -> Any:
         destroy = SchematicsDestroyOperator(
             task_id="destroy",
             workspace_id=ws,
-            workspace_name="{{ %s['name'] }}" % ident,
+            workspace_name=ident("name"),
             poll_interval=0.2,
             trigger_rule=TriggerRule.ALL_DONE,
         )
         delete = SchematicsDeleteWorkspaceOperator(
             task_id="delete",
             workspace_id=ws,
-            workspace_name="{{ %s['name'] }}" % ident,
+            workspace_name=ident("name"),
             trigger_rule=TriggerRule.ALL_DONE,
         )
         ids = identity()
         check = inspect_variables(create.output)
         ids >> create >> plan >> apply >> check >> write_markers(ids) >> wait >> destroy >> delete
     return dag
-
 
 
 dag = build_dag()
