@@ -170,6 +170,7 @@ with DAG(
         retries=0,
     )
 
+    # By id, or by the run's workspace name when create_workspace failed after creating it.
     destroy = SchematicsDestroyOperator(
         task_id="destroy",
         workspace_name=_plan("workspace_name"),

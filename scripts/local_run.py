@@ -131,8 +131,8 @@ def run_once(conf: dict[str, Any]) -> dict[str, Any]:
         from airflow.models.xcom import XComModel
 
         def xcom(task_id: str) -> Any:
-            rows = XComModel.get_many(run_id=dr.run_id, dag_ids=DAG_ID, task_ids=task_id, session=session)
-            row = rows.first()
+            query = XComModel.get_many(run_id=dr.run_id, dag_ids=DAG_ID, task_ids=task_id, key="return_value")
+            row = session.scalars(query).first()
             return XComModel.deserialize_value(row) if row else None
 
         return {

@@ -249,7 +249,3 @@ def test_usage_errors_exit_2(wl):
     result = wl.run_train(wl.base_env(COS_ENDPOINT="http://127.0.0.1:1"), timeout=60)
     assert result.returncode == 2
     assert "COS_BUCKET" in result.stderr
-
-
-def test_train_is_runnable_from_its_own_folder(wl):
-    assert Path(wl.workload, "train.py").read_text().startswith("#!/usr/bin/env python3")
