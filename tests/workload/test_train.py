@@ -9,7 +9,6 @@ import hashlib
 import json
 import subprocess
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest

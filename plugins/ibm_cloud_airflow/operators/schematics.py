@@ -419,6 +419,17 @@ class _SchematicsJobOperator(BaseOperator):
             "a stop was requested"
         )
 
+    def _job_summary(self, workspace_id: str, activity_id: str) -> dict[str, Any]:
+        """What the job did, as Schematics summarises it (for the run report)."""
+        activity = self.hook.get_activity(workspace_id, activity_id)
+        summary = ((activity.get("templates") or [{}])[0] or {}).get("log_summary") or {}
+        return {
+            "activity_id": activity_id,
+            "status": activity.get("status"),
+            "performed_at": activity.get("performed_at"),
+            **{k: summary.get(k) for k in ("resources_added", "resources_modified", "resources_destroyed")},
+        }
+
     def _log_tail(self, workspace_id: str, activity_id: str) -> str:
         try:
             lines = self.hook.get_activity_log(workspace_id, activity_id).splitlines()
@@ -437,6 +448,7 @@ class _SchematicsJobOperator(BaseOperator):
     ) -> Any:
         if status == "COMPLETED":
             self.log.info("Schematics %s job %s completed", self.command, activity_id)
+            context["ti"].xcom_push(key="job", value=self._job_summary(workspace_id, activity_id))
             return self.on_job_success(context, workspace_id, activity_id)
         tail = self._log_tail(workspace_id, activity_id)
         if status == "FAILED" and attempt < self.job_retries:
