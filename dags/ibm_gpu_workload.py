@@ -91,12 +91,19 @@ with DAG(
 
     @task
     def upload_bundle(plan: dict) -> str:
-        """Upload workload/ as the bundle the servers fetch at boot."""
+        """Upload workload/ as the bundle the servers fetch at boot.
+
+        A cleared or re-run run reuses its prefix: its old markers go first, so that the sensor
+        can never take a previous attempt's _SUCCESS for this one's.
+        """
         from ibm_cloud_airflow.hooks.cos import CosHook
 
-        CosHook(cos_conn_id=COS_CONN_ID).upload_directory_as_targz(
-            plan["bucket"], REPO / "workload", plan["bundle_key"]
-        )
+        cos = CosHook(cos_conn_id=COS_CONN_ID)
+        stale = [
+            k for k in cos.list_keys(plan["bucket"], plan["prefix"]) if k.endswith(("/_SUCCESS", "/_FAILED"))
+        ]
+        cos.delete_keys(plan["bucket"], stale)
+        cos.upload_directory_as_targz(plan["bucket"], REPO / "workload", plan["bundle_key"])
         return f"cos://{plan['bucket']}/{plan['bundle_key']}"
 
     @task.short_circuit(ignore_downstream_trigger_rules=False)

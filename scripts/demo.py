@@ -24,6 +24,7 @@ from scripts.local_run import DEMO_BUCKET, REPO, prepare_home, start_run
 SURVIVABLE = ("api_errors", "rate_limited", "workspace_locked", "destroy_fails_once", "short_tokens")
 RUN_FAILING = ("plan_fails", "apply_fails_midway", "workload_fails", "workload_hangs")
 assert set(SURVIVABLE) | set(RUN_FAILING) == set(FAULT_NAMES)
+RUN_TIMEOUT_S = 30 * 60
 
 
 def run_demo(
@@ -44,7 +45,12 @@ def run_demo(
             result=result_file,
             log=log_file,
         )
-        proc.wait()
+        try:
+            proc.wait(timeout=RUN_TIMEOUT_S)
+        finally:
+            if proc.poll() is None:  # timed out or interrupted: never leave a run behind
+                proc.kill()
+                proc.wait()
         result = json.loads(result_file.read_text()) if result_file.exists() else {}
         plan = result.get("plan") or {}
         output_dir = None

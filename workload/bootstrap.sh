@@ -86,7 +86,7 @@ for required in RUN_ID RUN_DEADLINE COS_ENDPOINT COS_BUCKET COS_OUTPUT_PREFIX WO
   fi
 done
 export COS_AUTH="${COS_AUTH:-trusted_profile}"
-export METADATA_URL="${METADATA_URL:-http://169.254.169.254}"
+export METADATA_URL="${METADATA_URL:-https://api.metadata.cloud.ibm.com}"
 METADATA_URL="${METADATA_URL%/}"
 COS_ENDPOINT="${COS_ENDPOINT%/}"
 COS_OUTPUT_PREFIX="${COS_OUTPUT_PREFIX%/}"

@@ -44,7 +44,8 @@ LOG = logging.getLogger("gpu_workload.train")
 
 BUILTIN_DATASETS = ("digits", "mnist", "cifar10")
 COS_DATASET_SCHEME = "cos://"
-DEFAULT_METADATA_URL = "http://169.254.169.254"
+# The Terraform enables the metadata service over HTTPS, reached by this name.
+DEFAULT_METADATA_URL = "https://api.metadata.cloud.ibm.com"
 METADATA_SERVICE_VERSION = "2025-08-26"
 MiB = 1024 * 1024
 LOG_TAIL_LINES = 60

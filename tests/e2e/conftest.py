@@ -37,7 +37,11 @@ def run_pipeline(template_db, tmp_path) -> Callable[..., list[dict[str, Any]]]:
             procs.append((proc, result, log))
         results = []
         for proc, result, log in procs:
-            proc.wait(timeout=timeout)
+            try:
+                proc.wait(timeout=timeout)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
             assert result.exists(), f"the run crashed:\n{log.read_text()[-4000:]}"
             data = json.loads(result.read_text())
             data["log"] = log.read_text()

@@ -175,6 +175,15 @@ class CosHook(BaseHook):
             f"upload {path} to cos://{bucket}/{key}", lambda: self.client.upload_file(str(path), bucket, key)
         )
 
+    def delete_keys(self, bucket: str, keys: list[str]) -> None:
+        """Delete ``keys`` (absent keys are fine), in batches of the S3 limit of 1000."""
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            self._call(
+                f"delete {len(batch)} object(s) in cos://{bucket}",
+                lambda batch=batch: self.client.delete_objects(Bucket=bucket, Delete={"Objects": batch}),
+            )
+
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         keys: list[str] = []
 
