@@ -146,10 +146,10 @@ class Sampler(threading.Thread):
         self.cluster, self.tap, self.period_s = cluster, tap, period_s
         self.samples: list[dict[str, Any]] = []
         self.errors = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             started = time.time()
             try:
                 tis = self.cluster.task_instances(DAG_ID, SAMPLED_STATES)
@@ -171,10 +171,10 @@ class Sampler(threading.Thread):
                     }
                 )
             self.tap.remember()
-            self._stop.wait(max(0.0, self.period_s - (time.time() - started)))
+            self._halt.wait(max(0.0, self.period_s - (time.time() - started)))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=30)
 
 

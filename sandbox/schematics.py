@@ -237,7 +237,8 @@ class SchematicsService:
         limit, window = self.rate_limit_per_min, 60.0
         if self.faults.active("rate_limited"):
             opts = self.faults.options("rate_limited")
-            limit, window = int(opts.get("limit", 5)), float(opts.get("window_s", 60))
+            # A tight burst limit (5 per 10 s): every run meets 429s, yet a run still ends in minutes.
+            limit, window = int(opts.get("limit", 5)), float(opts.get("window_s", 10))
         if not limit:
             return None
         return self._limiter.hit(user, limit, window)
