@@ -113,3 +113,11 @@ def test_access_denied_is_permanent(hook):
 
     with pytest.raises(IbmCloudPermanentError, match="HMAC keys"):
         hook._call("read", boom)
+
+
+def test_delete_keys_removes_exactly_those_keys(hook):
+    for key in ("old/vm-0/_SUCCESS", "old/vm-1/_FAILED", "old/vm-0/model.keras"):
+        hook.upload_bytes("bkt", key, b"x")
+    hook.delete_keys("bkt", ["old/vm-0/_SUCCESS", "old/vm-1/_FAILED", "old/never-existed"])
+    assert hook.list_keys("bkt", "old/") == ["old/vm-0/model.keras"]
+    hook.delete_keys("bkt", [])  # nothing to do is not an error
