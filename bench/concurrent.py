@@ -31,7 +31,7 @@ from bench.airflow_cluster import TERMINAL_RUN_STATES, AirflowCluster
 from scripts.local_run import DAG_ID, DEMO_BUCKET, LOCAL_CONF, REPO
 
 WAIT_TASK = "wait_for_output"
-SLOT_STATES = ("running",)  # a worker slot is held only by a running task instance
+GRACE_S = 5.0  # a sensor running longer than this before its marker exists holds a slot to wait
 SAMPLED_STATES = ("queued", "running", "deferred", "up_for_reschedule")
 _WS_PATH = re.compile(r"^/v1/workspaces/([^/]+)")
 _ID = re.compile(r"(?<=/)(?=[^/]*\d)[A-Za-z0-9._-]{16,}(?=/|$)")  # workspace, template, activity ids
@@ -165,6 +165,12 @@ class Sampler(threading.Thread):
                         "running_wait": sum(
                             1 for t in tis if t["state"] == "running" and t["task_id"] == WAIT_TASK
                         ),
+                        # which sensors, since when: decides "waiting" (before the run's _SUCCESS)
+                        "wait_tis": [
+                            [t["dag_run_id"], ts(t.get("start_date"))]
+                            for t in tis
+                            if t["state"] == "running" and t["task_id"] == WAIT_TASK
+                        ],
                         "deferred": by_state.get("deferred", 0),
                         "queued": by_state.get("queued", 0),
                         "up_for_reschedule": by_state.get("up_for_reschedule", 0),
@@ -326,31 +332,39 @@ def _union_length(intervals: list[tuple[float, float]]) -> float:
 
 
 def _slot_figures(samples: list[dict[str, Any]], per_run: list[dict[str, Any]]) -> dict[str, Any]:
-    """Worker slots during the wait phase: from the first apply's end to the last ``_SUCCESS``."""
-    ends = [r["jobs"].get("apply", {}) for r in per_run]
-    apply_ends = [j["submitted"] + j["took_s"] for j in ends if j.get("submitted") and j.get("took_s")]
-    successes = [r["success_written_at"] for r in per_run if r["success_written_at"]]
+    """Worker slots held by sensors while their run's workload still trains (no ``_SUCCESS`` yet).
+
+    ``strict`` counts every running sensor before its marker exists, including the deferrable
+    sensor's first check (it pokes once in a worker, then defers; about a second). ``held`` leaves
+    out sensors that have been running for less than ``GRACE_S``: a slot *held* while waiting.
+    """
     if not samples:
         return {"samples": 0}
-    window = (
-        (min(apply_ends), max(successes)) if apply_ends and successes else (samples[0]["t"], samples[-1]["t"])
-    )
-    inside = [s for s in samples if window[0] <= s["t"] <= window[1]] or samples
+    success = {r["run_id"]: r["success_written_at"] for r in per_run}
     period = (
         statistics.median(b["t"] - a["t"] for a, b in itertools.pairwise(samples))
         if len(samples) > 1
         else 0.0
     )
+    strict, held = [], []
+    for sample in samples:
+        waiting = [
+            started
+            for run_id, started in sample.get("wait_tis", [])
+            if success.get(run_id) is None or sample["t"] < success[run_id]
+        ]
+        strict.append(len(waiting))
+        held.append(sum(1 for started in waiting if started is None or sample["t"] - started > GRACE_S))
     return {
-        "wait_window_s": window[1] - window[0],
         "samples": len(samples),
-        "samples_in_window": len(inside),
         "sample_period_s": period,
-        "max_held_by_waiting_sensors": max(s["running_wait"] for s in inside),
-        "mean_held_by_waiting_sensors": statistics.fmean(s["running_wait"] for s in inside),
-        "slot_seconds_waiting": sum(s["running_wait"] for s in samples) * period,
-        "max_running_all_tasks": max(s["running"] for s in inside),
-        "max_deferred": max(s["deferred"] for s in inside),
+        "grace_s": GRACE_S,
+        "max_held_by_waiting_sensors": max(held),
+        "max_running_waiting_sensors_strict": max(strict),
+        "slot_seconds_waiting": sum(strict) * period,
+        "slot_seconds_all_running_sensors": sum(s["running_wait"] for s in samples) * period,
+        "max_running_all_tasks": max(s["running"] for s in samples),
+        "max_deferred": max(s["deferred"] for s in samples),
     }
 
 

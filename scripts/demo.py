@@ -18,7 +18,7 @@ from typing import Any
 
 from sandbox import Sandbox
 from sandbox.faults import FAULT_NAMES
-from scripts.local_run import DEMO_BUCKET, REPO, prepare_home, start_run
+from scripts.local_run import DEMO_BUCKET, REPO, prepare_home, read_result, start_run
 
 # Faults the pipeline must survive (the run still succeeds) and faults that must fail the run.
 SURVIVABLE = ("api_errors", "rate_limited", "workspace_locked", "destroy_fails_once", "short_tokens")
@@ -51,7 +51,7 @@ def run_demo(
             if proc.poll() is None:  # timed out or interrupted: never leave a run behind
                 proc.kill()
                 proc.wait()
-        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        result = read_result(result_file, log_file)
         plan = result.get("plan") or {}
         output_dir = None
         if plan:

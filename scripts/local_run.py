@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -77,30 +78,41 @@ def start_run(
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def _failure_messages(dag_run: Any, session: Any) -> dict[str, str]:
-    """The last error line of each failed task's log: what a user would read first."""
+_TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Exception|Error|Timeout|Failed)\w*: ")
+_LOG_RECORD = re.compile(r"^\d{4}-\d{2}-\d{2}T")
+
+
+def failure_messages(log_text: str, failed_tasks: list[str]) -> dict[str, str]:
+    """The exception each failed task raised, read from the ``dag.test()`` console log.
+
+    ``dag.test()`` runs tasks one after another in-process and logs each failure's traceback after
+    a "starting task_id=..." line, so each task's last exception is in its own stretch of the log.
+    """
     messages: dict[str, str] = {}
-    logs = Path(os.environ["AIRFLOW_HOME"]) / "logs"
-    for ti in dag_run.get_task_instances(session=session):
-        if ti.state != "failed":
-            continue
-        files = sorted(logs.glob(f"dag_id={DAG_ID}/run_id={dag_run.run_id}/task_id={ti.task_id}/**/*.log*"))
-        errors: list[str] = []
-        for file in files:
-            for line in file.read_text(errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if record.get("level") in ("error", "critical") or record.get("error_detail"):
-                    detail = record.get("error_detail")
-                    if detail:
-                        exc = detail[-1] if isinstance(detail, list) else detail
-                        errors.append(f"{exc.get('exc_type')}: {exc.get('exc_value')}")
-                    else:
-                        errors.append(str(record.get("event")))
-        messages[ti.task_id] = errors[-1] if errors else "failed (no error logged)"
-    return messages
+    task, lines = None, log_text.splitlines()
+    for i, line in enumerate(lines):
+        started = _TASK_START.search(line)
+        if started:
+            task = started.group(1)
+        elif task in failed_tasks and _EXCEPTION_LINE.match(line):
+            message = [line.split(": ", 1)[1]]
+            for following in lines[i + 1 : i + 15]:
+                if _LOG_RECORD.match(following) or _EXCEPTION_LINE.match(following):
+                    break
+                message.append(following)
+            messages[task] = "\n".join(message).strip()
+    return {t: messages.get(t, "failed (no exception in the log)") for t in failed_tasks}
+
+
+def read_result(result_file: Path, log_file: Path) -> dict[str, Any]:
+    """A run's result, with what each failed task said (empty when the run crashed)."""
+    if not result_file.exists():
+        return {}
+    result = json.loads(result_file.read_text())
+    failed = sorted(t for t, state in (result.get("tasks") or {}).items() if state == "failed")
+    result["failures"] = failure_messages(log_file.read_text(errors="replace"), failed)
+    return result
 
 
 def run_once(conf: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +139,6 @@ def run_once(conf: dict[str, Any]) -> dict[str, Any]:
 
         dr = session.get(DagRun, dag_run.id)
         tasks = {ti.task_id: str(ti.state) for ti in dr.get_task_instances(session=session)}
-        failures = _failure_messages(dr, session)
         from airflow.models.xcom import XComModel
 
         def xcom(task_id: str) -> Any:
@@ -139,7 +150,6 @@ def run_once(conf: dict[str, Any]) -> dict[str, Any]:
             "dag_run_state": str(dr.state),
             "run_id": dr.run_id,
             "tasks": tasks,
-            "failures": failures,
             "plan": xcom("validate"),
             "report": xcom("report"),
             "duration_s": round(time.monotonic() - started, 2),

@@ -627,7 +627,9 @@ class TerraformEngine:
                 (self._count(ctx, r) if r.count is not None else 1) or 0 for r in order if r.mode == "managed"
             )
             fail_after = int(self.faults.options("apply_fails_midway").get("after", max(1, (total + 1) // 2)))
-        created = 0
+        # Counted with what earlier applies left, so that while the fault lasts every apply (a retry
+        # too) fails at the same point, as a zone without capacity would.
+        created = len(state_by_address)
         ctx.resource_values = {}
         ctx.data_values = {}
         for res in order:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from scripts.local_run import DEMO_BUCKET, prepare_home, start_run
+from scripts.local_run import DEMO_BUCKET, prepare_home, read_result, start_run
 
 
 @pytest.fixture(scope="session")
@@ -43,9 +42,7 @@ def run_pipeline(template_db, tmp_path) -> Callable[..., list[dict[str, Any]]]:
                 if proc.poll() is None:
                     proc.kill()
             assert result.exists(), f"the run crashed:\n{log.read_text()[-4000:]}"
-            data = json.loads(result.read_text())
-            data["log"] = log.read_text()
-            results.append(data)
+            results.append(read_result(result, log))
         return results
 
     return run

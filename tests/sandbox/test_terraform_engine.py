@@ -364,6 +364,20 @@ def test_fault_apply_fails_midway_default_is_half(engine, faults, inventory):
     assert inventory.list() == []
 
 
+def test_fault_apply_fails_midway_fails_every_retry_too(engine, faults, inventory):
+    faults.set(["apply_fails_midway"])
+    run = make_run()
+    for _ in range(2):
+        with pytest.raises(TerraformError, match="apply_fails_midway"):
+            engine.apply(run)
+        assert len(run.state["resources"]) == 6  # a retry creates nothing more and fails again
+    faults.set([])
+    engine.apply(run)  # once capacity is back, the same state completes
+    assert len(run.state["resources"]) > 6
+    engine.destroy(run)
+    assert inventory.list() == []
+
+
 def test_fault_destroy_fails_once(engine, faults, inventory):
     run = make_run()
     engine.apply(run)
