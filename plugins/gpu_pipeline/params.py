@@ -104,7 +104,7 @@ PARAMS: dict[str, Param] = {
         minimum=0.2,
         maximum=24 * 60,
         title="Progress stall timeout",
-        description="Fail when progress.json stops advancing this long.",
+        description="Fail when progress.json stops advancing this long, once training has started.",
     ),
     "plan_only": Param(
         False,

@@ -64,7 +64,12 @@ def test_check_success_progress_and_failed():
 def test_check_all_present_and_stall():
     cos = FakeCos()
     state = new_state(now=0)
-    assert check_markers(cos, "b", KEYS, state, stall_timeout=10, now=11)["status"] == "stalled"
+    # Before the first progress report the servers are booting: no stall yet, however long.
+    assert check_markers(cos, "b", KEYS, state, stall_timeout=10, now=1000)["status"] == "waiting"
+    cos.put("p/vm-0/progress.json", json.dumps({"epoch": 1, "epochs": 3}))
+    assert check_markers(cos, "b", KEYS, state, stall_timeout=10, now=1001)["status"] == "waiting"
+    assert check_markers(cos, "b", KEYS, state, stall_timeout=10, now=1012)["status"] == "stalled"
+    cos.objects.pop("p/vm-0/progress.json")
     for k in KEYS:
         cos.put(k, "x")
     assert check_markers(cos, "b", KEYS, new_state(now=0), stall_timeout=10, now=5)["status"] == "success"
@@ -132,7 +137,7 @@ def test_sensor_reschedule_keeps_progress_state(cos):
 
 def test_sensor_stall_fails(cos):
     store = FakeStore()
-    store.set("ibm_cos_sensor_progress", {"done": [], "progress": {}, "last_change": 0})
+    store.set("ibm_cos_sensor_progress", {"done": [], "progress": {"p/vm-0/progress.json": "t"}, "last_change": 0})
     with pytest.raises(AirflowFailException, match="No progress"):
         sensor(deferrable=False, stall_timeout=5).poke(make_context(store))
 

@@ -23,8 +23,8 @@ class CosKeySensor(BaseSensorOperator):
     * A sibling ``_FAILED`` object (same directory as a key) fails the task at once, without retry
       (``AirflowFailException``), and its JSON (``error``, ``log_tail``) is written to the task log.
     * Each new sibling ``progress.json`` (epoch, metrics) is logged while waiting.
-    * When none of them changes for ``stall_timeout`` seconds (counted from the first poke), the task
-      fails without retry.
+    * When none of them changes for ``stall_timeout`` seconds once the workload has reported progress,
+      the task fails without retry (booting, before the first report, is bounded by ``timeout`` only).
     * ``deferrable=True`` (default) waits in the triggerer; ``mode="poke"``/``"reschedule"`` work too
       (progress state is kept in ``task_state_store`` across reschedules where Airflow offers it).
 

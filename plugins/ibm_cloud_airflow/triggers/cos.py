@@ -100,7 +100,10 @@ def check_markers(
     if all(k in done for k in keys):
         return {"status": "success", "progress": lines, "keys": list(keys)}
     idle = now - float(state["last_change"])
-    if stall_timeout is not None and stall_timeout > 0 and idle > stall_timeout:
+    # The stall clock starts with the first sign of life: booting (driver install, environment,
+    # data download) takes as long as it takes, and is bounded by the sensor's own timeout.
+    started = bool(seen) or bool(done)
+    if started and stall_timeout is not None and stall_timeout > 0 and idle > stall_timeout:
         missing = [k for k in keys if k not in done]
         return {
             "status": "stalled",
