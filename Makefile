@@ -46,7 +46,7 @@ $(CHECKOV_VENV)/.installed:
 
 install: $(VENV)/.installed $(WORKLOAD_VENV)/.installed
 
-test: install
+test: install $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install

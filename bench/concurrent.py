@@ -192,7 +192,8 @@ def run_scenario(cfg: ScenarioConfig, work: Path, log=print) -> dict[str, Any]:
     conf = {**LOCAL_CONF, **cfg.conf}
     bucket = conf.get("bucket", DEMO_BUCKET)
     started = time.time()
-    with Sandbox(rate_limit_per_min=cfg.rate_limit_per_min, state_dir=work / "sandbox") as sandbox:
+    limit = cfg.rate_limit_per_min or None  # 0: no limit
+    with Sandbox(rate_limit_per_min=limit, state_dir=work / "sandbox") as sandbox:
         sandbox.ensure_bucket(bucket)
         tap = SchematicsTap(sandbox)
         with AirflowCluster(

@@ -32,7 +32,7 @@ LOCAL_CONF: dict[str, Any] = {
     "epochs": 3,
     "batch_size": 64,
     "max_runtime_minutes": 15,
-    "progress_stall_minutes": 0.5,
+    "progress_stall_minutes": 2,
 }
 
 

@@ -105,7 +105,8 @@ RUN_FAILING = {
 def test_a_failing_run_still_destroys_everything(fault, sandbox_factory, run_pipeline):
     failed_task, message, not_run = RUN_FAILING[fault]
     sandbox = sandbox_factory(faults=[fault])
-    (result,) = run_pipeline(sandbox)
+    # A short stall timeout: the hung workload is caught 30 s after its last progress report.
+    (result,) = run_pipeline(sandbox, conf={"progress_stall_minutes": 0.5})
 
     assert result["dag_run_state"] == "failed"
     assert result["tasks"][failed_task] == "failed", result["tasks"]
@@ -118,7 +119,8 @@ def test_a_failing_run_still_destroys_everything(fault, sandbox_factory, run_pip
 
 
 def test_five_concurrent_runs_keep_to_their_own_resources(sandbox, run_pipeline):
-    results = run_pipeline(sandbox, count=5)
+    # Five trainings share two CPU cores here: epochs are slow, so no stall timeout should bite.
+    results = run_pipeline(sandbox, count=5, conf={"progress_stall_minutes": 10})
 
     assert [r["dag_run_state"] for r in results] == ["success"] * 5, [r["failures"] for r in results]
     prefixes = {r["plan"]["prefix"] for r in results}
