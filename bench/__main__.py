@@ -9,7 +9,9 @@ Sizes come from flags or environment variables (flag wins): ``BENCH_PARSES`` (20
 (60: the poke-mode baseline's poke interval, Airflow's default), ``BENCH_SENSOR_SECONDS`` (2: the
 deferrable sensor's poll interval, the DAG's default), ``BENCH_SCENARIO_TIMEOUT`` (600 s per
 scenario), ``BENCH_EPOCHS`` (10: training epochs per run, so that the sensors really wait),
-``BENCH_RATE_LIMIT`` (50: the sandbox's Schematics requests per minute; 0 turns the limit off).
+``BENCH_RATE_LIMIT`` (50: the sandbox's Schematics requests per minute; 0 turns the limit off),
+``BENCH_NICE_SERVERS`` (1: the simulated GPU servers run at nice 19, as they would not share the
+Airflow machine's CPUs in the cloud).
 Prints a table and writes ``bench/results.json``.
 """
 
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -294,9 +297,20 @@ def main(argv: list[str] | None = None) -> int:
         help="the sandbox's Schematics requests/minute (0: no limit, to see the pipeline's own latency)",
     )
     parser.add_argument("--dags-folder", default=str(REPO / "dags"), help="(development) another DAG folder")
+    parser.add_argument(
+        "--nice-servers",
+        type=int,
+        choices=(0, 1),
+        default=int(_env_num("BENCH_NICE_SERVERS", 1)),
+        help="run the sandbox's simulated GPU servers at nice 19 (1, default) or not (0)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--keep", action="store_true", help="keep the scenarios' Airflow homes and logs")
     args = parser.parse_args(argv)
+    # Stop cleanly on Ctrl-C and on SIGTERM (also when started in the background, where SIGINT is
+    # ignored): the scenarios' context managers then stop Airflow and the sandbox's servers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     started = time.time()
     results: dict[str, Any] = {
@@ -321,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs": args.runs,
             "schematics_poll_s": args.poll_seconds,
             "rate_limit_per_min": args.rate_limit,
+            "nice_servers": args.nice_servers,
             "timeout_s": args.scenario_timeout,
             "conf": conf,
             "dags_folder": args.dags_folder,

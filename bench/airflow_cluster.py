@@ -151,6 +151,7 @@ class AirflowCluster:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         for proc in self.procs.values():
             _signal_group(proc, signal.SIGKILL)  # whatever is left in the group (workers, tasks)
+            _kill_session(proc.pid)  # task processes put themselves in groups of their own
             if proc.poll() is None:
                 proc.wait(timeout=10)
 
@@ -198,6 +199,19 @@ class AirflowCluster:
         params: list[tuple[str, Any]] = [("limit", 1000)] + [("state", s) for s in states]
         data = self.api("GET", f"/dags/{dag_id}/dagRuns/~/taskInstances", params=params)
         return data.get("task_instances") or []
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL every process left in session ``sid`` (the component's, from start_new_session)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == sid:  # after "pid (comm)": state ppid pgrp session ...
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import statistics
 import threading
@@ -49,6 +50,7 @@ class ScenarioConfig:
     timeout_s: float = 900.0
     conf: dict[str, Any] = field(default_factory=dict)
     dags_folder: str = str(REPO / "dags")
+    nice_servers: bool = True  # simulated servers at nice 19: the cloud's CPUs are not Airflow's
 
     def dag_env(self) -> dict[str, str]:
         return {
@@ -141,9 +143,13 @@ def marker_times(bucket: str) -> dict[str, float]:
 class Sampler(threading.Thread):
     """Samples task-instance states every ``period_s`` through the REST API."""
 
-    def __init__(self, cluster: AirflowCluster, tap: SchematicsTap, period_s: float) -> None:
+    def __init__(
+        self, cluster: AirflowCluster, tap: SchematicsTap, period_s: float, nice_under: Path | None = None
+    ) -> None:
         super().__init__(name="bench-sampler", daemon=True)
         self.cluster, self.tap, self.period_s = cluster, tap, period_s
+        self.nice_under = nice_under
+        self.reniced: set[int] = set()
         self.samples: list[dict[str, Any]] = []
         self.errors = 0
         self._halt = threading.Event()
@@ -177,11 +183,31 @@ class Sampler(threading.Thread):
                     }
                 )
             self.tap.remember()
+            if self.nice_under is not None:
+                renice_servers(self.nice_under, self.reniced)
             self._halt.wait(max(0.0, self.period_s - (time.time() - started)))
 
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=30)
+
+
+def renice_servers(state_dir: Path, done: set[int]) -> None:
+    """Lowest CPU priority for the sandbox's simulated servers (processes running under its dir).
+
+    On a real deployment the training runs on the GPU servers, not on the Airflow machine; here
+    they share its CPUs, and ten TensorFlow trainings would starve the scheduler and triggerer.
+    """
+    marker = str(state_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in done:
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes():
+                os.setpriority(os.PRIO_PROCESS, int(entry.name), 19)
+                done.add(int(entry.name))
+        except OSError:
+            continue
 
 
 # -- the scenario ------------------------------------------------------------------------------------
@@ -205,7 +231,7 @@ def run_scenario(cfg: ScenarioConfig, work: Path, log=print) -> dict[str, Any]:
         ) as af:
             log(f"[{cfg.mode}] airflow up after {time.time() - started:.0f} s; waiting for the DAG")
             af.wait_for_dag(DAG_ID)
-            sampler = Sampler(af, tap, cfg.sample_s)
+            sampler = Sampler(af, tap, cfg.sample_s, work / "sandbox" if cfg.nice_servers else None)
             sampler.start()
             run_ids = [f"bench-{cfg.mode}-{i:02d}" for i in range(cfg.runs)]
             for run_id in run_ids:
@@ -253,6 +279,7 @@ def run_scenario(cfg: ScenarioConfig, work: Path, log=print) -> dict[str, Any]:
         "leaked_resources": [f"{r['kind']} {r['name']}" for r in leaked],
         "samples": sampler.samples,
         "sampler_errors": sampler.errors,
+        "servers_reniced": len(sampler.reniced),
         "scenario_s": round(time.time() - started, 1),
     }
 

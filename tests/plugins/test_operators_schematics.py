@@ -161,9 +161,23 @@ class TestJobOperators:
             )
 
     def test_sync_mode_polls_streams_and_finishes(self, hook, capsys):
-        hook.get_activity.side_effect = [{"status": "INPROGRESS"}, {"status": "COMPLETED"}]
+        summary = {"status": "COMPLETED", "templates": [{"log_summary": {"resources_added": 7}}]}
+        hook.get_activity.side_effect = [{"status": "INPROGRESS"}, {"status": "COMPLETED"}, summary]
         hook.get_activity_log.side_effect = ["a\n", "a\nb\n"]
-        assert apply_op(deferrable=False).execute(make_context(FakeStore())) == {"vpc_id": "r006-1"}
+        context = make_context(FakeStore())
+        assert apply_op(deferrable=False).execute(context) == {"vpc_id": "r006-1"}
+        # the job's summary goes to XCom for the run report
+        context["ti"].xcom_push.assert_any_call(
+            key="job",
+            value={
+                "activity_id": AID,
+                "status": "COMPLETED",
+                "performed_at": None,
+                "resources_added": 7,
+                "resources_modified": None,
+                "resources_destroyed": None,
+            },
+        )
         out = capsys.readouterr().out
         assert out.count("] a") == 1 and out.count("] b") == 1
 
@@ -174,7 +188,11 @@ class TestJobOperators:
         hook.stop_activity.assert_called_once_with("ws", AID)
 
     def test_job_retries_resubmit_failed_destroy(self, hook):
-        hook.get_activity.side_effect = [{"status": "FAILED"}, {"status": "COMPLETED"}]
+        hook.get_activity.side_effect = [
+            {"status": "FAILED"},
+            {"status": "COMPLETED"},
+            {"status": "COMPLETED"},
+        ]
         hook.run_command.side_effect = ["d1", "d2"]
         op = SchematicsDestroyOperator(
             task_id="destroy", workspace_id="ws", deferrable=False, poll_interval=0.01

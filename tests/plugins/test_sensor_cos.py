@@ -137,7 +137,9 @@ def test_sensor_reschedule_keeps_progress_state(cos):
 
 def test_sensor_stall_fails(cos):
     store = FakeStore()
-    store.set("ibm_cos_sensor_progress", {"done": [], "progress": {"p/vm-0/progress.json": "t"}, "last_change": 0})
+    store.set(
+        "ibm_cos_sensor_progress", {"done": [], "progress": {"p/vm-0/progress.json": "t"}, "last_change": 0}
+    )
     with pytest.raises(AirflowFailException, match="No progress"):
         sensor(deferrable=False, stall_timeout=5).poke(make_context(store))
 
