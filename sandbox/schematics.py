@@ -740,7 +740,8 @@ class SchematicsService:
                 ]
             )
 
-    def ep_state_stores(self, request: Request, claims: dict[str, Any], w_id: str) -> Response:
+    def _runtime_data(self, request: Request, w_id: str, store: str) -> Response:
+        """``state_stores`` / ``log_stores``: one ``<store>_url`` per template of the workspace."""
         with self._lock:
             ws = self._ws(w_id)
             base = request.host_url.rstrip("/")
@@ -751,13 +752,15 @@ class SchematicsService:
                             "id": tpl["id"],
                             "engine_name": "terraform",
                             "engine_version": tpl["type"].replace("terraform_", ""),
-                            "state_store_url": f"{base}/v1/workspaces/{w_id}/runtime_data/"
-                            f"{tpl['id']}/state_store",
+                            f"{store}_url": f"{base}/v1/workspaces/{w_id}/runtime_data/{tpl['id']}/{store}",
                         }
                         for tpl in ws["templates"]
                     ]
                 }
             )
+
+    def ep_state_stores(self, request: Request, claims: dict[str, Any], w_id: str) -> Response:
+        return self._runtime_data(request, w_id, "state_store")
 
     def ep_state(self, request: Request, claims: dict[str, Any], w_id: str, t_id: str) -> Response:
         with self._lock:
@@ -819,23 +822,7 @@ class SchematicsService:
             )
 
     def ep_log_stores(self, request: Request, claims: dict[str, Any], w_id: str) -> Response:
-        with self._lock:
-            ws = self._ws(w_id)
-            base = request.host_url.rstrip("/")
-            return json_response(
-                {
-                    "runtime_data": [
-                        {
-                            "id": tpl["id"],
-                            "engine_name": "terraform",
-                            "engine_version": tpl["type"].replace("terraform_", ""),
-                            "log_store_url": f"{base}/v1/workspaces/{w_id}/runtime_data/"
-                            f"{tpl['id']}/log_store",
-                        }
-                        for tpl in ws["templates"]
-                    ]
-                }
-            )
+        return self._runtime_data(request, w_id, "log_store")
 
     def ep_activity_log(
         self, request: Request, claims: dict[str, Any], w_id: str, t_id: str, a_id: str

@@ -86,6 +86,13 @@ def test_lifecycle_with_fake_engine(client, fake_box):
 
     actions = svc.list_workspace_activities(w_id=w_id).get_result()["actions"]
     assert [a["name"] for a in actions] == ["APPLY", "PLAN"]
+    base = f"/v1/workspaces/{w_id}/runtime_data/{t_id}"
+    log_store = svc.get_workspace_log_urls(w_id=w_id).get_result()["runtime_data"][0]
+    assert log_store["id"] == t_id and log_store["log_store_url"].endswith(f"{base}/log_store")
+    state_store = svc.get_workspace_state(w_id=w_id).get_result()["runtime_data"][0]
+    assert state_store["engine_name"] == "terraform" and state_store["state_store_url"].endswith(
+        f"{base}/state_store"
+    )
 
     destroy_id = client.run(w_id, "destroy")
     assert client.wait(w_id, destroy_id)["status"] == "COMPLETED"
