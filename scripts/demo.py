@@ -95,14 +95,20 @@ def download_prefix(endpoints: dict[str, Any], bucket: str, prefix: str, dest: P
 
 
 def _why(result: dict[str, Any]) -> str | None:
-    """The first failure a user should read: the failed work task's error, else the run's."""
+    """The first failure a user should read, in one line: the failed work task's error first.
+
+    The whole message (job log or workload log tail) is in the Airflow log named in the output.
+    """
     failures = result.get("failures") or {}
-    for task_id in ("validate", "plan", "apply", "wait_for_output", "destroy", "leak_check"):
-        if task_id in failures:
-            return f"{task_id}: {failures[task_id]}"
-    if result.get("reason"):
-        return result["reason"]
-    return next((f"{t}: {m}" for t, m in failures.items()), None)
+    first = next(
+        (
+            f"{task_id}: {failures[task_id]}"
+            for task_id in ("validate", "plan", "apply", "wait_for_output", "destroy", "leak_check")
+            if task_id in failures
+        ),
+        result.get("reason") or next((f"{t}: {m}" for t, m in failures.items()), None),
+    )
+    return first.strip().splitlines()[0] if first else None
 
 
 def main() -> int:
