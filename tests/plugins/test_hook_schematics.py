@@ -108,13 +108,39 @@ class TestCommands:
         assert hook.client.apply_workspace_command.call_args.args == ("ws", "rt-1")
 
     def test_5xx_after_accept_does_not_start_second_job(self, hook):
-        hook.client.list_workspace_activities.side_effect = [
-            resp({"actions": [{"action_id": "old", "name": "APPLY"}]}),
-            resp({"actions": [{"action_id": "old", "name": "APPLY"}, {"action_id": "new", "name": "APPLY"}]}),
-        ]
+        from datetime import UTC, datetime, timedelta
+
+        now = datetime.now(UTC)
+        hook.client.list_workspace_activities.return_value = resp(
+            {
+                "actions": [
+                    # an apply of an hour ago is not the one just submitted; the one of now is
+                    {
+                        "action_id": "old",
+                        "name": "APPLY",
+                        "performed_at": (now - timedelta(hours=1)).isoformat(),
+                    },
+                    {"action_id": "new", "name": "APPLY", "performed_at": now.strftime("%Y-%m-%dT%H:%M:%SZ")},
+                ]
+            }
+        )
         hook.client.apply_workspace_command.side_effect = [api_error(502), resp({"activityid": "never"})]
         assert hook.apply("ws") == "new"
         assert hook.client.apply_workspace_command.call_count == 1
+
+    def test_commands_do_not_list_jobs_unless_a_submit_fails(self, hook):
+        hook.client.apply_workspace_command.return_value = resp({"activityid": "a1"})
+        assert hook.apply("ws") == "a1"
+        hook.client.list_workspace_activities.assert_not_called()
+
+    def test_job_log_url_is_looked_up_once_per_job(self, hook, monkeypatch):
+        hook.client.get_workspace_activity_logs.return_value = resp(
+            {"templates": [{"template_id": "t", "log_url": "https://x/log"}]}
+        )
+        monkeypatch.setattr(hook, "_fetch_text", lambda url, what: "line\n")
+        assert hook.get_activity_log("ws", "a1") == "line"
+        assert hook.get_activity_log("ws", "a1") == "line"
+        assert hook.client.get_workspace_activity_logs.call_count == 1
 
     def test_5xx_before_accept_resends(self, hook):
         hook.client.list_workspace_activities.return_value = resp({"actions": []})

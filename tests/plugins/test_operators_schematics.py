@@ -162,7 +162,7 @@ class TestJobOperators:
 
     def test_sync_mode_polls_streams_and_finishes(self, hook, capsys):
         summary = {"status": "COMPLETED", "templates": [{"log_summary": {"resources_added": 7}}]}
-        hook.get_activity.side_effect = [{"status": "INPROGRESS"}, {"status": "COMPLETED"}, summary]
+        hook.get_activity.side_effect = [{"status": "INPROGRESS"}, summary]  # no extra read for the summary
         hook.get_activity_log.side_effect = ["a\n", "a\nb\n"]
         context = make_context(FakeStore())
         assert apply_op(deferrable=False).execute(context) == {"vpc_id": "r006-1"}
@@ -190,7 +190,6 @@ class TestJobOperators:
     def test_job_retries_resubmit_failed_destroy(self, hook):
         hook.get_activity.side_effect = [
             {"status": "FAILED"},
-            {"status": "COMPLETED"},
             {"status": "COMPLETED"},
         ]
         hook.run_command.side_effect = ["d1", "d2"]

@@ -49,9 +49,11 @@ def test_new_log_lines():
 
 async def test_success_streams_each_line_once(capsys):
     trig = make()
-    hook = fake_hook(["INPROGRESS", "INPROGRESS", "COMPLETED"], ["l1\n", "l1\nl2\n", "l1\nl2\nl3\n"])
+    # The log is read on the first poll, not on the unchanged second one, and at the end.
+    hook = fake_hook(["INPROGRESS", "INPROGRESS", "COMPLETED"], ["l1\n", "l1\nl2\nl3\n"])
     with mock.patch.object(trig, "_hook", return_value=hook):
         event = await trig.run().asend(None)
+    assert hook.get_activity_log.await_count == 2
     assert event == TriggerEvent(
         {
             "status": "success",
@@ -59,6 +61,14 @@ async def test_success_streams_each_line_once(capsys):
             "workspace_id": "ws",
             "activity_id": "a" * 32,
             "log_offset": 3,
+            "job": {
+                "activity_id": None,
+                "status": "COMPLETED",
+                "performed_at": None,
+                "resources_added": None,
+                "resources_modified": None,
+                "resources_destroyed": None,
+            },
         }
     )
     out = capsys.readouterr().out + capsys.readouterr().err

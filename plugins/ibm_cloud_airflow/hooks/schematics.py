@@ -8,6 +8,7 @@ import os
 import tarfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ TAR_EXCLUDED_DIRS = frozenset({".terraform", ".git", "__pycache__"})
 TAR_EXCLUDED_SUFFIXES = (".tfstate", ".tfstate.backup", ".tfplan")
 
 LEASE_TAG_PREFIX = "airflow-lease:"
+# How far the Schematics clock may run behind ours when matching a job to the request that started it.
+JOB_CLOCK_SKEW_S = 5
 
 
 def console_url(workspace_id: str) -> str:
@@ -154,6 +157,7 @@ class SchematicsHook(BaseHook):
         self.retry_policy = retry_policy or RetryPolicy()
         self.request_timeout = request_timeout
         self._sleep = sleep
+        self._log_templates: dict[str, list[dict[str, Any]]] = {}
 
     # -- clients -----------------------------------------------------------------------------
     @cached_property
@@ -273,6 +277,7 @@ class SchematicsHook(BaseHook):
         tar_bytes = build_template_tar(template_dir)
         store = build_variablestore(variables, secure_variables)
         workspace = self.find_workspace_by_name(name)
+        created = False
         if workspace is not None:
             self.log.info("Workspace %r exists (%s); reusing it", name, workspace["id"])
         else:
@@ -297,9 +302,12 @@ class SchematicsHook(BaseHook):
                 recover=recover,
             )
             self.log.info("Created workspace %r: %s", name, workspace["id"])
+            created = True
         workspace_id = workspace["id"]
-        self.upload_template(workspace_id, tar_bytes, template_id=self.template_id(workspace))
-        self.update_variables(workspace_id, variables, secure_variables)
+        template_id = self.template_id(workspace)
+        self.upload_template(workspace_id, tar_bytes, template_id=template_id)
+        if not created:  # a new workspace got its variables in the create call
+            self.update_variables(workspace_id, variables, secure_variables, template_id=template_id)
         return self.wait_for_workspace_ready(workspace_id, timeout=ready_timeout)
 
     def upload_template(self, workspace_id: str, tar_bytes: bytes, template_id: str | None = None) -> None:
@@ -397,13 +405,18 @@ class SchematicsHook(BaseHook):
         return list((result or {}).get("actions") or [])
 
     def _submit(self, command: str, workspace_id: str, send: Callable[[str], Any]) -> str:
-        """Start a job; on a 5xx/transport error look for the job the server may have started anyway."""
-        known = {a.get("action_id") for a in self.list_activities(workspace_id)}
+        """Start a job; on a 5xx/transport error look for the job the server may have started anyway.
+
+        The look-up happens only after such an error (each Schematics call counts against a rate
+        limit): a job of this command that started since just before the first attempt is ours.
+        """
+        started_after = datetime.now(UTC) - timedelta(seconds=JOB_CLOCK_SKEW_S)
 
         def recover(_exc: BaseException) -> str | None:
             for act in self.list_activities(workspace_id):
                 name = str(act.get("name") or "").upper()
-                if act.get("action_id") not in known and name.endswith(command.upper()):
+                performed = _parse_time(act.get("performed_at"))
+                if name.endswith(command.upper()) and performed is not None and performed >= started_after:
                     return act["action_id"]
             return None
 
@@ -483,18 +496,23 @@ class SchematicsHook(BaseHook):
         return True
 
     def get_activity_log(self, workspace_id: str, activity_id: str) -> str:
-        """The job's Terraform log as text (follows ``templates[].log_url``)."""
-        logs = (
-            self._result(
-                f"get log urls of job {activity_id}",
-                self.client.get_workspace_activity_logs,
-                workspace_id,
-                activity_id,
+        """The job's Terraform log as text (follows ``templates[].log_url``, looked up once per job)."""
+        templates = self._log_templates.get(activity_id)
+        if templates is None:
+            logs = (
+                self._result(
+                    f"get log urls of job {activity_id}",
+                    self.client.get_workspace_activity_logs,
+                    workspace_id,
+                    activity_id,
+                )
+                or {}
             )
-            or {}
-        )
+            templates = logs.get("templates") or []
+            if all(t.get("log_url") for t in templates) and templates:
+                self._log_templates[activity_id] = templates
         texts = []
-        for template in logs.get("templates") or []:
+        for template in templates:
             url = template.get("log_url")
             if url:
                 texts.append(self._fetch_text(url, what=f"read log of job {activity_id}"))
@@ -633,3 +651,25 @@ class SchematicsAsyncHook:
         self, workspace_id: str, activity_id: str, *, timeout: float | None = None
     ) -> bool:
         return await self._run("stop_activity", workspace_id, activity_id, timeout=timeout)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """A Schematics timestamp (RFC 3339, ``Z`` or offset) as an aware datetime; None if absent."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def job_summary(activity: Mapping[str, Any]) -> dict[str, Any]:
+    """What a finished job did, as Schematics summarises it (for run reports)."""
+    summary = ((activity.get("templates") or [{}])[0] or {}).get("log_summary") or {}
+    return {
+        "activity_id": activity.get("action_id"),
+        "status": activity.get("status"),
+        "performed_at": activity.get("performed_at"),
+        **{k: summary.get(k) for k in ("resources_added", "resources_modified", "resources_destroyed")},
+    }

@@ -17,7 +17,12 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudConfigError, IbmCloudNotFoundError
-from ibm_cloud_airflow.hooks.schematics import LEASE_TAG_PREFIX, TERMINAL_JOB_STATUSES, SchematicsHook
+from ibm_cloud_airflow.hooks.schematics import (
+    LEASE_TAG_PREFIX,
+    TERMINAL_JOB_STATUSES,
+    SchematicsHook,
+    job_summary,
+)
 from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
 from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger, new_log_lines
 from ibm_cloud_airflow.utils.secrets import resolve_secret_references
@@ -226,6 +231,7 @@ class _SchematicsJobOperator(BaseOperator):
         self._workspace_id: str | None = None
         self._activity_id: str | None = None
         self._killed = False
+        self._finished_job: dict[str, Any] | None = None
 
     @cached_property
     def hook(self) -> SchematicsHook:
@@ -369,6 +375,7 @@ class _SchematicsJobOperator(BaseOperator):
             status = str(activity.get("status") or "").upper()
             offset = self._stream_log(workspace_id, activity_id, offset)
             if status in TERMINAL_JOB_STATUSES:
+                self._finished_job = job_summary(activity)
                 return status
             now = time.time()
             if now >= deadline:
@@ -394,6 +401,7 @@ class _SchematicsJobOperator(BaseOperator):
     ) -> Any:
         workspace_id = event.get("workspace_id") or self._workspace_id
         activity_id = event.get("activity_id") or self._activity_id
+        self._finished_job = event.get("job")
         self._workspace_id, self._activity_id = workspace_id, activity_id
         status = event.get("status")
         if status == "error":
@@ -420,15 +428,10 @@ class _SchematicsJobOperator(BaseOperator):
         )
 
     def _job_summary(self, workspace_id: str, activity_id: str) -> dict[str, Any]:
-        """What the job did, as Schematics summarises it (for the run report)."""
-        activity = self.hook.get_activity(workspace_id, activity_id)
-        summary = ((activity.get("templates") or [{}])[0] or {}).get("log_summary") or {}
-        return {
-            "activity_id": activity_id,
-            "status": activity.get("status"),
-            "performed_at": activity.get("performed_at"),
-            **{k: summary.get(k) for k in ("resources_added", "resources_modified", "resources_destroyed")},
-        }
+        """The finished job's summary: from the trigger's event when deferred, else one more read."""
+        if self._finished_job is None:
+            self._finished_job = job_summary(self.hook.get_activity(workspace_id, activity_id))
+        return {**self._finished_job, "activity_id": activity_id}
 
     def _log_tail(self, workspace_id: str, activity_id: str) -> str:
         try:

@@ -9,7 +9,10 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES, SchematicsAsyncHook
+from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES, SchematicsAsyncHook, job_summary
+
+# While a job runs, its log is read on every LOG_EVERY_POLLS-th status poll (and on each change).
+LOG_EVERY_POLLS = 3
 
 
 def new_log_lines(text: str, offset: int) -> tuple[list[str], int]:
@@ -98,17 +101,24 @@ class SchematicsJobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
+        polls, last_status = 0, None
         try:
             while True:
                 activity = await hook.get_activity(self.workspace_id, self.activity_id)
                 status = str(activity.get("status") or "").upper()
-                await self._stream_log(hook)
-                if status in TERMINAL_JOB_STATUSES:
+                terminal = status in TERMINAL_JOB_STATUSES
+                # Every call counts against Schematics' per-user rate limit: read the log when
+                # something happened, every LOG_EVERY_POLLS polls, and once more at the end.
+                if terminal or status != last_status or polls % LOG_EVERY_POLLS == 0:
+                    await self._stream_log(hook)
+                polls, last_status = polls + 1, status
+                if terminal:
                     self.log.info("Schematics job %s ended: %s", self.activity_id, status)
                     yield TriggerEvent(
                         self._payload(
                             {"COMPLETED": "success", "FAILED": "failed", "STOPPED": "stopped"}[status],
                             job_status=status,
+                            job=job_summary(activity),
                         )
                     )
                     return
