@@ -313,7 +313,7 @@ def test_sandbox_launcher_boots_bootstrap_and_stopping_leaves_no_marker(cloud, w
     ends the job without a marker, and no process is left behind."""
     env = cloud("trusted_profile")
     if env.kind != "sandbox":
-        pytest.skip("sandbox.launcher is not available")
+        pytest.skip("needs the sandbox; WORKLOAD_TESTS_SANDBOX=0 chose plain moto")
     import base64
 
     from sandbox.faults import FaultSet
