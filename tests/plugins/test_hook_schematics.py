@@ -133,12 +133,19 @@ class TestCommands:
         assert hook.apply("ws") == "a1"
         hook.client.list_workspace_activities.assert_not_called()
 
-    def test_job_log_url_is_looked_up_once_per_job(self, hook, monkeypatch):
+    def test_job_log_follows_the_activitys_log_url_without_a_lookup(self, hook, monkeypatch):
+        fetched = []
+        monkeypatch.setattr(hook, "_fetch_text", lambda url, what: fetched.append(url) or "line\n")
+        activity = {"templates": [{"template_id": "t", "log_url": "https://x/log"}]}
+        assert hook.get_activity_log("ws", "a1", activity) == "line"
+        assert fetched == ["https://x/log"]
+        assert hook.client.get_workspace_activity_logs.call_count == 0
+
+    def test_job_log_without_the_activity_looks_the_url_up(self, hook, monkeypatch):
         hook.client.get_workspace_activity_logs.return_value = resp(
             {"templates": [{"template_id": "t", "log_url": "https://x/log"}]}
         )
         monkeypatch.setattr(hook, "_fetch_text", lambda url, what: "line\n")
-        assert hook.get_activity_log("ws", "a1") == "line"
         assert hook.get_activity_log("ws", "a1") == "line"
         assert hook.client.get_workspace_activity_logs.call_count == 1
 

@@ -163,7 +163,7 @@ class TestJobOperators:
     def test_sync_mode_polls_streams_and_finishes(self, hook, capsys):
         summary = {"status": "COMPLETED", "templates": [{"log_summary": {"resources_added": 7}}]}
         hook.get_activity.side_effect = [{"status": "INPROGRESS"}, summary]  # no extra read for the summary
-        hook.get_activity_log.side_effect = ["a\n", "a\nb\n"]
+        hook.get_activity_log.side_effect = ["a\nb\n"]  # read once, when the job has ended
         context = make_context(FakeStore())
         assert apply_op(deferrable=False).execute(context) == {"vpc_id": "r006-1"}
         # the job's summary goes to XCom for the run report
@@ -245,12 +245,17 @@ class TestDestroyNoops:
             op.execute(make_context())
         hook.run_command.assert_called_once_with("destroy", "ws")
 
-    def test_deleted_or_draft(self, hook):
-        hook.get_workspace.side_effect = IbmCloudNotFoundError("gone")
+    def test_deleted_workspace_is_nothing_to_destroy(self, hook):
+        # With an id the destroy is submitted at once (no look-up first); 404 means it is gone.
+        hook.run_command.side_effect = IbmCloudNotFoundError("gone")
         assert SchematicsDestroyOperator(task_id="d", workspace_id="ws").execute(make_context()) is None
-        hook.get_workspace.side_effect = None
+        hook.get_workspace.assert_not_called()
+
+    def test_draft_workspace_found_by_name_is_nothing_to_destroy(self, hook):
+        hook.find_workspace_by_name.return_value = {"id": "ws"}
         hook.get_workspace.return_value = {"id": "ws", "status": "DRAFT"}
-        assert SchematicsDestroyOperator(task_id="d", workspace_id="ws").execute(make_context()) is None
+        op = SchematicsDestroyOperator(task_id="d", workspace_id="None", workspace_name="airflow-x")
+        assert op.execute(make_context()) is None
         hook.run_command.assert_not_called()
 
 

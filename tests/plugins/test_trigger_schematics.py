@@ -8,7 +8,7 @@ from unittest import mock
 import pytest
 from airflow.triggers.base import TriggerEvent
 
-from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger, new_log_lines
+from ibm_cloud_airflow.triggers.schematics import LOG_EVERY_POLLS, SchematicsJobTrigger, new_log_lines
 
 
 def make(**kw):
@@ -47,13 +47,13 @@ def test_new_log_lines():
     assert new_log_lines("a", 5) == ([], 5)
 
 
-async def test_success_streams_each_line_once(capsys):
+async def test_success_reads_the_log_once_at_the_end(capsys):
     trig = make()
-    # The log is read on the first poll, not on the unchanged second one, and at the end.
-    hook = fake_hook(["INPROGRESS", "INPROGRESS", "COMPLETED"], ["l1\n", "l1\nl2\nl3\n"])
+    # Each request counts against the rate limit: a short job's log is read once, when it ends.
+    hook = fake_hook(["INPROGRESS", "INPROGRESS", "COMPLETED"], ["l1\nl2\nl3\n"])
     with mock.patch.object(trig, "_hook", return_value=hook):
         event = await trig.run().asend(None)
-    assert hook.get_activity_log.await_count == 2
+    assert hook.get_activity_log.await_count == 1
     assert event == TriggerEvent(
         {
             "status": "success",
@@ -69,8 +69,20 @@ async def test_success_streams_each_line_once(capsys):
                 "resources_modified": None,
                 "resources_destroyed": None,
             },
+            "log_tail": ["l1", "l2", "l3"],
         }
     )
+    out = capsys.readouterr().out + capsys.readouterr().err
+    assert [out.count(f"[schematics aaaaaaaa] l{i}") for i in (1, 2, 3)] == [1, 1, 1]
+
+
+async def test_long_job_streams_its_log_every_few_polls(capsys):
+    trig = make()
+    statuses = ["INPROGRESS"] * (2 * LOG_EVERY_POLLS) + ["COMPLETED"]
+    hook = fake_hook(statuses, ["l1\n", "l1\nl2\n", "l1\nl2\nl3\n"])
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        event = await trig.run().asend(None)
+    assert hook.get_activity_log.await_count == 3 and event.payload["log_offset"] == 3
     out = capsys.readouterr().out + capsys.readouterr().err
     assert [out.count(f"[schematics aaaaaaaa] l{i}") for i in (1, 2, 3)] == [1, 1, 1]
 
@@ -101,10 +113,10 @@ async def test_api_error_gives_error_event():
 
 async def test_log_errors_do_not_fail_the_wait():
     trig = make()
-    hook = fake_hook(["INPROGRESS", "COMPLETED"], [RuntimeError("log not ready"), "x\n"])
+    hook = fake_hook(["INPROGRESS", "COMPLETED"], [RuntimeError("log not ready")])
     with mock.patch.object(trig, "_hook", return_value=hook):
         event = await trig.run().asend(None)
-    assert event.payload["status"] == "success" and event.payload["log_offset"] == 1
+    assert event.payload["status"] == "success" and event.payload["log_tail"] is None
 
 
 async def test_on_kill_stops_the_job():

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_IAM_URL = "https://iam.cloud.ibm.com"
+# Schematics accepts 50 requests per minute per user; the rest is headroom for the console and CLI.
+DEFAULT_RATE_LIMIT_PER_MINUTE = 45
 
 #: Public Schematics endpoints per location (reference §2.3). Geography names are accepted too.
 SCHEMATICS_ENDPOINTS = {
@@ -111,6 +113,19 @@ def _check_url(conn_id: str, name: str, value: Any) -> str:
     return value.strip().rstrip("/")
 
 
+def _number(conn_id: str, extra: dict[str, Any], name: str, default: Any, kind: type, minimum: float) -> Any:
+    value = extra.get(name, default)
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < minimum or isinstance(value, bool):
+        raise IbmCloudConfigError(
+            f"Connection '{conn_id}': extra {name!r} = {value!r} must be a number >= {minimum:g}"
+        )
+    return number
+
+
 @dataclass(frozen=True)
 class IbmCloudConnectionConfig:
     """Parsed ``ibm_cloud_default``-style connection."""
@@ -122,6 +137,10 @@ class IbmCloudConnectionConfig:
     iam_url: str
     schematics_url: str
     vpc_url: str
+    # Client-side budget of Schematics requests (see hooks/budget.py); 0 turns it off.
+    rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE
+    rate_limit_window_s: float = 60.0
+    budget_dir: str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any) -> IbmCloudConnectionConfig:
@@ -177,6 +196,11 @@ class IbmCloudConnectionConfig:
             iam_url=iam_url,
             schematics_url=schematics_url,
             vpc_url=vpc_url,
+            rate_limit_per_minute=_number(
+                conn_id, extra, "rate_limit_per_minute", DEFAULT_RATE_LIMIT_PER_MINUTE, int, minimum=0
+            ),
+            rate_limit_window_s=_number(conn_id, extra, "rate_limit_window_s", 60.0, float, minimum=1),
+            budget_dir=str(extra["budget_dir"]) if extra.get("budget_dir") else None,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -188,6 +212,7 @@ class IbmCloudConnectionConfig:
             "iam_url": self.iam_url,
             "schematics_url": self.schematics_url,
             "vpc_url": self.vpc_url,
+            "rate_limit_per_minute": self.rate_limit_per_minute,
         }
 
     def authenticator(self) -> Any:
@@ -443,12 +468,14 @@ def call_with_retries(
     recover: Callable[[BaseException], T | None] | None = None,
     sleep: Callable[[float], None] | None = None,
     clock: Callable[[], float] | None = None,
+    before_attempt: Callable[[], None] | None = None,
 ) -> T:
     """Call ``func`` with the retry rules of :class:`RetryPolicy`; map the final error.
 
     ``recover`` is called before re-sending after an error where the server may have acted anyway
     (5xx, transport error). If it returns something other than ``None``, that is returned instead of
     sending the request again: this is how job-starting commands avoid starting a second job.
+    ``before_attempt`` runs before every request sent (the request budget waits there).
     """
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
@@ -457,6 +484,8 @@ def call_with_retries(
     lock_started: float | None = None
     while True:
         attempt += 1
+        if before_attempt is not None:
+            before_attempt()
         try:
             return func()
         except Exception as exc:

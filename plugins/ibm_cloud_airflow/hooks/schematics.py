@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tarfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from ibm_cloud_airflow.hooks.base import (
     call_with_retries,
     get_connection,
 )
+from ibm_cloud_airflow.hooks.budget import POLL, TEARDOWN, WORK, BudgetSpec, RequestBudget, request_budget
 
 #: Activity statuses after which a job no longer runs.
 TERMINAL_JOB_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED"})
@@ -151,13 +153,15 @@ class SchematicsHook(BaseHook):
         retry_policy: RetryPolicy | None = None,
         request_timeout: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        default_tier: str = WORK,
     ) -> None:
         super().__init__()
         self.ibm_conn_id = ibm_conn_id
         self.retry_policy = retry_policy or RetryPolicy()
         self.request_timeout = request_timeout
         self._sleep = sleep
-        self._log_templates: dict[str, list[dict[str, Any]]] = {}
+        self.default_tier = default_tier
+        self._prepaid = threading.local()
 
     # -- clients -----------------------------------------------------------------------------
     @cached_property
@@ -176,6 +180,28 @@ class SchematicsHook(BaseHook):
         client.set_service_url(self.config.schematics_url)
         return client
 
+    @cached_property
+    def budget(self) -> RequestBudget | None:
+        """The machine-wide budget of requests for this API key; None when turned off."""
+        cfg = self.config
+        if not cfg.rate_limit_per_minute:
+            return None
+        spec = BudgetSpec.for_api_key(
+            cfg.api_key,
+            cfg.schematics_url,
+            cfg.rate_limit_per_minute,
+            cfg.rate_limit_window_s,
+            Path(cfg.budget_dir) if cfg.budget_dir else None,
+        )
+        return request_budget(spec)
+
+    def _take_budget(self, tier: str) -> None:
+        prepaid = getattr(self._prepaid, "count", 0)
+        if prepaid:  # the async hook already waited for this request's slot
+            self._prepaid.count = prepaid - 1
+        elif self.budget is not None:
+            self.budget.acquire(tier)
+
     def get_conn(self) -> Any:
         return self.client
 
@@ -190,7 +216,11 @@ class SchematicsHook(BaseHook):
         *,
         wait_on_lock: bool = False,
         recover: Callable[[BaseException], Any] | None = None,
+        tier: str | None = None,
+        metered: bool = True,
     ) -> Any:
+        """One Schematics request with retries; each attempt first takes a slot of ``tier``."""
+        tier = tier or self.default_tier
         return call_with_retries(
             func,
             what=what,
@@ -199,13 +229,22 @@ class SchematicsHook(BaseHook):
             wait_on_lock=wait_on_lock,
             recover=recover,
             sleep=self._sleep,
+            before_attempt=(lambda: self._take_budget(tier)) if metered else None,
         )
 
     def _result(
-        self, what: str, method: Callable[..., Any], *args: Any, wait_on_lock: bool = False, **kwargs: Any
+        self,
+        what: str,
+        method: Callable[..., Any],
+        *args: Any,
+        wait_on_lock: bool = False,
+        tier: str | None = None,
+        **kwargs: Any,
     ) -> Any:
         kwargs.setdefault("timeout", self.request_timeout)
-        return self._call(what, lambda: method(*args, **kwargs).get_result(), wait_on_lock=wait_on_lock)
+        return self._call(
+            what, lambda: method(*args, **kwargs).get_result(), wait_on_lock=wait_on_lock, tier=tier
+        )
 
     def refresh_token(self) -> str:
         """A fresh IAM refresh token (the ``refresh_token`` header of job commands)."""
@@ -214,7 +253,7 @@ class SchematicsHook(BaseHook):
             token = self.authenticator.token_manager.request_token()
             return token["refresh_token"]
 
-        value = self._call("IAM token request", fetch)
+        value = self._call("IAM token request", fetch, metered=False)  # IAM, not Schematics
         if not value or value == "not_supported":
             raise IbmCloudPermanentError(
                 "IAM returned no usable refresh token; the IAM endpoint must issue refresh tokens for "
@@ -247,8 +286,10 @@ class SchematicsHook(BaseHook):
         matches.sort(key=lambda w: w.get("created_at") or "", reverse=True)
         return matches[0]
 
-    def get_workspace(self, workspace_id: str) -> dict[str, Any]:
-        return self._result(f"get workspace {workspace_id}", self.client.get_workspace, workspace_id)
+    def get_workspace(self, workspace_id: str, *, tier: str | None = None) -> dict[str, Any]:
+        return self._result(
+            f"get workspace {workspace_id}", self.client.get_workspace, workspace_id, tier=tier
+        )
 
     @staticmethod
     def template_id(workspace: Mapping[str, Any]) -> str:
@@ -269,14 +310,17 @@ class SchematicsHook(BaseHook):
         terraform_version: str = "terraform_v1.13",
         description: str | None = None,
         ready_timeout: float = 900.0,
+        reuse_existing: bool = True,
     ) -> dict[str, Any]:
         """Create the workspace ``name`` (or reuse the one that exists), upload the template, set variables.
 
+        ``reuse_existing=False`` skips the look-up by name (one request less) where no earlier
+        attempt can have created the workspace, e.g. on a task's first try.
         Returns the workspace once it is ready for a plan (``INACTIVE``/``ACTIVE``/...).
         """
         tar_bytes = build_template_tar(template_dir)
         store = build_variablestore(variables, secure_variables)
-        workspace = self.find_workspace_by_name(name)
+        workspace = self.find_workspace_by_name(name) if reuse_existing else None
         created = False
         if workspace is not None:
             self.log.info("Workspace %r exists (%s); reusing it", name, workspace["id"])
@@ -358,7 +402,7 @@ class SchematicsHook(BaseHook):
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
-            workspace = self.get_workspace(workspace_id)
+            workspace = self.get_workspace(workspace_id, tier=POLL)
             status = str(workspace.get("status") or "").upper()
             locked = bool((workspace.get("workspace_status") or {}).get("locked"))
             if status == "TEMPLATE_ERROR":
@@ -390,6 +434,7 @@ class SchematicsHook(BaseHook):
                     timeout=self.request_timeout,
                 ).get_result(),
                 wait_on_lock=True,
+                tier=TEARDOWN,
             )
         except IbmCloudNotFoundError:
             self.log.info("Workspace %s is already gone", workspace_id)
@@ -404,7 +449,9 @@ class SchematicsHook(BaseHook):
         )
         return list((result or {}).get("actions") or [])
 
-    def _submit(self, command: str, workspace_id: str, send: Callable[[str], Any]) -> str:
+    def _submit(
+        self, command: str, workspace_id: str, send: Callable[[str], Any], tier: str | None = None
+    ) -> str:
         """Start a job; on a 5xx/transport error look for the job the server may have started anyway.
 
         The look-up happens only after such an error (each Schematics call counts against a rate
@@ -428,7 +475,7 @@ class SchematicsHook(BaseHook):
             return activity_id
 
         activity_id = self._call(
-            f"{command} workspace {workspace_id}", do, wait_on_lock=True, recover=recover
+            f"{command} workspace {workspace_id}", do, wait_on_lock=True, recover=recover, tier=tier
         )
         self.log.info("Schematics %s job %s started on workspace %s", command, activity_id, workspace_id)
         return activity_id
@@ -452,6 +499,7 @@ class SchematicsHook(BaseHook):
             "destroy",
             workspace_id,
             lambda rt: self.client.destroy_workspace_command(workspace_id, rt, timeout=self.request_timeout),
+            tier=TEARDOWN,
         )
 
     def refresh(self, workspace_id: str) -> str:
@@ -472,6 +520,7 @@ class SchematicsHook(BaseHook):
             self.client.get_workspace_activity,
             workspace_id,
             activity_id,
+            tier=POLL,
         )
 
     def stop_activity(self, workspace_id: str, activity_id: str, *, timeout: float | None = None) -> bool:
@@ -483,34 +532,42 @@ class SchematicsHook(BaseHook):
         try:
             if timeout is not None:
                 try:
+                    self._take_budget(TEARDOWN)
                     self.client.delete_workspace_activity(workspace_id, activity_id, timeout=timeout)
                 except Exception as exc:
                     from ibm_cloud_airflow.hooks.base import map_api_error
 
                     raise map_api_error(exc, what, self.ibm_conn_id) from exc
             else:
-                self._result(what, self.client.delete_workspace_activity, workspace_id, activity_id)
+                self._result(
+                    what, self.client.delete_workspace_activity, workspace_id, activity_id, tier=TEARDOWN
+                )
         except IbmCloudNotFoundError:
             return False
         self.log.info("Requested stop of Schematics job %s", activity_id)
         return True
 
-    def get_activity_log(self, workspace_id: str, activity_id: str) -> str:
-        """The job's Terraform log as text (follows ``templates[].log_url``, looked up once per job)."""
-        templates = self._log_templates.get(activity_id)
-        if templates is None:
+    def get_activity_log(
+        self, workspace_id: str, activity_id: str, activity: Mapping[str, Any] | None = None
+    ) -> str:
+        """The job's Terraform log as text.
+
+        Follows ``templates[].log_url`` of ``activity`` (the job as last read) when it has them: one
+        request per template instead of two (the ``/logs`` look-up counts against the rate limit).
+        """
+        templates = list((activity or {}).get("templates") or [])
+        if not templates or not all(t.get("log_url") for t in templates):
             logs = (
                 self._result(
                     f"get log urls of job {activity_id}",
                     self.client.get_workspace_activity_logs,
                     workspace_id,
                     activity_id,
+                    tier=POLL,
                 )
                 or {}
             )
             templates = logs.get("templates") or []
-            if all(t.get("log_url") for t in templates) and templates:
-                self._log_templates[activity_id] = templates
         texts = []
         for template in templates:
             url = template.get("log_url")
@@ -525,6 +582,7 @@ class SchematicsHook(BaseHook):
                                 workspace_id, t["template_id"], activity_id, timeout=self.request_timeout
                             ).get_result()
                         ),
+                        tier=POLL,
                     )
                 )
         return "\n".join(t.rstrip("\n") for t in texts if t)
@@ -543,7 +601,7 @@ class SchematicsHook(BaseHook):
                 raise ApiException(resp.status_code, http_response=resp)
             return resp.text
 
-        return self._call(what, get)
+        return self._call(what, get, tier=POLL)
 
     def get_outputs(self, workspace_id: str, *, include_sensitive: bool = False) -> dict[str, Any]:
         """Terraform outputs as ``name -> value``; sensitive ones are replaced by ``"<sensitive>"``."""
@@ -631,26 +689,48 @@ class SchematicsAsyncHook:
         self._hook_kwargs = hook_kwargs
         self._hook: SchematicsHook | None = None
 
-    async def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    async def _run(self, name: str, *args: Any, tier: str = POLL, **kwargs: Any) -> Any:
+        """Wait for the request's budget slot here, on the event loop, then call in a thread.
+
+        Waiting inside the thread would tie up the loop's small thread pool, which every other
+        trigger in the triggerer (the COS sensors too) needs.
+        """
         from asgiref.sync import sync_to_async
 
-        def call() -> Any:
-            if self._hook is None:
-                self._hook = SchematicsHook(self.ibm_conn_id, **self._hook_kwargs)
-            return getattr(self._hook, name)(*args, **kwargs)
+        hook = await sync_to_async(self._get_hook, thread_sensitive=False)()
+        budget = hook.budget
 
+        def call() -> Any:
+            if budget is not None:
+                hook._prepaid.count = 1
+            try:
+                return getattr(hook, name)(*args, **kwargs)
+            finally:
+                hook._prepaid.count = 0
+
+        if budget is not None:
+            await budget.acquire_async(tier)
         return await sync_to_async(call, thread_sensitive=False)()
+
+    def _get_hook(self) -> SchematicsHook:
+        if self._hook is None:
+            hook = SchematicsHook(self.ibm_conn_id, **self._hook_kwargs)
+            hook.budget  # noqa: B018 - reads the connection, in this thread
+            self._hook = hook
+        return self._hook
 
     async def get_activity(self, workspace_id: str, activity_id: str) -> dict[str, Any]:
         return await self._run("get_activity", workspace_id, activity_id)
 
-    async def get_activity_log(self, workspace_id: str, activity_id: str) -> str:
-        return await self._run("get_activity_log", workspace_id, activity_id)
+    async def get_activity_log(
+        self, workspace_id: str, activity_id: str, activity: Mapping[str, Any] | None = None
+    ) -> str:
+        return await self._run("get_activity_log", workspace_id, activity_id, activity)
 
     async def stop_activity(
         self, workspace_id: str, activity_id: str, *, timeout: float | None = None
     ) -> bool:
-        return await self._run("stop_activity", workspace_id, activity_id, timeout=timeout)
+        return await self._run("stop_activity", workspace_id, activity_id, timeout=timeout, tier=TEARDOWN)
 
 
 def _parse_time(value: Any) -> datetime | None:

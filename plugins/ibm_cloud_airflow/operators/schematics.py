@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudConfigError, IbmCloudNotFoundError
+from ibm_cloud_airflow.hooks.budget import TEARDOWN, WORK
 from ibm_cloud_airflow.hooks.schematics import (
     LEASE_TAG_PREFIX,
     TERMINAL_JOB_STATUSES,
@@ -24,7 +25,7 @@ from ibm_cloud_airflow.hooks.schematics import (
     job_summary,
 )
 from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
-from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger, new_log_lines
+from ibm_cloud_airflow.triggers.schematics import LOG_EVERY_POLLS, SchematicsJobTrigger, new_log_lines
 from ibm_cloud_airflow.utils.secrets import resolve_secret_references
 
 _EMPTY_IDS = ("", "none", "null")
@@ -47,6 +48,11 @@ def _state_store(context: Any) -> Any:
         return context.get("task_state_store") if hasattr(context, "get") else None
     except Exception:
         return None
+
+
+def _try_number(context: Any) -> int | None:
+    ti = context.get("ti") if hasattr(context, "get") else None
+    return getattr(ti, "try_number", None)
 
 
 def _resolve_workspace_id(hook: SchematicsHook, workspace_id: Any, workspace_name: Any) -> str | None:
@@ -173,6 +179,8 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
             resource_group=self.resource_group,
             terraform_version=self.terraform_version,
             ready_timeout=self.ready_timeout.total_seconds(),
+            # Only an earlier try can have created it (a failed create request is looked up anyway).
+            reuse_existing=_try_number(context) != 1,
         )
         SchematicsWorkspaceLink.persist(context, workspace["id"])
         self.log.info("Workspace %s is %s", workspace["id"], workspace.get("status"))
@@ -197,6 +205,8 @@ class _SchematicsJobOperator(BaseOperator):
     command: ClassVar[str] = ""
     #: A failed job raises AirflowFailException (no task retry) when True.
     fail_without_retry: ClassVar[bool] = False
+    #: Which share of the Schematics request budget the task's requests use.
+    budget_tier: ClassVar[str] = WORK
 
     template_fields: Sequence[str] = ("workspace_id", "ibm_conn_id")
     operator_extra_links = (SchematicsWorkspaceLink(),)
@@ -232,10 +242,11 @@ class _SchematicsJobOperator(BaseOperator):
         self._activity_id: str | None = None
         self._killed = False
         self._finished_job: dict[str, Any] | None = None
+        self._event_log_tail: list[str] | None = None
 
     @cached_property
     def hook(self) -> SchematicsHook:
-        return SchematicsHook(ibm_conn_id=self.ibm_conn_id)
+        return SchematicsHook(ibm_conn_id=self.ibm_conn_id, default_tier=self.budget_tier)
 
     @property
     def state_key(self) -> str:
@@ -249,6 +260,10 @@ class _SchematicsJobOperator(BaseOperator):
 
     def on_job_success(self, context: Any, workspace_id: str, activity_id: str) -> Any:
         return activity_id
+
+    def start_job(self, workspace_id: str) -> str | None:
+        """Submit the job; its id, or None when there is nothing to run it on."""
+        return self.hook.run_command(self.command, workspace_id)
 
     # -- execute -----------------------------------------------------------------------------
     def execute(self, context: Any) -> Any:
@@ -320,7 +335,9 @@ class _SchematicsJobOperator(BaseOperator):
 
     def _submit_and_wait(self, context: Any, workspace_id: str, attempt: int) -> Any:
         store = _state_store(context)
-        activity_id = self.hook.run_command(self.command, workspace_id)
+        activity_id = self.start_job(workspace_id)
+        if activity_id is None:
+            return None
         submitted_at = time.time()
         self._activity_id = activity_id
         # Save before waiting: a retry or a restarted worker re-attaches instead of submitting again.
@@ -367,13 +384,15 @@ class _SchematicsJobOperator(BaseOperator):
 
     def _poll(self, workspace_id: str, activity_id: str, deadline: float) -> str | None:
         """Poll in-process; returns the terminal status, or None at the deadline."""
-        offset = 0
+        offset, polls = 0, 0
         while True:
             if self._killed:
                 raise AirflowException(f"{self.command} job {activity_id}: task was killed; stop requested")
             activity = self.hook.get_activity(workspace_id, activity_id)
             status = str(activity.get("status") or "").upper()
-            offset = self._stream_log(workspace_id, activity_id, offset)
+            polls += 1
+            if status in TERMINAL_JOB_STATUSES or polls % LOG_EVERY_POLLS == 0:
+                offset = self._stream_log(workspace_id, activity, offset)
             if status in TERMINAL_JOB_STATUSES:
                 self._finished_job = job_summary(activity)
                 return status
@@ -383,11 +402,12 @@ class _SchematicsJobOperator(BaseOperator):
             self.log.info("Schematics %s job %s: %s", self.command, activity_id, status or "(pending)")
             time.sleep(max(0.0, min(self.poll_interval, deadline - now)))
 
-    def _stream_log(self, workspace_id: str, activity_id: str, offset: int) -> int:
+    def _stream_log(self, workspace_id: str, activity: dict[str, Any], offset: int) -> int:
         if not self.stream_logs:
             return offset
+        activity_id = str(activity.get("action_id") or self._activity_id)
         try:
-            text = self.hook.get_activity_log(workspace_id, activity_id)
+            text = self.hook.get_activity_log(workspace_id, activity_id, activity)
         except Exception as exc:
             self.log.warning("Could not read the job log yet: %s", exc)
             return offset
@@ -402,6 +422,7 @@ class _SchematicsJobOperator(BaseOperator):
         workspace_id = event.get("workspace_id") or self._workspace_id
         activity_id = event.get("activity_id") or self._activity_id
         self._finished_job = event.get("job")
+        self._event_log_tail = event.get("log_tail")
         self._workspace_id, self._activity_id = workspace_id, activity_id
         status = event.get("status")
         if status == "error":
@@ -434,6 +455,8 @@ class _SchematicsJobOperator(BaseOperator):
         return {**self._finished_job, "activity_id": activity_id}
 
     def _log_tail(self, workspace_id: str, activity_id: str) -> str:
+        if self._event_log_tail is not None:  # the trigger read the final log already
+            return "\n".join(self._event_log_tail[-self.log_tail_lines :])
         try:
             lines = self.hook.get_activity_log(workspace_id, activity_id).splitlines()
         except Exception as exc:
@@ -527,6 +550,7 @@ class SchematicsDestroyOperator(_SchematicsJobOperator):
     """
 
     command = "destroy"
+    budget_tier = TEARDOWN
     template_fields: Sequence[str] = ("workspace_id", "workspace_name", "ibm_conn_id")
 
     def __init__(
@@ -541,6 +565,10 @@ class SchematicsDestroyOperator(_SchematicsJobOperator):
         self.workspace_name = workspace_name
 
     def resolve_workspace(self, context: Any) -> str | None:
+        if not _blank(self.workspace_id):
+            # The id comes from a create that uploaded the template: submit at once (no look-up
+            # before the servers' teardown); a deleted workspace answers the destroy with 404.
+            return str(self.workspace_id)
         workspace_id = _resolve_workspace_id(self.hook, self.workspace_id, self.workspace_name)
         if workspace_id is None:
             self.log.info(
@@ -556,6 +584,13 @@ class SchematicsDestroyOperator(_SchematicsJobOperator):
             self.log.info("Workspace %s never received a template (DRAFT): nothing to destroy", workspace_id)
             return None
         return workspace_id
+
+    def start_job(self, workspace_id: str) -> str | None:
+        try:
+            return super().start_job(workspace_id)
+        except IbmCloudNotFoundError:
+            self.log.info("Workspace %s does not exist: nothing to destroy", workspace_id)
+            return None
 
 
 class SchematicsDeleteWorkspaceOperator(BaseOperator):
@@ -595,7 +630,8 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> SchematicsHook:
-        return SchematicsHook(ibm_conn_id=self.ibm_conn_id)
+        # Cleanup: its requests may use all of the request budget (see hooks/budget.py).
+        return SchematicsHook(ibm_conn_id=self.ibm_conn_id, default_tier=TEARDOWN)
 
     def execute(self, context: Any) -> bool:
         hook = self.hook

@@ -11,8 +11,10 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES, SchematicsAsyncHook, job_summary
 
-# While a job runs, its log is read on every LOG_EVERY_POLLS-th status poll (and on each change).
-LOG_EVERY_POLLS = 3
+# Every request counts against Schematics' per-user rate limit: a job's log is read when the job
+# ends, and while it runs only on every LOG_EVERY_POLLS-th status poll (every 5 minutes at 30 s).
+LOG_EVERY_POLLS = 10
+LOG_TAIL_LINES = 40
 
 
 def new_log_lines(text: str, offset: int) -> tuple[list[str], int]:
@@ -87,31 +89,32 @@ class SchematicsJobTrigger(BaseTrigger):
             **extra,
         }
 
-    async def _stream_log(self, hook: SchematicsAsyncHook) -> None:
+    async def _stream_log(self, hook: SchematicsAsyncHook, activity: dict[str, Any]) -> str | None:
+        """Copy the log's new lines into the trigger log; returns the whole log (None if unread)."""
         if not self.stream_logs:
-            return
+            return None
         try:
-            text = await hook.get_activity_log(self.workspace_id, self.activity_id)
+            text = await hook.get_activity_log(self.workspace_id, self.activity_id, activity)
         except Exception as exc:  # logs are best effort; the job status decides
             self.log.warning("Could not read the job log yet: %s", exc)
-            return
+            return None
         lines, self.log_offset = new_log_lines(text, self.log_offset)
         for line in lines:
             self.log.info("[schematics %s] %s", self.activity_id[:8], line)
+        return text
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
-        polls, last_status = 0, None
+        polls = 0
         try:
             while True:
                 activity = await hook.get_activity(self.workspace_id, self.activity_id)
                 status = str(activity.get("status") or "").upper()
                 terminal = status in TERMINAL_JOB_STATUSES
-                # Every call counts against Schematics' per-user rate limit: read the log when
-                # something happened, every LOG_EVERY_POLLS polls, and once more at the end.
-                if terminal or status != last_status or polls % LOG_EVERY_POLLS == 0:
-                    await self._stream_log(hook)
-                polls, last_status = polls + 1, status
+                polls += 1
+                log_text = None
+                if terminal or polls % LOG_EVERY_POLLS == 0:
+                    log_text = await self._stream_log(hook, activity)
                 if terminal:
                     self.log.info("Schematics job %s ended: %s", self.activity_id, status)
                     yield TriggerEvent(
@@ -119,6 +122,8 @@ class SchematicsJobTrigger(BaseTrigger):
                             {"COMPLETED": "success", "FAILED": "failed", "STOPPED": "stopped"}[status],
                             job_status=status,
                             job=job_summary(activity),
+                            # A failed job's message needs it; the operator need not read it again.
+                            log_tail=None if log_text is None else log_text.splitlines()[-LOG_TAIL_LINES:],
                         )
                     )
                     return
