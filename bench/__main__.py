@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=int(_env_num("BENCH_RUNS", 10)))
     parser.add_argument("--poll-seconds", type=float, default=_env_num("BENCH_POLL_SECONDS", 10))
     parser.add_argument("--poke-seconds", type=float, default=_env_num("BENCH_POKE_SECONDS", 60))
-    parser.add_argument("--sensor-seconds", type=float, default=_env_num("BENCH_SENSOR_SECONDS", 2))
+    parser.add_argument("--sensor-seconds", type=float, default=_env_num("BENCH_SENSOR_SECONDS", 1))
     parser.add_argument("--scenario-timeout", type=float, default=_env_num("BENCH_SCENARIO_TIMEOUT", 600))
     parser.add_argument("--epochs", type=int, default=int(_env_num("BENCH_EPOCHS", 10)))
     parser.add_argument(

@@ -42,7 +42,7 @@ _ID = re.compile(r"(?<=/)(?=[^/]*\d)[A-Za-z0-9._-]{16,}(?=/|$)")  # workspace, t
 class ScenarioConfig:
     mode: str = "deferrable"  # IBM_GPU_WORKLOAD_SENSOR_MODE: deferrable | poke | reschedule
     runs: int = 10
-    sensor_poke_s: float = 2.0  # IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS
+    sensor_poke_s: float = 1.0  # IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS
     schematics_poll_s: float = 10.0  # IBM_GPU_WORKLOAD_POLL_SECONDS
     rate_limit_per_min: int = 50
     parallelism: int = 16

@@ -53,15 +53,19 @@ MAX_ACTIVE_RUNS = int(os.environ.get("IBM_GPU_WORKLOAD_MAX_ACTIVE_RUNS", "4"))
 # Schematics polls count against its 50 requests/minute limit; COS polls are cheap and decide
 # how soon after the workload's _SUCCESS the servers are destroyed.
 POLL_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_POLL_SECONDS", "30"))
-SENSOR_POKE_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS", "2"))
+SENSOR_POKE_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS", "1"))
 # "deferrable" (default: no worker slot while waiting), or "poke"/"reschedule" (the benchmarks'
 # baseline, or a deployment without a triggerer).
 SENSOR_MODE = os.environ.get("IBM_GPU_WORKLOAD_SENSOR_MODE", "deferrable")
 
 
 def _plan(key: str) -> str:
-    """A template for one field of the run plan; empty when validate produced none."""
-    return "{{ (ti.xcom_pull(task_ids='validate') or {}).get('" + key + "', '') }}"
+    """A template for one field of the run plan; empty when validate produced none.
+
+    ``map_indexes=-1`` asks for the one unmapped value: the triggerer, which renders the fields of
+    tasks that start there, can fetch a single XCom but not the all-map-indexes listing.
+    """
+    return "{{ (ti.xcom_pull(task_ids='validate', map_indexes=-1) or {}).get('" + key + "', '') }}"
 
 
 with DAG(
@@ -165,15 +169,19 @@ with DAG(
         timeout="{{ params.max_runtime_minutes * 60 }}",
         poke_interval=SENSOR_POKE_SECONDS,
         deferrable=SENSOR_MODE == "deferrable",
+        # Straight to the triggerer and done there: no worker slot, no worker start-up between
+        # _SUCCESS and the destroy.
+        start_from_trigger=SENSOR_MODE == "deferrable",
         mode="poke" if SENSOR_MODE == "deferrable" else SENSOR_MODE,
         retries=0,
     )
 
+    # Runs only after a failure: on success the scheduler skips it, and destroy starts at once.
     hold = HoldOnFailureOperator(
         task_id="hold_on_failure",
         watched_task_ids=list(WORK_TASKS),
         minutes="{{ params.keep_on_failure_minutes }}",
-        trigger_rule=TriggerRule.ALL_DONE,
+        trigger_rule=TriggerRule.ONE_FAILED,
         retries=0,
     )
 

@@ -60,8 +60,12 @@ def test_every_dag_has_tags_owner_retries_and_docs(dagbag):
 
 def test_cleanup_runs_whatever_happened_before(dagbag):
     dag = dagbag.get_dag("ibm_gpu_workload")
-    for task_id in ("hold_on_failure", "destroy", "leak_check", "report"):
+    for task_id in ("destroy", "leak_check", "report"):
         assert dag.get_task(task_id).trigger_rule == "all_done", task_id
+    # The hold runs only after a failure; on success the scheduler skips it (no worker start
+    # between the workload's _SUCCESS and the destroy), and destroy runs after it either way.
+    assert dag.get_task("hold_on_failure").trigger_rule == "one_failed"
+    assert dag.get_task("destroy").upstream_task_ids == {"hold_on_failure"}
     # apply must not be a setup task: a teardown is skipped when its setup fails.
     assert not dag.get_task("apply").is_setup
     assert dag.get_task("run_verdict").trigger_rule == "one_failed"

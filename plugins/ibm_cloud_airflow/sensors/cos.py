@@ -9,7 +9,8 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
+from airflow.triggers.base import StartTriggerArgs
 
 from ibm_cloud_airflow.hooks.cos import CosHook
 from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, new_state
@@ -27,6 +28,10 @@ class CosKeySensor(BaseSensorOperator):
       the task fails without retry (booting, before the first report, is bounded by ``timeout`` only).
     * ``deferrable=True`` (default) waits in the triggerer; ``mode="poke"``/``"reschedule"`` work too
       (progress state is kept in ``task_state_store`` across reschedules where Airflow offers it).
+    * ``start_from_trigger=True`` (with ``deferrable``) never uses a worker on the way to success:
+      the scheduler hands the task straight to the triggerer, which renders the templated fields,
+      waits, and marks the task successful itself. Only a failure comes back to a worker, to raise
+      the error. ``dag.test()`` ignores it and runs the deferrable path.
 
     :param bucket_name: the bucket (templated).
     :param bucket_key: one key or a list of keys (templated).
@@ -37,6 +42,7 @@ class CosKeySensor(BaseSensorOperator):
         then treated as ``wait_timeout``.
     :param wait_timeout: templated override of ``timeout`` in seconds, applied at execute time.
     :param deferrable: wait in the triggerer.
+    :param start_from_trigger: start (and succeed) in the triggerer, without a worker.
     :param check_failed: look for ``_FAILED`` markers.
     """
 
@@ -57,6 +63,7 @@ class CosKeySensor(BaseSensorOperator):
         cos_conn_id: str = "ibm_cos_default",
         stall_timeout: float | str | None = 1800.0,
         deferrable: bool = True,
+        start_from_trigger: bool = False,
         check_failed: bool = True,
         wait_timeout: float | str | None = None,
         timeout: Any = None,
@@ -73,6 +80,25 @@ class CosKeySensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.check_failed = check_failed
         self._state: dict[str, Any] | None = None
+        self.start_from_trigger = start_from_trigger and deferrable
+        if self.start_from_trigger:
+            # Keys named like template fields are rendered by the triggerer into the trigger.
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls="ibm_cloud_airflow.triggers.cos.CosKeyTrigger",
+                trigger_kwargs={
+                    "bucket_name": bucket_name,
+                    "bucket_key": bucket_key,
+                    "cos_conn_id": cos_conn_id,
+                    "stall_timeout": stall_timeout,
+                    "wait_timeout": self.wait_timeout if self.wait_timeout is not None else self.timeout,
+                    "poke_interval": self.poke_interval,
+                    "check_failed": check_failed,
+                    "end_from_trigger": True,
+                },
+                next_method="execute_complete",
+                next_kwargs=None,
+                timeout=None,
+            )
 
     @cached_property
     def hook(self) -> CosHook:
@@ -157,6 +183,8 @@ class CosKeySensor(BaseSensorOperator):
             )
         if status == "stalled":
             raise AirflowFailException(str(result.get("message")))
+        if status == "timeout":
+            raise AirflowSensorTimeout(str(result.get("message")))
         if status == "error":
             raise AirflowException(f"Waiting for COS markers failed: {result.get('message')}")
         return False

@@ -6,13 +6,14 @@ in poke/reschedule mode, so all three modes behave the same.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import posixpath
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 FAILED_MARKER = "_FAILED"
 PROGRESS_FILE = "progress.json"
@@ -116,34 +117,65 @@ def check_markers(
     return {"status": "waiting", "progress": lines}
 
 
+def as_keys(value: Any) -> list[str]:
+    """Marker keys from a list, one key, or a list rendered as text (``"['a', 'b']"``)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            value = ast.literal_eval(text)
+        else:
+            return [text] if text else []
+    return [str(k) for k in value or []]
+
+
+def as_seconds(value: Any) -> float | None:
+    """Seconds from a number or from rendered text; ``None``/empty/``"None"`` mean no limit."""
+    if isinstance(value, str):
+        value = value.strip()
+        if value.lower() in ("", "none"):
+            return None
+    return None if value is None else float(value)
+
+
 class CosKeyTrigger(BaseTrigger):
     """Waits until every key in ``bucket_keys`` exists in ``bucket_name``.
 
     Fails early (``status: failed``) when a sibling ``_FAILED`` appears next to a key, and
     (``status: stalled``) when no sibling ``progress.json`` changed for ``stall_timeout`` seconds. New
     progress is logged as it appears. COS calls run in worker threads (``asyncio.to_thread``).
+
+    For a sensor that starts in the triggerer (``start_from_trigger``), the triggerer renders the
+    sensor's templated fields into the attributes of the same name, as text: ``bucket_key`` (the
+    key or keys), ``stall_timeout`` and ``wait_timeout`` (seconds; ``status: timeout`` when it
+    passes). With ``end_from_trigger`` the task ends here on success, without a worker.
     """
 
     def __init__(
         self,
         bucket_name: str,
-        bucket_keys: list[str],
+        bucket_keys: list[str] | None = None,
         cos_conn_id: str = "ibm_cos_default",
         poke_interval: float = 60.0,
-        stall_timeout: float | None = None,
+        stall_timeout: float | str | None = None,
         check_failed: bool = True,
         state: dict[str, Any] | None = None,
         max_consecutive_errors: int = 3,
+        bucket_key: str | list[str] | None = None,
+        wait_timeout: float | str | None = None,
+        end_from_trigger: bool = False,
     ) -> None:
         super().__init__()
         self.bucket_name = bucket_name
-        self.bucket_keys = list(bucket_keys)
+        self.bucket_keys = list(bucket_keys or [])
+        self.bucket_key = bucket_key
         self.cos_conn_id = cos_conn_id
         self.poke_interval = poke_interval
         self.stall_timeout = stall_timeout
+        self.wait_timeout = wait_timeout
         self.check_failed = check_failed
         self.state = state
         self.max_consecutive_errors = max_consecutive_errors
+        self.end_from_trigger = end_from_trigger
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -157,6 +189,9 @@ class CosKeyTrigger(BaseTrigger):
                 "check_failed": self.check_failed,
                 "state": self.state,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "bucket_key": self.bucket_key,
+                "wait_timeout": self.wait_timeout,
+                "end_from_trigger": self.end_from_trigger,
             },
         )
 
@@ -171,19 +206,25 @@ class CosKeyTrigger(BaseTrigger):
         state = dict(self.state) if self.state else new_state()
         errors = 0
         try:
+            keys = self.bucket_keys or as_keys(self.bucket_key)
+            if not keys or not all(keys):
+                raise ValueError(f"no marker keys to wait for (bucket_key {self.bucket_key!r})")
+            stall_timeout = as_seconds(self.stall_timeout)
+            wait_timeout = as_seconds(self.wait_timeout)
             hook = await asyncio.to_thread(self._make_hook)
         except Exception as exc:
             yield TriggerEvent({"status": "error", "message": str(exc)})
             return
+        deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
         while True:
             try:
                 result = await asyncio.to_thread(
                     check_markers,
                     hook,
                     self.bucket_name,
-                    self.bucket_keys,
+                    keys,
                     state,
-                    stall_timeout=self.stall_timeout,
+                    stall_timeout=stall_timeout,
                     check_failed=self.check_failed,
                 )
                 errors = 0
@@ -200,7 +241,16 @@ class CosKeyTrigger(BaseTrigger):
             status = result["status"]
             if status == "failed":
                 self.log.error("%s\n--- workload log tail ---\n%s", result["message"], result.get("log_tail"))
+            if status == "success" and self.end_from_trigger:
+                self.log.info("All markers present: %s", keys)
+                yield TaskSuccessEvent(xcoms={"return_value": keys})
+                return
             if status != "waiting":
                 yield TriggerEvent({**result, "bucket_name": self.bucket_name})
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                yield TriggerEvent(
+                    {"status": "timeout", "message": f"{keys} did not all appear within {wait_timeout:.0f} s"}
+                )
                 return
             await asyncio.sleep(self.poke_interval)
