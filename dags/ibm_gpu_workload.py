@@ -202,6 +202,8 @@ with DAG(
         workspace_id=workspace_id,
         workspace_name=_plan("workspace_name"),
         keep_workspace="{{ params.existing_workspace_id != '' }}",
+        # A workspace this run created carries no other run's lease: delete without a look-up.
+        check_leases=False,
     )
 
     leaks = leak_check()

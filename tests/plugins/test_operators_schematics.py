@@ -260,6 +260,13 @@ class TestDestroyNoops:
 
 
 class TestDelete:
+    def test_delete_without_lease_check_sends_only_the_delete(self, hook):
+        hook.delete_workspace.return_value = True
+        op = SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws", check_leases=False)
+        assert op.execute(make_context()) is True
+        hook.get_workspace.assert_not_called()
+        hook.delete_workspace.assert_called_once_with("ws", destroy_resources=False)
+
     def test_delete(self, hook):
         hook.delete_workspace.return_value = True
         assert (

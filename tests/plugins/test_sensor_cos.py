@@ -11,7 +11,8 @@ from datetime import timedelta
 from unittest import mock
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout, TaskDeferred
+from airflow.triggers.base import TaskSuccessEvent
 
 from ibm_cloud_airflow.sensors.cos import CosKeySensor
 from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, new_state
@@ -210,3 +211,81 @@ def test_templated_timeouts(cos):
     s = sensor(stall_timeout="soon")
     with pytest.raises(AirflowFailException, match="not a number"):
         s.execute(make_context())
+
+
+def _as_the_triggerer_builds_it(sensor_task, context):
+    """What Airflow 3.3's triggerer does for a task with start_from_trigger (triggerer_job_runner):
+    build the trigger from ``start_trigger_args``, attach the task instance (which selects the
+    operator's template fields that are also trigger kwargs) and render them with the context."""
+    args = sensor_task.start_trigger_args
+    assert sensor_task.start_from_trigger and args.next_method == "execute_complete"
+    trig = CosKeyTrigger(**args.trigger_kwargs)
+    trig.task_instance = mock.MagicMock(task=sensor_task, task_id=sensor_task.task_id)
+    trig.render_template_fields(context=context)
+    return trig
+
+
+def _templated_sensor():
+    return sensor(
+        bucket_name="{{ params.bucket }}",
+        bucket_key="{{ ti.xcom_pull(task_ids='validate', map_indexes=-1)['marker_keys'] }}",
+        stall_timeout="{{ params.progress_stall_minutes * 60 }}",
+        timeout="{{ params.max_runtime_minutes * 60 }}",
+        start_from_trigger=True,
+    )
+
+
+class _PlanTI:
+    """The validate task's XCom, as a task instance in the triggerer returns it."""
+
+    def xcom_pull(self, task_ids, map_indexes):
+        assert (task_ids, map_indexes) == ("validate", -1)
+        return {"marker_keys": KEYS}
+
+
+def _context(max_runtime_minutes=60):
+    ti = _PlanTI()
+    params = {"bucket": "b", "progress_stall_minutes": 2, "max_runtime_minutes": max_runtime_minutes}
+    return {"ti": ti, "params": params}
+
+
+async def test_started_from_the_triggerer_it_renders_its_fields_and_ends_the_task_there(cos):
+    trig = _as_the_triggerer_builds_it(_templated_sensor(), _context())
+    # The triggerer renders as text: a list of keys arrives as "['...', '...']".
+    rendered = {"bucket_name", "bucket_key", "stall_timeout", "wait_timeout", "cos_conn_id"}
+    assert set(trig.template_fields) == rendered
+    assert trig.bucket_name == "b" and trig.bucket_key == str(KEYS) and trig.wait_timeout == "3600"
+    for k in KEYS:
+        cos.put(k, "x")
+    with mock.patch.object(trig, "_make_hook", return_value=cos):
+        event = await trig.run().asend(None)
+    # Success ends the task in the triggerer (no worker), with the keys as its XCom.
+    assert isinstance(event, TaskSuccessEvent) and event.xcoms == {"return_value": KEYS}
+
+
+async def test_started_from_the_triggerer_a_failure_returns_to_a_worker_to_raise(cos):
+    cos.put("p/vm-1/_FAILED", json.dumps({"error": "CUDA OOM"}))
+    trig = _as_the_triggerer_builds_it(_templated_sensor(), _context())
+    with mock.patch.object(trig, "_make_hook", return_value=cos):
+        event = await trig.run().asend(None)
+    assert not isinstance(event, TaskSuccessEvent) and event.payload["status"] == "failed"
+    with pytest.raises(AirflowFailException, match="CUDA OOM"):
+        _templated_sensor().execute_complete(make_context(), event.payload)
+
+
+async def test_started_from_the_triggerer_the_rendered_timeout_is_kept(cos):
+    context = _context(max_runtime_minutes=0.001)  # 0.06 s
+    trig = _as_the_triggerer_builds_it(_templated_sensor(), context)
+    trig.poke_interval = 0.01
+    with mock.patch.object(trig, "_make_hook", return_value=cos):
+        event = await trig.run().asend(None)
+    assert event.payload["status"] == "timeout"
+    with pytest.raises(AirflowSensorTimeout, match="did not all appear"):
+        _templated_sensor().execute_complete(make_context(), event.payload)
+
+
+def test_rendered_text_is_read_back_as_keys_and_seconds():
+    from ibm_cloud_airflow.triggers.cos import as_keys, as_seconds
+
+    assert as_keys("['a', 'b']") == ["a", "b"] and as_keys("a") == ["a"] and as_keys(["a"]) == ["a"]
+    assert as_seconds("None") is None and as_seconds(" 12 ") == 12.0 and as_seconds(3) == 3.0

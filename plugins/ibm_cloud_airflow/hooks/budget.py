@@ -8,7 +8,8 @@ directory shared by all processes on the machine: the workers' task processes an
 
 The budget has nested tiers, so that waiting never delays cleanup: polls (job status, logs,
 readiness) may use at most ``POLL_SHARE`` of it, polls and other work together at most
-``WORK_SHARE``, and teardown requests (destroy, stop, delete) all of it. A request takes a slot
+``WORK_SHARE``, and teardown requests (submitting a destroy, stopping a job) all of it: the
+servers bill until their destroy starts, while deleting the emptied workspace can wait. A request takes a slot
 of its own tier and of every wider one.
 
 Processes on other machines (Celery or Kubernetes workers) keep their own budget: give each
@@ -30,7 +31,7 @@ POLL = "poll"
 WORK = "work"
 TEARDOWN = "teardown"
 POLL_SHARE = 0.6
-WORK_SHARE = 0.85
+WORK_SHARE = 0.8
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "ibm-cloud-airflow-budget"
 
 

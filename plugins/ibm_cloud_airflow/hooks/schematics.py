@@ -434,7 +434,6 @@ class SchematicsHook(BaseHook):
                     timeout=self.request_timeout,
                 ).get_result(),
                 wait_on_lock=True,
-                tier=TEARDOWN,
             )
         except IbmCloudNotFoundError:
             self.log.info("Workspace %s is already gone", workspace_id)

@@ -1,0 +1,39 @@
+"""One run under a real Airflow: api-server, scheduler (LocalExecutor), dag-processor and triggerer.
+
+``dag.test()`` runs every task in its own process and ignores ``start_from_trigger``; only a real
+scheduler hands the sensor straight to the triggerer, and only a real triggerer renders its fields
+and ends it there. This test proves that path against the sandbox, with the benchmark's harness.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.concurrent import ScenarioConfig, run_scenario
+
+
+@pytest.mark.timeout(900)
+def test_under_a_real_scheduler_the_sensor_never_uses_a_worker(tmp_path):
+    cfg = ScenarioConfig(
+        mode="deferrable",
+        runs=1,
+        schematics_poll_s=2,
+        conf={"epochs": 3, "progress_stall_minutes": 5},
+        timeout_s=600,
+    )
+    result = run_scenario(cfg, tmp_path, log=print)
+
+    run = result["per_run"][0]
+    assert run["state"] == "success", run["tasks"]
+    assert result["leaked_resources"] == []
+    # On success the hold is skipped by the scheduler: nothing runs between the sensor and destroy.
+    assert run["tasks"]["hold_on_failure"] == "skipped"
+    logs = tmp_path / "airflow/logs/dag_id=ibm_gpu_workload" / f"run_id={run['run_id']}"
+    sensor_logs = sorted(p.name for p in (logs / "task_id=wait_for_output").iterdir())
+    # It waited in the triggerer and ended there: no worker ever ran it (no worker log).
+    assert sensor_logs and all(".log.trigger." in name for name in sensor_logs), sensor_logs
+    assert result["slots"]["slot_seconds_all_running_sensors"] == 0
+    # The destroy was submitted after the workload's _SUCCESS (and so, the servers' teardown).
+    assert run["teardown_latency_s"] is not None and run["teardown_latency_s"] > 0
+    # The request budget kept every Schematics answer clear of 429.
+    assert result["api"]["http_429"] == 0
