@@ -57,6 +57,9 @@ SENSOR_POKE_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS
 # "deferrable" (default: no worker slot while waiting), or "poke"/"reschedule" (the benchmarks'
 # baseline, or a deployment without a triggerer).
 SENSOR_MODE = os.environ.get("IBM_GPU_WORKLOAD_SENSOR_MODE", "deferrable")
+# Finished Schematics jobs and the sensor end their tasks in the triggerer, with no worker start.
+# Airflow refuses such tasks when listener plugins (e.g. OpenLineage) are installed: set "false".
+IN_TRIGGERER = os.environ.get("IBM_GPU_WORKLOAD_END_IN_TRIGGERER", "true").strip().lower() != "false"
 
 
 def _plan(key: str) -> str:
@@ -155,7 +158,13 @@ with DAG(
         tags=_plan("tags"),
     )
     workspace_id = "{{ ti.xcom_pull(task_ids='create_workspace') or '' }}"
-    schematics_job = {"ibm_conn_id": IBM_CONN_ID, "workspace_id": workspace_id, "poll_interval": POLL_SECONDS}
+    # A finished job ends its task in the triggerer (no worker start to read the result).
+    schematics_job = {
+        "ibm_conn_id": IBM_CONN_ID,
+        "workspace_id": workspace_id,
+        "poll_interval": POLL_SECONDS,
+        "end_from_trigger": IN_TRIGGERER,
+    }
 
     plan_job = SchematicsPlanOperator(task_id="plan", job_timeout=timedelta(minutes=30), **schematics_job)
     apply_job = SchematicsApplyOperator(task_id="apply", job_timeout=timedelta(minutes=90), **schematics_job)
@@ -171,7 +180,7 @@ with DAG(
         deferrable=SENSOR_MODE == "deferrable",
         # Straight to the triggerer and done there: no worker slot, no worker start-up between
         # _SUCCESS and the destroy.
-        start_from_trigger=SENSOR_MODE == "deferrable",
+        start_from_trigger=SENSOR_MODE == "deferrable" and IN_TRIGGERER,
         mode="poke" if SENSOR_MODE == "deferrable" else SENSOR_MODE,
         retries=0,
     )

@@ -67,6 +67,17 @@ def build_run_report(
     }
 
 
+def from_triggerer(value: Any) -> Any:
+    """An XCom as pushed: Airflow 3.3.2 stores the XComs of a ``TaskSuccessEvent`` (a task ended
+    in the triggerer) JSON-encoded once more, so a worker pulls them back as JSON text."""
+    if isinstance(value, str) and value[:1] in ("{", "[", '"'):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 def write_run_report(plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_conn_id: str) -> dict | None:
     """Build the report, write it to ``<prefix>run-report.json`` and return it (to XCom)."""
     if not plan:
@@ -89,10 +100,10 @@ def write_run_report(plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_
         plan,
         tasks=_task_summary(ti),
         queued_s=queued_s,
-        outputs=ti.xcom_pull(task_ids="apply"),
+        outputs=from_triggerer(ti.xcom_pull(task_ids="apply")),
         metrics=metrics,
-        apply_job=ti.xcom_pull(task_ids="apply", key="job"),
-        destroy_job=ti.xcom_pull(task_ids="destroy", key="job"),
+        apply_job=from_triggerer(ti.xcom_pull(task_ids="apply", key="job")),
+        destroy_job=from_triggerer(ti.xcom_pull(task_ids="destroy", key="job")),
         leaks=ti.xcom_pull(task_ids="leak_check"),
     )
     cos.upload_bytes(plan["bucket"], plan["report_key"], json.dumps(report, indent=2, default=str))

@@ -34,6 +34,11 @@ def refuse(*args, **kwargs):
 sys.addaudithook(audit)
 from airflow import plugins_manager  # noqa: E402
 from airflow.dag_processing.dagbag import DagBag  # noqa: E402
+from airflow.listeners.listener import get_listener_manager  # noqa: E402
+
+# A dag-processor has loaded the plugins (and their listeners) before it parses anything; the
+# DagBag consults the listeners for tasks that end in the triggerer. Only the parse is watched.
+get_listener_manager()
 
 socket.socket.connect = refuse  # sockets are blocked for the parse
 socket.create_connection = refuse

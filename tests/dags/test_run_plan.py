@@ -110,3 +110,13 @@ def test_json_schema_rejects_bad_values(name, bad):
     assert param.resolve(PARAMS[name].value) == PARAMS[name].value  # the default passes
     with pytest.raises(ParamValidationError):
         param.resolve(bad)
+
+
+def test_report_reads_xcoms_of_tasks_that_ended_in_the_triggerer():
+    from gpu_pipeline.report import from_triggerer
+
+    # Airflow 3.3.2 stores a TaskSuccessEvent's XComs JSON-encoded once more.
+    assert from_triggerer('{"resources_added": 7}') == {"resources_added": 7}
+    assert from_triggerer('["a"]') == ["a"] and from_triggerer('"abc"') == "abc"
+    assert from_triggerer({"resources_added": 7}) == {"resources_added": 7}
+    assert from_triggerer("plain") == "plain" and from_triggerer(None) is None

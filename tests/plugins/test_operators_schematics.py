@@ -259,6 +259,23 @@ class TestDestroyNoops:
         hook.run_command.assert_not_called()
 
 
+class TestEndedByTrigger:
+    def test_dag_test_resumes_with_the_success_payload_and_the_task_finishes_from_the_saved_job(self, hook):
+        # dag.test() resumes a task whose trigger sent TaskSuccessEvent with only "success".
+        store = FakeStore()
+        store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": AID, "attempt": 0})
+        hook.get_activity.return_value = {"status": "COMPLETED"}
+        op = apply_op(end_from_trigger=True)
+        assert op.execute_complete(make_context(store), "success") == {"vpc_id": "r006-1"}
+        hook.get_activity.assert_called_once_with("ws", AID)
+
+    def test_the_trigger_is_told_to_end_the_task(self, hook):
+        with pytest.raises(TaskDeferred) as deferred:
+            apply_op(end_from_trigger=True).execute(make_context(FakeStore()))
+        trigger = deferred.value.trigger
+        assert trigger.end_from_trigger is True and trigger.return_outputs is True
+
+
 class TestDelete:
     def test_delete_without_lease_check_sends_only_the_delete(self, hook):
         hook.delete_workspace.return_value = True

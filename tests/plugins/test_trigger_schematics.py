@@ -6,7 +6,7 @@ import time
 from unittest import mock
 
 import pytest
-from airflow.triggers.base import TriggerEvent
+from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
 from ibm_cloud_airflow.triggers.schematics import LOG_EVERY_POLLS, SchematicsJobTrigger, new_log_lines
 
@@ -37,6 +37,8 @@ def test_serialize_roundtrip():
         "deadline": 123.0,
         "log_offset": 4,
         "stream_logs": False,
+        "end_from_trigger": False,
+        "return_outputs": False,
     }
     assert SchematicsJobTrigger(**kwargs).serialize() == (path, kwargs)
 
@@ -128,3 +130,30 @@ async def test_on_kill_stops_the_job():
     hook.stop_activity.side_effect = RuntimeError("down")
     with mock.patch.object(trig, "_hook", return_value=hook):
         await trig.on_kill()  # errors are logged, not raised
+
+
+async def test_end_from_trigger_ends_a_completed_job_with_the_operators_xcoms():
+    trig = make(end_from_trigger=True, stream_logs=False)
+    hook = fake_hook(["COMPLETED"], [])
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        event = await trig.run().asend(None)
+    assert isinstance(event, TaskSuccessEvent)
+    assert event.xcoms["return_value"] == "a" * 32
+    assert event.xcoms["job"]["activity_id"] == "a" * 32 and event.xcoms["job"]["status"] == "COMPLETED"
+    hook.get_outputs.assert_not_called()
+
+
+async def test_end_from_trigger_for_apply_returns_the_outputs():
+    trig = make(end_from_trigger=True, return_outputs=True, stream_logs=False)
+    hook = fake_hook(["COMPLETED"], [])
+    hook.get_outputs = mock.AsyncMock(return_value={"vpc_id": "r006-1"})
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        event = await trig.run().asend(None)
+    assert event.xcoms["outputs"] == event.xcoms["return_value"] == {"vpc_id": "r006-1"}
+
+
+async def test_end_from_trigger_still_resumes_a_failed_job_on_a_worker():
+    trig = make(end_from_trigger=True, stream_logs=False)
+    with mock.patch.object(trig, "_hook", return_value=fake_hook(["FAILED"], [])):
+        event = await trig.run().asend(None)
+    assert not isinstance(event, TaskSuccessEvent) and event.payload["status"] == "failed"

@@ -726,6 +726,9 @@ class SchematicsAsyncHook:
     ) -> str:
         return await self._run("get_activity_log", workspace_id, activity_id, activity)
 
+    async def get_outputs(self, workspace_id: str) -> dict[str, Any]:
+        return await self._run("get_outputs", workspace_id, tier=WORK)
+
     async def stop_activity(
         self, workspace_id: str, activity_id: str, *, timeout: float | None = None
     ) -> bool:

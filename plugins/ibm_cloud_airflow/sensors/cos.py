@@ -81,6 +81,8 @@ class CosKeySensor(BaseSensorOperator):
         self.check_failed = check_failed
         self._state: dict[str, Any] | None = None
         self.start_from_trigger = start_from_trigger and deferrable
+        # Airflow checks this name: listener plugins cannot see tasks that end in the triggerer.
+        self.end_from_trigger = self.start_from_trigger
         if self.start_from_trigger:
             # Keys named like template fields are rendered by the triggerer into the trigger.
             self.start_trigger_args = StartTriggerArgs(

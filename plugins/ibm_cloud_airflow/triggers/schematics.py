@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES, SchematicsAsyncHook, job_summary
 
@@ -42,6 +42,11 @@ class SchematicsJobTrigger(BaseTrigger):
     :param deadline: epoch seconds after which a ``timeout`` event is sent.
     :param log_offset: job-log lines already shown (so that a re-deferral does not repeat them).
     :param stream_logs: copy new job-log lines into the trigger log.
+    :param end_from_trigger: on success, end the task here (``TaskSuccessEvent``) with the XComs the
+        operator would push (``job``, ``return_value`` = the job id), instead of resuming it on a
+        worker; every other outcome resumes it.
+    :param return_outputs: with ``end_from_trigger``, read the Terraform outputs too and return
+        them (XComs ``outputs`` and ``return_value``), as the apply operator does.
     """
 
     def __init__(
@@ -53,6 +58,8 @@ class SchematicsJobTrigger(BaseTrigger):
         deadline: float | None = None,
         log_offset: int = 0,
         stream_logs: bool = True,
+        end_from_trigger: bool = False,
+        return_outputs: bool = False,
     ) -> None:
         super().__init__()
         self.workspace_id = workspace_id
@@ -62,6 +69,8 @@ class SchematicsJobTrigger(BaseTrigger):
         self.deadline = deadline
         self.log_offset = log_offset
         self.stream_logs = stream_logs
+        self.end_from_trigger = end_from_trigger
+        self.return_outputs = return_outputs
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -74,6 +83,8 @@ class SchematicsJobTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "log_offset": self.log_offset,
                 "stream_logs": self.stream_logs,
+                "end_from_trigger": self.end_from_trigger,
+                "return_outputs": self.return_outputs,
             },
         )
 
@@ -117,6 +128,9 @@ class SchematicsJobTrigger(BaseTrigger):
                     log_text = await self._stream_log(hook, activity)
                 if terminal:
                     self.log.info("Schematics job %s ended: %s", self.activity_id, status)
+                    if status == "COMPLETED" and self.end_from_trigger:
+                        yield TaskSuccessEvent(xcoms=await self._success_xcoms(hook, activity))
+                        return
                     yield TriggerEvent(
                         self._payload(
                             {"COMPLETED": "success", "FAILED": "failed", "STOPPED": "stopped"}[status],
@@ -140,6 +154,17 @@ class SchematicsJobTrigger(BaseTrigger):
         except Exception as exc:
             self.log.exception("Polling Schematics job %s failed", self.activity_id)
             yield TriggerEvent(self._payload("error", message=str(exc)))
+
+    async def _success_xcoms(self, hook: SchematicsAsyncHook, activity: dict[str, Any]) -> dict[str, Any]:
+        xcoms: dict[str, Any] = {
+            "job": {**job_summary(activity), "activity_id": self.activity_id},
+            "return_value": self.activity_id,
+        }
+        if self.return_outputs:
+            outputs = await hook.get_outputs(self.workspace_id)
+            self.log.info("Terraform outputs: %s", sorted(outputs))
+            xcoms.update(outputs=outputs, return_value=outputs)
+        return xcoms
 
     async def on_kill(self) -> None:
         """The user marked the deferred task failed/success or cleared it: stop the Schematics job."""
