@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseOperator
 
 from gpu_pipeline.params import MAX_KEEP_ON_FAILURE_MINUTES
@@ -39,6 +38,8 @@ class HoldOnFailureOperator(BaseOperator):
         failed = sorted(task_id for task_id, state in states.items() if state in FAILED_STATES)
         if not failed:
             return
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
         until = datetime.now(UTC) + timedelta(minutes=minutes)
         self.log.warning(
             "Tasks %s failed: keeping the run's resources until %s for debugging, then destroying them.",

@@ -18,21 +18,19 @@ machine its share through the connection's ``rate_limit_per_minute`` (see docs/p
 
 from __future__ import annotations
 
-import hashlib
 import math
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ibm_cloud_airflow.hooks.base import IbmCloudApiError
-
+# Operators name their tier at DAG-parse time: this module imports nothing heavy at the top.
 POLL = "poll"
 WORK = "work"
 TEARDOWN = "teardown"
 POLL_SHARE = 0.6
 WORK_SHARE = 0.8
-DEFAULT_DIR = Path(tempfile.gettempdir()) / "ibm-cloud-airflow-budget"
+DEFAULT_DIR_NAME = "ibm-cloud-airflow-budget"  # under the temporary directory
+MARGIN_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -48,8 +46,11 @@ class BudgetSpec:
     def for_api_key(
         cls, api_key: str, endpoint: str, requests: int, window_s: float, state_dir: Path | None
     ) -> BudgetSpec:
+        import hashlib
+        import tempfile
+
         digest = hashlib.sha256(f"{endpoint}\n{api_key}".encode()).hexdigest()[:16]
-        return cls(digest, requests, window_s, state_dir or DEFAULT_DIR)
+        return cls(digest, requests, window_s, state_dir or Path(tempfile.gettempdir()) / DEFAULT_DIR_NAME)
 
     def tier_limit(self, tier: str) -> int:
         share = {POLL: POLL_SHARE, WORK: WORK_SHARE, TEARDOWN: 1.0}[tier]
@@ -65,7 +66,9 @@ class RequestBudget:
         self.spec = spec
         self.max_wait_s = max_wait_s
         spec.state_dir.mkdir(parents=True, exist_ok=True)
-        window_ms = int(spec.window_s * 1000)
+        # A slot is taken before the request is sent (an IAM token may be fetched in between):
+        # the window is a little longer than Schematics' so that arrivals stay within its limit.
+        window_ms = int((spec.window_s + MARGIN_S) * 1000)
 
         def limiter(name: str, limit: int) -> Limiter:
             # One file per limit: every process that opens it shares the same sliding window.
@@ -94,7 +97,9 @@ class RequestBudget:
             if not await limiter.try_acquire_async(tier, blocking=True, timeout=self.max_wait_s):
                 raise self._exhausted(tier)
 
-    def _exhausted(self, tier: str) -> IbmCloudApiError:
+    def _exhausted(self, tier: str) -> Exception:
+        from ibm_cloud_airflow.hooks.base import IbmCloudApiError
+
         return IbmCloudApiError(
             f"No Schematics request budget for a {tier} request within {self.max_wait_s:.0f} s "
             f"({self.spec.requests} requests per {self.spec.window_s:.0f} s); too many concurrent runs "

@@ -11,22 +11,18 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudConfigError, IbmCloudNotFoundError
 from ibm_cloud_airflow.hooks.budget import TEARDOWN, WORK
-from ibm_cloud_airflow.hooks.schematics import (
-    LEASE_TAG_PREFIX,
-    TERMINAL_JOB_STATUSES,
-    SchematicsHook,
-    job_summary,
-)
 from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
-from ibm_cloud_airflow.triggers.schematics import LOG_EVERY_POLLS, SchematicsJobTrigger, new_log_lines
-from ibm_cloud_airflow.utils.secrets import resolve_secret_references
+
+# The hooks, the trigger and the IBM SDKs are imported where a task runs, not at module level:
+# the dag-processor imports this module again at every parse of the DAG file.
+if TYPE_CHECKING:
+    from ibm_cloud_airflow.hooks.schematics import SchematicsHook
 
 _EMPTY_IDS = ("", "none", "null")
 _EVENT_TO_STATUS = {"success": "COMPLETED", "failed": "FAILED", "stopped": "STOPPED"}
@@ -145,9 +141,13 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> SchematicsHook:
+        from ibm_cloud_airflow.hooks.schematics import SchematicsHook
+
         return SchematicsHook(ibm_conn_id=self.ibm_conn_id)
 
     def execute(self, context: Any) -> str:
+        from ibm_cloud_airflow.utils.secrets import resolve_secret_references
+
         secure = resolve_secret_references(self.secure_variables)
         _refuse_leaked_secrets(self.variables or {}, secure)
         hook = self.hook
@@ -189,6 +189,8 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
 
 def _refuse_leaked_secrets(variables: dict[str, Any], secrets: dict[str, str]) -> None:
     """Fail when a plain (non-secure) variable holds a secret value (e.g. a rendered password)."""
+    from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
+
     values = [s for s in secrets.values() if s and len(s) >= 6]
     for name, value in variables.items():
         text = str(value)
@@ -209,6 +211,9 @@ class _SchematicsJobOperator(BaseOperator):
     budget_tier: ClassVar[str] = WORK
     #: The task's return value is the Terraform outputs (apply) rather than the job id.
     returns_outputs: ClassVar[bool] = False
+    #: How long a job may run when ``job_timeout`` is not given (subclasses set their own, so
+    #: that they need no ``__init__``: each one costs a copy of the DAG's params at parse time).
+    default_job_timeout: ClassVar[timedelta] = timedelta(hours=1)
 
     template_fields: Sequence[str] = ("workspace_id", "ibm_conn_id")
     operator_extra_links = (SchematicsWorkspaceLink(),)
@@ -221,7 +226,7 @@ class _SchematicsJobOperator(BaseOperator):
         ibm_conn_id: str = "ibm_cloud_default",
         deferrable: bool = True,
         poll_interval: float = 30.0,
-        job_timeout: timedelta = timedelta(hours=1),
+        job_timeout: timedelta | None = None,
         stream_logs: bool = True,
         job_retries: int = 0,
         log_tail_lines: int = 40,
@@ -234,7 +239,7 @@ class _SchematicsJobOperator(BaseOperator):
         self.ibm_conn_id = ibm_conn_id
         self.deferrable = deferrable
         self.poll_interval = poll_interval
-        self.job_timeout = job_timeout
+        self.job_timeout = job_timeout or self.default_job_timeout
         self.stream_logs = stream_logs
         self.job_retries = job_retries
         self.log_tail_lines = log_tail_lines
@@ -250,6 +255,8 @@ class _SchematicsJobOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> SchematicsHook:
+        from ibm_cloud_airflow.hooks.schematics import SchematicsHook
+
         return SchematicsHook(ibm_conn_id=self.ibm_conn_id, default_tier=self.budget_tier)
 
     @property
@@ -258,6 +265,8 @@ class _SchematicsJobOperator(BaseOperator):
 
     # -- hooks for subclasses ------------------------------------------------------------------
     def resolve_workspace(self, context: Any) -> str | None:
+        from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
+
         if _blank(self.workspace_id):
             raise IbmCloudConfigError(f"{self.task_id}: workspace_id is empty; pass the workspace id")
         return str(self.workspace_id)
@@ -271,6 +280,8 @@ class _SchematicsJobOperator(BaseOperator):
 
     # -- execute -----------------------------------------------------------------------------
     def execute(self, context: Any) -> Any:
+        from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES
+
         workspace_id = self.resolve_workspace(context)
         if workspace_id is None:
             return None
@@ -305,6 +316,9 @@ class _SchematicsJobOperator(BaseOperator):
             self.log.warning("Could not save the job id in task_state_store (%s)", exc)
 
     def _reattach(self, store: Any, workspace_id: str) -> tuple[str, str, int, float] | None:
+        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
+        from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES
+
         saved = self._store_get(store)
         if not saved or saved.get("workspace_id") != workspace_id or not saved.get("activity_id"):
             return None
@@ -363,6 +377,8 @@ class _SchematicsJobOperator(BaseOperator):
     def _wait(
         self, context: Any, workspace_id: str, activity_id: str, attempt: int, submitted_at: float
     ) -> Any:
+        from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
+
         deadline = self._deadline(submitted_at)
         if self.deferrable:
             remaining = max(0.0, deadline - time.time())
@@ -390,6 +406,9 @@ class _SchematicsJobOperator(BaseOperator):
 
     def _poll(self, workspace_id: str, activity_id: str, deadline: float) -> str | None:
         """Poll in-process; returns the terminal status, or None at the deadline."""
+        from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES, job_summary
+        from ibm_cloud_airflow.triggers.schematics import LOG_EVERY_POLLS
+
         offset, polls = 0, 0
         while True:
             if self._killed:
@@ -409,6 +428,8 @@ class _SchematicsJobOperator(BaseOperator):
             time.sleep(max(0.0, min(self.poll_interval, deadline - now)))
 
     def _stream_log(self, workspace_id: str, activity: dict[str, Any], offset: int) -> int:
+        from ibm_cloud_airflow.triggers.schematics import new_log_lines
+
         if not self.stream_logs:
             return offset
         activity_id = str(activity.get("action_id") or self._activity_id)
@@ -425,6 +446,8 @@ class _SchematicsJobOperator(BaseOperator):
     def execute_complete(
         self, context: Any, event: dict[str, Any] | str, attempt: int = 0, submitted_at: float | None = None
     ) -> Any:
+        from ibm_cloud_airflow.hooks.base import IbmCloudApiError
+
         if not isinstance(event, dict):
             event = self._ended_by_trigger(context, event)
         workspace_id = event.get("workspace_id") or self._workspace_id
@@ -470,6 +493,8 @@ class _SchematicsJobOperator(BaseOperator):
 
     def _job_summary(self, workspace_id: str, activity_id: str) -> dict[str, Any]:
         """The finished job's summary: from the trigger's event when deferred, else one more read."""
+        from ibm_cloud_airflow.hooks.schematics import job_summary
+
         if self._finished_job is None:
             self._finished_job = job_summary(self.hook.get_activity(workspace_id, activity_id))
         return {**self._finished_job, "activity_id": activity_id}
@@ -535,9 +560,7 @@ class SchematicsPlanOperator(_SchematicsJobOperator):
 
     command = "plan"
     fail_without_retry = True
-
-    def __init__(self, *, job_timeout: timedelta = timedelta(minutes=30), **kwargs: Any) -> None:
-        super().__init__(job_timeout=job_timeout, **kwargs)
+    default_job_timeout = timedelta(minutes=30)
 
 
 class SchematicsApplyOperator(_SchematicsJobOperator):
@@ -548,9 +571,7 @@ class SchematicsApplyOperator(_SchematicsJobOperator):
 
     command = "apply"
     returns_outputs = True
-
-    def __init__(self, *, job_timeout: timedelta = timedelta(hours=2), **kwargs: Any) -> None:
-        super().__init__(job_timeout=job_timeout, **kwargs)
+    default_job_timeout = timedelta(hours=2)
 
     def on_job_success(self, context: Any, workspace_id: str, activity_id: str) -> dict[str, Any]:
         outputs = self.hook.get_outputs(workspace_id)
@@ -578,14 +599,15 @@ class SchematicsDestroyOperator(_SchematicsJobOperator):
         self,
         *,
         workspace_name: str | None = None,
-        job_timeout: timedelta = timedelta(hours=1),
         job_retries: int = 1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(job_timeout=job_timeout, job_retries=job_retries, **kwargs)
+        super().__init__(job_retries=job_retries, **kwargs)
         self.workspace_name = workspace_name
 
     def resolve_workspace(self, context: Any) -> str | None:
+        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
+
         if not _blank(self.workspace_id):
             # The id comes from a create that uploaded the template: submit at once (no look-up
             # before the servers' teardown); a deleted workspace answers the destroy with 404.
@@ -607,6 +629,8 @@ class SchematicsDestroyOperator(_SchematicsJobOperator):
         return workspace_id
 
     def start_job(self, workspace_id: str) -> str | None:
+        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
+
         try:
             return super().start_job(workspace_id)
         except IbmCloudNotFoundError:
@@ -655,9 +679,14 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> SchematicsHook:
+        from ibm_cloud_airflow.hooks.schematics import SchematicsHook
+
         return SchematicsHook(ibm_conn_id=self.ibm_conn_id)
 
     def execute(self, context: Any) -> bool:
+        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
+        from ibm_cloud_airflow.hooks.schematics import LEASE_TAG_PREFIX
+
         hook = self.hook
         workspace_id = _resolve_workspace_id(hook, self.workspace_id, self.workspace_name)
         if workspace_id is None:

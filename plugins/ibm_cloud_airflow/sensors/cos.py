@@ -6,14 +6,16 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 from airflow.triggers.base import StartTriggerArgs
 
-from ibm_cloud_airflow.hooks.cos import CosHook
 from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, new_state
+
+if TYPE_CHECKING:  # imported where the sensor runs, not at every parse of the DAG file
+    from ibm_cloud_airflow.hooks.cos import CosHook
 
 _STATE_KEY = "ibm_cos_sensor_progress"
 
@@ -104,6 +106,8 @@ class CosKeySensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> CosHook:
+        from ibm_cloud_airflow.hooks.cos import CosHook
+
         return CosHook(self.cos_conn_id)
 
     @property
