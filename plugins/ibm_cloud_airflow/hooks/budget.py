@@ -19,6 +19,7 @@ machine its share through the connection's ``rate_limit_per_minute`` (see docs/p
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ TEARDOWN = "teardown"
 POLL_SHARE = 0.6
 WORK_SHARE = 0.8
 DEFAULT_DIR_NAME = "ibm-cloud-airflow-budget"  # under the temporary directory
+BUDGET_DIR_ENV = "IBM_CLOUD_AIRFLOW_BUDGET_DIR"  # a deployment-wide default for extra budget_dir
 MARGIN_S = 1.0
 
 
@@ -50,7 +52,10 @@ class BudgetSpec:
         import tempfile
 
         digest = hashlib.sha256(f"{endpoint}\n{api_key}".encode()).hexdigest()[:16]
-        return cls(digest, requests, window_s, state_dir or Path(tempfile.gettempdir()) / DEFAULT_DIR_NAME)
+        if state_dir is None:
+            shared = os.environ.get(BUDGET_DIR_ENV)
+            state_dir = Path(shared) if shared else Path(tempfile.gettempdir()) / DEFAULT_DIR_NAME
+        return cls(digest, requests, window_s, state_dir)
 
     def tier_limit(self, tier: str) -> int:
         share = {POLL: POLL_SHARE, WORK: WORK_SHARE, TEARDOWN: 1.0}[tier]
