@@ -6,9 +6,10 @@
 
 Sizes come from flags or environment variables (flag wins): ``BENCH_PARSES`` (20), ``BENCH_RUNS``
 (10), ``BENCH_POLL_SECONDS`` (10: Schematics job polling in both scenarios), ``BENCH_POKE_SECONDS``
-(60: the poke-mode baseline's poke interval, Airflow's default), ``BENCH_SENSOR_SECONDS`` (2: the
+(60: the poke-mode baseline's poke interval, Airflow's default), ``BENCH_SENSOR_SECONDS`` (1: the
 deferrable sensor's poll interval, the DAG's default), ``BENCH_SCENARIO_TIMEOUT`` (600 s per
-scenario), ``BENCH_EPOCHS`` (10: training epochs per run, so that the sensors really wait),
+scenario), ``BENCH_EPOCHS`` (40: training epochs per run, so that the trainings outlast the
+orchestration, as real ones do, and the sensors really wait),
 ``BENCH_RATE_LIMIT`` (50: the sandbox's Schematics requests per minute; 0 turns the limit off),
 ``BENCH_NICE_SERVERS`` (1: the simulated GPU servers run at nice 19, as they would not share the
 Airflow machine's CPUs in the cloud).
@@ -188,7 +189,7 @@ def cluster_figures(main: dict[str, Any], base: dict[str, Any]) -> list[dict[str
             slots_b.get("max_running_waiting_sensors_strict"),
             "",
             None,
-            "the deferrable sensor checks once in a worker, then defers",
+            "the deferrable sensor starts in the triggerer (start_from_trigger)",
         ),
         figure(
             "worker slot-seconds spent waiting (all runs)",
@@ -238,6 +239,35 @@ def cluster_figures(main: dict[str, Any], base: dict[str, Any]) -> list[dict[str
     ]
 
 
+def single_run_figures(main: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """One run alone: the orchestration's own cost, without ten runs sharing the request budget."""
+
+    def med(scenario: dict[str, Any], key: str) -> dict[str, Any] | None:
+        return median_of([r.get(key) for r in scenario["per_run"]])
+
+    overhead, teardown = med(main, "overhead_s"), med(main, "teardown_latency_s")
+    return [
+        figure(
+            "orchestration overhead, one run alone (wall - cloud time)",
+            "s",
+            overhead,
+            med(base, "overhead_s"),
+            "< 15 s median",
+            bool(overhead and overhead["median"] < 15),
+            "baseline: the same run with the poke-mode sensor",
+        ),
+        figure(
+            "teardown latency, one run alone",
+            "s",
+            teardown,
+            med(base, "teardown_latency_s"),
+            "< 5 s median",
+            bool(teardown and teardown["median"] < 5),
+            "baseline: the same run with the poke-mode sensor",
+        ),
+    ]
+
+
 def _fmt(value: Any, unit: str) -> str:
     if value is None:
         return "n/a"
@@ -281,7 +311,9 @@ def _write(path: Path, results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", choices=("all", "parse", "cluster"), default=os.environ.get("BENCH_ONLY", "all")
+        "--only",
+        choices=("all", "parse", "cluster", "single"),
+        default=os.environ.get("BENCH_ONLY", "all"),
     )
     parser.add_argument("--parses", type=int, default=int(_env_num("BENCH_PARSES", 20)))
     parser.add_argument("--runs", type=int, default=int(_env_num("BENCH_RUNS", 10)))
@@ -289,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poke-seconds", type=float, default=_env_num("BENCH_POKE_SECONDS", 60))
     parser.add_argument("--sensor-seconds", type=float, default=_env_num("BENCH_SENSOR_SECONDS", 1))
     parser.add_argument("--scenario-timeout", type=float, default=_env_num("BENCH_SCENARIO_TIMEOUT", 600))
-    parser.add_argument("--epochs", type=int, default=int(_env_num("BENCH_EPOCHS", 10)))
+    parser.add_argument("--epochs", type=int, default=int(_env_num("BENCH_EPOCHS", 40)))
     parser.add_argument(
         "--rate-limit",
         type=int,
@@ -327,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         results["parse"] = parse.run(count=args.parses)
         rows += parse_figures(results["parse"])
-    if args.only in ("all", "cluster"):
+    if args.only in ("all", "cluster", "single"):
         # Long enough that sensors really wait (training outlasts the poke interval), and a stall
         # timeout that survives 10 TensorFlow imports at once on 2 cores.
         conf = {"epochs": args.epochs, "progress_stall_minutes": 5}
@@ -340,10 +372,18 @@ def main(argv: list[str] | None = None) -> int:
             "conf": conf,
             "dags_folder": args.dags_folder,
         }
-        scenarios = {
-            "deferrable": ScenarioConfig(mode="deferrable", sensor_poke_s=args.sensor_seconds, **common),
-            "poke_baseline": ScenarioConfig(mode="poke", sensor_poke_s=args.poke_seconds, **common),
-        }
+        scenarios = {}
+        if args.only != "single":
+            scenarios["deferrable"] = ScenarioConfig(
+                mode="deferrable", sensor_poke_s=args.sensor_seconds, **common
+            )
+            scenarios["poke_baseline"] = ScenarioConfig(
+                mode="poke", sensor_poke_s=args.poke_seconds, **common
+            )
+        # The same pipeline with one run alone: what orchestration costs without the shared budget.
+        single = {**common, "runs": 1}
+        scenarios["single"] = ScenarioConfig(mode="deferrable", sensor_poke_s=args.sensor_seconds, **single)
+        scenarios["single_poke"] = ScenarioConfig(mode="poke", sensor_poke_s=args.poke_seconds, **single)
         root = Path(
             tempfile.mkdtemp(prefix="bench-", dir=REPO / ".airflow" if (REPO / ".airflow").is_dir() else None)
         )
@@ -352,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cluster: {name}: {cfg.runs} concurrent runs ...", flush=True)
             results[name] = run_scenario(cfg, root / name, log=lambda m: print(m, flush=True))
             _write(args.output, results)  # partial results survive an interrupted run
-        rows += cluster_figures(results["deferrable"], results["poke_baseline"])
+        if "deferrable" in results:
+            rows += cluster_figures(results["deferrable"], results["poke_baseline"])
+        rows += single_run_figures(results["single"], results["single_poke"])
         if not args.keep:
             import shutil
 

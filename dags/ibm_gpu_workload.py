@@ -157,7 +157,7 @@ with DAG(
         secure_variables=_plan("secure_variable_refs"),
         tags=_plan("tags"),
     )
-    workspace_id = "{{ ti.xcom_pull(task_ids='create_workspace') or '' }}"
+    workspace_id = "{{ ti.xcom_pull(task_ids='create_workspace', map_indexes=-1) or '' }}"
     # A finished job ends its task in the triggerer (no worker start to read the result).
     schematics_job = {
         "ibm_conn_id": IBM_CONN_ID,
@@ -201,6 +201,8 @@ with DAG(
         job_timeout=timedelta(minutes=90),
         trigger_rule=TriggerRule.ALL_DONE,
         retries=4,
+        # Submitted from the triggerer: no worker start between the servers' _SUCCESS and the destroy.
+        start_from_trigger=IN_TRIGGERER,
         **schematics_job,
     )
 

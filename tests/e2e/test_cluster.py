@@ -1,8 +1,9 @@
 """One run under a real Airflow: api-server, scheduler (LocalExecutor), dag-processor and triggerer.
 
 ``dag.test()`` runs every task in its own process and ignores ``start_from_trigger``; only a real
-scheduler hands the sensor straight to the triggerer, and only a real triggerer renders its fields
-and ends it there. This test proves that path against the sandbox, with the benchmark's harness.
+scheduler hands the sensor and the destroy straight to the triggerer, and only a real triggerer
+renders their fields and ends them there. This test proves that path against the sandbox, with
+the benchmark's harness.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from bench.concurrent import ScenarioConfig, run_scenario
 
 
 @pytest.mark.timeout(900)
-def test_under_a_real_scheduler_the_sensor_never_uses_a_worker(tmp_path):
+def test_under_a_real_scheduler_the_sensor_and_destroy_never_use_a_worker(tmp_path):
     cfg = ScenarioConfig(
         mode="deferrable",
         runs=1,
@@ -29,9 +30,11 @@ def test_under_a_real_scheduler_the_sensor_never_uses_a_worker(tmp_path):
     # On success the hold is skipped by the scheduler: nothing runs between the sensor and destroy.
     assert run["tasks"]["hold_on_failure"] == "skipped"
     logs = tmp_path / "airflow/logs/dag_id=ibm_gpu_workload" / f"run_id={run['run_id']}"
-    sensor_logs = sorted(p.name for p in (logs / "task_id=wait_for_output").iterdir())
-    # It waited in the triggerer and ended there: no worker ever ran it (no worker log).
-    assert sensor_logs and all(".log.trigger." in name for name in sensor_logs), sensor_logs
+    # The sensor waited in the triggerer and ended there, and the destroy was submitted and
+    # waited for there: no worker ever ran either (a worker would have written attempt=1.log).
+    for task_id in ("wait_for_output", "destroy"):
+        names = sorted(p.name for p in (logs / f"task_id={task_id}").iterdir())
+        assert names and all(".log.trigger." in name for name in names), (task_id, names)
     assert result["slots"]["slot_seconds_all_running_sensors"] == 0
     # The destroy was submitted after the workload's _SUCCESS (and so, the servers' teardown).
     assert run["teardown_latency_s"] is not None and run["teardown_latency_s"] > 0

@@ -276,6 +276,36 @@ class TestEndedByTrigger:
         assert trigger.end_from_trigger is True and trigger.return_outputs is True
 
 
+class TestDestroyFromTheTriggerer:
+    def test_the_triggerer_renders_the_workspace_and_submits_the_destroy(self):
+        op = SchematicsDestroyOperator(
+            task_id="destroy",
+            workspace_id="{{ ti.xcom_pull(task_ids='create_workspace', map_indexes=-1) or '' }}",
+            workspace_name="{{ params.name }}",
+            start_from_trigger=True,
+            end_from_trigger=True,
+        )
+        args = op.start_trigger_args
+        assert op.start_from_trigger and args.next_method == "execute_complete"
+        # What Airflow 3.3's triggerer does for a task that starts there (see test_sensor_cos.py).
+        trigger = SchematicsJobTrigger(**args.trigger_kwargs)
+        trigger.task_instance = mock.MagicMock(task=op, task_id=op.task_id)
+        assert set(trigger.template_fields) == {"workspace_id", "workspace_name", "ibm_conn_id"}
+
+        class TI:
+            def xcom_pull(self, task_ids, map_indexes):
+                return "us-south.workspace.w1"
+
+        trigger.render_template_fields(context={"ti": TI(), "params": {"name": "airflow-x"}})
+        assert (trigger.workspace_id, trigger.workspace_name) == ("us-south.workspace.w1", "airflow-x")
+        assert trigger.command == "destroy" and trigger.activity_id is None and trigger.end_from_trigger
+
+    def test_nothing_found_in_the_triggerer_ends_the_task(self, hook):
+        op = SchematicsDestroyOperator(task_id="destroy", workspace_id="", start_from_trigger=True)
+        assert op.execute_complete(make_context(), {"status": "nothing"}) is None
+        hook.run_command.assert_not_called()
+
+
 class TestDelete:
     def test_delete_without_lease_check_sends_only_the_delete(self, hook):
         hook.delete_workspace.return_value = True

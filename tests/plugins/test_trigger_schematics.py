@@ -39,6 +39,9 @@ def test_serialize_roundtrip():
         "stream_logs": False,
         "end_from_trigger": False,
         "return_outputs": False,
+        "command": None,
+        "workspace_name": None,
+        "job_timeout_s": None,
     }
     assert SchematicsJobTrigger(**kwargs).serialize() == (path, kwargs)
 
@@ -157,3 +160,41 @@ async def test_end_from_trigger_still_resumes_a_failed_job_on_a_worker():
     with mock.patch.object(trig, "_hook", return_value=fake_hook(["FAILED"], [])):
         event = await trig.run().asend(None)
     assert not isinstance(event, TaskSuccessEvent) and event.payload["status"] == "failed"
+
+
+async def test_started_in_the_triggerer_it_submits_the_destroy_then_ends_the_task():
+    trig = make(
+        activity_id=None, command="destroy", end_from_trigger=True, stream_logs=False, job_timeout_s=60
+    )
+    hook = fake_hook(["COMPLETED"], [])
+    hook.run_command = mock.AsyncMock(return_value="d" * 32)
+    started = time.time()
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        event = await trig.run().asend(None)
+    hook.run_command.assert_awaited_once_with("destroy", "ws")
+    hook.get_activity.assert_awaited_once_with("ws", "d" * 32)
+    assert isinstance(event, TaskSuccessEvent) and event.xcoms["activity_id"] == "d" * 32
+    assert started + 60 <= trig.deadline <= time.time() + 60  # the job timeout counts from the submission
+
+
+@pytest.mark.parametrize("rendered_id", ["", "None"])
+async def test_started_in_the_triggerer_without_a_workspace_there_is_nothing_to_destroy(rendered_id):
+    trig = make(workspace_id=rendered_id, activity_id=None, command="destroy", workspace_name="airflow-x")
+    hook = fake_hook([], [])
+    hook.find_workspace_by_name = mock.AsyncMock(return_value=None)
+    hook.run_command = mock.AsyncMock()
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        event = await trig.run().asend(None)
+    assert event.payload["status"] == "nothing"
+    hook.run_command.assert_not_awaited()
+
+
+async def test_started_in_the_triggerer_a_deleted_workspace_is_nothing_to_destroy():
+    from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
+
+    trig = make(activity_id=None, command="destroy", end_from_trigger=True)
+    hook = fake_hook([], [])
+    hook.run_command = mock.AsyncMock(side_effect=IbmCloudNotFoundError("gone"))
+    with mock.patch.object(trig, "_hook", return_value=hook):
+        event = await trig.run().asend(None)
+    assert isinstance(event, TaskSuccessEvent) and event.xcoms == {"return_value": None}

@@ -9,8 +9,8 @@ directory shared by all processes on the machine: the workers' task processes an
 The budget has nested tiers, so that waiting never delays cleanup: polls (job status, logs,
 readiness) may use at most ``POLL_SHARE`` of it, polls and other work together at most
 ``WORK_SHARE``, and teardown requests (submitting a destroy, stopping a job) all of it: the
-servers bill until their destroy starts, while deleting the emptied workspace can wait. A request takes a slot
-of its own tier and of every wider one.
+servers bill until their destroy starts, while deleting the emptied workspace can wait. A
+request takes a slot of its own tier and of every wider one.
 
 Processes on other machines (Celery or Kubernetes workers) keep their own budget: give each
 machine its share through the connection's ``rate_limit_per_minute`` (see docs/provider.md).

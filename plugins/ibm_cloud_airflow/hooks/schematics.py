@@ -729,6 +729,13 @@ class SchematicsAsyncHook:
     async def get_outputs(self, workspace_id: str) -> dict[str, Any]:
         return await self._run("get_outputs", workspace_id, tier=WORK)
 
+    async def run_command(self, command: str, workspace_id: str) -> str:
+        tier = TEARDOWN if command == "destroy" else WORK
+        return await self._run("run_command", workspace_id=workspace_id, command=command, tier=tier)
+
+    async def find_workspace_by_name(self, name: str) -> dict[str, Any] | None:
+        return await self._run("find_workspace_by_name", name, tier=WORK)
+
     async def stop_activity(
         self, workspace_id: str, activity_id: str, *, timeout: float | None = None
     ) -> bool:

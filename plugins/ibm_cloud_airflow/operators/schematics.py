@@ -450,6 +450,8 @@ class _SchematicsJobOperator(BaseOperator):
 
         if not isinstance(event, dict):
             event = self._ended_by_trigger(context, event)
+        if event.get("status") == "nothing":  # started in the triggerer, found no workspace
+            return None
         workspace_id = event.get("workspace_id") or self._workspace_id
         activity_id = event.get("activity_id") or self._activity_id
         self._finished_job = event.get("job")
@@ -588,7 +590,16 @@ class SchematicsDestroyOperator(_SchematicsJobOperator):
     a never-uploaded (``DRAFT``) one means there is nothing to destroy: the task succeeds. A failed
     destroy job is submitted again ``job_retries`` times (default 1) before the task fails.
 
+    With ``start_from_trigger=True`` (and ``deferrable``) no worker is started to submit the
+    destroy: the scheduler hands the task to the triggerer, which renders ``workspace_id`` and
+    ``workspace_name``, submits the job and waits for it (``SchematicsJobTrigger`` with
+    ``command="destroy"``). A failed job comes back to a worker for ``job_retries``. The job id is
+    not in ``task_state_store`` then: a trigger restarted mid-job (triggerer restart) submits
+    again, which waits for the workspace lock and destroys nothing more. ``dag.test()`` ignores
+    ``start_from_trigger``.
+
     :param workspace_name: fallback lookup by name (templated).
+    :param start_from_trigger: submit and wait in the triggerer, with no worker start.
     """
 
     command = "destroy"
@@ -600,10 +611,32 @@ class SchematicsDestroyOperator(_SchematicsJobOperator):
         *,
         workspace_name: str | None = None,
         job_retries: int = 1,
+        start_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(job_retries=job_retries, **kwargs)
         self.workspace_name = workspace_name
+        self.start_from_trigger = start_from_trigger and self.deferrable
+        if self.start_from_trigger:
+            from airflow.triggers.base import StartTriggerArgs
+
+            # Keys named like template fields are rendered by the triggerer into the trigger.
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls="ibm_cloud_airflow.triggers.schematics.SchematicsJobTrigger",
+                trigger_kwargs={
+                    "workspace_id": self.workspace_id,
+                    "workspace_name": workspace_name,
+                    "ibm_conn_id": self.ibm_conn_id,
+                    "command": self.command,
+                    "poll_interval": self.poll_interval,
+                    "job_timeout_s": self.job_timeout.total_seconds(),
+                    "stream_logs": self.stream_logs,
+                    "end_from_trigger": self.end_from_trigger,
+                },
+                next_method="execute_complete",
+                next_kwargs=None,
+                timeout=self.job_timeout + timedelta(minutes=10),
+            )
 
     def resolve_workspace(self, context: Any) -> str | None:
         from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError

@@ -17,6 +17,11 @@ LOG_EVERY_POLLS = 10
 LOG_TAIL_LINES = 40
 
 
+def _blank(value: Any) -> bool:
+    """An id rendered from a missing XCom: ``None``, ``""``, ``"None"`` or ``"null"``."""
+    return value is None or str(value).strip().lower() in ("", "none", "null")
+
+
 def new_log_lines(text: str, offset: int) -> tuple[list[str], int]:
     """Lines of ``text`` after line ``offset`` and the new offset (each line is reported once)."""
     lines = text.splitlines()
@@ -47,12 +52,18 @@ class SchematicsJobTrigger(BaseTrigger):
         worker; every other outcome resumes it.
     :param return_outputs: with ``end_from_trigger``, read the Terraform outputs too and return
         them (XComs ``outputs`` and ``return_value``), as the apply operator does.
+    :param command: with no ``activity_id``, submit this command first (a task that starts in the
+        triggerer, see :class:`~ibm_cloud_airflow.operators.schematics.SchematicsDestroyOperator`);
+        the workspace is ``workspace_id`` or, when that is blank, the one named ``workspace_name``.
+        No such workspace means nothing to run: ``{"status": "nothing"}`` (or the task ends here
+        with ``end_from_trigger``).
+    :param job_timeout_s: with ``command``, the deadline is this long after the submission.
     """
 
     def __init__(
         self,
-        workspace_id: str,
-        activity_id: str,
+        workspace_id: str | None,
+        activity_id: str | None = None,
         ibm_conn_id: str = "ibm_cloud_default",
         poll_interval: float = 30.0,
         deadline: float | None = None,
@@ -60,6 +71,9 @@ class SchematicsJobTrigger(BaseTrigger):
         stream_logs: bool = True,
         end_from_trigger: bool = False,
         return_outputs: bool = False,
+        command: str | None = None,
+        workspace_name: str | None = None,
+        job_timeout_s: float | None = None,
     ) -> None:
         super().__init__()
         self.workspace_id = workspace_id
@@ -71,6 +85,9 @@ class SchematicsJobTrigger(BaseTrigger):
         self.stream_logs = stream_logs
         self.end_from_trigger = end_from_trigger
         self.return_outputs = return_outputs
+        self.command = command
+        self.workspace_name = workspace_name
+        self.job_timeout_s = job_timeout_s
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -85,6 +102,9 @@ class SchematicsJobTrigger(BaseTrigger):
                 "stream_logs": self.stream_logs,
                 "end_from_trigger": self.end_from_trigger,
                 "return_outputs": self.return_outputs,
+                "command": self.command,
+                "workspace_name": self.workspace_name,
+                "job_timeout_s": self.job_timeout_s,
             },
         )
 
@@ -114,9 +134,53 @@ class SchematicsJobTrigger(BaseTrigger):
             self.log.info("[schematics %s] %s", self.activity_id[:8], line)
         return text
 
+    async def _start_job(self, hook: SchematicsAsyncHook) -> bool:
+        """Submit ``command``; False when there is no workspace to run it on."""
+        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
+
+        workspace_id = None if _blank(self.workspace_id) else str(self.workspace_id)
+        if workspace_id is None and not _blank(self.workspace_name):
+            found = await hook.find_workspace_by_name(str(self.workspace_name))
+            if found and str(found.get("status") or "").upper() != "DRAFT":  # DRAFT: no template
+                workspace_id = found["id"]
+        if workspace_id is None:
+            self.log.info(
+                "No workspace (id %r, name %r): nothing to %s",
+                self.workspace_id,
+                self.workspace_name,
+                self.command,
+            )
+            return False
+        try:
+            self.activity_id = await hook.run_command(self.command, workspace_id)
+        except IbmCloudNotFoundError:
+            self.log.info("Workspace %s does not exist: nothing to %s", workspace_id, self.command)
+            return False
+        self.workspace_id = workspace_id
+        if self.job_timeout_s is not None:
+            self.deadline = time.time() + float(self.job_timeout_s)
+        self.log.info(
+            "Schematics %s job %s started on workspace %s", self.command, self.activity_id, workspace_id
+        )
+        return True
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
         polls = 0
+        if self.command and not self.activity_id:
+            try:
+                started = await self._start_job(hook)
+            except Exception as exc:
+                self.log.exception("Submitting the Schematics %s job failed", self.command)
+                yield TriggerEvent(self._payload("error", message=str(exc)))
+                return
+            if not started:
+                yield (
+                    TaskSuccessEvent(xcoms={"return_value": None})
+                    if self.end_from_trigger
+                    else TriggerEvent(self._payload("nothing"))
+                )
+                return
         try:
             while True:
                 activity = await hook.get_activity(self.workspace_id, self.activity_id)
@@ -158,6 +222,7 @@ class SchematicsJobTrigger(BaseTrigger):
     async def _success_xcoms(self, hook: SchematicsAsyncHook, activity: dict[str, Any]) -> dict[str, Any]:
         xcoms: dict[str, Any] = {
             "job": {**job_summary(activity), "activity_id": self.activity_id},
+            "activity_id": self.activity_id,
             "return_value": self.activity_id,
         }
         if self.return_outputs:
