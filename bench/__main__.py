@@ -8,7 +8,7 @@ Sizes come from flags or environment variables (flag wins): ``BENCH_PARSES`` (20
 (10), ``BENCH_POLL_SECONDS`` (10: Schematics job polling in both scenarios), ``BENCH_POKE_SECONDS``
 (60: the poke-mode baseline's poke interval, Airflow's default), ``BENCH_SENSOR_SECONDS`` (1: the
 deferrable sensor's poll interval, the DAG's default), ``BENCH_SCENARIO_TIMEOUT`` (600 s per
-scenario), ``BENCH_EPOCHS`` (40: training epochs per run, so that the trainings outlast the
+scenario), ``BENCH_EPOCHS`` (150: training epochs per run, so that the trainings outlast the
 orchestration, as real ones do, and the sensors really wait),
 ``BENCH_RATE_LIMIT`` (50: the sandbox's Schematics requests per minute; 0 turns the limit off),
 ``BENCH_NICE_SERVERS`` (1: the simulated GPU servers run at nice 19, as they would not share the
@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poke-seconds", type=float, default=_env_num("BENCH_POKE_SECONDS", 60))
     parser.add_argument("--sensor-seconds", type=float, default=_env_num("BENCH_SENSOR_SECONDS", 1))
     parser.add_argument("--scenario-timeout", type=float, default=_env_num("BENCH_SCENARIO_TIMEOUT", 600))
-    parser.add_argument("--epochs", type=int, default=int(_env_num("BENCH_EPOCHS", 40)))
+    parser.add_argument("--epochs", type=int, default=int(_env_num("BENCH_EPOCHS", 150)))
     parser.add_argument(
         "--rate-limit",
         type=int,

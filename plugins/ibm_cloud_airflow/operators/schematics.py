@@ -18,18 +18,14 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from ibm_cloud_airflow.hooks.budget import TEARDOWN, WORK
 from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
+from ibm_cloud_airflow.utils.ids import is_blank_id as _blank
 
 # The hooks, the trigger and the IBM SDKs are imported where a task runs, not at module level:
 # the dag-processor imports this module again at every parse of the DAG file.
 if TYPE_CHECKING:
     from ibm_cloud_airflow.hooks.schematics import SchematicsHook
 
-_EMPTY_IDS = ("", "none", "null")
 _EVENT_TO_STATUS = {"success": "COMPLETED", "failed": "FAILED", "stopped": "STOPPED"}
-
-
-def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in _EMPTY_IDS)
 
 
 def _truthy(value: Any) -> bool:

@@ -10,16 +10,12 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES, SchematicsAsyncHook, job_summary
+from ibm_cloud_airflow.utils.ids import is_blank_id as _blank
 
 # Every request counts against Schematics' per-user rate limit: a job's log is read when the job
 # ends, and while it runs only on every LOG_EVERY_POLLS-th status poll (every 5 minutes at 30 s).
 LOG_EVERY_POLLS = 10
 LOG_TAIL_LINES = 40
-
-
-def _blank(value: Any) -> bool:
-    """An id rendered from a missing XCom: ``None``, ``""``, ``"None"`` or ``"null"``."""
-    return value is None or str(value).strip().lower() in ("", "none", "null")
 
 
 def new_log_lines(text: str, offset: int) -> tuple[list[str], int]:
@@ -233,6 +229,8 @@ class SchematicsJobTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """The user marked the deferred task failed/success or cleared it: stop the Schematics job."""
+        if not self.activity_id:  # started in the triggerer and killed before it submitted
+            return
         self.log.warning("Task killed by the user: stopping Schematics job %s", self.activity_id)
         try:
             await self._hook().stop_activity(self.workspace_id, self.activity_id, timeout=10.0)
