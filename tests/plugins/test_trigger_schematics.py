@@ -172,6 +172,7 @@ async def test_started_in_the_triggerer_it_submits_the_destroy_then_ends_the_tas
     with mock.patch.object(trig, "_hook", return_value=hook):
         event = await trig.run().asend(None)
     hook.run_command.assert_awaited_once_with("destroy", "ws")
+    # One poll, a moment after the submission (not at once, when every job is still running).
     hook.get_activity.assert_awaited_once_with("ws", "d" * 32)
     assert isinstance(event, TaskSuccessEvent) and event.xcoms["activity_id"] == "d" * 32
     assert started + 60 <= trig.deadline <= time.time() + 60  # the job timeout counts from the submission

@@ -16,6 +16,7 @@ from ibm_cloud_airflow.utils.ids import is_blank_id as _blank
 # ends, and while it runs only on every LOG_EVERY_POLLS-th status poll (every 5 minutes at 30 s).
 LOG_EVERY_POLLS = 10
 LOG_TAIL_LINES = 40
+FIRST_POLL_AFTER_SUBMIT_S = 2.0
 
 
 def new_log_lines(text: str, offset: int) -> tuple[list[str], int]:
@@ -177,6 +178,9 @@ class SchematicsJobTrigger(BaseTrigger):
                     else TriggerEvent(self._payload("nothing"))
                 )
                 return
+            # A poll right after the submission finds every job still running, and the next one
+            # comes a whole interval later: poll first after a moment (same number of requests).
+            await asyncio.sleep(min(self.poll_interval, FIRST_POLL_AFTER_SUBMIT_S))
         try:
             while True:
                 activity = await hook.get_activity(self.workspace_id, self.activity_id)
