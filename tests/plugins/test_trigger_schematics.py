@@ -166,14 +166,18 @@ async def test_started_in_the_triggerer_it_submits_the_destroy_then_ends_the_tas
     trig = make(
         activity_id=None, command="destroy", end_from_trigger=True, stream_logs=False, job_timeout_s=60
     )
-    hook = fake_hook(["COMPLETED"], [])
-    hook.run_command = mock.AsyncMock(return_value="d" * 32)
+    trig.poll_interval = 0.3  # the first poll waits min(poll_interval, FIRST_POLL_AFTER_SUBMIT_S)
+    calls = []
+    hook = fake_hook([], [])
+    hook.run_command = mock.AsyncMock(side_effect=lambda *a: calls.append(time.monotonic()) or "d" * 32)
+    hook.get_activity.side_effect = lambda *a: calls.append(time.monotonic()) or {"status": "COMPLETED"}
     started = time.time()
     with mock.patch.object(trig, "_hook", return_value=hook):
         event = await trig.run().asend(None)
     hook.run_command.assert_awaited_once_with("destroy", "ws")
     # One poll, a moment after the submission (not at once, when every job is still running).
     hook.get_activity.assert_awaited_once_with("ws", "d" * 32)
+    assert calls[1] - calls[0] >= 0.3
     assert isinstance(event, TaskSuccessEvent) and event.xcoms["activity_id"] == "d" * 32
     assert started + 60 <= trig.deadline <= time.time() + 60  # the job timeout counts from the submission
 
