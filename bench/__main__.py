@@ -142,10 +142,12 @@ def parse_figures(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def cluster_figures(main: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
-    def med(scenario: dict[str, Any], key: str) -> dict[str, Any] | None:
-        return median_of([r.get(key) for r in scenario["per_run"]])
+def med(scenario: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """Median (with min, max, n) of one per-run figure of a scenario."""
+    return median_of([r.get(key) for r in scenario["per_run"]])
 
+
+def cluster_figures(main: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
     def ok_runs(scenario: dict[str, Any]) -> int:
         return sum(1 for r in scenario["per_run"] if r.get("state") == "success")
 
@@ -241,9 +243,6 @@ def cluster_figures(main: dict[str, Any], base: dict[str, Any]) -> list[dict[str
 
 def single_run_figures(main: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
     """One run alone: the orchestration's own cost, without ten runs sharing the request budget."""
-
-    def med(scenario: dict[str, Any], key: str) -> dict[str, Any] | None:
-        return median_of([r.get(key) for r in scenario["per_run"]])
 
     overhead, teardown = med(main, "overhead_s"), med(main, "teardown_latency_s")
     return [

@@ -22,6 +22,7 @@ def fake_hook(statuses, logs, stop=None):
     hook.get_activity = mock.AsyncMock(side_effect=[{"status": s} for s in statuses])
     hook.get_activity_log = mock.AsyncMock(side_effect=logs)
     hook.stop_activity = mock.AsyncMock(side_effect=stop)
+    hook.workspace_to_destroy = mock.AsyncMock(side_effect=lambda workspace_id, name: workspace_id)
     return hook
 
 
@@ -186,7 +187,7 @@ async def test_started_in_the_triggerer_it_submits_the_destroy_then_ends_the_tas
 async def test_started_in_the_triggerer_without_a_workspace_there_is_nothing_to_destroy(rendered_id):
     trig = make(workspace_id=rendered_id, activity_id=None, command="destroy", workspace_name="airflow-x")
     hook = fake_hook([], [])
-    hook.find_workspace_by_name = mock.AsyncMock(return_value=None)
+    hook.workspace_to_destroy = mock.AsyncMock(return_value=None)
     hook.run_command = mock.AsyncMock()
     with mock.patch.object(trig, "_hook", return_value=hook):
         event = await trig.run().asend(None)

@@ -27,6 +27,7 @@ from ibm_cloud_airflow.hooks.base import (
     get_connection,
 )
 from ibm_cloud_airflow.hooks.budget import POLL, TEARDOWN, WORK, BudgetSpec, RequestBudget, request_budget
+from ibm_cloud_airflow.utils.ids import is_blank_id
 
 #: Activity statuses after which a job no longer runs.
 TERMINAL_JOB_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED"})
@@ -668,6 +669,31 @@ class SchematicsHook(BaseHook):
         return True
 
 
+def workspace_to_destroy(hook: SchematicsHook, workspace_id: Any, workspace_name: Any) -> str | None:
+    """The workspace a destroy runs on, or None when there is nothing to destroy.
+
+    An id (from a create that uploaded the template) is used as it is: no look-up stands before
+    the servers' teardown, and a deleted workspace answers the destroy itself with 404. Without
+    one, the workspace named ``workspace_name`` is looked up; none, a deleted one or a ``DRAFT``
+    one (it never received a template) means there is nothing to destroy.
+    """
+    if not is_blank_id(workspace_id):
+        return str(workspace_id)
+    if is_blank_id(workspace_name):
+        return None
+    found = hook.find_workspace_by_name(str(workspace_name))
+    if not found:
+        return None
+    try:
+        workspace = hook.get_workspace(found["id"])
+    except IbmCloudNotFoundError:
+        return None
+    if str(workspace.get("status") or "").upper() == "DRAFT":
+        hook.log.info("Workspace %s never received a template (DRAFT)", found["id"])
+        return None
+    return found["id"]
+
+
 def _as_text(result: Any) -> str:
     if result is None:
         return ""
@@ -733,8 +759,17 @@ class SchematicsAsyncHook:
         tier = TEARDOWN if command == "destroy" else WORK
         return await self._run("run_command", workspace_id=workspace_id, command=command, tier=tier)
 
-    async def find_workspace_by_name(self, name: str) -> dict[str, Any] | None:
-        return await self._run("find_workspace_by_name", name, tier=WORK)
+    async def workspace_to_destroy(self, workspace_id: Any, workspace_name: Any) -> str | None:
+        """:func:`workspace_to_destroy`; an id needs no request at all."""
+        if not is_blank_id(workspace_id):
+            return str(workspace_id)
+
+        def find() -> str | None:
+            return workspace_to_destroy(self._get_hook(), workspace_id, workspace_name)
+
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(find, thread_sensitive=False)()
 
     async def stop_activity(
         self, workspace_id: str, activity_id: str, *, timeout: float | None = None

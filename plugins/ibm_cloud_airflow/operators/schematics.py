@@ -635,26 +635,13 @@ class SchematicsDestroyOperator(_SchematicsJobOperator):
             )
 
     def resolve_workspace(self, context: Any) -> str | None:
-        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
+        from ibm_cloud_airflow.hooks.schematics import workspace_to_destroy
 
-        if not _blank(self.workspace_id):
-            # The id comes from a create that uploaded the template: submit at once (no look-up
-            # before the servers' teardown); a deleted workspace answers the destroy with 404.
-            return str(self.workspace_id)
-        workspace_id = _resolve_workspace_id(self.hook, self.workspace_id, self.workspace_name)
+        workspace_id = workspace_to_destroy(self.hook, self.workspace_id, self.workspace_name)
         if workspace_id is None:
             self.log.info(
                 "No workspace (id %r, name %r): nothing to destroy", self.workspace_id, self.workspace_name
             )
-            return None
-        try:
-            workspace = self.hook.get_workspace(workspace_id)
-        except IbmCloudNotFoundError:
-            self.log.info("Workspace %s does not exist: nothing to destroy", workspace_id)
-            return None
-        if str(workspace.get("status") or "").upper() == "DRAFT":
-            self.log.info("Workspace %s never received a template (DRAFT): nothing to destroy", workspace_id)
-            return None
         return workspace_id
 
     def start_job(self, workspace_id: str) -> str | None:

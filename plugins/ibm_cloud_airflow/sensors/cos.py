@@ -12,7 +12,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 from airflow.triggers.base import StartTriggerArgs
 
-from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, new_state
+from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, as_keys, as_seconds, check_markers, new_state
 
 if TYPE_CHECKING:  # imported where the sensor runs, not at every parse of the DAG file
     from ibm_cloud_airflow.hooks.cos import CosHook
@@ -112,7 +112,7 @@ class CosKeySensor(BaseSensorOperator):
 
     @property
     def keys(self) -> list[str]:
-        keys = [self.bucket_key] if isinstance(self.bucket_key, str) else list(self.bucket_key or [])
+        keys = as_keys(self.bucket_key)
         if not keys or any(not k for k in keys):
             raise AirflowFailException(f"{self.task_id}: bucket_key is empty; pass the marker key(s)")
         return keys
@@ -121,9 +121,8 @@ class CosKeySensor(BaseSensorOperator):
         for name in ("wait_timeout", "stall_timeout"):
             value = getattr(self, name)
             if isinstance(value, str):
-                text = value.strip()
                 try:
-                    setattr(self, name, None if text.lower() in ("", "none") else float(text))
+                    setattr(self, name, as_seconds(value))
                 except ValueError as exc:
                     raise AirflowFailException(
                         f"{self.task_id}: {name} = {value!r} is not a number of seconds"

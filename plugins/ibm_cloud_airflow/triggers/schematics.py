@@ -10,7 +10,6 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES, SchematicsAsyncHook, job_summary
-from ibm_cloud_airflow.utils.ids import is_blank_id as _blank
 
 # Every request counts against Schematics' per-user rate limit: a job's log is read when the job
 # ends, and while it runs only on every LOG_EVERY_POLLS-th status poll (every 5 minutes at 30 s).
@@ -135,11 +134,7 @@ class SchematicsJobTrigger(BaseTrigger):
         """Submit ``command``; False when there is no workspace to run it on."""
         from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
 
-        workspace_id = None if _blank(self.workspace_id) else str(self.workspace_id)
-        if workspace_id is None and not _blank(self.workspace_name):
-            found = await hook.find_workspace_by_name(str(self.workspace_name))
-            if found and str(found.get("status") or "").upper() != "DRAFT":  # DRAFT: no template
-                workspace_id = found["id"]
+        workspace_id = await hook.workspace_to_destroy(self.workspace_id, self.workspace_name)
         if workspace_id is None:
             self.log.info(
                 "No workspace (id %r, name %r): nothing to %s",
