@@ -9,12 +9,16 @@ WORKLOAD_VENV := .venv-workload
 CHECKOV_VENV := .venv-checkov
 PY := $(VENV)/bin/python
 FAULT ?=
+# run parameters for `make demo`, a JSON object merged over the demo's defaults: CONF='{"vm_count": 2}'
+CONF ?=
+export CONF
 PYTEST_ARGS ?=
 
 .PHONY: help install test demo sandbox lint bench clean
 
 help:
-	@echo "make demo     run the whole pipeline once on the local sandbox (FAULT=<name> to inject a fault)"
+	@echo "make demo     run the whole pipeline once on the local sandbox (FAULT=<name> to inject a fault,"
+	@echo "              CONF='{\"vm_count\": 2}' to set run parameters)"
 	@echo "make test     run the test suite"
 	@echo "make sandbox  start the local IBM Cloud sandbox in the foreground"
 	@echo "make lint     ruff (with Airflow rules), shellcheck, checkov on terraform/"
@@ -50,7 +54,7 @@ test: install $(CHECKOV_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: install
-	$(PY) -m scripts.demo $(if $(FAULT),--fault $(FAULT),)
+	$(PY) -m scripts.demo $(if $(FAULT),--fault $(FAULT),) --conf "$$CONF"
 
 sandbox: install
 	$(PY) -m sandbox

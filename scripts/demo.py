@@ -2,7 +2,8 @@
 
 Starts the sandbox, runs the DAG once with ``dag.test()``, copies the run's outputs to
 ``demo-output/<run_id>/`` and prints one line of JSON. Exits 0 only when the run succeeded and
-nothing leaked. ``--fault NAME`` injects one of the sandbox's named faults.
+nothing leaked. ``--fault NAME`` injects one of the sandbox's named faults; ``--conf JSON`` sets
+run parameters, merged over the demo's defaults (``scripts.local_run.LOCAL_CONF``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def run_demo(
         "duration_s": round(time.monotonic() - started, 1),
         "run_id": result.get("run_id"),
         "fault": fault,
+        "conf": conf or {},
         "expected_state": "failed" if fault in RUN_FAILING else "success",
         "failed_tasks": sorted(result.get("failures", {})),
         "why": _why(result),
@@ -111,11 +113,28 @@ def _why(result: dict[str, Any]) -> str | None:
     return first.strip().splitlines()[0] if first else None
 
 
+def _conf(text: str) -> dict[str, Any]:
+    """``--conf`` text as a dict of run parameters; argparse turns the error into a usage message."""
+    try:
+        conf = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"CONF is not JSON ({err}); e.g. CONF='{{\"vm_count\": 2}}'") from err
+    if not isinstance(conf, dict):
+        raise argparse.ArgumentTypeError('CONF must be a JSON object of run parameters, e.g. {"vm_count": 2}')
+    return conf
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fault", choices=FAULT_NAMES, help="inject one of the sandbox's faults")
+    parser.add_argument(
+        "--conf",
+        type=_conf,
+        default={},
+        help='run parameters as a JSON object, merged over the demo\'s defaults: \'{"vm_count": 2}\'',
+    )
     args = parser.parse_args()
-    summary = run_demo(args.fault)
+    summary = run_demo(args.fault, conf=args.conf)
     print(json.dumps(summary))
     return 0 if summary["dag_run_state"] == "success" and summary["leaked_resources"] == 0 else 1
 
