@@ -150,7 +150,7 @@ with DAG(
         task_id="create_workspace",
         ibm_conn_id=IBM_CONN_ID,
         workspace_name=_plan("workspace_name"),
-        workspace_id="{{ params.existing_workspace_id }}",
+        workspace_id="{{ params.existing_workspace_id or '' }}",
         template_dir=str(REPO / "terraform"),
         location="{{ params.region }}",
         variables=_plan("terraform_variables"),
@@ -212,7 +212,7 @@ with DAG(
         ibm_conn_id=IBM_CONN_ID,
         workspace_id=workspace_id,
         workspace_name=_plan("workspace_name"),
-        keep_workspace="{{ params.existing_workspace_id != '' }}",
+        keep_workspace="{{ (params.existing_workspace_id or '') != '' }}",
         # A workspace this run created carries no other run's lease: delete without a look-up.
         check_leases=False,
     )

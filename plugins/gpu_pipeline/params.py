@@ -27,12 +27,24 @@ GPU_PROFILES = (
 MAX_VMS = 8
 MAX_KEEP_ON_FAILURE_MINUTES = 240
 
+# Trigger-form sections, in the order the form shows them (each opens where its first param is).
+SERVERS = "GPU servers"
+RESULTS = "Results in Cloud Object Storage"
+TRAINING = "Training"
+LIMITS = "Time limits and cleanup"
+ADVANCED = "Advanced"
+DEBUG = "Debug access (off by default)"
+# An optional text field is null-able: Airflow's trigger form treats an empty required field as
+# missing and disables its Trigger button. The pipeline reads None and "" alike (optional_text).
+OPTIONAL_TEXT = ["null", "string"]
+
 PARAMS: dict[str, Param] = {
     "region": Param(
         "us-south",
         type="string",
         enum=list(REGIONS),
         title="Region",
+        section=SERVERS,
         description="IBM Cloud region of the Schematics workspace and the VPC.",
     ),
     "zone": Param(
@@ -40,6 +52,7 @@ PARAMS: dict[str, Param] = {
         type="string",
         pattern=r"^[a-z]{2}-[a-z]+-[1-3]$",
         title="Zone",
+        section=SERVERS,
         description="Availability zone inside the region, e.g. us-south-1.",
     ),
     "gpu_profile": Param(
@@ -47,6 +60,7 @@ PARAMS: dict[str, Param] = {
         type="string",
         enum=list(GPU_PROFILES),
         title="GPU profile",
+        section=SERVERS,
         description="VPC instance profile of each GPU server.",
     ),
     "vm_count": Param(
@@ -55,6 +69,7 @@ PARAMS: dict[str, Param] = {
         minimum=1,
         maximum=MAX_VMS,
         title="Number of GPU servers",
+        section=SERVERS,
         description="Each server trains independently and writes under its own vm-<i>/ prefix.",
     ),
     "image": Param(
@@ -62,6 +77,7 @@ PARAMS: dict[str, Param] = {
         type="string",
         pattern=r"^[a-z][a-z0-9-]{2,62}$",
         title="Image",
+        section=SERVERS,
         description="Name of a stock or custom x86-64 Ubuntu image.",
     ),
     "bucket": Param(
@@ -69,6 +85,7 @@ PARAMS: dict[str, Param] = {
         type="string",
         pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
         title="COS bucket",
+        section=RESULTS,
         description="Existing bucket for the workload bundle and the results.",
     ),
     "output_prefix": Param(
@@ -76,6 +93,7 @@ PARAMS: dict[str, Param] = {
         type="string",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,200}[A-Za-z0-9]$",
         title="Output prefix",
+        section=RESULTS,
         description="Results go to <output_prefix>/<dag_id>/<run>/ in the bucket.",
     ),
     "dataset": Param(
@@ -83,18 +101,52 @@ PARAMS: dict[str, Param] = {
         type="string",
         pattern=r"^(digits|mnist|cifar10|cos://[A-Za-z0-9._/-]+\.npz)$",
         title="Dataset",
+        section=TRAINING,
         description="digits (offline), mnist, cifar10, or cos://<key>.npz staged in the bucket.",
     ),
-    "epochs": Param(5, type="integer", minimum=1, maximum=1000, title="Epochs"),
-    "batch_size": Param(64, type="integer", minimum=1, maximum=65536, title="Batch size"),
-    "learning_rate": Param(0.001, type="number", exclusiveMinimum=0, maximum=1, title="Learning rate"),
-    "seed": Param(42, type="integer", minimum=0, maximum=2**31 - 1, title="Random seed"),
+    "epochs": Param(
+        5,
+        type="integer",
+        minimum=1,
+        maximum=1000,
+        title="Epochs",
+        section=TRAINING,
+        description="Passes over the training data.",
+    ),
+    "batch_size": Param(
+        64,
+        type="integer",
+        minimum=1,
+        maximum=65536,
+        title="Batch size",
+        section=TRAINING,
+        description="Examples per training step on each server.",
+    ),
+    "learning_rate": Param(
+        0.001,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=1,
+        title="Learning rate",
+        section=TRAINING,
+        description="Adam optimiser step size, greater than 0 and at most 1.",
+    ),
+    "seed": Param(
+        42,
+        type="integer",
+        minimum=0,
+        maximum=2**31 - 1,
+        title="Random seed",
+        section=TRAINING,
+        description="Seeds the data split, shuffling and weight initialisation on every server.",
+    ),
     "max_runtime_minutes": Param(
         120,
         type="integer",
         minimum=10,
         maximum=24 * 60,
         title="Maximum runtime",
+        section=LIMITS,
         description="The run's TTL: servers power themselves off after it, and "
         "the wait for results gives up.",
     ),
@@ -104,12 +156,14 @@ PARAMS: dict[str, Param] = {
         minimum=0.2,
         maximum=24 * 60,
         title="Progress stall timeout",
+        section=LIMITS,
         description="Fail when progress.json stops advancing this long, once training has started.",
     ),
     "plan_only": Param(
         False,
         type="boolean",
         title="Plan only",
+        section=LIMITS,
         description="Run the Schematics plan, then clean up without applying.",
     ),
     "keep_on_failure_minutes": Param(
@@ -118,21 +172,24 @@ PARAMS: dict[str, Param] = {
         minimum=0,
         maximum=MAX_KEEP_ON_FAILURE_MINUTES,
         title="Keep on failure (minutes)",
+        section=LIMITS,
         description="After a failure, wait this long before destroying, for debugging. Bounded.",
     ),
     "existing_workspace_id": Param(
-        "",
-        type="string",
+        None,
+        type=OPTIONAL_TEXT,
         pattern=r"^$|^[a-z]{2}-[a-z]+\.workspace\.[A-Za-z0-9._-]+$",
         title="Existing workspace id",
-        description="Optional: use this Schematics workspace instead of a new "
-        "one; runs on it are serialised.",
+        section=ADVANCED,
+        description="Optional: leave empty to create a workspace for this run. Or the id of a "
+        "Schematics workspace to use instead (in the run's region); runs on it are serialised.",
     ),
     "cos_auth_mode": Param(
         "trusted_profile",
         type="string",
         enum=["trusted_profile", "hmac"],
         title="COS access from the servers",
+        section=ADVANCED,
         description="trusted_profile (keyless, default) or hmac (keys from the COS "
         "connection, sent as secure variables).",
     ),
@@ -140,18 +197,30 @@ PARAMS: dict[str, Param] = {
         False,
         type="boolean",
         title="Debug mode",
-        description="Add an SSH key, a floating IP and port 22 from one CIDR.",
+        section=DEBUG,
+        description="Add an SSH key, a floating IP per server and port 22 from one CIDR "
+        "(the two fields below are required then).",
     ),
     "debug_ssh_public_key": Param(
-        "",
-        type="string",
+        None,
+        type=OPTIONAL_TEXT,
         title="Debug SSH public key",
+        section=DEBUG,
         pattern=r"^$|^(ssh-rsa|ssh-ed25519) [A-Za-z0-9+/=]+( .*)?$",
+        description="Only with debug mode: an ssh-rsa or ssh-ed25519 public key (never a private key).",
     ),
     "debug_allowed_cidr": Param(
-        "",
-        type="string",
+        None,
+        type=OPTIONAL_TEXT,
         title="Debug allowed CIDR",
+        section=DEBUG,
         pattern=r"^$|^([0-9]{1,3}\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$",
+        description="Only with debug mode: the one IPv4 CIDR allowed to SSH in, "
+        "e.g. 203.0.113.7/32 (at most a /16).",
     ),
 }
+
+
+def optional_text(params: dict, name: str) -> str:
+    """An optional text parameter as a string: ``None`` (an empty form field) and ``""`` alike."""
+    return params.get(name) or ""

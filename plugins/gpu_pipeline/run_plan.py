@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gpu_pipeline.params import optional_text
 from ibm_cloud_airflow.utils.run_identity import run_prefix, run_slug, run_tags
 
 BUNDLE_NAME = "bundle/workload.tar.gz"
@@ -27,7 +28,7 @@ def check_params(params: dict[str, Any]) -> None:
     region, zone = params["region"], params["zone"]
     if not zone.startswith(f"{region}-"):
         problems.append(f"zone: '{zone}' is not in region '{region}'; use e.g. '{region}-1'.")
-    existing = params.get("existing_workspace_id") or ""
+    existing = optional_text(params, "existing_workspace_id")
     if existing and not existing.startswith(f"{region}."):
         problems.append(
             f"existing_workspace_id: '{existing}' belongs to another region than '{region}'; "
@@ -36,9 +37,9 @@ def check_params(params: dict[str, Any]) -> None:
     if ".." in params["dataset"] or ".." in params["output_prefix"]:
         problems.append("dataset/output_prefix: '..' is not allowed in object keys.")
     if params.get("debug_mode"):
-        if not params.get("debug_ssh_public_key"):
+        if not optional_text(params, "debug_ssh_public_key"):
             problems.append("debug_ssh_public_key: debug mode needs an SSH public key.")
-        cidr = params.get("debug_allowed_cidr") or ""
+        cidr = optional_text(params, "debug_allowed_cidr")
         try:
             network = ipaddress.ip_network(cidr, strict=False)
         except ValueError:
@@ -109,8 +110,9 @@ def build_run_plan(
         "seed": params["seed"],
         "cos_auth_mode": params["cos_auth_mode"],
         "debug_mode": params["debug_mode"],
-        "debug_ssh_public_key": params["debug_ssh_public_key"],
-        "debug_allowed_cidr": params["debug_allowed_cidr"],
+        # Terraform's variables are strings: an empty form field (None) becomes "".
+        "debug_ssh_public_key": optional_text(params, "debug_ssh_public_key"),
+        "debug_allowed_cidr": optional_text(params, "debug_allowed_cidr"),
     }
     return RunPlan(
         dag_id=dag_id,

@@ -112,6 +112,42 @@ def test_json_schema_rejects_bad_values(name, bad):
         param.resolve(bad)
 
 
+def _form_requires(param) -> bool:
+    """Airflow 3.3's trigger form: a field whose type does not allow null is required."""
+    kind = param.schema.get("type")
+    return not (isinstance(kind, list) and "null" in kind)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_the_trigger_form_can_be_submitted_with_the_defaults(name):
+    # The form disables its Trigger button while a required field is empty (None or ""); an
+    # optional text field must be null-able instead. The browser test checks the same in Chromium.
+    param = PARAMS[name]
+    if param.value in (None, ""):
+        assert not _form_requires(param), f"{name}: empty default on a required field blocks the form"
+    assert param.schema.get("title") and param.schema.get("section"), name
+    assert param.description, f"{name}: the form shows no help for it"
+
+
+@pytest.mark.parametrize("name", ["existing_workspace_id", "debug_ssh_public_key", "debug_allowed_cidr"])
+def test_optional_text_params_accept_null_and_empty_alike(name):
+    import copy
+
+    param = copy.copy(PARAMS[name])
+    assert param.resolve(None) is None and param.resolve("") == ""
+    as_null, as_empty = plan_for(**{name: None}), plan_for(**{name: ""})
+    assert as_null.terraform_variables == as_empty.terraform_variables
+    for value in ("debug_ssh_public_key", "debug_allowed_cidr"):
+        assert as_null.terraform_variables[value] == ""  # Terraform gets a string, never null
+
+
+def test_debug_mode_without_key_or_cidr_is_refused_whether_null_or_empty():
+    for empty in (None, ""):
+        with pytest.raises(InvalidRunParameters) as err:
+            check_params(defaults(debug_mode=True, debug_ssh_public_key=empty, debug_allowed_cidr=empty))
+        assert "debug_ssh_public_key" in str(err.value) and "debug_allowed_cidr" in str(err.value)
+
+
 def test_report_reads_xcoms_of_tasks_that_ended_in_the_triggerer():
     from gpu_pipeline.report import from_triggerer
 
