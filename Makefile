@@ -14,13 +14,16 @@ CONF ?=
 export CONF
 PYTEST_ARGS ?=
 
-.PHONY: help install test demo sandbox lint bench clean
+.PHONY: help install test demo sandbox airflow ui-test ui-screenshots browser lint bench clean
 
 help:
 	@echo "make demo     run the whole pipeline once on the local sandbox (FAULT=<name> to inject a fault,"
 	@echo "              CONF='{\"vm_count\": 2}' to set run parameters)"
 	@echo "make test     run the test suite"
 	@echo "make sandbox  start the local IBM Cloud sandbox in the foreground"
+	@echo "make airflow  the sandbox and a local Airflow UI in the foreground (prints URL and login)"
+	@echo "make ui-test  browser tests of the Airflow UI (Playwright driving Debian's chromium)"
+	@echo "make ui-screenshots  regenerate docs/images/*.png from a real UI session"
 	@echo "make lint     ruff (with Airflow rules), shellcheck, checkov on terraform/"
 	@echo "make bench    benchmarks against same-run baselines -> bench/results.json"
 	@echo "make install  create .venv (orchestrator) and .venv-workload (training job)"
@@ -58,6 +61,23 @@ demo: install
 
 sandbox: install
 	$(PY) -m sandbox
+
+airflow: install
+	$(PY) -m scripts.airflow_ui
+
+# Playwright cannot download its own browser here: it drives Debian's chromium (apt, as root in CI).
+CHROMIUM := /usr/bin/chromium
+browser: $(CHROMIUM)
+$(CHROMIUM):
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+
+ui-test: install browser
+	$(PY) -m pytest tests/ui -p no:cacheprovider $(PYTEST_ARGS)
+
+# The screenshots in docs/images/ and the README come from the same browser session as the tests.
+ui-screenshots: install browser
+	UI_SCREENSHOTS_DIR=docs/images $(PY) -m pytest tests/ui -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.airflow_cluster import TERMINAL_RUN_STATES, AirflowCluster
+from scripts.local_airflow import TERMINAL_RUN_STATES, AirflowCluster
 from scripts.local_run import DAG_ID, DEMO_BUCKET, LOCAL_CONF, REPO
 
 WAIT_TASK = "wait_for_output"

@@ -27,12 +27,10 @@ GPU_PROFILES = (
 MAX_VMS = 8
 MAX_KEEP_ON_FAILURE_MINUTES = 240
 
-# Trigger-form sections, in the order the form shows them (each opens where its first param is).
-SERVERS = "GPU servers"
-RESULTS = "Results in Cloud Object Storage"
-TRAINING = "Training"
+# Trigger-form sections after the main one ("Run Parameters": servers, data, training, results),
+# which is the only one the form opens; these stay collapsed until clicked.
 LIMITS = "Time limits and cleanup"
-ADVANCED = "Advanced"
+ADVANCED = "Workspace and COS access"
 DEBUG = "Debug access (off by default)"
 # An optional text field is null-able: Airflow's trigger form treats an empty required field as
 # missing and disables its Trigger button. The pipeline reads None and "" alike (optional_text).
@@ -44,7 +42,6 @@ PARAMS: dict[str, Param] = {
         type="string",
         enum=list(REGIONS),
         title="Region",
-        section=SERVERS,
         description="IBM Cloud region of the Schematics workspace and the VPC.",
     ),
     "zone": Param(
@@ -52,7 +49,6 @@ PARAMS: dict[str, Param] = {
         type="string",
         pattern=r"^[a-z]{2}-[a-z]+-[1-3]$",
         title="Zone",
-        section=SERVERS,
         description="Availability zone inside the region, e.g. us-south-1.",
     ),
     "gpu_profile": Param(
@@ -60,7 +56,6 @@ PARAMS: dict[str, Param] = {
         type="string",
         enum=list(GPU_PROFILES),
         title="GPU profile",
-        section=SERVERS,
         description="VPC instance profile of each GPU server.",
     ),
     "vm_count": Param(
@@ -69,7 +64,6 @@ PARAMS: dict[str, Param] = {
         minimum=1,
         maximum=MAX_VMS,
         title="Number of GPU servers",
-        section=SERVERS,
         description="Each server trains independently and writes under its own vm-<i>/ prefix.",
     ),
     "image": Param(
@@ -77,7 +71,6 @@ PARAMS: dict[str, Param] = {
         type="string",
         pattern=r"^[a-z][a-z0-9-]{2,62}$",
         title="Image",
-        section=SERVERS,
         description="Name of a stock or custom x86-64 Ubuntu image.",
     ),
     "bucket": Param(
@@ -85,7 +78,6 @@ PARAMS: dict[str, Param] = {
         type="string",
         pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
         title="COS bucket",
-        section=RESULTS,
         description="Existing bucket for the workload bundle and the results.",
     ),
     "output_prefix": Param(
@@ -93,7 +85,6 @@ PARAMS: dict[str, Param] = {
         type="string",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,200}[A-Za-z0-9]$",
         title="Output prefix",
-        section=RESULTS,
         description="Results go to <output_prefix>/<dag_id>/<run>/ in the bucket.",
     ),
     "dataset": Param(
@@ -101,7 +92,6 @@ PARAMS: dict[str, Param] = {
         type="string",
         pattern=r"^(digits|mnist|cifar10|cos://[A-Za-z0-9._/-]+\.npz)$",
         title="Dataset",
-        section=TRAINING,
         description="digits (offline), mnist, cifar10, or cos://<key>.npz staged in the bucket.",
     ),
     "epochs": Param(
@@ -110,7 +100,6 @@ PARAMS: dict[str, Param] = {
         minimum=1,
         maximum=1000,
         title="Epochs",
-        section=TRAINING,
         description="Passes over the training data.",
     ),
     "batch_size": Param(
@@ -119,7 +108,6 @@ PARAMS: dict[str, Param] = {
         minimum=1,
         maximum=65536,
         title="Batch size",
-        section=TRAINING,
         description="Examples per training step on each server.",
     ),
     "learning_rate": Param(
@@ -128,7 +116,6 @@ PARAMS: dict[str, Param] = {
         exclusiveMinimum=0,
         maximum=1,
         title="Learning rate",
-        section=TRAINING,
         description="Adam optimiser step size, greater than 0 and at most 1.",
     ),
     "seed": Param(
@@ -137,7 +124,6 @@ PARAMS: dict[str, Param] = {
         minimum=0,
         maximum=2**31 - 1,
         title="Random seed",
-        section=TRAINING,
         description="Seeds the data split, shuffling and weight initialisation on every server.",
     ),
     "max_runtime_minutes": Param(

@@ -1,5 +1,10 @@
-"""A real, local Airflow 3 deployment for the benchmarks: api-server, scheduler (LocalExecutor),
-dag-processor and triggerer as subprocesses against a fresh ``AIRFLOW_HOME``.
+"""A real, local Airflow 3 deployment: api-server, scheduler (LocalExecutor), dag-processor and
+triggerer as subprocesses against a fresh ``AIRFLOW_HOME``.
+
+One launcher for everything that needs a running Airflow: ``make airflow`` (scripts/airflow_ui.py),
+the browser tests (tests/ui), the benchmarks (bench/concurrent.py) and the end-to-end scheduler test.
+A multi-process variant (e.g. Celery workers) passes its own ``executor``, ``components`` and
+``extra_env``.
 
 SQLite is enough here: in Airflow 3 workers and triggers talk to the api-server (execution API), not
 to the DB, and Airflow 3.3 accepts the LocalExecutor on SQLite (``airflow standalone`` does the
@@ -10,11 +15,15 @@ no LocalExecutor worker or task process outlives the benchmark.
     with AirflowCluster(home, dags_folder=..., extra_env={...}) as af:
         af.wait_for_dag("ibm_gpu_workload")
         run_id = af.trigger("ibm_gpu_workload", conf={...})
+
+Authentication is Airflow's SimpleAuthManager: by default every visitor is an admin with no login
+(tests, benchmarks); with ``login=(user, password)`` the UI asks for that user's password.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -33,10 +42,16 @@ COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL_RUN_STATES = ("success", "failed")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(preferred: int | None = None) -> int:
+    """``preferred`` when it is free on loopback, else any free port."""
+    for candidate in ([preferred] if preferred else []) + [0]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise ClusterError("no free port on 127.0.0.1")
 
 
 class ClusterError(RuntimeError):
@@ -56,19 +71,28 @@ class AirflowCluster:
         parallelism: int = 16,
         api_workers: int = 2,
         start_timeout_s: float = 180.0,
+        port: int | None = None,
+        login: tuple[str, str] | None = None,
+        executor: str = "LocalExecutor",
+        components: tuple[str, ...] = COMPONENTS,
     ) -> None:
         self.home = home
-        self.port = free_port()
+        self.port = free_port(port)
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.start_timeout_s = start_timeout_s
+        self.login = login
+        self.components = components
         env = airflow_env(home, connections or {})
         env.update(
             {
                 "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": executor,
                 "AIRFLOW__CORE__PARALLELISM": str(parallelism),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": str(login is None),
+                # SimpleAuthManager users are "name:role"; their passwords come from this file.
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{login[0]}:admin" if login else "",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.port),
@@ -108,8 +132,11 @@ class AirflowCluster:
 
     def start(self) -> None:
         prepare_home(self.home)
+        if self.login:
+            user, password = self.login
+            (self.home / "passwords.json").write_text(json.dumps({user: password}))
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for component in COMPONENTS:
+        for component in self.components:
             args = [component] if component != "api-server" else [component, "--port", str(self.port)]
             with (self.log_dir / f"{component}.log").open("wb") as log:
                 self.procs[component] = subprocess.Popen(
@@ -158,8 +185,12 @@ class AirflowCluster:
     # -- REST API ----------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
         if self._token is None:
-            # SIMPLE_AUTH_MANAGER_ALL_ADMINS: GET /auth/token hands out an admin token, no password.
-            response = self._http.get("/auth/token")
+            if self.login:
+                user, password = self.login
+                response = self._http.post("/auth/token", json={"username": user, "password": password})
+            else:
+                # SIMPLE_AUTH_MANAGER_ALL_ADMINS: GET /auth/token hands out an admin token, no password.
+                response = self._http.get("/auth/token")
             response.raise_for_status()
             self._token = response.json()["access_token"]
         return {"Authorization": f"Bearer {self._token}"}

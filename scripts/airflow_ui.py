@@ -1,0 +1,107 @@
+"""``make airflow``: the local sandbox and a real Airflow with its UI, in the foreground.
+
+Starts the IBM Cloud sandbox (this process) and Airflow's api-server, scheduler (LocalExecutor on
+SQLite), dag-processor and triggerer (scripts/local_airflow.py), with the connections
+``ibm_cloud_default`` and ``ibm_cos_default`` pointing at the sandbox. Prints the UI's URL and
+login; Ctrl-C stops everything, including any training job a run started.
+
+    python -m scripts.airflow_ui [--port 8080] [--home .airflow/ui]
+
+The DAG's weekly schedule is shown but not acted upon here (``use_job_schedule`` off): runs start
+when you trigger them or start a backfill, never by surprise on start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import secrets
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from scripts.local_airflow import AirflowCluster, ClusterError
+from scripts.local_run import DAG_ID, DEMO_BUCKET, REPO
+
+if TYPE_CHECKING:
+    from sandbox.core import Sandbox
+
+DEFAULT_PORT = 8080
+USER = "admin"
+
+
+def ui_env(poll_seconds: float = 2.0) -> dict[str, str]:
+    """What a local UI deployment sets on top of the launcher's defaults."""
+    return {
+        # Only triggered and backfilled runs: no scheduled run appears on start-up.
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "IBM_GPU_WORKLOAD_POLL_SECONDS": str(poll_seconds),
+    }
+
+
+@contextlib.contextmanager
+def local_airflow_ui(
+    work: Path,
+    *,
+    port: int | None = None,
+    login: tuple[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[tuple[Sandbox, AirflowCluster]]:
+    """The sandbox (with the demo bucket) and an Airflow whose connections point at it."""
+    from sandbox import Sandbox
+
+    with Sandbox(state_dir=work / "sandbox") as box:
+        box.ensure_bucket(DEMO_BUCKET)
+        with AirflowCluster(
+            work / "airflow",
+            connections=box.airflow_connections(),
+            extra_env={**ui_env(), **(extra_env or {})},
+            port=port,
+            login=login,
+            parallelism=8,
+        ) as af:
+            af.wait_for_dag(DAG_ID)
+            yield box, af
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.airflow_ui", description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="UI port (another if taken)")
+    parser.add_argument("--home", type=Path, default=REPO / ".airflow" / "ui", help="state, logs, DB")
+    args = parser.parse_args(argv)
+
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    password = secrets.token_urlsafe(9)
+    print("starting the sandbox and Airflow (about a minute) ...", flush=True)
+    with local_airflow_ui(args.home.resolve(), port=args.port, login=(USER, password)) as (box, af):
+        print(
+            f"\n  Airflow UI: {af.base_url}/dags/{DAG_ID}\n"
+            f"  login:      {USER} / {password}\n"
+            f"  logs:       {af.log_dir}\n"
+            f"  sandbox:    {box.endpoints_file}\n\n"
+            "Press Trigger to start a run. Ctrl-C stops everything.",
+            flush=True,
+        )
+        try:
+            while not done.wait(2.0):
+                af.check_alive()
+        except ClusterError as err:
+            print(f"an Airflow component stopped: {err}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            print("stopping Airflow and the sandbox ...", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
