@@ -1,0 +1,300 @@
+"""The Airflow UI as its users use it: Chromium (Playwright) against ``make airflow``'s deployment.
+
+Everything is real: the api-server serves the React UI, the scheduler, triggerer and LocalExecutor
+run the DAG against the sandbox, whose simulated servers run the real training job. The tests run
+in file order and share one deployment; each pipeline run they start is checked for leaks.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.parse
+from typing import Any
+
+import pytest
+from gpu_pipeline.params import ADVANCED, DEBUG, LIMITS, PARAMS
+from playwright.sync_api import Page, expect
+
+from scripts.local_airflow import TERMINAL_RUN_STATES
+from scripts.local_run import DAG_ID
+from tests.ui.conftest import save_screenshot
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
+
+RUN_TIMEOUT_S = 1200  # one pipeline run on a loaded 2-core machine (about 3 minutes alone)
+WORKSPACE_CREATE = "schematics POST /v1/workspaces"
+TAGS = ("gpu", "ibm-cloud", "schematics", "tensorflow")
+SECTIONS = (LIMITS, ADVANCED, DEBUG)
+ENUMS = [name for name, p in PARAMS.items() if "enum" in p.schema]
+# A run's task states when everything worked: the failure-only tasks are skipped.
+ON_SUCCESS_SKIPPED = {"hold_on_failure", "run_verdict"}
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def open_trigger_form(page: Page) -> Any:
+    page.goto(f"/dags/{DAG_ID}")
+    page.get_by_role("button", name="Trigger Dag").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text("Run Parameters")).to_be_visible()
+    return dialog
+
+
+def field(dialog: Any, name: str) -> Any:
+    """The input that holds param ``name`` (for an enum, the hidden input behind the choice)."""
+    return dialog.locator(f"[name=element_{name}]")
+
+
+def trigger_button(dialog: Any) -> Any:
+    return dialog.get_by_role("button", name="Trigger", exact=True)
+
+
+def run_ids(af: Any) -> set[str]:
+    return {r["dag_run_id"] for r in af.dag_runs(DAG_ID)}
+
+
+def wait_for_new_runs(af: Any, before: set[str], count: int = 1, timeout_s: float = 120) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        new = sorted(run_ids(af) - before)
+        if len(new) >= count:
+            return new
+        time.sleep(1)
+    raise AssertionError(f"no new run appeared within {timeout_s:.0f} s")
+
+
+def wait_until_done(af: Any, run_id: str, timeout_s: float = RUN_TIMEOUT_S) -> dict[str, str]:
+    """The run's final state and task states, once it has ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        af.check_alive()
+        run = af.api("GET", f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+        if run["state"] in TERMINAL_RUN_STATES:
+            tis = af.api("GET", f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances")
+            return {"run": run["state"], **{t["task_id"]: t["state"] for t in tis["task_instances"]}}
+        time.sleep(3)
+    raise AssertionError(f"{run_id} did not end within {timeout_s:.0f} s; logs in {af.log_dir}")
+
+
+def run_url(run_id: str, task_id: str | None = None) -> str:
+    url = f"/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}"
+    return f"{url}/tasks/{task_id}" if task_id else url
+
+
+def open_graph(page: Page, run_id: str) -> None:
+    page.goto(run_url(run_id))
+    page.get_by_role("button", name=re.compile("Show Graph")).click()
+    expect(graph_node(page, "run_verdict")).to_be_visible()
+
+
+def graph_node(page: Page, task_id: str) -> Any:
+    return page.locator(f'.react-flow__node[data-id="{task_id}"]')
+
+
+def xcom(af: Any, run_id: str, task_id: str) -> Any:
+    path = f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
+    return af.api("GET", f"{path}/xcomEntries/return_value")["value"]
+
+
+def workspace_creates(box: Any) -> int:
+    return box.request_counts().get(WORKSPACE_CREATE, 0)
+
+
+def live_resources(box: Any) -> list[str]:
+    return [f"{r['kind']} {r['name']}" for r in box.inventory.list()]
+
+
+RUNS: dict[str, str] = {}  # what one test started and a later one checks
+
+
+# -- the DAG list and docs ---------------------------------------------------------------------------
+def test_dag_list_shows_the_dag_with_its_tags_description_and_docs(page: Page) -> None:
+    page.goto("/dags")
+    expect(page.get_by_role("link", name=DAG_ID).first).to_be_visible()
+    for tag in TAGS:
+        expect(page.get_by_role("link", name=tag, exact=True).first).to_be_visible()
+
+    page.goto(f"/dags/{DAG_ID}/details")
+    expect(page.get_by_text("Train a TensorFlow model on short-lived IBM Cloud GPU servers")).to_be_visible()
+
+    page.goto(f"/dags/{DAG_ID}")
+    page.get_by_role("button", name="Dag Docs").click()
+    docs = page.get_by_role("dialog")
+    # Rendered Markdown, not its source: a heading, bold text and the table of steps.
+    expect(docs.get_by_role("heading", name="Train on short-lived IBM Cloud GPU servers")).to_be_visible()
+    expect(docs.locator("strong", has_text="always destroys")).to_be_visible()
+    expect(docs.get_by_role("cell", name="validate", exact=True)).to_be_attached()
+    expect(docs).not_to_contain_text("###")
+
+
+# -- the trigger form --------------------------------------------------------------------------------
+def test_trigger_form_with_its_defaults_untouched_starts_a_run(page: Page, local_ui) -> None:
+    _, af = local_ui
+    page.set_viewport_size({"width": 1400, "height": 2000})  # the whole first section on screen
+    dialog = open_trigger_form(page)
+    # The regression this suite exists for: a required-but-empty optional field disabled Trigger.
+    expect(trigger_button(dialog)).to_be_enabled()
+    expect(dialog.get_by_text("Run Parameters")).to_be_visible()
+    save_screenshot(dialog, "trigger-form")
+
+    for section in SECTIONS:  # collapsed until clicked
+        dialog.get_by_role("button", name=section).click()
+    for name, param in PARAMS.items():
+        expect(dialog).to_contain_text(param.schema["title"])
+        expect(dialog).to_contain_text(param.description)
+        value = field(dialog, name)
+        if isinstance(param.value, bool):
+            expect(value).not_to_be_checked()
+        else:  # defaults filled in; an optional field stays empty
+            expect(value).to_have_value("" if param.value is None else str(param.value))
+    # Enums are choices (comboboxes with their options), not free text.
+    expect(dialog.get_by_role("combobox")).to_have_count(len(ENUMS))
+    dialog.get_by_role("combobox").first.click()
+    for region in PARAMS["region"].schema["enum"]:
+        expect(page.get_by_role("option", name=region, exact=True)).to_be_attached()
+    page.keyboard.press("Escape")
+
+    before = run_ids(af)
+    expect(trigger_button(dialog)).to_be_enabled()
+    trigger_button(dialog).click()
+    (run_id,) = wait_for_new_runs(af, before)
+    conf = af.api("GET", f"/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(run_id, safe='')}")["conf"]
+    # The empty optional fields arrive as null; the pipeline reads null and "" alike.
+    assert conf["existing_workspace_id"] is None and conf["debug_allowed_cidr"] is None, conf
+    RUNS["defaults"] = run_id
+
+
+def test_invalid_values_show_a_message_and_create_nothing(page: Page, local_ui) -> None:
+    box, af = local_ui
+    creates_before, runs_before = workspace_creates(box), run_ids(af)
+    dialog = open_trigger_form(page)
+
+    # vm_count 9: the number field stops at the schema's maximum; the form cannot send 9.
+    vm_count = field(dialog, "vm_count")
+    vm_count.fill("9")
+    vm_count.blur()
+    expect(vm_count).to_have_value("8")
+    vm_count.fill("1")
+    vm_count.blur()
+
+    # A negative learning rate: the API refuses the trigger and the form shows why.
+    rate = field(dialog, "learning_rate")
+    rate.fill("-0.1")
+    rate.blur()
+    trigger_button(dialog).click()
+    expect(page.get_by_text("Failed to Trigger Dag").first).to_be_visible()
+    expect(dialog).to_contain_text("-0.1")
+    expect(dialog).to_contain_text("Learning rate")
+    assert run_ids(af) == runs_before
+
+    # A zone outside the region passes the form (it is a cross-field rule): validate refuses it
+    # and says so in its log, before anything exists.
+    rate.fill("0.001")
+    rate.blur()
+    field(dialog, "zone").fill("eu-de-1")
+    trigger_button(dialog).click()
+    (run_id,) = wait_for_new_runs(af, runs_before)
+    states = wait_until_done(af, run_id)
+    assert states["run"] == "failed" and states["validate"] == "failed", states
+    assert states["run_verdict"] == "failed", states
+    page.goto(run_url(run_id, "validate"))
+    expect(page.get_by_text(re.compile(r"zone: 'eu-de-1' is not in region 'us-south'")).first).to_be_visible()
+    assert workspace_creates(box) == creates_before
+    assert live_resources(box) == []
+
+
+# -- a successful run, its graph and links -----------------------------------------------------------
+def test_a_run_from_the_form_succeeds_with_every_task_green(page: Page, local_ui) -> None:
+    box, af = local_ui
+    run_id = RUNS["defaults"]
+    states = wait_until_done(af, run_id)
+    assert states.pop("run") == "success", states
+    for task_id, state in states.items():
+        assert state == ("skipped" if task_id in ON_SUCCESS_SKIPPED else "success"), (task_id, states)
+
+    page.set_viewport_size({"width": 2200, "height": 700})  # a chain of 13 tasks: wide
+    open_graph(page, run_id)
+    page.get_by_role("button", name="Collapse Details Panel").click()
+    for task_id, state in states.items():
+        expect(graph_node(page, task_id)).to_contain_text(state)
+    expect(graph_node(page, "hold_on_failure")).to_contain_text("skipped")
+    save_screenshot(page, "run-success-graph")
+    assert live_resources(box) == []
+
+
+def test_the_schematics_workspace_link_points_at_the_run_s_workspace(page: Page, local_ui) -> None:
+    _, af = local_ui
+    run_id = RUNS["defaults"]
+    workspace_id = xcom(af, run_id, "create_workspace")
+    assert re.fullmatch(r"us-south\.workspace\.[A-Za-z0-9._-]+", str(workspace_id)), workspace_id
+    for task_id in ("create_workspace", "destroy", "delete_workspace"):
+        page.goto(run_url(run_id, task_id))
+        link = page.get_by_role("link", name="Schematics workspace")
+        expect(link).to_have_attribute("href", f"https://cloud.ibm.com/schematics/workspaces/{workspace_id}")
+
+
+# -- a backfill from the UI --------------------------------------------------------------------------
+def test_a_backfill_of_two_dates_started_from_the_ui_completes_isolated(page: Page, local_ui) -> None:
+    box, af = local_ui
+    before = run_ids(af)
+    dialog = open_trigger_form(page)
+    dialog.get_by_text("Backfill", exact=True).click()
+    # The weekly schedule (Mondays 12:00 UTC): 16 and 23 November 2026.
+    for picker, (day, hour) in zip(
+        dialog.get_by_test_id("datetime-input").all(),
+        (("2026/11/16", "00:00"), ("2026/11/24", "00:00")),
+        strict=True,
+    ):
+        picker.click()
+        popover = page.locator("[data-scope=popover][data-part=content]:visible")
+        popover.get_by_placeholder("YYYY/MM/DD").fill(day)
+        popover.get_by_placeholder("HH:mm").fill(hour)
+        page.keyboard.press("Escape")
+    expect(dialog.get_by_text("2 runs will be triggered.")).to_be_visible()
+    dialog.locator("input[name=max_active_runs]").fill("2")
+    dialog.get_by_role("button", name="Run Backfill").click()
+
+    new = wait_for_new_runs(af, before, count=2)
+    assert all(r.startswith("backfill__") for r in new), new
+    for run_id in new:
+        states = wait_until_done(af, run_id)
+        assert states["run"] == "success", (run_id, states)
+    plans = [xcom(af, r, "validate") for r in new]
+    # Isolated: each run had its own workspace, results prefix and tags.
+    assert len({p["workspace_name"] for p in plans}) == 2
+    assert len({p["prefix"] for p in plans}) == 2
+    for plan in plans:
+        keys = [
+            o["Key"]
+            for o in box.cos_client().list_objects_v2(Bucket=plan["bucket"], Prefix=plan["prefix"])[
+                "Contents"
+            ]
+        ]
+        assert f"{plan['prefix']}vm-0/_SUCCESS" in keys
+    assert live_resources(box) == []
+
+
+# -- a failed run -------------------------------------------------------------------------------------
+def test_a_failed_run_shows_destroy_green_and_the_verdict_red(page: Page, local_ui) -> None:
+    box, af = local_ui
+    box.set_faults(["workload_fails"])  # the training job writes _FAILED
+    try:
+        before = run_ids(af)
+        dialog = open_trigger_form(page)
+        trigger_button(dialog).click()
+        (run_id,) = wait_for_new_runs(af, before)
+        states = wait_until_done(af, run_id)
+    finally:
+        box.set_faults([])
+    assert states["run"] == "failed", states
+    assert states["wait_for_output"] == "failed" and states["run_verdict"] == "failed", states
+    assert states["destroy"] == "success" and states["delete_workspace"] == "success", states
+
+    page.set_viewport_size({"width": 2200, "height": 700})
+    open_graph(page, run_id)
+    page.get_by_role("button", name="Collapse Details Panel").click()
+    expect(graph_node(page, "destroy")).to_contain_text("success")
+    expect(graph_node(page, "run_verdict")).to_contain_text("failed")
+    expect(graph_node(page, "wait_for_output")).to_contain_text("failed")
+    save_screenshot(page, "run-failed-graph")
+    assert live_resources(box) == []
