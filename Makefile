@@ -53,8 +53,9 @@ $(CHECKOV_VENV)/.installed:
 
 install: $(VENV)/.installed $(WORKLOAD_VENV)/.installed
 
+# tests/ui (a browser, a whole Airflow, five pipeline runs) is `make ui-test`: see README, Development.
 test: install $(CHECKOV_VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
 
 demo: install
 	$(PY) -m scripts.demo $(if $(FAULT),--fault $(FAULT),) --conf "$$CONF"

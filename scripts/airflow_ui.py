@@ -40,6 +40,9 @@ def ui_env(poll_seconds: float = 2.0) -> dict[str, str]:
         # Only triggered and backfilled runs: no scheduled run appears on start-up.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
         "IBM_GPU_WORKLOAD_POLL_SECONDS": str(poll_seconds),
+        # A laptop busy training (or a shared CI core) can keep the api-server from answering a
+        # task's start within Airflow's default 5 s, which fails the task before it runs.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
     }
 
 
@@ -63,8 +66,9 @@ def local_airflow_ui(
             port=port,
             login=login,
             parallelism=8,
+            start_timeout_s=600,  # a busy 2-core machine can take minutes
         ) as af:
-            af.wait_for_dag(DAG_ID)
+            af.wait_for_dag(DAG_ID, timeout_s=600)
             yield box, af
 
 
