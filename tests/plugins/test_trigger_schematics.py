@@ -180,6 +180,8 @@ async def test_started_in_the_triggerer_it_submits_the_destroy_then_ends_the_tas
     hook.get_activity.assert_awaited_once_with("ws", "d" * 32)
     assert calls[1] - calls[0] >= 0.3
     assert isinstance(event, TaskSuccessEvent) and event.xcoms["activity_id"] == "d" * 32
+    # The UI's "Schematics workspace" link: no execute() ran on a worker to save it.
+    assert event.xcoms["_link_SchematicsWorkspaceLink"] == "https://cloud.ibm.com/schematics/workspaces/ws"
     assert started + 60 <= trig.deadline <= time.time() + 60  # the job timeout counts from the submission
 
 

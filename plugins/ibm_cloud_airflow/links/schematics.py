@@ -27,6 +27,11 @@ class SchematicsWorkspaceLink(BaseOperatorLink):
             key=cls().xcom_key, value=SCHEMATICS_CONSOLE.format(workspace_id=workspace_id)
         )
 
+    @classmethod
+    def xcom_entry(cls, workspace_id: str) -> dict[str, str]:
+        """The link as an XCom, for a task that ends in the triggerer (no ``execute`` to persist it)."""
+        return {cls().xcom_key: SCHEMATICS_CONSOLE.format(workspace_id=workspace_id)} if workspace_id else {}
+
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         from airflow.sdk.execution_time.xcom import XCom
 

@@ -10,6 +10,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES, SchematicsAsyncHook, job_summary
+from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
 
 # Every request counts against Schematics' per-user rate limit: a job's log is read when the job
 # ends, and while it runs only on every LOG_EVERY_POLLS-th status poll (every 5 minutes at 30 s).
@@ -219,6 +220,8 @@ class SchematicsJobTrigger(BaseTrigger):
             "job": {**job_summary(activity), "activity_id": self.activity_id},
             "activity_id": self.activity_id,
             "return_value": self.activity_id,
+            # A task started in the triggerer never ran execute(), where the link is saved.
+            **SchematicsWorkspaceLink.xcom_entry(self.workspace_id),
         }
         if self.return_outputs:
             outputs = await hook.get_outputs(self.workspace_id)
