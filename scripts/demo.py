@@ -23,7 +23,7 @@ from scripts.local_run import DEMO_BUCKET, REPO, prepare_home, read_result, star
 
 # Faults the pipeline must survive (the run still succeeds) and faults that must fail the run.
 SURVIVABLE = ("api_errors", "rate_limited", "workspace_locked", "destroy_fails_once", "short_tokens")
-RUN_FAILING = ("plan_fails", "apply_fails_midway", "workload_fails", "workload_hangs")
+RUN_FAILING = ("plan_fails", "apply_fails_midway", "workload_fails", "workload_hangs", "worker_dies")
 assert set(SURVIVABLE) | set(RUN_FAILING) == set(FAULT_NAMES)
 RUN_TIMEOUT_S = 30 * 60
 
@@ -72,6 +72,8 @@ def run_demo(
         "failed_tasks": sorted(result.get("failures", {})),
         "why": _why(result),
         "metrics": (result.get("report") or {}).get("metrics"),
+        "distribution": plan.get("distribution"),
+        "sweep": (result.get("report") or {}).get("sweep"),
         "airflow_log": str(log_file),
     }
     if leaked:

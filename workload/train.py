@@ -541,7 +541,12 @@ def _maybe_die(fault: str, index: int, count: int) -> None:
 
 
 def write_progress(
-    cos: CosWriter, params: Params, epoch: int, metrics: dict[str, float], started: float
+    cos: CosWriter,
+    params: Params,
+    epoch: int,
+    metrics: dict[str, float],
+    started: float,
+    status: str = "training",
 ) -> None:
     """Overwrite this server's progress.json (every server has its own, in every mode)."""
     cos.put_json(
@@ -552,7 +557,7 @@ def write_progress(
             "metrics": metrics,
             "time": utcnow(),
             "elapsed_s": round(time.monotonic() - started, 3),
-            "status": "training",
+            "status": status,
             "worker": params.instance_index,
         },
     )
@@ -781,8 +786,11 @@ def _train_multi_worker(
 
     x_fit, y_fit, x_val, y_val = split
 
+    progress_metrics: dict[str, float] = {}
+
     def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
         metrics = {k: float(v) for k, v in logs.items()}
+        progress_metrics.update(metrics)
         write_progress(cos, params, epoch + 1, metrics, started)
         LOG.info(
             "epoch %d/%d %s",
@@ -824,7 +832,8 @@ def _train_multi_worker(
     )
     if not cluster.is_chief:
         # Workers publish nothing but their progress.json; the chief writes the one model.
-        write_progress(cos, params, params.epochs, {}, started)
+        # "finished": the sensor stops this folder's stall clock while the chief publishes
+        write_progress(cos, params, params.epochs, dict(progress_metrics), started, status="finished")
         return {"workers": result["workers"], "examples_per_second": result["examples_per_second"]}
     test_loss, test_accuracy = _local_eval(
         result["model"], data.x_test, data.y_test, result["global_batch_size"]

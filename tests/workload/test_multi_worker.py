@@ -114,9 +114,15 @@ def test_two_workers_train_one_model_and_only_the_chief_publishes(cos, wl, tmp_p
     assert eps["total"] > 0 and eps["per_worker"] == pytest.approx(eps["total"] / 2, rel=0.01)
     assert metrics["epochs_completed"] == 2 and metrics["test_accuracy"] > 0.3
     assert metrics["cluster"] == ["10.240.0.4:23456", "10.240.0.5:23456"]
-    for index in (0, 1):
-        progress = _json(cos, bucket, f"{PREFIX}/vm-{index}/progress.json")
-        assert (progress["epoch"], progress["worker"]) == (2, index)
+    chief_progress = _json(cos, bucket, f"{PREFIX}/vm-0/progress.json")
+    worker_progress = _json(cos, bucket, f"{PREFIX}/vm-1/progress.json")
+    assert (chief_progress["epoch"], chief_progress["worker"]) == (2, 0)
+    # A finished worker says so: the sensor then stops its stall clock while the chief publishes.
+    assert (worker_progress["epoch"], worker_progress["worker"], worker_progress["status"]) == (
+        2,
+        1,
+        "finished",
+    )
     print(f"two-worker training of 2 epochs: {elapsed:.1f} s")
 
 

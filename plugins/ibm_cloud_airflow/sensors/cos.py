@@ -23,7 +23,8 @@ _STATE_KEY = "ibm_cos_sensor_progress"
 class CosKeySensor(BaseSensorOperator):
     """Wait until every key in ``bucket_key`` exists in COS (e.g. one ``_SUCCESS`` marker per VM).
 
-    * A sibling ``_FAILED`` object (same directory as a key) fails the task at once, without retry
+    * A sibling ``_FAILED`` object (same directory as a key, or in a ``watch_prefixes`` folder) fails
+      the task at once, without retry
       (``AirflowFailException``), and its JSON (``error``, ``log_tail``) is written to the task log.
     * Each new sibling ``progress.json`` (epoch, metrics) is logged while waiting.
     * When none of them changes for ``stall_timeout`` seconds once the workload has reported progress,
@@ -46,6 +47,9 @@ class CosKeySensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer.
     :param start_from_trigger: start (and succeed) in the triggerer, without a worker.
     :param check_failed: look for ``_FAILED`` markers.
+    :param watch_prefixes: more folders (templated: a list, or its text) whose ``_FAILED`` fails the
+        task and whose ``progress.json`` counts for stall detection, though no key is awaited there
+        (the workers of a multi-worker run).
     """
 
     template_fields: Sequence[str] = (
@@ -54,6 +58,7 @@ class CosKeySensor(BaseSensorOperator):
         "cos_conn_id",
         "stall_timeout",
         "wait_timeout",
+        "watch_prefixes",
     )
     ui_color = "#e6f1f2"
 
@@ -69,6 +74,7 @@ class CosKeySensor(BaseSensorOperator):
         check_failed: bool = True,
         wait_timeout: float | str | None = None,
         timeout: Any = None,
+        watch_prefixes: str | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         # BaseSensorOperator needs a number at construction; a templated timeout waits for execute.
@@ -81,6 +87,7 @@ class CosKeySensor(BaseSensorOperator):
         self.stall_timeout = stall_timeout
         self.deferrable = deferrable
         self.check_failed = check_failed
+        self.watch_prefixes = watch_prefixes
         self._state: dict[str, Any] | None = None
         self.start_from_trigger = start_from_trigger and deferrable
         # Airflow checks this name: listener plugins cannot see tasks that end in the triggerer.
@@ -98,6 +105,7 @@ class CosKeySensor(BaseSensorOperator):
                     "poke_interval": self.poke_interval,
                     "check_failed": check_failed,
                     "end_from_trigger": True,
+                    "watch_prefixes": watch_prefixes,
                 },
                 next_method="execute_complete",
                 next_kwargs=None,
@@ -165,6 +173,7 @@ class CosKeySensor(BaseSensorOperator):
             state,
             stall_timeout=self.stall_timeout,
             check_failed=self.check_failed,
+            watch=as_keys(self.watch_prefixes),
         )
         if repr(state) != before:
             self._save_state()
@@ -209,6 +218,7 @@ class CosKeySensor(BaseSensorOperator):
                 stall_timeout=self.stall_timeout,
                 check_failed=self.check_failed,
                 state=self._state,
+                watch_prefixes=as_keys(self.watch_prefixes),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
