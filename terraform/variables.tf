@@ -200,7 +200,7 @@ variable "seed" {
 }
 
 variable "distribution" {
-  description = "How the servers share the work: single (one server), multi_worker (one data-parallel training over every server, MultiWorkerMirroredStrategy) or sweep (each server trains with its own entry of trials)."
+  description = "How the servers share the work: single (each server trains on its own; the DAG uses it for one server), multi_worker (one data-parallel training over every server, MultiWorkerMirroredStrategy) or sweep (each server trains with its own entry of trials)."
   type        = string
   default     = "single"
 
@@ -210,8 +210,8 @@ variable "distribution" {
   }
 
   validation {
-    condition     = (var.distribution == "single") == (var.vm_count == 1)
-    error_message = "distribution single needs vm_count 1; multi_worker and sweep need vm_count 2 or more."
+    condition     = var.distribution == "single" || var.vm_count >= 2
+    error_message = "distribution multi_worker and sweep need vm_count 2 or more."
   }
 }
 

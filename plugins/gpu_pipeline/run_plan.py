@@ -16,6 +16,8 @@ from typing import Any
 from ibm_cloud_airflow.utils.run_identity import run_prefix, run_slug, run_tags
 
 BUNDLE_NAME = "bundle/workload.tar.gz"
+# TensorFlow's gRPC port on each server (multi_worker); the security group opens it to the run only.
+TRAINING_PORT = 23456
 
 
 class InvalidRunParameters(ValueError):
@@ -182,6 +184,7 @@ def build_run_plan(
         "debug_allowed_cidr": params["debug_allowed_cidr"],
         "distribution": distribution,
         "trials": trials,
+        "training_port": TRAINING_PORT,
         "collective_timeout_seconds": params.get("collective_timeout_seconds", 300),
     }
     return RunPlan(
