@@ -104,7 +104,7 @@ def make_strategy(tf: Any, cluster: Cluster, collective_timeout_s: float, use_nc
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
-def _local_eval(model: Any, x: Any, y: Any, batch: int) -> tuple[float, float]:
+def local_eval(model: Any, x: Any, y: Any, batch: int) -> tuple[float, float]:
     """Loss and accuracy on this process only (no collective: the weights are the same everywhere)."""
     import numpy as np
 
@@ -194,7 +194,7 @@ def fit_multi_worker(
         train_seconds += time.monotonic() - started
         logs = {"loss": loss_sum / steps, "accuracy": correct_sum / (steps * global_batch)}
         if is_chief and len(x_val):
-            logs["val_loss"], logs["val_accuracy"] = _local_eval(model, x_val, y_val, global_batch)
+            logs["val_loss"], logs["val_accuracy"] = local_eval(model, x_val, y_val, global_batch)
         for key, value in logs.items():
             history.setdefault(key, []).append(float(value))
         on_epoch_end(epoch, logs)

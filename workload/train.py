@@ -782,7 +782,7 @@ def _train_multi_worker(
     params, cos, work_dir, log_path, tf, keras, strategy, cluster, data, device, started_at, started, split
 ) -> dict[str, Any]:
     """One training over the cluster (workload/distributed.py); the chief publishes the results."""
-    from distributed import _local_eval, fit_multi_worker
+    from distributed import fit_multi_worker, local_eval
 
     x_fit, y_fit, x_val, y_val = split
 
@@ -835,7 +835,7 @@ def _train_multi_worker(
         # "finished": the sensor stops this folder's stall clock while the chief publishes
         write_progress(cos, params, params.epochs, dict(progress_metrics), started, status="finished")
         return {"workers": result["workers"], "examples_per_second": result["examples_per_second"]}
-    test_loss, test_accuracy = _local_eval(
+    test_loss, test_accuracy = local_eval(
         result["model"], data.x_test, data.y_test, result["global_batch_size"]
     )
     extra = {
