@@ -25,7 +25,8 @@ def _names(keys: set[str], server: str) -> set[str]:
 
 
 def test_multi_worker_trains_one_model_over_two_servers(sandbox, run_pipeline):
-    (result,) = run_pipeline(sandbox, conf={"vm_count": 2, "epochs": 2})
+    # A generous stall timeout: two trainings share the CPUs here, and epochs are slow.
+    (result,) = run_pipeline(sandbox, conf={"vm_count": 2, "epochs": 2, "progress_stall_minutes": 5})
 
     assert result["dag_run_state"] == "success", result["failures"]
     assert_cleanup_ran(result)
@@ -42,7 +43,13 @@ def test_multi_worker_trains_one_model_over_two_servers(sandbox, run_pipeline):
 
 
 def test_sweep_trains_one_trial_per_server_and_ranks_them(sandbox, run_pipeline):
-    conf = {"vm_count": 2, "epochs": 2, "distribution": "sweep", "sweep": {"learning_rate": [0.01, 0.0001]}}
+    conf = {
+        "vm_count": 2,
+        "epochs": 2,
+        "progress_stall_minutes": 5,
+        "distribution": "sweep",
+        "sweep": {"learning_rate": [0.01, 0.0001]},
+    }
     (result,) = run_pipeline(sandbox, conf=conf)
 
     assert result["dag_run_state"] == "success", result["failures"]
