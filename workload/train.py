@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -999,9 +1000,11 @@ def main(argv: list[str] | None = None) -> int:
             error = (
                 "multi-worker training stopped: a gradient exchange with another server failed "
                 f"(a server died or is unreachable; collective timeout {params.collective_timeout_s:g} s): "
-                + error.splitlines()[0]
+                f"{type(exc).__name__}: {_collective_reason(exc)}"
             )
-        LOG.error("training failed: %s\n%s", error, traceback.format_exc())
+        # Indented: a reader of the log tail (the sensor's message) finds the error line above,
+        # not the last line of a traceback.
+        LOG.error("training failed: %s\n%s", error, textwrap.indent(traceback.format_exc(), "    "))
         rc = _write_failed(cos, error, log_path)
     if params.distribution == "multi_worker":
         # TensorFlow's collective threads can keep a process alive after a peer is gone: the
@@ -1011,6 +1014,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(rc)
     return rc
+
+
+def _collective_reason(exc: BaseException) -> str:
+    """The line of TensorFlow's multi-line error that says what happened to the collective."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "aborted by" in line or "timed out" in line.lower() or "deadline" in line.lower():
+            return line
+    return lines[0] if lines else "(no message)"
 
 
 def _is_collective_failure(exc: BaseException) -> bool:
