@@ -814,7 +814,7 @@ def _reserve_address(run: TerraformRun, cfg: dict[str, Any]) -> str:
             "not ending with '-', and not starting with 'ibm-'"
         )
     if cfg.get("auto_delete") and not cfg.get("target"):
-        raise TerraformError("reserved IP: auto_delete must be false if the reserved IP is unbound (no target)")
+        raise TerraformError("reserved IP: auto_delete must be false if the reserved IP is unbound")
     subnet = str(cfg.get("subnet") or "")
     network = ipaddress.ip_network(_subnet_cidr(run, subnet))
     hosts = list(network)
