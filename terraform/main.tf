@@ -100,6 +100,8 @@ resource "ibm_is_security_group_rule" "cluster_inbound" {
   direction = "inbound"
   remote    = ibm_is_security_group.vm.id
   protocol  = "tcp"
+  port_min  = 1
+  port_max  = 65535
 }
 
 resource "ibm_is_security_group_rule" "cluster_outbound" {
@@ -108,6 +110,8 @@ resource "ibm_is_security_group_rule" "cluster_outbound" {
   direction = "outbound"
   remote    = ibm_is_security_group.vm.id
   protocol  = "tcp"
+  port_min  = 1
+  port_max  = 65535
 }
 
 # One private address per server, reserved before any server exists: every server's cloud-init

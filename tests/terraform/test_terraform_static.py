@@ -185,11 +185,11 @@ def test_evaluated_exposure_for_debug_false_and_true(debug):
     all_rules = inventory.list(kind="ibm_is_security_group_rule")
     # Between the run's own servers only: TCP in and out, remote = their security group.
     cluster = sorted(
-        (r["attrs"]["direction"], r["attrs"]["protocol"])
+        (r["attrs"]["direction"], r["attrs"]["protocol"], r["attrs"]["port_min"], r["attrs"]["port_max"])
         for r in all_rules
         if r["attrs"]["remote"] == group["id"]
     )
-    assert cluster == [("inbound", "tcp"), ("outbound", "tcp")]
+    assert cluster == [("inbound", "tcp", 1, 65535), ("outbound", "tcp", 1, 65535)]
     rules = [r for r in all_rules if r["attrs"]["remote"] != group["id"]]
     inbound = [r["attrs"] for r in rules if r["attrs"]["direction"] == "inbound"]
     outbound = sorted(
