@@ -11,8 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sandbox.api_key_access import DEFAULT_API_KEY_POLICIES, ApiKeyAccess, ServicePolicy
 from sandbox.control import ControlApp
 from sandbox.cos import CosApp, reset_moto_s3
+from sandbox.cos_access import SERVICE as COS_SERVICE
+from sandbox.cos_access import CosAuthorizer, Policy
 from sandbox.faults import FaultSet
 from sandbox.iam import IamApp, TokenAuthority
 from sandbox.inventory import Inventory
@@ -46,6 +49,8 @@ def default_engine_factory(
     workload_venv: Path,
     state_dir: Path,
     region: str,
+    api_key_access: ApiKeyAccess | None = None,
+    caller_iam_id: str = "",
 ) -> Any:
     """The real engine (``sandbox/terraform``) with a launcher of simulated servers."""
     try:
@@ -55,7 +60,12 @@ def default_engine_factory(
         log.warning("Terraform engine unavailable (%s); jobs will fail", err)
         return _MissingEngine()
     launcher = ServerLauncher(
-        workload_venv=workload_venv, state_dir=state_dir, metadata_url=metadata_url, faults=faults
+        workload_venv=workload_venv,
+        state_dir=state_dir,
+        metadata_url=metadata_url,
+        faults=faults,
+        # a server that powers itself off shows as stopped in the VPC API, as on IBM Cloud
+        on_poweroff=lambda instance_id: inventory.update_attrs(instance_id, status="stopped"),
     )
     return TerraformEngine(
         inventory=inventory,
@@ -64,6 +74,8 @@ def default_engine_factory(
         resource_delay_s=resource_delay_s,
         metadata_url=metadata_url,
         region=region,
+        api_key_access=api_key_access,
+        caller_iam_id=caller_iam_id,
     )
 
 
@@ -73,6 +85,10 @@ class Sandbox:
     ``engine_factory`` (keyword, for tests of the HTTP layer) replaces the Terraform engine: it is
     called with the keyword arguments of :func:`default_engine_factory` and returns an object
     with ``plan(run)``, ``apply(run) -> outputs`` and ``destroy(run)``.
+
+    IAM is enforced: ``api_key_policies`` are the API-key identity's policies (default: what
+    ``docs/terraform.md`` says the pipeline needs), ``cos_hmac_role`` is the COS role of the
+    service credential behind the HMAC keys (``Writer``; a ``Reader`` credential cannot write).
     """
 
     def __init__(
@@ -86,6 +102,8 @@ class Sandbox:
         *,
         region: str = "us-south",
         engine_factory: Callable[..., Any] | None = None,
+        api_key_policies: tuple[ServicePolicy, ...] | list[ServicePolicy] = DEFAULT_API_KEY_POLICIES,
+        cos_hmac_role: str = "Writer",
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.workload_venv = Path(workload_venv).resolve()
@@ -103,6 +121,8 @@ class Sandbox:
         self.cos_instance_crn = (
             f"crn:v1:bluemix:public:cloud-object-storage:global:a/{account}:{uuid.uuid4()}::"
         )
+        self.api_key_access = ApiKeyAccess(api_key_policies, self.faults)
+        self.cos_hmac_role = cos_hmac_role
         self._engine_factory = engine_factory or default_engine_factory
         self.engine: Any = None
         self.endpoints: dict[str, Any] = {}
@@ -125,7 +145,18 @@ class Sandbox:
         try:
             iam = self._serve("iam", IamApp(authority, self.inventory))
             metadata = self._serve("metadata", MetadataApp(authority, self.inventory))
-            cos = self._serve("cos", CosApp(authority, self.inventory, **self.cos_hmac))
+            authorizer = CosAuthorizer(
+                instance_guid=self.cos_instance_crn.split(":")[7],
+                hmac_subject=f"hmac:{self.cos_hmac['access_key_id']}",
+                hmac_role=self.cos_hmac_role,
+                user_policies=lambda: [
+                    Policy(subject=authority.user["iam_id"], roles=p.roles, origin="API key")
+                    for p in self.api_key_access.current()
+                    if p.service == COS_SERVICE
+                ],
+                inventory=self.inventory,
+            )
+            cos = self._serve("cos", CosApp(authority, self.inventory, **self.cos_hmac, authorizer=authorizer))
             vpc = self._serve("vpc", VpcApp(authority, self.inventory))
             self.engine = self._engine_factory(
                 inventory=self.inventory,
@@ -135,6 +166,8 @@ class Sandbox:
                 workload_venv=self.workload_venv,
                 state_dir=self.state_dir,
                 region=self.region,
+                api_key_access=self.api_key_access,
+                caller_iam_id=authority.user["iam_id"],
             )
             self._schematics = SchematicsService(
                 inventory=self.inventory,

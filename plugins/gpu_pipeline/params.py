@@ -26,6 +26,9 @@ GPU_PROFILES = (
 
 MAX_VMS = 8
 MAX_KEEP_ON_FAILURE_MINUTES = 240
+# IBM's COS service roles (ibm-cloud-docs/cloud-object-storage iam.md); terraform/variables.tf
+# validates cos_profile_roles against the same list.
+COS_SERVICE_ROLES = ["Object Writer", "Object Reader", "Content Reader", "Reader", "Writer", "Manager"]
 
 PARAMS: dict[str, Param] = {
     "region": Param(
@@ -153,5 +156,15 @@ PARAMS: dict[str, Param] = {
         type="string",
         title="Debug allowed CIDR",
         pattern=r"^$|^([0-9]{1,3}\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$",
+    ),
+    "cos_profile_roles": Param(
+        ["Object Writer", "Object Reader"],
+        type="array",
+        items={"type": "string", "enum": COS_SERVICE_ROLES},
+        minItems=1,
+        uniqueItems=True,
+        title="Servers' COS roles (trusted profile)",
+        description="COS roles of the servers' trusted profile, on the run's own prefix only. "
+        "The workload needs Object Writer and Object Reader; without a write role the run fails.",
     ),
 }

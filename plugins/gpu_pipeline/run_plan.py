@@ -111,6 +111,7 @@ def build_run_plan(
         "debug_mode": params["debug_mode"],
         "debug_ssh_public_key": params["debug_ssh_public_key"],
         "debug_allowed_cidr": params["debug_allowed_cidr"],
+        "cos_profile_roles": params["cos_profile_roles"],
     }
     return RunPlan(
         dag_id=dag_id,
