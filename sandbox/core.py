@@ -156,7 +156,9 @@ class Sandbox:
                 ],
                 inventory=self.inventory,
             )
-            cos = self._serve("cos", CosApp(authority, self.inventory, **self.cos_hmac, authorizer=authorizer))
+            cos = self._serve(
+                "cos", CosApp(authority, self.inventory, **self.cos_hmac, authorizer=authorizer)
+            )
             vpc = self._serve("vpc", VpcApp(authority, self.inventory))
             self.engine = self._engine_factory(
                 inventory=self.inventory,

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs
 
 SERVICE = "cloud-object-storage"
 PREFIX = f"{SERVICE}."
@@ -94,6 +94,27 @@ _BUCKET_SUBRESOURCES = {
     "POST": {"delete": "object.post_multi_delete"},
 }
 
+# Object requests: (method, query marker) in this order, then the plain method.
+_OBJECT_SUBRESOURCES = {
+    ("GET", "uploadId"): "object.get_uploads",
+    ("GET", "tagging"): "object.get_tagging",
+    ("GET", "acl"): "object.get_acl",
+    ("PUT", "uploadId"): "object.put_part",
+    ("PUT", "tagging"): "object.put_tagging",
+    ("PUT", "acl"): "object.put_acl",
+    ("POST", "uploads"): "object.post_initiate_upload",
+    ("POST", "uploadId"): "object.post_complete_upload",
+    ("DELETE", "uploadId"): "object.delete_upload",
+    ("DELETE", "tagging"): "object.delete_tagging",
+}
+_BUCKET_ACTIONS = {
+    "GET": "bucket.get",
+    "HEAD": "bucket.head",
+    "PUT": "bucket.put_bucket",
+    "DELETE": "bucket.delete_bucket",
+}
+_OBJECT_ACTIONS = {"GET": "object.get", "HEAD": "object.head", "PUT": "object.put", "DELETE": "object.delete"}
+
 
 @dataclass(frozen=True)
 class CosRequest:
@@ -109,43 +130,26 @@ class CosRequest:
 
 
 def classify(method: str, path: str, query_string: str, headers: Any) -> CosRequest:
-    """Map a path-style S3 request (``/<bucket>/<key>?...``) to its IAM action and attributes."""
+    """Map a path-style S3 request (decoded ``/<bucket>/<key>``, raw query) to its IAM action."""
     method = method.upper()
     query = parse_qs(query_string, keep_blank_values=True)
-    bucket, _, key = unquote(path).lstrip("/").partition("/")
+    bucket, _, key = path.lstrip("/").partition("/")
     if not bucket:
         return CosRequest(f"{PREFIX}account.get_account_buckets", None)
     if not key:
         for sub, action in _BUCKET_SUBRESOURCES.get(method, {}).items():
             if sub in query:
                 return _with_list_attributes(CosRequest(f"{PREFIX}{action}", bucket), query)
-        action = {"GET": "bucket.get", "HEAD": "bucket.head", "PUT": "bucket.put_bucket"}.get(method)
-        action = action or {"DELETE": "bucket.delete_bucket"}.get(method, f"bucket.{method.lower()}")
+        action = _BUCKET_ACTIONS.get(method, f"bucket.{method.lower()}")
         return _with_list_attributes(CosRequest(f"{PREFIX}{action}", bucket), query)
-    upload = "uploadId" in query
-    if method == "GET":
-        action = "object.get_uploads" if upload else "object.get_tagging" if "tagging" in query else "object.get"
-        action = "object.get_acl" if "acl" in query else action
-    elif method == "HEAD":
-        action = "object.head"
-    elif method == "PUT":
-        if upload:
-            action = "object.put_part"
-        elif "tagging" in query:
-            action = "object.put_tagging"
-        elif "acl" in query:
-            action = "object.put_acl"
-        elif headers.get("x-amz-copy-source"):
-            action = "object.copy"
-        else:
-            action = "object.put"
-    elif method == "POST":
-        action = "object.post_initiate_upload" if "uploads" in query else "object.post_complete_upload"
-        action = action if ("uploads" in query or upload) else "object.post"
-    elif method == "DELETE":
-        action = "object.delete_upload" if upload else "object.delete_tagging" if "tagging" in query else "object.delete"
+    for (verb, marker), name in _OBJECT_SUBRESOURCES.items():
+        if verb == method and marker in query:
+            action = name
+            break
     else:
-        action = f"object.{method.lower()}"
+        action = _OBJECT_ACTIONS.get(method, f"object.{method.lower()}")
+        if action == "object.put" and headers.get("x-amz-copy-source"):
+            action = "object.copy"
     return CosRequest(f"{PREFIX}{action}", bucket, {"path": key})
 
 
@@ -246,7 +250,7 @@ def terraform_rule(attrs: dict[str, Any]) -> dict[str, Any] | None:
         if nested:
             rules.append({"operator": cond.get("operator", "and"), "conditions": list(nested)})
         else:
-            rules.append({"key": cond.get("key"), "operator": cond.get("operator"), "value": cond.get("value")})
+            rules.append({name: cond.get(name) for name in ("key", "operator", "value")})
     if len(rules) == 1:
         return rules[0]
     return {"operator": attrs.get("rule_operator") or "and", "conditions": rules}

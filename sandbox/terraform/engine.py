@@ -688,11 +688,12 @@ class TerraformEngine:
         return desired
 
     def _authorize_create(self, rtype: str, address: str, cfg: dict) -> None:
-        """IAM's answer to the create: the caller's policies, and a policy's roles (sandbox/api_key_access.py)."""
+        """IAM's answer to a create: the caller's policies (sandbox/api_key_access.py), a policy's roles."""
         if self.api_key_access is not None:
             need = self.api_key_access.denied(rtype)
             if need is not None:
-                raise TerraformError(f"creating {address}: {forbidden_message(rtype, need, self.caller_iam_id)}")
+                message = forbidden_message(rtype, need, self.caller_iam_id)
+                raise TerraformError(f"creating {address}: {message}")
         if rtype == "ibm_iam_trusted_profile_policy":
             unknown = invalid_roles(cfg.get("roles") or [])
             if unknown:
