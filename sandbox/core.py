@@ -292,9 +292,23 @@ class Sandbox:
             config=Config(signature_version="s3v4"),
         )
 
+    def api_key_cos_client(self) -> Any:
+        """An ``ibm_boto3`` S3 client that calls COS as the API key's identity (IAM bearer tokens)."""
+        import ibm_boto3
+        from ibm_botocore.client import Config
+
+        return ibm_boto3.client(
+            "s3",
+            ibm_api_key_id=self.api_key,
+            ibm_service_instance_id=self.cos_instance_crn,
+            ibm_auth_endpoint=f"{self.endpoints['iam']}/identity/token",
+            endpoint_url=self.endpoints["cos"],
+            config=Config(signature_version="oauth"),
+        )
+
     def ensure_bucket(self, name: str) -> None:
-        """Create bucket ``name`` unless it exists."""
-        client = self.cos_client()
+        """Create bucket ``name`` unless it exists, as the API key's identity (the account's admin)."""
+        client = self.api_key_cos_client()
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if name not in existing:
             client.create_bucket(Bucket=name)
