@@ -18,6 +18,8 @@ from sandbox.cos_access import SERVICE as COS_SERVICE
 from sandbox.cos_access import CosAuthorizer, Policy
 from sandbox.faults import FaultSet
 from sandbox.iam import IamApp, TokenAuthority
+from sandbox.iam_policies import PATHS as POLICY_PATHS
+from sandbox.iam_policies import PolicyApi
 from sandbox.inventory import Inventory
 from sandbox.metadata import MetadataApp
 from sandbox.schematics import SchematicsService
@@ -143,7 +145,10 @@ class Sandbox:
         else:
             log.warning("another sandbox runs in this process: COS buckets are shared with it")
         try:
-            iam = self._serve("iam", IamApp(authority, self.inventory))
+            policy_api = PolicyApi(authority, self.inventory)
+            iam = self._serve(
+                "iam", IamApp(authority, self.inventory, routes=dict.fromkeys(POLICY_PATHS, policy_api))
+            )
             metadata = self._serve("metadata", MetadataApp(authority, self.inventory))
             authorizer = CosAuthorizer(
                 instance_guid=self.cos_instance_crn.split(":")[7],
