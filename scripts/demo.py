@@ -23,7 +23,13 @@ from scripts.local_run import DEMO_BUCKET, REPO, prepare_home, read_result, star
 
 # Faults the pipeline must survive (the run still succeeds) and faults that must fail the run.
 SURVIVABLE = ("api_errors", "rate_limited", "workspace_locked", "destroy_fails_once", "short_tokens")
-RUN_FAILING = ("plan_fails", "apply_fails_midway", "workload_fails", "workload_hangs")
+RUN_FAILING = (
+    "plan_fails",
+    "apply_fails_midway",
+    "workload_fails",
+    "workload_hangs",
+    "api_key_missing_policy",
+)
 assert set(SURVIVABLE) | set(RUN_FAILING) == set(FAULT_NAMES)
 RUN_TIMEOUT_S = 30 * 60
 
@@ -118,7 +124,9 @@ def _conf(text: str) -> dict[str, Any]:
     try:
         conf = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"CONF is not JSON ({err}); e.g. CONF='{{\"vm_count\": 2}}'") from err
+        raise argparse.ArgumentTypeError(
+            f"CONF is not JSON ({err}); e.g. CONF='{{\"vm_count\": 2}}'"
+        ) from err
     if not isinstance(conf, dict):
         raise argparse.ArgumentTypeError('CONF must be a JSON object of run parameters, e.g. {"vm_count": 2}')
     return conf
@@ -131,7 +139,7 @@ def main() -> int:
         "--conf",
         type=_conf,
         default={},
-        help='run parameters as a JSON object, merged over the demo\'s defaults: \'{"vm_count": 2}\'',
+        help="run parameters as a JSON object, merged over the demo's defaults: '{\"vm_count\": 2}'",
     )
     args = parser.parse_args()
     summary = run_demo(args.fault, conf=args.conf)
