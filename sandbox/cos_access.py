@@ -1,8 +1,9 @@
 """COS authorisation with IBM's semantics: the role->action table, S3 request->action, policy checks.
 
 **Source of the table** (read 2026-12-02): IBM Cloud docs, "IAM roles and actions"
-(``ibm-cloud-docs/account`` ``iam-service-roles-actions.md``, section *Cloud Object Storage*,
-"Service actions - Cloud Object Storage": each action with the roles that include it), which the
+(``ibm-cloud-docs/account`` ``iam-service-roles-actions.md``, the stored version says lastupdated
+2023-06-17; section *Cloud Object Storage*, "Service actions - Cloud Object Storage": each action
+with the roles that include it), which the
 COS page ``ibm-cloud-docs/cloud-object-storage`` ``iam.md`` (lastupdated 2026-07-09, "Identity and
 Access Management actions": the condition attribute each action supports) links to. Only the
 actions an S3 request of this project can map to are listed; any other request is refused.

@@ -24,7 +24,9 @@ COS_SERVICE = "cloud-object-storage"
 #: What the workload must be able to do on its own prefix (workload/bootstrap.sh, train.py).
 WORKLOAD_COS_ACTIONS = (
     f"{COS_SERVICE}.object.put",
+    f"{COS_SERVICE}.object.post_initiate_upload",
     f"{COS_SERVICE}.object.get",
+    f"{COS_SERVICE}.object.head",
 )
 
 
