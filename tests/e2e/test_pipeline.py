@@ -164,5 +164,10 @@ def test_a_read_only_trusted_profile_fails_the_run_at_once_and_says_why(sandbox,
     plan = result["plan"]
     keys = object_keys(sandbox, plan["bucket"], plan["prefix"])
     assert not any(k.startswith("vm-0/") for k in keys), keys  # not one object got through
+    # the server's own log (left by the sandbox): its first write, progress.json, got COS's 403
+    [log] = sandbox.state_dir.glob("servers/*/root/var/log/gpu-workload/bootstrap.log")
+    text = log.read_text()
+    assert "AccessDenied" in text and "PutObject" in text, text[-3000:]
+    assert "no marker could be written" in text and "powering off" in text, text[-3000:]
     assert_cleanup_ran(result)
     assert_nothing_left(sandbox)
