@@ -285,3 +285,20 @@ def test_a_server_that_powers_itself_off_shows_stopped(sandbox_factory, make_cli
             break
         time.sleep(0.1)
     assert instance["status"] == "stopped"
+
+
+def test_a_policy_with_a_role_cos_does_not_define_fails_its_create(sandbox_factory, make_client):
+    box = sandbox_factory(rate_limit_per_min=None, resource_delay_s=0)
+    client = make_client(box)
+    main_tf = (
+        'resource "ibm_iam_trusted_profile" "tp" {\n  name = "bad-role-tp"\n}\n'
+        'resource "ibm_iam_trusted_profile_policy" "p" {\n'
+        "  iam_id = ibm_iam_trusted_profile.tp.iam_id\n"
+        '  roles  = ["Object Owner"]\n'
+        '  resources {\n    service = "cloud-object-storage"\n  }\n}\n'
+    )
+    ws = client.ready(files={"main.tf": main_tf}, name="airflow-bad-role")
+    act = client.wait(ws["id"], client.run(ws["id"], "apply"))
+    assert act["status"] == "FAILED"
+    assert [r["kind"] for r in box.inventory.list()] == ["ibm_iam_trusted_profile"]
+    assert box.inventory.list(kind="ibm_iam_trusted_profile_policy") == []
