@@ -15,10 +15,12 @@ from sandbox.control import ControlApp
 from sandbox.cos import CosApp, reset_moto_s3
 from sandbox.faults import FaultSet
 from sandbox.iam import IamApp, TokenAuthority
+from sandbox.iam_identity import IamIdentityApp
 from sandbox.inventory import Inventory
 from sandbox.metadata import MetadataApp
 from sandbox.schematics import SchematicsService
 from sandbox.server import ServiceServer
+from sandbox.tagging import TaggingApp
 from sandbox.vpc import VpcApp
 
 log = logging.getLogger(__name__)
@@ -126,7 +128,9 @@ class Sandbox:
             iam = self._serve("iam", IamApp(authority, self.inventory))
             metadata = self._serve("metadata", MetadataApp(authority, self.inventory))
             cos = self._serve("cos", CosApp(authority, self.inventory, **self.cos_hmac))
-            vpc = self._serve("vpc", VpcApp(authority, self.inventory))
+            vpc = self._serve("vpc", VpcApp(authority, self.inventory, self._stop_server))
+            iam_identity = self._serve("iam_identity", IamIdentityApp(authority, self.inventory))
+            tagging = self._serve("tagging", TaggingApp(authority, self.inventory))
             self.engine = self._engine_factory(
                 inventory=self.inventory,
                 faults=self.faults,
@@ -157,6 +161,8 @@ class Sandbox:
             "cos": cos.url,
             "vpc": f"{vpc.url}/v1",
             "metadata": metadata.url,
+            "iam_identity": iam_identity.url,
+            "tagging": tagging.url,
             "inventory": f"{control.url}/sandbox/inventory",
             "faults": f"{control.url}/sandbox/faults",
             "api_key": self.api_key,
@@ -167,6 +173,12 @@ class Sandbox:
         self.endpoints_file.write_text(json.dumps(self.endpoints, indent=2) + "\n")
         self._started = True
         return self
+
+    def _stop_server(self, instance_id: str) -> None:
+        """A simulated server whose instance was deleted through the VPC API stops, as on a real VM."""
+        launcher = getattr(self.engine, "launcher", None)
+        if launcher is not None:
+            launcher.stop(instance_id)
 
     def _serve(self, name: str, app: Any) -> ServiceServer:
         server = ServiceServer(name, app)
@@ -226,6 +238,8 @@ class Sandbox:
                 "iam_url": ep["iam"],
                 "schematics_url": ep["schematics"],
                 "vpc_url": ep["vpc"],
+                "iam_identity_url": ep["iam_identity"],
+                "tagging_url": ep["tagging"],
             },
         }
         cos = {
