@@ -118,7 +118,9 @@ def _conf(text: str) -> dict[str, Any]:
     try:
         conf = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"CONF is not JSON ({err}); e.g. CONF='{{\"vm_count\": 2}}'") from err
+        raise argparse.ArgumentTypeError(
+            f"CONF is not JSON ({err}); e.g. CONF='{{\"vm_count\": 2}}'"
+        ) from err
     if not isinstance(conf, dict):
         raise argparse.ArgumentTypeError('CONF must be a JSON object of run parameters, e.g. {"vm_count": 2}')
     return conf
@@ -131,7 +133,7 @@ def main() -> int:
         "--conf",
         type=_conf,
         default={},
-        help='run parameters as a JSON object, merged over the demo\'s defaults: \'{"vm_count": 2}\'',
+        help="run parameters as a JSON object, merged over the demo's defaults: '{\"vm_count\": 2}'",
     )
     args = parser.parse_args()
     summary = run_demo(args.fault, conf=args.conf)

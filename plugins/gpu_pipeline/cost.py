@@ -1,26 +1,24 @@
 """What a run costs: the worst case before anything exists, and an estimate of the actual cost after.
 
-Prices come from ``prices.json`` next to this module (one dated, editable table). The model is
+Prices come from ``prices.py`` next to this module (one dated, editable table). The model is
 deliberately simple and says so in every result: list prices, no discounts, no taxes, no data
 transfer or COS charges; a server bills from when it exists until it is deleted.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-PRICES_FILE = Path(__file__).with_name("prices.json")
+from gpu_pipeline import prices
+
+PRICES_FILE = "plugins/gpu_pipeline/prices.py"
 BASIS = "list prices, no discounts, no taxes, no data transfer or COS charges"
 
 
-@cache
 def price_table() -> dict[str, Any]:
-    return json.loads(PRICES_FILE.read_text())
+    return {"as_of": prices.AS_OF, "gpu_profiles": prices.GPU_PROFILES, "other": prices.OTHER}
 
 
 def profile_price(profile: str) -> float:
@@ -102,7 +100,7 @@ def budget_problem(params: dict[str, Any]) -> str | None:
     return (
         f"max_cost_usd: the worst case is {worst.usd:.2f} USD, over the budget of {budget:g} USD "
         f"({worst.explain()}). Raise max_cost_usd, or lower vm_count or max_runtime_minutes, "
-        f"or pick a cheaper gpu_profile (prices: {PRICES_FILE.name}, as of {price_table()['as_of']})."
+        f"or pick a cheaper gpu_profile (prices: {PRICES_FILE}, as of {prices.AS_OF})."
     )
 
 

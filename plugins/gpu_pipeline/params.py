@@ -60,7 +60,7 @@ PARAMS: dict[str, Param] = {
         values_display=_profile_choices(),
         title="GPU profile",
         description="VPC instance profile of each GPU server; its list price per server-hour is "
-        f"shown with it ({PRICES_FILE.name}, prices as of {price_table()['as_of']}).",
+        f"shown with it ({PRICES_FILE}, prices as of {price_table()['as_of']}).",
     ),
     "vm_count": Param(
         1,
