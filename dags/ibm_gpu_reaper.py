@@ -104,11 +104,11 @@ with DAG(
         return [v["workspace_id"] for v in found["verdicts"] if v["orphan"] and v["workspace_id"]]
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def reap_leftovers(found: dict, ti=None) -> dict:
+    def reap_leftovers(found: dict) -> dict:
         """Delete what the orphans still have (dependency order, 409s retried), then list again."""
         from gpu_pipeline.reaper import reap_leftovers as reap
 
-        return reap(found["verdicts"], ibm_conn_id=IBM_CONN_ID, dry_run=found["dry_run"], log=ti.log)
+        return reap(found["verdicts"], ibm_conn_id=IBM_CONN_ID, dry_run=found["dry_run"])
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def write_report(found: dict, params: dict, dag_run=None, ti=None) -> dict:

@@ -23,6 +23,7 @@ whatever is still listed, retrying IBM's dependency errors (409), and verifies b
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ SLUG_RE = re.compile(r"^[a-z][a-z0-9-]*-[0-9a-f]{8}$")
 # Only names that can hold a slug cost a tag look-up.
 CANDIDATE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*-[0-9a-f]{8}-[a-z0-9-]+$")
 LIVE_STATES = ("queued", "running")
+log = logging.getLogger(__name__)
 # Direct deletes, in dependency order: what uses a resource goes before it.
 DELETE_ORDER = (
     "instance",
@@ -157,14 +159,19 @@ def airflow_run(dag_id: str, run_id: str) -> dict[str, Any] | None:
     itself sends for a run's details (``airflow.sdk.execution_time.comms``), answered 404 when the
     run does not exist.
     """
+    from airflow.sdk.api.client import ServerResponseError
     from airflow.sdk.exceptions import AirflowRuntimeError
     from airflow.sdk.execution_time.comms import GetDagRun
     from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
 
     try:
         run = SUPERVISOR_COMMS.send(GetDagRun(dag_id=dag_id, run_id=run_id))
-    except AirflowRuntimeError as err:
+    except AirflowRuntimeError as err:  # a worker: the supervisor relays the API's error
         if (err.error.detail or {}).get("status_code") == 404:
+            return None
+        raise
+    except ServerResponseError as err:  # dag.test(): the in-process API's error comes as it is
+        if err.response.status_code == 404:
             return None
         raise
     return {"state": str(getattr(run.state, "value", run.state)), "end_date": run.end_date}
@@ -256,7 +263,6 @@ def reap_leftovers(
     dry_run: bool,
     max_passes: int = 30,
     pass_wait_s: float = 10.0,
-    log: Any = None,
 ) -> dict[str, Any]:
     """Delete what the orphans still have, in dependency order, retrying 409s; then verify.
 
@@ -278,6 +284,7 @@ def reap_leftovers(
                 try:
                     _delete(discovery, resource)
                     removed.append(asdict(resource))
+                    log.info("Deleted %s %s (%s)", resource.kind, resource.name, resource.id)
                 except VpcResourceInUseError as err:
                     waiting.append(resource)  # IBM's dependency error: what uses it is still going
                     if attempt == max_passes - 1:
@@ -285,8 +292,7 @@ def reap_leftovers(
             pending = waiting
             if not pending:
                 break
-            if log:
-                log.info("%d resource(s) still in use; retrying in %.0f s", len(pending), pass_wait_s)
+            log.info("%d resource(s) still in use; retrying in %.0f s", len(pending), pass_wait_s)
             time.sleep(pass_wait_s)
         # The workspaces go last, once nothing of their run is listed (their state is then empty).
         left_slugs = {r.slug for r in discovery.resources(orphans)}

@@ -179,9 +179,9 @@ def delete_resource(hook: VpcHook, kind: str, resource_id: str) -> bool:
         try:
             method(resource_id, timeout=hook.request_timeout)
         except ApiException as exc:
-            if exc.code == 404:
+            if exc.status_code == 404:
                 return False
-            if exc.code == 409:
+            if exc.status_code == 409:
                 outcome["in_use"] = exc.message
                 return False
             raise
