@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-
 from gpu_pipeline import reaper
+
 from ibm_cloud_airflow.hooks.schematics import SchematicsHook
 from ibm_cloud_airflow.hooks.vpc import VpcHook, VpcResourceInUseError, delete_resource
 from ibm_cloud_airflow.utils.run_identity import format_deadline, run_description, run_slug
@@ -85,7 +85,9 @@ def test_the_vpc_api_refuses_what_ibm_refuses_and_deletes_with_ibm_status_codes(
 
 def test_an_orphan_past_its_ttl_is_deleted_in_dependency_order_and_verified(box):
     plant_run(box, "lost-run-0badf00d", PAST)
-    verdicts = reaper.find_orphans(ibm_conn_id="ibm_cloud_default", grace=timedelta(0), lookup_run=never_asked)
+    verdicts = reaper.find_orphans(
+        ibm_conn_id="ibm_cloud_default", grace=timedelta(0), lookup_run=never_asked
+    )
 
     (verdict,) = verdicts
     assert verdict["orphan"] and "ttl passed" in verdict["reason"]
@@ -104,7 +106,9 @@ def test_an_orphan_past_its_ttl_is_deleted_in_dependency_order_and_verified(box)
 def test_a_resource_with_the_prefix_but_not_the_tag_is_left_alone(box):
     plant_run(box, "hand-made-0badf00d", PAST, tagged=False)
     before = box.inventory.list()
-    verdicts = reaper.find_orphans(ibm_conn_id="ibm_cloud_default", grace=timedelta(0), lookup_run=never_asked)
+    verdicts = reaper.find_orphans(
+        ibm_conn_id="ibm_cloud_default", grace=timedelta(0), lookup_run=never_asked
+    )
     # Only the trusted profile (no tags; named and described for the run) is the pipeline's; the
     # untagged VPC resources are not, so the VPC they live in is never deleted from under them.
     assert [r["kind"] for v in verdicts for r in v["resources"]] == ["trusted_profile"]
@@ -116,7 +120,9 @@ def test_a_resource_with_the_prefix_but_not_the_tag_is_left_alone(box):
 def test_a_dry_run_deletes_nothing_and_says_why(box):
     plant_run(box, "lost-run-0badf00d", PAST)
     before = box.inventory.list()
-    verdicts = reaper.find_orphans(ibm_conn_id="ibm_cloud_default", grace=timedelta(0), lookup_run=never_asked)
+    verdicts = reaper.find_orphans(
+        ibm_conn_id="ibm_cloud_default", grace=timedelta(0), lookup_run=never_asked
+    )
     outcome = reaper.reap_leftovers(verdicts, ibm_conn_id="ibm_cloud_default", dry_run=True)
     assert box.inventory.list() == before
     assert outcome["removed"] == [] and {r["why"] for r in outcome["left"]} == {"dry run"}
