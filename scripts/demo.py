@@ -39,8 +39,13 @@ TRAINING_TIMEOUT_S = 10 * 60
 
 
 def run_demo(
-    fault: str | None, *, conf: dict[str, Any] | None = None, output_root: Path = REPO / "demo-output"
+    fault: str | None,
+    *,
+    conf: dict[str, Any] | None = None,
+    output_root: Path = REPO / "demo-output",
+    template_db: Path | None = None,
 ) -> dict[str, Any]:
+    """One demo run; ``template_db`` (a migrated metadata DB to copy) saves the migration (tests)."""
     started = time.monotonic()
     work = Path(
         tempfile.mkdtemp(prefix="demo-", dir=REPO / ".airflow" if (REPO / ".airflow").exists() else None)
@@ -49,7 +54,7 @@ def run_demo(
     reaper: dict[str, Any] = {}
     with Sandbox(faults=[sandbox_fault] if sandbox_fault else None, state_dir=REPO / ".sandbox") as sandbox:
         sandbox.ensure_bucket(DEMO_BUCKET)
-        prepare_home(work / "home")
+        prepare_home(work / "home", template_db)
         if fault in REAPED:  # the reaper's Airflow, ready before the other one is lost
             prepare_home(work / "reaper-home", template_db=work / "home" / "airflow.db")
         result_file, log_file = work / "result.json", work / "airflow.log"
