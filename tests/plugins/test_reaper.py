@@ -162,3 +162,47 @@ def test_a_live_run_is_never_touched_whatever_its_ttl_says(box):
     outcome = reaper.reap_leftovers(verdicts, ibm_conn_id="ibm_cloud_default", dry_run=False, pass_wait_s=0.1)
     assert outcome["left"] == [] and box.inventory.list() == []
     assert SchematicsHook().find_workspace_by_name(f"airflow-{slug}") is None
+
+
+@pytest.mark.parametrize(
+    ("run", "orphan", "reason"),
+    [
+        ({"state": "success", "end_date": datetime.now(UTC) - timedelta(hours=2)}, True, "ended (success)"),
+        ({"state": "failed", "end_date": datetime.now(UTC) - timedelta(minutes=5)}, False, "less than"),
+        ({"state": "queued", "end_date": None}, False, "live"),
+        (None, True, "no longer exists"),
+    ],
+)
+def test_a_run_that_ended_is_an_orphan_only_after_the_grace_period(run, orphan, reason):
+    slug = run_slug("ibm_gpu_workload", "scheduled__2026-12-01T12:00:00+00:00")
+    workspace = {
+        "id": "us-south.workspace.x",
+        "slug": slug,
+        "ttl": format_deadline(FUTURE),
+        "description": run_description("ibm_gpu_workload", "scheduled__2026-12-01T12:00:00+00:00"),
+    }
+    (verdict,) = reaper.decide(
+        [workspace],
+        [],
+        set(),
+        now=datetime.now(UTC),
+        grace=timedelta(minutes=30),
+        lookup_run=lambda d, r: run,
+    )
+    assert verdict.orphan is orphan and reason in verdict.reason, verdict
+    assert verdict.outlived_ttl_s is None  # its TTL has not passed
+
+
+def test_the_runs_of_a_leased_workspace_are_never_touched():
+    resource = reaper.Resource(
+        "vpc", "r006-1", "adopted-run-0badf00d-vpc", "adopted-run-0badf00d", "20200101T000000Z"
+    )
+    (verdict,) = reaper.decide(
+        [],
+        [resource],
+        {"adopted-run-0badf00d"},
+        now=datetime.now(UTC),
+        grace=timedelta(0),
+        lookup_run=never_asked,
+    )
+    assert not verdict.orphan and "lease" in verdict.reason
