@@ -81,3 +81,14 @@ def test_the_reaper_destroys_through_the_provider_and_always_reports(dagbag):
     for task_id in ("reap_leftovers", "write_report"):
         assert dag.get_task(task_id).trigger_rule == "all_done", task_id
     assert dag.max_active_runs == 1
+
+
+def test_a_dry_run_of_the_reaper_destroys_no_workspace(dagbag):
+    pick = dagbag.get_dag("ibm_gpu_reaper").get_task("orphan_workspaces").python_callable
+    verdicts = [
+        {"orphan": True, "workspace_id": "us-south.workspace.a"},
+        {"orphan": False, "workspace_id": "us-south.workspace.b"},
+        {"orphan": True, "workspace_id": None},
+    ]
+    assert pick({"dry_run": True, "verdicts": verdicts}) == []
+    assert pick({"dry_run": False, "verdicts": verdicts}) == ["us-south.workspace.a"]
