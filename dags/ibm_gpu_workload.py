@@ -164,6 +164,7 @@ with DAG(
         variables=_plan("terraform_variables"),
         secure_variables=_plan("secure_variable_refs"),
         tags=_plan("tags"),
+        description=_plan("workspace_description"),
     )
     workspace_id = "{{ ti.xcom_pull(task_ids='create_workspace', map_indexes=-1) or '' }}"
     # A finished job ends its task in the triggerer (no worker start to read the result).

@@ -18,12 +18,14 @@ from sandbox.cos_access import SERVICE as COS_SERVICE
 from sandbox.cos_access import CosAuthorizer, Policy
 from sandbox.faults import FaultSet
 from sandbox.iam import IamApp, TokenAuthority
+from sandbox.iam_identity import IamIdentityApp
 from sandbox.iam_policies import PATHS as POLICY_PATHS
 from sandbox.iam_policies import PolicyApi
 from sandbox.inventory import Inventory
 from sandbox.metadata import MetadataApp
 from sandbox.schematics import SchematicsService
 from sandbox.server import ServiceServer
+from sandbox.tagging import TaggingApp
 from sandbox.vpc import VpcApp
 
 log = logging.getLogger(__name__)
@@ -164,7 +166,9 @@ class Sandbox:
             cos = self._serve(
                 "cos", CosApp(authority, self.inventory, **self.cos_hmac, authorizer=authorizer)
             )
-            vpc = self._serve("vpc", VpcApp(authority, self.inventory))
+            vpc = self._serve("vpc", VpcApp(authority, self.inventory, self._stop_server))
+            iam_identity = self._serve("iam_identity", IamIdentityApp(authority, self.inventory))
+            tagging = self._serve("tagging", TaggingApp(authority, self.inventory))
             self.engine = self._engine_factory(
                 inventory=self.inventory,
                 faults=self.faults,
@@ -197,6 +201,8 @@ class Sandbox:
             "cos": cos.url,
             "vpc": f"{vpc.url}/v1",
             "metadata": metadata.url,
+            "iam_identity": iam_identity.url,
+            "tagging": tagging.url,
             "inventory": f"{control.url}/sandbox/inventory",
             "faults": f"{control.url}/sandbox/faults",
             "api_key": self.api_key,
@@ -207,6 +213,12 @@ class Sandbox:
         self.endpoints_file.write_text(json.dumps(self.endpoints, indent=2) + "\n")
         self._started = True
         return self
+
+    def _stop_server(self, instance_id: str) -> None:
+        """A simulated server whose instance was deleted through the VPC API stops, as on a real VM."""
+        launcher = getattr(self.engine, "launcher", None)
+        if launcher is not None:
+            launcher.stop(instance_id)
 
     def _serve(self, name: str, app: Any) -> ServiceServer:
         server = ServiceServer(name, app)
@@ -266,6 +278,8 @@ class Sandbox:
                 "iam_url": ep["iam"],
                 "schematics_url": ep["schematics"],
                 "vpc_url": ep["vpc"],
+                "iam_identity_url": ep["iam_identity"],
+                "tagging_url": ep["tagging"],
             },
         }
         cos = {
