@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ibm_cloud_airflow.utils.run_identity import run_prefix, run_slug, run_tags
+from ibm_cloud_airflow.utils.run_identity import run_description, run_prefix, run_slug, run_tags
 
 BUNDLE_NAME = "bundle/workload.tar.gz"
 # TensorFlow's gRPC port on each server (multi_worker); the security group opens it to the run only.
@@ -130,6 +130,8 @@ class RunPlan:
     distribution: str = "single"
     server_prefixes: list[str] = field(default_factory=list)
     trials: list[dict[str, Any]] = field(default_factory=list)
+    # names the Airflow run on the workspace: the reaper looks the run up by it
+    workspace_description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,6 +188,7 @@ def build_run_plan(
         "trials": trials,
         "training_port": TRAINING_PORT,
         "collective_timeout_seconds": params.get("collective_timeout_seconds", 300),
+        "cos_profile_roles": params["cos_profile_roles"],
     }
     return RunPlan(
         dag_id=dag_id,
@@ -203,6 +206,7 @@ def build_run_plan(
         distribution=distribution,
         server_prefixes=servers,
         trials=trials,
+        workspace_description=run_description(dag_id, run_id),
     )
 
 
