@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from bench.airflow_cluster import AirflowCluster, ClusterError, _kill_session, _signal_group, free_port
@@ -194,10 +195,11 @@ class CeleryCluster(AirflowCluster):
         schedulers: int = 2,
         triggerers: int = 2,
         workers: int = 2,
-        worker_concurrency: int = 8,
+        worker_concurrency: int = 4,
         start_timeout_s: float = 240.0,
     ) -> None:
         super().__init__(home, connections=connections, start_timeout_s=start_timeout_s)
+        self._http.timeout = httpx.Timeout(120.0)  # a loaded 2-core machine answers slowly
         self.services = Path(tempfile.mkdtemp(prefix="airflow-cluster-"))
         self.services.chmod(0o711)  # the postgres user must reach its data directory below
         self.postgres = Postgres(self.services / "postgres")
@@ -299,6 +301,18 @@ class CeleryCluster(AirflowCluster):
     def airflow_cli(self, *args: str) -> str:
         """Run ``airflow <args>`` against the cluster's database, as an operator would."""
         return _run([sys.executable, "-m", "airflow", *args], cwd=REPO, env=self.env).stdout
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The REST API; reads are retried while the api-server is too busy to answer."""
+        deadline = time.monotonic() + (300 if method == "GET" else 0)
+        while True:
+            try:
+                return super().api(method, path, **kwargs)
+            except (httpx.TransportError, ClusterError) as err:
+                busy = isinstance(err, httpx.TransportError) or " HTTP 5" in str(err)
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
 
     def unpause(self, dag_id: str) -> None:
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
