@@ -205,6 +205,7 @@ class CeleryCluster(AirflowCluster):
         self.postgres = Postgres(self.services / "postgres")
         self.redis = Redis(self.services / "redis")
         self.admin_password = secrets.token_urlsafe(12)
+        self.login = (ADMIN_USER, self.admin_password)
         # Start from the LocalExecutor environment of the benchmark (home, folders, connections,
         # API host and port), drop what compose decides, then take every compose setting.
         env = {k: v for k, v in self.env.items() if not k.startswith("AIRFLOW__CORE__SIMPLE_AUTH")}
@@ -221,29 +222,26 @@ class CeleryCluster(AirflowCluster):
             }
         )
         self.env = env
-        self.components: dict[str, tuple[list[str], dict[str, str]]] = {"api-server": (
+        # name -> (airflow arguments, the environment that is the component's own)
+        self.specs: dict[str, tuple[list[str], dict[str, str]]] = {"api-server": (
             ["api-server", "--port", str(self.port)], {})}  # fmt: skip
         for i in range(1, schedulers + 1):  # each answers its own health check
-            self.components[f"scheduler-{i}"] = (
+            self.specs[f"scheduler-{i}"] = (
                 ["scheduler"],
                 {"AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port())},
             )
-        self.components["dag-processor"] = (["dag-processor"], {})
+        self.specs["dag-processor"] = (["dag-processor"], {})
         for i in range(1, triggerers + 1):
-            self.components[f"triggerer-{i}"] = (
+            self.specs[f"triggerer-{i}"] = (
                 ["triggerer"],
                 {"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())},
             )
         for i in range(1, workers + 1):
-            self.components[f"worker-{i}"] = (
+            self.specs[f"worker-{i}"] = (
                 ["celery", "worker", "--concurrency", str(worker_concurrency),
                  "--celery-hostname", f"worker-{i}@%h"],
                 {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())},
             )  # fmt: skip
-
-    @property
-    def login(self) -> tuple[str, str]:
-        return ADMIN_USER, self.admin_password
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -258,12 +256,12 @@ class CeleryCluster(AirflowCluster):
              "--email", "admin@localhost"],
             cwd=REPO, env=self.env,
         )  # fmt: skip
-        for name in self.components:
+        for name in self.specs:
             self.start_component(name)
         self._wait_healthy()
 
     def start_component(self, name: str) -> None:
-        args, env = self.components[name]
+        args, env = self.specs[name]
         with (self.log_dir / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "airflow", *args],

@@ -38,10 +38,10 @@ def test_every_compose_setting_reaches_the_cluster_unchanged_but_hosts(cluster):
 
 
 def test_the_compose_layout_with_ports_of_their_own(cluster):
-    names = list(cluster.components)
+    names = list(cluster.specs)
     assert names.count("api-server") == names.count("dag-processor") == 1
     for kind in ("scheduler", "triggerer", "worker"):
         assert sum(name.startswith(f"{kind}-") for name in names) == 2, kind
     # components of one kind share a host: each serves its health check or logs on its own port
-    ports = [port for _, env in cluster.components.values() for port in env.values()]
+    ports = [port for _, env in cluster.specs.values() for port in env.values()]
     assert len(ports) == len(set(ports)) == 6
