@@ -84,7 +84,8 @@ class Postgres:
         return f"postgresql+psycopg2://airflow:{self.password}@127.0.0.1:{self.port}/airflow"
 
     def version(self) -> str:
-        return "postgresql " + _run([str(self.bindir / "postgres"), "--version"]).stdout.split()[-1]
+        out = _run([str(self.bindir / "postgres"), "--version"]).stdout  # "postgres (PostgreSQL) 15.18 (...)"
+        return "postgresql " + out.split()[2]
 
     def _as_server_user(self, cmd: list[str]) -> list[str]:
         return ["runuser", "-u", self.user, "--", *cmd] if self.user else cmd
@@ -218,6 +219,9 @@ class CeleryCluster(AirflowCluster):
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
                 "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
                 "IBM_CLOUD_AIRFLOW_BUDGET_DIR": str(home / "budget"),
+                # Every component shares one host's CPUs here: give the execution API longer than
+                # the 5 s default to answer a task before it counts as a failure.
+                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
                 **(extra_env or {}),
             }
         )
