@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ibm_cloud_airflow.utils.run_identity import run_prefix, run_slug, run_tags
+from ibm_cloud_airflow.utils.run_identity import run_description, run_prefix, run_slug, run_tags
 
 BUNDLE_NAME = "bundle/workload.tar.gz"
 
@@ -66,6 +66,8 @@ class RunPlan:
     deadline: str
     tags: list[str]
     terraform_variables: dict[str, Any] = field(default_factory=dict)
+    # names the Airflow run on the workspace: the reaper looks the run up by it
+    workspace_description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,6 +113,7 @@ def build_run_plan(
         "debug_mode": params["debug_mode"],
         "debug_ssh_public_key": params["debug_ssh_public_key"],
         "debug_allowed_cidr": params["debug_allowed_cidr"],
+        "cos_profile_roles": params["cos_profile_roles"],
     }
     return RunPlan(
         dag_id=dag_id,
@@ -125,6 +128,7 @@ def build_run_plan(
         deadline=deadline,
         tags=run_tags(slug, deadline_dt),
         terraform_variables=variables,
+        workspace_description=run_description(dag_id, run_id),
     )
 
 
