@@ -190,16 +190,17 @@ def _why(result: dict[str, Any]) -> str | None:
     return first.strip().splitlines()[0] if first else None
 
 
+EXAMPLE = """e.g. make demo CONF='{"vm_count": 2}'"""
+
+
 def _conf(text: str) -> dict[str, Any]:
     """``--conf`` text as a dict of run parameters; argparse turns the error into a usage message."""
     try:
         conf = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(
-            f"CONF is not JSON ({err}); e.g. CONF='{{\"vm_count\": 2}}'"
-        ) from err
+        raise argparse.ArgumentTypeError(f"CONF is not JSON ({err}); {EXAMPLE}") from err
     if not isinstance(conf, dict):
-        raise argparse.ArgumentTypeError('CONF must be a JSON object of run parameters, e.g. {"vm_count": 2}')
+        raise argparse.ArgumentTypeError(f"CONF must be a JSON object of run parameters; {EXAMPLE}")
     return conf
 
 
