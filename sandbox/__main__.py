@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resource-delay", type=float, default=0.05, help="seconds per simulated resource")
     parser.add_argument("--state-dir", type=Path, default=Path(".sandbox"))
     parser.add_argument("--workload-venv", type=Path, default=Path(".venv-workload"))
+    parser.add_argument(
+        "--cos-hmac-role",
+        default="Writer",
+        help="COS role of the HMAC credential (Writer; Reader cannot write)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -51,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             resource_delay_s=args.resource_delay,
             state_dir=args.state_dir,
             workload_venv=args.workload_venv,
+            cos_hmac_role=args.cos_hmac_role,
         )
-    except UnknownFaultError as err:
+    except (UnknownFaultError, ValueError) as err:
         parser.error(str(err))
     done = threading.Event()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
+from gpu_pipeline.cost import PRICES_FILE, price_table, profile_price
+
 # Regions where both Schematics and VPC GPU profiles are offered (reference: Schematics locations).
 REGIONS = ("us-south", "us-east", "eu-de", "eu-gb", "ca-tor", "ca-mon")
 
@@ -25,7 +27,19 @@ GPU_PROFILES = (
 )
 
 MAX_VMS = 8
+# The budget gate's default: a few default runs' worth (1 x L4 for 2 h is about 4 USD at list price).
+DEFAULT_MAX_COST_USD = 100.0
+
+
+def _profile_choices() -> dict[str, str]:
+    """The trigger form's label for each profile: its list price per server-hour."""
+    return {p: f"{p} ({profile_price(p):.2f} USD/h per server, list price)" for p in GPU_PROFILES}
+
+
 MAX_KEEP_ON_FAILURE_MINUTES = 240
+# IBM's COS service roles (ibm-cloud-docs/cloud-object-storage iam.md); terraform/variables.tf
+# validates cos_profile_roles against the same list.
+COS_SERVICE_ROLES = ["Object Writer", "Object Reader", "Content Reader", "Reader", "Writer", "Manager"]
 
 # Trigger-form sections after the main one ("Run Parameters": servers, data, training, results),
 # which is the only one the form opens; these stay collapsed until clicked.
@@ -55,8 +69,10 @@ PARAMS: dict[str, Param] = {
         "gx3-16x80x1l4",
         type="string",
         enum=list(GPU_PROFILES),
+        values_display=_profile_choices(),
         title="GPU profile",
-        description="VPC instance profile of each GPU server.",
+        description="VPC instance profile of each GPU server; its list price per server-hour is "
+        f"shown with it ({PRICES_FILE}, prices as of {price_table()['as_of']}).",
     ),
     "vm_count": Param(
         1,
@@ -64,7 +80,55 @@ PARAMS: dict[str, Param] = {
         minimum=1,
         maximum=MAX_VMS,
         title="Number of GPU servers",
-        description="Each server trains independently and writes under its own vm-<i>/ prefix.",
+        description="Server i writes under its own vm-<i>/ prefix; 'distribution' says how they "
+        "share the work.",
+    ),
+    "distribution": Param(
+        "auto",
+        type="string",
+        enum=["auto", "multi_worker", "sweep"],
+        title="How the servers share the work",
+        description="auto: one server trains alone, several run multi_worker. multi_worker: one "
+        "data-parallel training over every GPU of every server (MultiWorkerMirroredStrategy). "
+        "sweep: each server trains one combination of the 'sweep' grid; the report ranks them.",
+    ),
+    "sweep": Param(
+        {},
+        type="object",
+        title="Sweep grid",
+        description="distribution 'sweep' only: lists of values to try, e.g. "
+        '{"learning_rate": [0.01, 0.001]}; the grid (every combination) must have exactly '
+        "vm_count combinations. A parameter not listed keeps its single value.",
+        properties={
+            "learning_rate": {
+                "type": "array",
+                "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "minItems": 1,
+                "maxItems": MAX_VMS,
+            },
+            "batch_size": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": 65536},
+                "minItems": 1,
+                "maxItems": MAX_VMS,
+            },
+            "seed": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                "minItems": 1,
+                "maxItems": MAX_VMS,
+            },
+        },
+        additionalProperties=False,
+    ),
+    "collective_timeout_seconds": Param(
+        300,
+        type="integer",
+        minimum=10,
+        maximum=3600,
+        title="Collective timeout (seconds)",
+        description="multi_worker: a gradient exchange that does not complete in this time (a "
+        "server died) fails the run, instead of waiting for the TTL.",
     ),
     "image": Param(
         "ibm-ubuntu-24-04-6-minimal-amd64-3",
@@ -145,6 +209,15 @@ PARAMS: dict[str, Param] = {
         section=LIMITS,
         description="Fail when progress.json stops advancing this long, once training has started.",
     ),
+    "max_cost_usd": Param(
+        DEFAULT_MAX_COST_USD,
+        type="number",
+        exclusiveMinimum=0,
+        title="Budget (USD)",
+        description="validate fails, before anything is created, when the worst case is over this: "
+        "vm_count x the profile's hourly price x (max_runtime_minutes + keep_on_failure_minutes) / 60, "
+        "plus boot volumes, gateway and floating IPs. List prices, no discounts, no taxes.",
+    ),
     "plan_only": Param(
         False,
         type="boolean",
@@ -203,6 +276,16 @@ PARAMS: dict[str, Param] = {
         pattern=r"^$|^([0-9]{1,3}\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$",
         description="Only with debug mode: the one IPv4 CIDR allowed to SSH in, "
         "e.g. 203.0.113.7/32 (at most a /16).",
+    ),
+    "cos_profile_roles": Param(
+        ["Object Writer", "Object Reader"],
+        type="array",
+        items={"type": "string", "enum": COS_SERVICE_ROLES},
+        minItems=1,
+        uniqueItems=True,
+        title="Servers' COS roles (trusted profile)",
+        description="COS roles of the servers' trusted profile, on the run's own prefix only. "
+        "The workload needs Object Writer and Object Reader; without a write role the run fails.",
     ),
 }
 

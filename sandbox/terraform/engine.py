@@ -30,6 +30,8 @@ State layout (JSON-serialisable)::
 from __future__ import annotations
 
 import base64
+import ipaddress
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from lark import Tree
 
+from sandbox.api_key_access import forbidden_message
+from sandbox.cos_access import invalid_roles
 from sandbox.faults import FaultSet
 from sandbox.inventory import Inventory
 from sandbox.terraform.config import (
@@ -223,9 +227,10 @@ def _computed(rtype: str, cfg: dict[str, Any], rid: str, index: int | None, regi
         address = f"10.240.0.{4 + i}"
         nics = cfg.get("primary_network_interface") or [{}]
         nic = dict(nics[0])
+        configured = ((nic.get("primary_ip") or [{}])[0] or {}).get("reserved_ip")
         nic.update(
             id=f"0717-{rid[-12:]}-nic0",
-            primary_ip=[{"address": address, "reserved_ip": f"0717-{rid[-12:]}-ip0"}],
+            primary_ip=[{"address": address, "reserved_ip": configured or f"0717-{rid[-12:]}-ip0"}],
             primary_ipv4_address=address,
         )
         boot = dict((cfg.get("boot_volume") or [{}])[0])
@@ -237,6 +242,18 @@ def _computed(rtype: str, cfg: dict[str, Any], rid: str, index: int | None, regi
             vcpu=[{"count": _profile_part(cfg.get("profile"), 0)}],
             memory=_profile_part(cfg.get("profile"), 1),
         )
+    elif rtype == "ibm_is_subnet_reserved_ip":
+        # id is "<subnet id>/<reserved ip id>" (provider docs); the address is set by _create
+        out.update(
+            id=f"{cfg.get('subnet', '')}/{rid}",
+            reserved_ip=rid,
+            address=cfg.get("address") or "(known after apply)",
+            auto_delete=bool(cfg.get("auto_delete", False)),
+            lifecycle_state="stable",
+            owner="user",
+            resource_type="subnet_reserved_ip",
+            target=cfg.get("target") or "",
+        )
     elif rtype == "ibm_iam_trusted_profile":
         out.update(
             id=rid,
@@ -245,7 +262,8 @@ def _computed(rtype: str, cfg: dict[str, Any], rid: str, index: int | None, regi
             crn=f"crn:v1:bluemix:public:iam-identity::a/sandbox0account::profile:{rid}",
         )
     elif rtype == "ibm_iam_trusted_profile_policy":
-        out.update(id=f"{cfg.get('profile_id', '')}/{rid}", policy_id=rid)
+        profile = cfg.get("profile_id") or str(cfg.get("iam_id") or "").removeprefix("iam-")
+        out.update(id=f"{profile}/{rid}", policy_id=rid)
     return out
 
 
@@ -393,7 +411,12 @@ class TerraformEngine:
         resource_delay_s: float = 0.05,
         metadata_url: str = "",
         region: str = "us-south",
+        api_key_access: Any = None,
+        caller_iam_id: str = "",
     ) -> None:
+        # The identity jobs run as (Schematics passes the caller's token): creates need its policies.
+        self.api_key_access = api_key_access
+        self.caller_iam_id = caller_iam_id
         self.inventory = inventory
         self.faults = faults
         self.launcher = launcher
@@ -526,9 +549,9 @@ class TerraformEngine:
             given = run.variables.get(name)
             if given is not None and given.get("value") is not None:
                 raw = given["value"]
-                if isinstance(raw, str) and typ in {"number", "bool"}:
+                if isinstance(raw, str) and typ in ("number", "bool"):
                     value = raw.strip()  # "3" / "true": _convert() parses it per the type
-                elif isinstance(raw, str) and typ not in {"string", "any"}:
+                elif isinstance(raw, str) and typ not in ("string", "any"):
                     value = _literal_value(raw, name)  # "[...]" / "{...}" in HCL syntax
                 else:
                     value = raw
@@ -665,6 +688,7 @@ class TerraformEngine:
                         f"creating {address}: the requested capacity is not available in zone "
                         f"{cfg.get('zone', self.region)} (sandbox fault apply_fails_midway)"
                     )
+                self._authorize_create(res.type, address, cfg)
                 entry = self._create(run, res, address, index, cfg)
                 created += 1
                 if stats is not None:
@@ -678,6 +702,22 @@ class TerraformEngine:
             target[res.name] = values[0] if n is None else values
         return desired
 
+    def _authorize_create(self, rtype: str, address: str, cfg: dict) -> None:
+        """IAM's answer to a create: the caller's policies (sandbox/api_key_access.py), a policy's roles."""
+        if self.api_key_access is not None:
+            need = self.api_key_access.denied(rtype)
+            if need is not None:
+                message = forbidden_message(rtype, need, self.caller_iam_id)
+                raise TerraformError(f"creating {address}: {message}")
+        if rtype == "ibm_iam_trusted_profile_policy":
+            unknown = invalid_roles(cfg.get("roles") or [])
+            if unknown:
+                raise TerraformError(
+                    f"creating {address}: [ERROR] Error creating trusted profile policy: Request failed with "
+                    f"status code: 400, ServerErrorResponse: invalid role name(s) {unknown} for service "
+                    f"cloud-object-storage"
+                )
+
     def _create(self, run: TerraformRun, res: Resource, address: str, index: int | None, cfg: dict) -> dict:
         run.log(f"{address}: Creating...")
         started = time.monotonic()
@@ -685,6 +725,10 @@ class TerraformEngine:
         attrs = {**cfg, **_computed(res.type, cfg, rid, index, self.region)}
         tags = [str(t) for t in cfg.get("tags", [])] if isinstance(cfg.get("tags"), list) else []
         name = str(cfg.get("name") or address)
+        if res.type == "ibm_is_subnet_reserved_ip":
+            attrs["address"] = _reserve_address(run, cfg)
+        elif res.type == "ibm_is_instance":
+            _bind_reserved_ip(run, cfg, attrs)
         record_attrs = {k: v for k, v in attrs.items() if k not in {"id", "tags"}}
         record_attrs["tf_address"] = address
         inventory_ids: list[str] = []
@@ -766,6 +810,81 @@ class TerraformEngine:
             value = ctx.evaluate(output.value)
             out[name] = {"value": value, "type": _json_type(value), "sensitive": output.sensitive}
         return out
+
+
+# -- subnet reserved IPs -------------------------------------------------------------------------
+
+# ibm_is_subnet_reserved_ip name rule (provider: resource_ibm_is_subnet_reserved_ip.go,
+# isReservedIPName) and the "ibm-" prefix the API keeps for provider-owned resources.
+_RESERVED_IP_NAME = re.compile(r"^([a-z]|[a-z][-a-z0-9]*[a-z0-9])$")
+
+
+def _subnet_cidr(run: TerraformRun, subnet_id: str) -> str:
+    for entry in run.state.get("resources", []):
+        if entry["type"] == "ibm_is_subnet" and entry["attrs"].get("id") == subnet_id:
+            return str(entry["attrs"].get("ipv4_cidr_block") or "10.240.0.0/24")
+    raise TerraformError(f"creating a reserved IP: subnet {subnet_id!r} not found")
+
+
+def _reserve_address(run: TerraformRun, cfg: dict[str, Any]) -> str:
+    """The address a new reserved IP gets, with the checks the VPC API makes.
+
+    IBM keeps the first four and the last address of every subnet; an unbound reserved IP must
+    have ``auto_delete`` false; an explicit ``address`` must be free and inside the subnet.
+    """
+    name = str(cfg.get("name") or "")
+    if name and (not _RESERVED_IP_NAME.match(name) or len(name) > 63 or name.startswith("ibm-")):
+        raise TerraformError(
+            f"invalid reserved IP name {name!r}: 1-63 characters of [a-z0-9-], starting with a letter, "
+            "not ending with '-', and not starting with 'ibm-'"
+        )
+    if cfg.get("auto_delete") and not cfg.get("target"):
+        raise TerraformError("reserved IP: auto_delete must be false if the reserved IP is unbound")
+    subnet = str(cfg.get("subnet") or "")
+    network = ipaddress.ip_network(_subnet_cidr(run, subnet))
+    hosts = list(network)
+    provider_reserved = {str(a) for a in hosts[:4] + hosts[-1:]}
+    used = set()
+    for entry in run.state.get("resources", []):
+        attrs = entry["attrs"]
+        if entry["type"] == "ibm_is_subnet_reserved_ip" and attrs.get("subnet") == subnet:
+            used.add(str(attrs.get("address")))
+        if entry["type"] == "ibm_is_instance":
+            nic = (attrs.get("primary_network_interface") or [{}])[0]
+            if nic.get("subnet") == subnet:
+                used.add(str(nic.get("primary_ipv4_address")))
+    wanted = cfg.get("address")
+    if wanted:
+        if ipaddress.ip_address(str(wanted)) not in network or str(wanted) in provider_reserved:
+            raise TerraformError(f"reserved IP address {wanted} is not available in subnet {network}")
+        if str(wanted) in used:
+            raise TerraformError(f"reserved IP address {wanted} is already reserved in subnet {network}")
+        return str(wanted)
+    for address in map(str, hosts):
+        if address not in provider_reserved and address not in used:
+            return address
+    raise TerraformError(f"subnet {network} has no free address left for a reserved IP")
+
+
+def _bind_reserved_ip(run: TerraformRun, cfg: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """An instance whose primary_ip names a reserved IP gets that address (and binds it)."""
+    configured = (cfg.get("primary_network_interface") or [{}])[0]
+    wanted = ((configured.get("primary_ip") or [{}])[0] or {}).get("reserved_ip")
+    if not wanted:
+        return
+    nic = attrs["primary_network_interface"][0]
+    for entry in run.state.get("resources", []):
+        if entry["type"] == "ibm_is_subnet_reserved_ip" and entry["attrs"].get("reserved_ip") == wanted:
+            reserved = entry["attrs"]
+            if reserved.get("target"):
+                raise TerraformError(f"reserved IP {wanted} is already bound to {reserved['target']}")
+            if reserved.get("subnet") != nic.get("subnet"):
+                raise TerraformError(f"reserved IP {wanted} is not in the network interface's subnet")
+            reserved["target"] = nic["id"]
+            nic["primary_ip"] = [{"address": reserved["address"], "reserved_ip": wanted}]
+            nic["primary_ipv4_address"] = reserved["address"]
+            return
+    raise TerraformError(f"primary_ip.reserved_ip {wanted!r}: no such reserved IP")
 
 
 # -- helpers -------------------------------------------------------------------------------------
