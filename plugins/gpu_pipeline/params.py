@@ -43,8 +43,9 @@ COS_SERVICE_ROLES = ["Object Writer", "Object Reader", "Content Reader", "Reader
 
 # Trigger-form sections after the main one ("Run Parameters": servers, data, training, results),
 # which is the only one the form opens; these stay collapsed until clicked.
-LIMITS = "Time limits and cleanup"
+LIMITS = "Time, budget and cleanup"
 ADVANCED = "Workspace and COS access"
+SEVERAL_SERVERS = "Sweep grid and multi-worker timeout"
 DEBUG = "Debug access (off by default)"
 # An optional text field is null-able: Airflow's trigger form treats an empty required field as
 # missing and disables its Trigger button. The pipeline reads None and "" alike (optional_text).
@@ -96,6 +97,7 @@ PARAMS: dict[str, Param] = {
         {},
         type="object",
         title="Sweep grid",
+        section=SEVERAL_SERVERS,
         description="distribution 'sweep' only: lists of values to try, e.g. "
         '{"learning_rate": [0.01, 0.001]}; the grid (every combination) must have exactly '
         "vm_count combinations. A parameter not listed keeps its single value.",
@@ -127,6 +129,7 @@ PARAMS: dict[str, Param] = {
         minimum=10,
         maximum=3600,
         title="Collective timeout (seconds)",
+        section=SEVERAL_SERVERS,
         description="multi_worker: a gradient exchange that does not complete in this time (a "
         "server died) fails the run, instead of waiting for the TTL.",
     ),
@@ -214,6 +217,7 @@ PARAMS: dict[str, Param] = {
         type="number",
         exclusiveMinimum=0,
         title="Budget (USD)",
+        section=LIMITS,
         description="validate fails, before anything is created, when the worst case is over this: "
         "vm_count x the profile's hourly price x (max_runtime_minutes + keep_on_failure_minutes) / 60, "
         "plus boot volumes, gateway and floating IPs. List prices, no discounts, no taxes.",
@@ -284,6 +288,7 @@ PARAMS: dict[str, Param] = {
         minItems=1,
         uniqueItems=True,
         title="Servers' COS roles (trusted profile)",
+        section=ADVANCED,
         description="COS roles of the servers' trusted profile, on the run's own prefix only. "
         "The workload needs Object Writer and Object Reader; without a write role the run fails.",
     ),
