@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gpu_pipeline.gpu_profiles import placement_problems
 from ibm_cloud_airflow.utils.run_identity import run_prefix, run_slug, run_tags
 
 BUNDLE_NAME = "bundle/workload.tar.gz"
@@ -27,6 +28,8 @@ def check_params(params: dict[str, Any]) -> None:
     region, zone = params["region"], params["zone"]
     if not zone.startswith(f"{region}-"):
         problems.append(f"zone: '{zone}' is not in region '{region}'; use e.g. '{region}-1'.")
+    else:
+        problems.extend(placement_problems(params["gpu_profile"], region, zone))
     existing = params.get("existing_workspace_id") or ""
     if existing and not existing.startswith(f"{region}."):
         problems.append(
