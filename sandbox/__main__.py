@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from sandbox.faults import parse_fault_spec
+from sandbox.vpc_rules import DEFAULT_GPU_QUOTA
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resource-delay", type=float, default=0.05, help="seconds per simulated resource")
     parser.add_argument("--state-dir", type=Path, default=Path(".sandbox"))
     parser.add_argument("--workload-venv", type=Path, default=Path(".venv-workload"))
+    parser.add_argument(
+        "--gpu-quota", type=int, default=DEFAULT_GPU_QUOTA, help="GPUs per region, all instances together"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -51,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             resource_delay_s=args.resource_delay,
             state_dir=args.state_dir,
             workload_venv=args.workload_venv,
+            gpu_quota=args.gpu_quota,
         )
     except UnknownFaultError as err:
         parser.error(str(err))

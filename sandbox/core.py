@@ -20,6 +20,7 @@ from sandbox.metadata import MetadataApp
 from sandbox.schematics import SchematicsService
 from sandbox.server import ServiceServer
 from sandbox.vpc import VpcApp
+from sandbox.vpc_rules import DEFAULT_GPU_QUOTA
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def default_engine_factory(
     workload_venv: Path,
     state_dir: Path,
     region: str,
+    gpu_quota: int = DEFAULT_GPU_QUOTA,
 ) -> Any:
     """The real engine (``sandbox/terraform``) with a launcher of simulated servers."""
     try:
@@ -64,6 +66,7 @@ def default_engine_factory(
         resource_delay_s=resource_delay_s,
         metadata_url=metadata_url,
         region=region,
+        gpu_quota=gpu_quota,
     )
 
 
@@ -85,11 +88,13 @@ class Sandbox:
         workload_venv: Path = Path(".venv-workload"),
         *,
         region: str = "us-south",
+        gpu_quota: int = DEFAULT_GPU_QUOTA,
         engine_factory: Callable[..., Any] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.workload_venv = Path(workload_venv).resolve()
         self.region = region
+        self.gpu_quota = gpu_quota  # GPUs per region, all instances together (IBM's default: 16)
         self.token_ttl_s = token_ttl_s
         self.rate_limit_per_min = rate_limit_per_min
         self.resource_delay_s = resource_delay_s
@@ -135,6 +140,7 @@ class Sandbox:
                 workload_venv=self.workload_venv,
                 state_dir=self.state_dir,
                 region=self.region,
+                gpu_quota=self.gpu_quota,
             )
             self._schematics = SchematicsService(
                 inventory=self.inventory,

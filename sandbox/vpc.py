@@ -381,7 +381,7 @@ class VpcApp:
             software_attachments=[],
             startable=True,
             status=status,
-            status_reasons=[],
+            status_reasons=attrs.get("status_reasons") or [],
             threads_per_core=2,
             total_network_bandwidth=16000,
             total_volume_bandwidth=4000,

@@ -23,7 +23,7 @@ from scripts.local_run import DEMO_BUCKET, REPO, prepare_home, read_result, star
 
 # Faults the pipeline must survive (the run still succeeds) and faults that must fail the run.
 SURVIVABLE = ("api_errors", "rate_limited", "workspace_locked", "destroy_fails_once", "short_tokens")
-RUN_FAILING = ("plan_fails", "apply_fails_midway", "workload_fails", "workload_hangs")
+RUN_FAILING = ("plan_fails", "apply_fails_midway", "no_capacity", "workload_fails", "workload_hangs")
 assert set(SURVIVABLE) | set(RUN_FAILING) == set(FAULT_NAMES)
 RUN_TIMEOUT_S = 30 * 60
 
