@@ -121,6 +121,9 @@ def test_params_validate_terraform_and_sandbox_share_one_profile_table():
     assert PARAMS["gpu_profile"].value == gpu_profiles.profile_names()[0]
     link = REPO / "terraform" / "gpu_profiles.json"
     assert link.is_symlink() and link.resolve() == gpu_profiles.TABLE_PATH.resolve()
+    from sandbox.vpc_rules import GPU_TABLE_PATH
+
+    assert GPU_TABLE_PATH.resolve() == gpu_profiles.TABLE_PATH.resolve()
     variables = (REPO / "terraform" / "variables.tf").read_text()
     assert "gx3-16x80x1l4" not in variables.split('variable "gpu_profile"')[1].split("validation")[1]
 
