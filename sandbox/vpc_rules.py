@@ -8,7 +8,7 @@ ranges) are in ``sandbox/terraform/provider_schema.py`` and fail the plan instea
 Sources (also in docs/sandbox.md, "What the sandbox enforces, and what it doesn't"):
 
 - GPU profiles, the zones that offer them and IBM's default GPU quota (16 per region): the
-  project's table ``plugins/gpu_pipeline/gpu_profiles.json`` (IBM's docs, dated there);
+  project's table ``plugins/gpu_pipeline/gpu_profiles.py`` (IBM's docs, dated there);
 - subnets: "a power of 2 and the minimum value is 8" (ibm-cloud-docs/vpc subnets-create-subnet.md);
   an automatic address prefix is a /18, so at most 16384 addresses;
 - SSH keys: the API defaults ``type`` to rsa and refuses an ed25519 key then ("public key provided
@@ -29,8 +29,8 @@ are the sandbox's picks in IBM's snake_case style, in the VPC error shape.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import ipaddress
-import json
 import re
 import threading
 import uuid
@@ -41,9 +41,21 @@ from typing import Any
 
 from sandbox.inventory import Inventory
 
-GPU_TABLE_PATH = Path(__file__).resolve().parents[1] / "plugins" / "gpu_pipeline" / "gpu_profiles.json"
-GPU_TABLE: dict[str, Any] = json.loads(GPU_TABLE_PATH.read_text())
-DEFAULT_GPU_QUOTA = int(GPU_TABLE["gpu_quota_per_region"])
+GPU_TABLE_PATH = Path(__file__).resolve().parents[1] / "plugins" / "gpu_pipeline" / "gpu_profiles.py"
+
+
+def _load_gpu_table() -> Any:
+    """The project's profile table, loaded from its file (plugins/ is not on the sandbox's path)."""
+    spec = importlib.util.spec_from_file_location("sandbox_gpu_profiles", GPU_TABLE_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GPU_TABLE = _load_gpu_table()
+GPU_PROFILES: dict[str, dict[str, Any]] = GPU_TABLE.PROFILES
+DEFAULT_GPU_QUOTA = int(GPU_TABLE.GPU_QUOTA_PER_REGION)
 
 # Non-GPU profile names (bx2-2x8, cx3d-4x10, mx2-16x128, ...): accepted in every zone.
 _OTHER_PROFILE = re.compile(r"^(bx|cx|mx|ux|vx|ox|bz|cz|mz)[0-9][a-z]*-[0-9]+x[0-9]+$")
@@ -216,7 +228,7 @@ class VpcRules:
         call = "CreateInstanceWithContext"
         zone, profile = cfg.get("zone"), str(cfg.get("profile", ""))
         self._zone(call, zone)
-        spec = GPU_TABLE["profiles"].get(profile)
+        spec = GPU_PROFILES.get(profile)
         if spec is None and not _OTHER_PROFILE.match(profile):
             raise VpcApiError(
                 call, 404, "instance_profile_not_found", f"Instance profile {profile} not found."
@@ -246,7 +258,7 @@ class VpcRules:
         gpus = int(spec["gpu_count"]) if spec else 0
         if gpus:
             used = sum(
-                int(GPU_TABLE["profiles"].get(r["attrs"].get("profile"), {}).get("gpu_count", 0))
+                int(GPU_PROFILES.get(r["attrs"].get("profile"), {}).get("gpu_count", 0))
                 for r in self.inventory.list("ibm_is_instance")
             )
             if used + gpus > self.gpu_quota:

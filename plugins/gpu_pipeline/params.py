@@ -9,7 +9,7 @@ from gpu_pipeline.gpu_profiles import profile_names
 # Regions where both Schematics and VPC GPU profiles are offered (reference: Schematics locations).
 REGIONS = ("us-south", "us-east", "eu-de", "eu-gb", "ca-tor", "ca-mon")
 
-# Current x86 VPC GPU profiles, from the project's one dated table (gpu_profiles.json); the
+# Current x86 VPC GPU profiles, from the project's one dated table (gpu_profiles.py); the
 # first, gx3 L4, is the cheapest sensible default. validate checks the zone offers the profile.
 GPU_PROFILES = profile_names()
 

@@ -111,19 +111,19 @@ def test_the_valid_twins_pass():
 
 
 def test_params_validate_terraform_and_sandbox_share_one_profile_table():
-    import json
-
     from gpu_pipeline import gpu_profiles
 
-    table = json.loads((REPO / "plugins/gpu_pipeline/gpu_profiles.json").read_text())
-    assert table["as_of"] and table["sources"]
-    assert list(PARAMS["gpu_profile"].schema["enum"]) == list(table["profiles"])
-    assert PARAMS["gpu_profile"].value == gpu_profiles.profile_names()[0]
-    link = REPO / "terraform" / "gpu_profiles.json"
-    assert link.is_symlink() and link.resolve() == gpu_profiles.TABLE_PATH.resolve()
-    from sandbox.vpc_rules import GPU_TABLE_PATH
+    from sandbox import vpc_rules
 
-    assert GPU_TABLE_PATH.resolve() == gpu_profiles.TABLE_PATH.resolve()
+    assert gpu_profiles.AS_OF and gpu_profiles.SOURCES
+    assert list(PARAMS["gpu_profile"].schema["enum"]) == list(gpu_profiles.PROFILES)
+    assert PARAMS["gpu_profile"].value == gpu_profiles.profile_names()[0]
+    assert vpc_rules.GPU_TABLE_PATH.resolve() == Path(gpu_profiles.__file__).resolve()
+    assert vpc_rules.GPU_PROFILES == gpu_profiles.PROFILES
+    # Terraform reads the same table as JSON; regenerate it with the command in the message
+    assert gpu_profiles.TERRAFORM_COPY.read_text() == gpu_profiles.terraform_json(), (
+        "terraform/gpu_profiles.json is stale: run .venv/bin/python plugins/gpu_pipeline/gpu_profiles.py"
+    )
     variables = (REPO / "terraform" / "variables.tf").read_text()
     assert "gx3-16x80x1l4" not in variables.split('variable "gpu_profile"')[1].split("validation")[1]
 
