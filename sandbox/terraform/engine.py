@@ -791,8 +791,9 @@ class TerraformEngine:
         if no_capacity:
             entry["tainted"] = True
             raise TerraformError(
-                f"[ERROR] Instance ({rid}) went into failed state during the operation \n "
-                f"({json.dumps([_CAPACITY_REASON])}) \n [WARNING] Running terraform apply again will remove "
+                # the provider's message, on one line: the reason is what a summary must show
+                f"[ERROR] Instance ({rid}) went into failed state during the operation "
+                f"({json.dumps([_CAPACITY_REASON])}) [WARNING] Running terraform apply again will remove "
                 "the tainted instance and attempt to create the instance again replacing the previous "
                 f"configuration (with {address}; sandbox fault no_capacity)"
             )
