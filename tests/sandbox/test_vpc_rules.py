@@ -342,3 +342,23 @@ def test_no_capacity_fails_the_instance_midway_and_destroy_cleans_up(box, make_c
     box.set_faults([])
     _, status, log = run(client, instance(), "apply")
     assert status == "COMPLETED", log
+
+
+def test_images_data_source_filters_by_status(box, make_client):
+    # The way to the newest usable image of a family: ibm_is_images with status = "available".
+    main_tf = """
+data "ibm_is_images" "usable" {
+  visibility = "public"
+  status     = "available"
+}
+
+output "names" {
+  value = [for i in data.ibm_is_images.usable.images : i.name if startswith(i.name, "ibm-ubuntu-")]
+}
+"""
+    client = make_client(box)
+    w_id, status, log = run(client, main_tf, "apply")
+    assert status == "COMPLETED", log
+    [outputs] = client.svc.get_workspace_outputs(w_id=w_id).get_result()
+    names = outputs["output_values"][0]["names"]["value"]
+    assert names == ["ibm-ubuntu-24-04-6-minimal-amd64-3", "ibm-ubuntu-22-04-5-minimal-amd64-4"]
