@@ -57,8 +57,8 @@ GPU_TABLE = _load_gpu_table()
 GPU_PROFILES: dict[str, dict[str, Any]] = GPU_TABLE.PROFILES
 DEFAULT_GPU_QUOTA = int(GPU_TABLE.GPU_QUOTA_PER_REGION)
 
-# Non-GPU profile names (bx2-2x8, cx3d-4x10, mx2-16x128, ...): accepted in every zone.
-_OTHER_PROFILE = re.compile(r"^(bx|cx|mx|ux|vx|ox|bz|cz|mz)[0-9][a-z]*-[0-9]+x[0-9]+$")
+# Non-GPU profile names (bx2-2x8, cx3d-4x10, bxf-2x8, mx2-16x128, ...): accepted in every zone.
+_OTHER_PROFILE = re.compile(r"^(?!gx)[a-z]{2}[0-9f][a-z]*-[0-9]+x[0-9]+$")
 UNKNOWN = "(known after apply)"
 
 
