@@ -16,8 +16,9 @@ Sources (also in docs/sandbox.md, "What the sandbox enforces, and what it doesn'
 - security group rules: a remote that is neither an IP address nor a CIDR is taken as a security
   group id and looked up; an unknown one is "Invalid remote provided", and an ICMP code needs a type
   (terraform-provider-ibm v2.5.0 resource_ibm_is_security_group_rule.go);
-- images: ``obsolete`` images cannot be used to create instances; ``deprecated`` ones still can
-  (ibm-cloud-docs/vpc image lifecycle);
+- images: servers are provisioned from ``available``, ``partially_available`` or ``deprecated``
+  images, so an ``obsolete`` one is refused (ibm-cloud-docs/vpc bare_metal_server_create.md); the
+  provider's image data source only warns about ``deprecated`` (data_source_ibm_is_image.go);
 - no capacity: the instance is created, then goes ``failed`` with status reason
   ``cannot_start_capacity`` ("Insufficient capacity within the selected zone", ibm-vpc SDK
   ``InstanceStatusReason``); the provider taints it (resource_ibm_is_instance.go).
