@@ -14,7 +14,9 @@ CONF ?=
 export CONF
 PYTEST_ARGS ?=
 
-.PHONY: help install test demo sandbox lint bench clean
+CLUSTER_TEST_ARGS ?=
+
+.PHONY: help install test demo sandbox lint bench clean cluster-deps cluster cluster-test
 
 help:
 	@echo "make demo     run the whole pipeline once on the local sandbox (FAULT=<name> to inject a fault,"
@@ -24,6 +26,8 @@ help:
 	@echo "make lint     ruff (with Airflow rules), shellcheck, checkov on terraform/"
 	@echo "make bench    benchmarks against same-run baselines -> bench/results.json"
 	@echo "make install  create .venv (orchestrator) and .venv-workload (training job)"
+	@echo "make cluster  Airflow as docker-compose runs it (Celery, PostgreSQL, Redis), on loopback, with the sandbox"
+	@echo "make cluster-test  the cluster through worker, scheduler and triggerer crashes and a backfill"
 
 # ibm-schematics 1.1.0 ships only an sdist whose build needs setuptools<72; a recent pip
 # applies that limit to the isolated build environment alone (--build-constraint).
@@ -65,8 +69,27 @@ lint: install $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/shellcheck workload/*.sh .ci/run
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download -d terraform --framework terraform
 
+# PostgreSQL and Redis from Debian's packages (bookworm: PostgreSQL 15, Redis 7.0), and the Airflow
+# packages the official image ships for Celery, PostgreSQL and FAB.
+.cluster-deps.installed: requirements-cluster.txt constraints.txt | $(VENV)/.installed
+	test -x /usr/lib/postgresql/15/bin/postgres -a -x /usr/bin/redis-server || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    'postgresql-15' 'redis-server=5:7.0.*'; }
+	$(PY) -m pip install --quiet -r requirements-cluster.txt -c constraints.txt
+	$(PY) -m pip check
+	touch $@
+
+cluster-deps: .cluster-deps.installed
+
+cluster: install cluster-deps
+	$(PY) -m scripts.cluster
+
+cluster-test: install cluster-deps
+	$(PY) -m scripts.cluster_test $(CLUSTER_TEST_ARGS)
+
 bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(WORKLOAD_VENV) $(CHECKOV_VENV) .sandbox .airflow demo-output bench/results.json
+	rm -rf $(VENV) $(WORKLOAD_VENV) $(CHECKOV_VENV) .sandbox .airflow demo-output bench/results.json \
+	  .cluster-deps.installed

@@ -54,12 +54,20 @@ MAX_ACTIVE_RUNS = int(os.environ.get("IBM_GPU_WORKLOAD_MAX_ACTIVE_RUNS", "4"))
 # how soon after the workload's _SUCCESS the servers are destroyed.
 POLL_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_POLL_SECONDS", "30"))
 SENSOR_POKE_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS", "1"))
+# How often the sensor lists the run's servers (one VPC API call) to catch one that stopped.
+SERVER_CHECK_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SERVER_CHECK_SECONDS", "30"))
 # "deferrable" (default: no worker slot while waiting), or "poke"/"reschedule" (the benchmarks'
 # baseline, or a deployment without a triggerer).
 SENSOR_MODE = os.environ.get("IBM_GPU_WORKLOAD_SENSOR_MODE", "deferrable")
 # Finished Schematics jobs and the sensor end their tasks in the triggerer, with no worker start.
 # Airflow refuses such tasks when listener plugins (e.g. OpenLineage) are installed: set "false".
 IN_TRIGGERER = os.environ.get("IBM_GPU_WORKLOAD_END_IN_TRIGGERER", "true").strip().lower() != "false"
+
+
+# The servers' trusted profile, from the apply's Terraform outputs ("" in hmac mode).
+APPLIED_PROFILE_ID = (
+    "{{ (ti.xcom_pull(task_ids='apply', map_indexes=-1) or {}).get('trusted_profile_id', '') }}"
+)
 
 
 def _plan(key: str) -> str:
@@ -156,6 +164,7 @@ with DAG(
         variables=_plan("terraform_variables"),
         secure_variables=_plan("secure_variable_refs"),
         tags=_plan("tags"),
+        description=_plan("workspace_description"),
     )
     workspace_id = "{{ ti.xcom_pull(task_ids='create_workspace', map_indexes=-1) or '' }}"
     # A finished job ends its task in the triggerer (no worker start to read the result).
@@ -183,6 +192,12 @@ with DAG(
         start_from_trigger=SENSOR_MODE == "deferrable" and IN_TRIGGERER,
         mode="poke" if SENSOR_MODE == "deferrable" else SENSOR_MODE,
         retries=0,
+        # A server that cannot write to COS powers off: seen through the VPC API, explained from
+        # its trusted profile's IAM policies.
+        ibm_conn_id=IBM_CONN_ID,
+        server_name_prefix=_plan("slug"),
+        trusted_profile_id=APPLIED_PROFILE_ID,
+        server_check_interval=SERVER_CHECK_SECONDS,
     )
 
     # Runs only after a failure: on success the scheduler skips it, and destroy starts at once.

@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=Path(".sandbox"))
     parser.add_argument("--workload-venv", type=Path, default=Path(".venv-workload"))
     parser.add_argument(
+        "--cos-hmac-role",
+        default="Writer",
+        help="COS role of the HMAC credential (Writer; Reader cannot write)",
+    )
+    parser.add_argument(
         "--gpu-quota", type=int, default=DEFAULT_GPU_QUOTA, help="GPUs per region, all instances together"
     )
     args = parser.parse_args(argv)
@@ -56,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=args.state_dir,
             workload_venv=args.workload_venv,
             gpu_quota=args.gpu_quota,
+            cos_hmac_role=args.cos_hmac_role,
         )
-    except UnknownFaultError as err:
+    except (UnknownFaultError, ValueError) as err:
         parser.error(str(err))
     done = threading.Event()
 

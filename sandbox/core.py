@@ -11,14 +11,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sandbox.api_key_access import DEFAULT_API_KEY_POLICIES, ApiKeyAccess, ServicePolicy
 from sandbox.control import ControlApp
 from sandbox.cos import CosApp, reset_moto_s3
+from sandbox.cos_access import SERVICE as COS_SERVICE
+from sandbox.cos_access import CosAuthorizer, Policy
 from sandbox.faults import FaultSet
 from sandbox.iam import IamApp, TokenAuthority
+from sandbox.iam_identity import IamIdentityApp
+from sandbox.iam_policies import PATHS as POLICY_PATHS
+from sandbox.iam_policies import PolicyApi
 from sandbox.inventory import Inventory
 from sandbox.metadata import MetadataApp
 from sandbox.schematics import SchematicsService
 from sandbox.server import ServiceServer
+from sandbox.tagging import TaggingApp
 from sandbox.vpc import VpcApp
 from sandbox.vpc_rules import DEFAULT_GPU_QUOTA
 
@@ -48,6 +55,8 @@ def default_engine_factory(
     state_dir: Path,
     region: str,
     gpu_quota: int = DEFAULT_GPU_QUOTA,
+    api_key_access: ApiKeyAccess | None = None,
+    caller_iam_id: str = "",
 ) -> Any:
     """The real engine (``sandbox/terraform``) with a launcher of simulated servers."""
     try:
@@ -57,7 +66,12 @@ def default_engine_factory(
         log.warning("Terraform engine unavailable (%s); jobs will fail", err)
         return _MissingEngine()
     launcher = ServerLauncher(
-        workload_venv=workload_venv, state_dir=state_dir, metadata_url=metadata_url, faults=faults
+        workload_venv=workload_venv,
+        state_dir=state_dir,
+        metadata_url=metadata_url,
+        faults=faults,
+        # a server that powers itself off shows as stopped in the VPC API, as on IBM Cloud
+        on_poweroff=lambda instance_id: inventory.update_attrs(instance_id, status="stopped"),
     )
     return TerraformEngine(
         inventory=inventory,
@@ -67,6 +81,8 @@ def default_engine_factory(
         metadata_url=metadata_url,
         region=region,
         gpu_quota=gpu_quota,
+        api_key_access=api_key_access,
+        caller_iam_id=caller_iam_id,
     )
 
 
@@ -76,6 +92,10 @@ class Sandbox:
     ``engine_factory`` (keyword, for tests of the HTTP layer) replaces the Terraform engine: it is
     called with the keyword arguments of :func:`default_engine_factory` and returns an object
     with ``plan(run)``, ``apply(run) -> outputs`` and ``destroy(run)``.
+
+    IAM is enforced: ``api_key_policies`` are the API-key identity's policies (default: what
+    ``docs/terraform.md`` says the pipeline needs), ``cos_hmac_role`` is the COS role of the
+    service credential behind the HMAC keys (``Writer``; a ``Reader`` credential cannot write).
     """
 
     def __init__(
@@ -90,6 +110,8 @@ class Sandbox:
         region: str = "us-south",
         gpu_quota: int = DEFAULT_GPU_QUOTA,
         engine_factory: Callable[..., Any] | None = None,
+        api_key_policies: tuple[ServicePolicy, ...] | list[ServicePolicy] = DEFAULT_API_KEY_POLICIES,
+        cos_hmac_role: str = "Writer",
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.workload_venv = Path(workload_venv).resolve()
@@ -108,6 +130,8 @@ class Sandbox:
         self.cos_instance_crn = (
             f"crn:v1:bluemix:public:cloud-object-storage:global:a/{account}:{uuid.uuid4()}::"
         )
+        self.api_key_access = ApiKeyAccess(api_key_policies, self.faults)
+        self.cos_hmac_role = cos_hmac_role
         self._engine_factory = engine_factory or default_engine_factory
         self.engine: Any = None
         self.endpoints: dict[str, Any] = {}
@@ -128,10 +152,28 @@ class Sandbox:
         else:
             log.warning("another sandbox runs in this process: COS buckets are shared with it")
         try:
-            iam = self._serve("iam", IamApp(authority, self.inventory))
+            policy_api = PolicyApi(authority, self.inventory)
+            iam = self._serve(
+                "iam", IamApp(authority, self.inventory, routes=dict.fromkeys(POLICY_PATHS, policy_api))
+            )
             metadata = self._serve("metadata", MetadataApp(authority, self.inventory))
-            cos = self._serve("cos", CosApp(authority, self.inventory, **self.cos_hmac))
-            vpc = self._serve("vpc", VpcApp(authority, self.inventory))
+            authorizer = CosAuthorizer(
+                instance_guid=self.cos_instance_crn.split(":")[7],
+                hmac_subject=f"hmac:{self.cos_hmac['access_key_id']}",
+                hmac_role=self.cos_hmac_role,
+                user_policies=lambda: [
+                    Policy(subject=authority.user["iam_id"], roles=p.roles, origin="API key")
+                    for p in self.api_key_access.current()
+                    if p.service == COS_SERVICE
+                ],
+                inventory=self.inventory,
+            )
+            cos = self._serve(
+                "cos", CosApp(authority, self.inventory, **self.cos_hmac, authorizer=authorizer)
+            )
+            vpc = self._serve("vpc", VpcApp(authority, self.inventory, self._stop_server))
+            iam_identity = self._serve("iam_identity", IamIdentityApp(authority, self.inventory))
+            tagging = self._serve("tagging", TaggingApp(authority, self.inventory))
             self.engine = self._engine_factory(
                 inventory=self.inventory,
                 faults=self.faults,
@@ -141,6 +183,8 @@ class Sandbox:
                 state_dir=self.state_dir,
                 region=self.region,
                 gpu_quota=self.gpu_quota,
+                api_key_access=self.api_key_access,
+                caller_iam_id=authority.user["iam_id"],
             )
             self._schematics = SchematicsService(
                 inventory=self.inventory,
@@ -163,6 +207,8 @@ class Sandbox:
             "cos": cos.url,
             "vpc": f"{vpc.url}/v1",
             "metadata": metadata.url,
+            "iam_identity": iam_identity.url,
+            "tagging": tagging.url,
             "inventory": f"{control.url}/sandbox/inventory",
             "faults": f"{control.url}/sandbox/faults",
             "api_key": self.api_key,
@@ -173,6 +219,12 @@ class Sandbox:
         self.endpoints_file.write_text(json.dumps(self.endpoints, indent=2) + "\n")
         self._started = True
         return self
+
+    def _stop_server(self, instance_id: str) -> None:
+        """A simulated server whose instance was deleted through the VPC API stops, as on a real VM."""
+        launcher = getattr(self.engine, "launcher", None)
+        if launcher is not None:
+            launcher.stop(instance_id)
 
     def _serve(self, name: str, app: Any) -> ServiceServer:
         server = ServiceServer(name, app)
@@ -232,6 +284,8 @@ class Sandbox:
                 "iam_url": ep["iam"],
                 "schematics_url": ep["schematics"],
                 "vpc_url": ep["vpc"],
+                "iam_identity_url": ep["iam_identity"],
+                "tagging_url": ep["tagging"],
             },
         }
         cos = {
@@ -263,9 +317,23 @@ class Sandbox:
             config=Config(signature_version="s3v4"),
         )
 
+    def api_key_cos_client(self) -> Any:
+        """An ``ibm_boto3`` S3 client that calls COS as the API key's identity (IAM bearer tokens)."""
+        import ibm_boto3
+        from ibm_botocore.client import Config
+
+        return ibm_boto3.client(
+            "s3",
+            ibm_api_key_id=self.api_key,
+            ibm_service_instance_id=self.cos_instance_crn,
+            ibm_auth_endpoint=f"{self.endpoints['iam']}/identity/token",
+            endpoint_url=self.endpoints["cos"],
+            config=Config(signature_version="oauth"),
+        )
+
     def ensure_bucket(self, name: str) -> None:
-        """Create bucket ``name`` unless it exists."""
-        client = self.cos_client()
+        """Create bucket ``name`` unless it exists, as the API key's identity (the account's admin)."""
+        client = self.api_key_cos_client()
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         if name not in existing:
             client.create_bucket(Bucket=name)

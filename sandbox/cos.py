@@ -4,7 +4,9 @@ COS accepts (a) AWS SigV4/SigV2 signed with HMAC keys and (b) ``Authorization: B
 (what a VM with a trusted profile uses). moto does not know (b) and ignores signatures, so this
 layer checks the credentials itself (unknown access key id -> S3's 403 ``InvalidAccessKeyId``; a
 SigV4 signature made with another secret -> 403 ``SignatureDoesNotMatch``; a bad or expired
-bearer token -> 403 ``AccessDenied``) and then hands moto a request with a fixed
+bearer token -> 403 ``AccessDenied``), then authorises it with IAM's semantics
+(:mod:`sandbox.cos_access`: the request's action against the caller's policies; denied -> 403
+``AccessDenied``), and then hands moto a request with a fixed
 SigV4-looking header in region ``us-east-1`` (moto would otherwise reject a bucket created without
 a LocationConstraint in another region; COS has no such rule).
 """
@@ -20,6 +22,7 @@ from urllib.parse import parse_qs, quote, unquote
 
 from werkzeug.wrappers import Request, Response
 
+from sandbox.cos_access import CosAuthorizer, classify
 from sandbox.iam import InvalidTokenError, TokenAuthority
 from sandbox.inventory import Inventory
 
@@ -50,10 +53,16 @@ def reset_moto_s3() -> None:
 
 class CosApp:
     def __init__(
-        self, authority: TokenAuthority, inventory: Inventory, access_key_id: str, secret_access_key: str
+        self,
+        authority: TokenAuthority,
+        inventory: Inventory,
+        access_key_id: str,
+        secret_access_key: str,
+        authorizer: CosAuthorizer | None = None,
     ) -> None:
         from moto.server import create_backend_app
 
+        self.authorizer = authorizer
         self.authority = authority
         self.inventory = inventory
         self.access_key_id = access_key_id
@@ -66,20 +75,31 @@ class CosApp:
         if request.path == "/":
             route = "/"
         self.inventory.count_request("cos", request.method, route)
-        denied = self._authenticate(request, environ)
+        caller: list[str] = []
+        denied = self._authenticate(request, environ, caller)
+        if denied is None and self.authorizer is not None:
+            denied = self._authorize(request, environ, caller[0] if caller else "")
         if denied is not None:
             return denied(environ, start_response)
         return self.moto(environ, start_response)
 
-    def _authenticate(self, request: Request, environ: dict[str, Any]) -> Response | None:
+    def _authorize(self, request: Request, environ: dict[str, Any], iam_id: str) -> Response | None:
+        asked = classify(request.method, request.path, environ.get("QUERY_STRING", ""), request.headers)
+        if self.authorizer.allows(iam_id, asked):
+            return None
+        return s3_error(403, "AccessDenied", "Access Denied", request.path)
+
+    def _authenticate(self, request: Request, environ: dict[str, Any], caller: list[str]) -> Response | None:
+        """Check the credentials; appends the caller (an ``iam_id``, or ``hmac:<key id>``) to ``caller``."""
         header = request.headers.get("Authorization", "")
         query = parse_qs(environ.get("QUERY_STRING", ""))
         if header.lower().startswith("bearer "):
             try:
-                self.authority.verify_header(header)
+                caller.append(str(self.authority.verify_header(header).get("iam_id", "")))
             except InvalidTokenError as err:
                 return s3_error(403, "AccessDenied", f"Access Denied: {err}", request.path)
         elif header.startswith("AWS4-HMAC-SHA256"):
+            caller.append(f"hmac:{self.access_key_id}")
             match = _CREDENTIAL.search(header)
             if not match or match.group(1) != self.access_key_id:
                 return s3_error(
@@ -97,6 +117,7 @@ class CosApp:
                     request.path,
                 )
         elif header.startswith("AWS "):
+            caller.append(f"hmac:{self.access_key_id}")
             if header[4:].partition(":")[0] != self.access_key_id:
                 return s3_error(
                     403,
@@ -105,6 +126,7 @@ class CosApp:
                     request.path,
                 )
         elif "X-Amz-Credential" in query or "AWSAccessKeyId" in query:
+            caller.append(f"hmac:{self.access_key_id}")
             cred = (query.get("X-Amz-Credential") or query.get("AWSAccessKeyId") or [""])[0]
             if cred.split("/")[0] != self.access_key_id:
                 return s3_error(
@@ -113,7 +135,7 @@ class CosApp:
                     "The AWS Access Key Id you provided does not exist in our records.",
                     request.path,
                 )
-            return None  # presigned URL: moto handles the query-string form itself
+            return None  # presigned URL: moto handles the query-string form itself (authorised after)
         else:
             return s3_error(403, "AccessDenied", "Access Denied", request.path)
         environ["HTTP_AUTHORIZATION"] = _MOTO_AUTH.format(key=self.access_key_id)

@@ -175,12 +175,19 @@ class IamApp:
 
     url_map = Map([Rule("/identity/token", endpoint="token", methods=["POST"])])
 
-    def __init__(self, authority: TokenAuthority, inventory: Inventory) -> None:
+    def __init__(
+        self, authority: TokenAuthority, inventory: Inventory, routes: dict[str, Any] | None = None
+    ) -> None:
         self.authority = authority
         self.inventory = inventory
+        # other IAM APIs on the same host: exact path -> callable(request) -> Response
+        self.routes = dict(routes or {})
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         request = Request(environ)
+        if request.path in self.routes:
+            self.inventory.count_request("iam", request.method, request.path)
+            return self.routes[request.path](request)(environ, start_response)
         return self.dispatch(request)(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:

@@ -30,6 +30,7 @@ class Inventory:
         self._requests: Counter[str] = Counter()
         self._per_minute: dict[str, Counter[int]] = defaultdict(Counter)
         self._events: list[dict[str, Any]] = []
+        self._jobs: list[dict[str, Any]] = []
 
     # -- resources -------------------------------------------------------------------------
     def add(
@@ -96,6 +97,23 @@ class Inventory:
         with self._lock:
             return list(self._events)
 
+    # -- Schematics jobs ever submitted (workspaces are deleted at the end of a run; this stays) --
+    def record_job(self, *, workspace_id: str, workspace_name: str, action: str, activity_id: str) -> None:
+        with self._lock:
+            self._jobs.append(
+                {
+                    "workspace_id": workspace_id,
+                    "workspace_name": workspace_name,
+                    "action": action,
+                    "activity_id": activity_id,
+                    "submitted_at": _now_iso(),
+                }
+            )
+
+    def jobs(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(j) for j in self._jobs]
+
     # -- request accounting ----------------------------------------------------------------
     def count_request(self, service: str, method: str, route: str) -> None:
         """Count one served request as ``"<service> <METHOD> <route template>"``."""
@@ -117,6 +135,7 @@ class Inventory:
                     {k: r[k] for k in ("id", "kind", "name", "tags", "workspace_id", "created_at")}
                     for r in self._resources.values()
                 ],
+                "jobs": [dict(j) for j in self._jobs],
                 "requests": {
                     "by_endpoint": dict(self._requests),
                     "per_minute": {

@@ -27,12 +27,16 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
 
 from sandbox.faults import FaultSet
+
+#: Left in the server's root by bootstrap.sh's poweroff in sandbox mode (relative to the root).
+POWEROFF_FILE = "poweroff-requested"
 
 __all__ = ["CloudInitError", "ServerLauncher"]
 
@@ -62,7 +66,11 @@ class ServerLauncher:
         faults: FaultSet,
         extra_env: dict | None = None,
         stop_grace_s: float = 5.0,
+        on_poweroff: Callable[[str], None] | None = None,
     ) -> None:
+        # Called with the instance id when a server powers itself off (bootstrap.sh's poweroff in
+        # sandbox mode leaves POWEROFF_FILE and exits): the sandbox then shows the instance stopped.
+        self.on_poweroff = on_poweroff
         self.workload_venv = Path(workload_venv)
         self.state_dir = Path(state_dir)
         self.metadata_url = metadata_url.rstrip("/")
@@ -108,8 +116,18 @@ class ServerLauncher:
         except OSError:
             console.close()
             raise
+        server = _Server(instance_id, root, proc, console)
         with self._lock:
-            self._servers[instance_id] = _Server(instance_id, root, proc, console)
+            self._servers[instance_id] = server
+        threading.Thread(target=self._watch_poweroff, args=(server,), daemon=True).start()
+
+    def _watch_poweroff(self, server: _Server) -> None:
+        server.proc.wait()
+        if server.stopped or not (server.root / POWEROFF_FILE).exists():
+            return
+        _signal_group(server.proc.pid, signal.SIGKILL)  # power off: nothing of the server survives
+        if self.on_poweroff is not None:
+            self.on_poweroff(server.instance_id)
 
     def stop(self, instance_id: str) -> None:
         """Terminate the server's process group (SIGTERM, then SIGKILL after the grace period)."""

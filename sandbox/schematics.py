@@ -918,6 +918,9 @@ class SchematicsService:
         ws["_status_before"] = ws["status"]
         ws["status"] = "INPROGRESS"
         ws["last_action_name"] = name
+        self.inventory.record_job(
+            workspace_id=ws["id"], workspace_name=ws["name"], action=name, activity_id=a_id
+        )
         job.thread = threading.Thread(
             target=self._run_job, args=(ws, job), name=f"schematics-{name}-{a_id[:8]}", daemon=True
         )

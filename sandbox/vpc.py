@@ -1,4 +1,5 @@
-"""VPC API (read-only): what is live, as ``ibm_vpc.VpcV1`` lists it. The leak check's view.
+"""VPC API: what is live, as ``ibm_vpc.VpcV1`` lists it (the leak check's view), and the deletes the
+reaper sends (see "Deletes" below).
 
 Built from inventory records. Terraform kinds map to collections: ``ibm_is_instance`` ->
 ``/instances``, ``boot_volume`` -> ``/volumes``, ``ibm_is_floating_ip`` -> ``/floating_ips``,
@@ -8,11 +9,22 @@ Each resource carries every property the SDK's ``from_dict`` requires; values th
 record get plausible defaults. ``version`` and ``generation`` query parameters are required, as
 on the real API; pagination uses ``limit``/``start`` with ``first``/``next`` links and
 ``total_count``.
+
+Deletes, with the VPC API's status codes (IBM Cloud VPC API reference, "Delete a ..." of each
+collection; the preconditions are the ones the ``ibm_vpc`` SDK's docstrings quote from it): 204 for
+instances, floating IPs, public gateways, security groups and keys; 202 (accepted, deleting) for
+subnets, VPCs and volumes; 404 ``not_found`` for an unknown id; 409 when a precondition fails: a
+public gateway attached to a subnet, a subnet an instance uses, a security group an instance uses, a
+volume attached to an instance, a VPC that still has instances, subnets or public gateways.
+Deleting an instance deletes its boot volume (``delete_volume_on_instance_delete``) and stops its
+simulated server; deleting a security group deletes its rules; deleting a VPC deletes its security
+groups (the API deletes "all security groups and network ACLs associated with the VPC").
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -52,6 +64,7 @@ class VpcApp:
     url_map = Map(
         [Rule(f"/v1/{c}", endpoint=f"list:{c}", methods=["GET"]) for c in COLLECTIONS]
         + [Rule(f"/v1/{c}/<rid>", endpoint=f"get:{c}", methods=["GET"]) for c in COLLECTIONS]
+        + [Rule(f"/v1/{c}/<rid>", endpoint=f"delete:{c}", methods=["DELETE"]) for c in COLLECTIONS]
         + [
             Rule("/v1/images", endpoint="list:images", methods=["GET"]),
             Rule("/v1/images/<rid>", endpoint="get:images", methods=["GET"]),
@@ -59,9 +72,16 @@ class VpcApp:
         strict_slashes=False,
     )
 
-    def __init__(self, authority: TokenAuthority, inventory: Inventory) -> None:
+    def __init__(
+        self,
+        authority: TokenAuthority,
+        inventory: Inventory,
+        on_instance_deleted: Callable[[str], None] | None = None,
+    ) -> None:
         self.authority = authority
         self.inventory = inventory
+        # stops the simulated server of a deleted instance (the Terraform engine's launcher)
+        self.on_instance_deleted = on_instance_deleted
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         return self.dispatch(Request(environ))(environ, start_response)
@@ -89,6 +109,8 @@ class VpcApp:
         self.base = request.host_url.rstrip("/") + "/v1"
         if collection == "images":
             return self._images(request, args.get("rid"))
+        if action == "delete":
+            return self._delete(collection, args["rid"])
         if action == "get":
             record = self.inventory.get(args["rid"])
             if record is None or record["kind"] != COLLECTIONS[collection]:
@@ -178,6 +200,71 @@ class VpcApp:
                 for z in (zones_of(region) if image.status in ("available", "deprecated") else ())
             ],
         }
+    # -- deletes ------------------------------------------------------------------------------
+    DELETE_STATUS = {"subnets": 202, "vpcs": 202, "volumes": 202}
+
+    def _delete(self, collection: str, rid: str) -> Response:
+        record = self.inventory.get(rid)
+        if record is None or record["kind"] != COLLECTIONS[collection]:
+            return vpc_error(404, "not_found", f"{RESOURCE_TYPES[collection]} {rid} not found")
+        in_use = self._in_use(collection, record)
+        if in_use:
+            return vpc_error(409, f"{RESOURCE_TYPES[collection]}_in_use", in_use)
+        if collection == "instances":
+            if self.on_instance_deleted is not None:
+                self.on_instance_deleted(rid)
+            for vol in self.inventory.list(kind="boot_volume"):
+                if vol["attrs"].get("instance_id") == rid and vol["attrs"].get("auto_delete_volume", True):
+                    self.inventory.remove(vol["id"])
+        if collection == "security_groups":
+            self._remove_where("ibm_is_security_group_rule", "group", rid)
+        if collection == "vpcs":
+            for sg in self.inventory.list(kind="ibm_is_security_group"):
+                if sg["attrs"].get("vpc") == rid:
+                    self._remove_where("ibm_is_security_group_rule", "group", sg["id"])
+                    self.inventory.remove(sg["id"])
+        self.inventory.remove(rid)
+        return Response(status=self.DELETE_STATUS.get(collection, 204))
+
+    def _remove_where(self, kind: str, attr: str, value: str) -> None:
+        for record in self.inventory.list(kind=kind):
+            if record["attrs"].get(attr) == value:
+                self.inventory.remove(record["id"])
+
+    def _users(self, kind: str, test: Callable[[dict[str, Any]], bool]) -> list[str]:
+        return [r["name"] for r in self.inventory.list(kind=kind) if test(r["attrs"])]
+
+    def _in_use(self, collection: str, record: dict[str, Any]) -> str | None:
+        """Why IBM would refuse to delete ``record`` now (409), or None."""
+        rid, name = record["id"], record["name"]
+
+        def nic_groups(attrs: dict[str, Any]) -> list[str]:
+            nics = attrs.get("primary_network_interface") or [{}]
+            return list((nics[0] or {}).get("security_groups") or [])
+
+        checks: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], bool]]]] = {
+            "public_gateways": [("subnet", "ibm_is_subnet", lambda a: a.get("public_gateway") == rid)],
+            "subnets": [("instance", "ibm_is_instance", lambda a: a.get("subnet") == rid)],
+            "security_groups": [("instance", "ibm_is_instance", lambda a: rid in nic_groups(a))],
+            "vpcs": [
+                ("instance", "ibm_is_instance", lambda a: a.get("vpc") == rid),
+                ("subnet", "ibm_is_subnet", lambda a: a.get("vpc") == rid),
+                ("public gateway", "ibm_is_public_gateway", lambda a: a.get("vpc") == rid),
+            ],
+        }
+        if collection == "volumes":
+            owner = record["attrs"].get("instance_id")
+            if owner and self.inventory.get(owner):
+                return f"Volume {name} is attached to instance {owner}; delete or detach the instance first."
+            return None
+        for what, kind, test in checks.get(collection, []):
+            users = self._users(kind, test)
+            if users:
+                return (
+                    f"{RESOURCE_TYPES[collection]} {name} ({rid}) cannot be deleted: {what}(s) "
+                    f"{', '.join(sorted(users))} still use it; delete them first."
+                )
+        return None
 
     @staticmethod
     def _matches(item: dict[str, Any], args: Any) -> bool:

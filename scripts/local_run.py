@@ -24,6 +24,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "ibm_gpu_workload"
 DEMO_BUCKET = "airflow-gpu-results"
+# The task whose return value is each DAG's report.
+REPORT_TASKS = {DAG_ID: "report", "ibm_gpu_reaper": "write_report"}
 
 # Parameters that make a local run quick: a few epochs on the bundled digits data set.
 LOCAL_CONF: dict[str, Any] = {
@@ -69,13 +71,28 @@ def prepare_home(home: Path, template_db: Path | None = None) -> None:
 
 
 def start_run(
-    *, home: Path, connections: dict[str, str], conf: dict[str, Any], result: Path, log: Path
+    *,
+    home: Path,
+    connections: dict[str, str],
+    conf: dict[str, Any],
+    result: Path,
+    log: Path,
+    dag_id: str = DAG_ID,
+    new_session: bool = False,
 ) -> subprocess.Popen:
-    """Start one DAG run in a child process; its result JSON lands in ``result``."""
+    """Start one DAG run in a child process; its result JSON lands in ``result``.
+
+    ``new_session`` makes the child the leader of its own process group (so that it can be killed
+    with everything it started, as the ``airflow_lost`` demo does).
+    """
     env = airflow_env(home, connections)
     cmd = [sys.executable, "-m", "scripts.local_run", "--conf", json.dumps(conf), "--result", str(result)]
+    if dag_id != DAG_ID:
+        cmd += ["--dag-id", dag_id]
     with log.open("wb") as out:
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session
+        )
 
 
 _TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
@@ -115,7 +132,7 @@ def read_result(result_file: Path, log_file: Path) -> dict[str, Any]:
     return result
 
 
-def run_once(conf: dict[str, Any]) -> dict[str, Any]:
+def run_once(conf: dict[str, Any], dag_id: str = DAG_ID) -> dict[str, Any]:
     """Parse the DAG folder and run the DAG once in this process (env prepared by the caller)."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.sdk.exceptions import ParamValidationError
@@ -125,7 +142,7 @@ def run_once(conf: dict[str, Any]) -> dict[str, Any]:
     bag = DagBag(dag_folder=str(REPO / "dags"))
     if bag.import_errors:
         return {"dag_run_state": "import_error", "errors": {str(k): v for k, v in bag.import_errors.items()}}
-    dag = bag.get_dag(DAG_ID)
+    dag = bag.get_dag(dag_id)
     try:
         dag_run = dag.test(run_conf=conf)
     except ParamValidationError as err:
@@ -142,7 +159,7 @@ def run_once(conf: dict[str, Any]) -> dict[str, Any]:
         from airflow.models.xcom import XComModel
 
         def xcom(task_id: str) -> Any:
-            query = XComModel.get_many(run_id=dr.run_id, dag_ids=DAG_ID, task_ids=task_id, key="return_value")
+            query = XComModel.get_many(run_id=dr.run_id, dag_ids=dag_id, task_ids=task_id, key="return_value")
             row = session.scalars(query).first()
             return XComModel.deserialize_value(row) if row else None
 
@@ -151,7 +168,7 @@ def run_once(conf: dict[str, Any]) -> dict[str, Any]:
             "run_id": dr.run_id,
             "tasks": tasks,
             "plan": xcom("validate"),
-            "report": xcom("report"),
+            "report": xcom(REPORT_TASKS.get(dag_id, "report")),
             "duration_s": round(time.monotonic() - started, 2),
         }
 
@@ -160,8 +177,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conf", default="{}", help="run parameters as JSON (merged over LOCAL_CONF)")
     parser.add_argument("--result", type=Path, required=True, help="where to write the result JSON")
+    parser.add_argument("--dag-id", default=DAG_ID, help="the DAG to run (default: %(default)s)")
     args = parser.parse_args()
-    result = run_once({**LOCAL_CONF, **json.loads(args.conf)})
+    # The demo's defaults are the workload's parameters; another DAG gets --conf alone.
+    base = LOCAL_CONF if args.dag_id == DAG_ID else {}
+    result = run_once({**base, **json.loads(args.conf)}, dag_id=args.dag_id)
     args.result.write_text(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -116,12 +116,14 @@ resource "ibm_iam_trusted_profile" "vm" {
   description = "GPU servers of Airflow run ${var.run_id}: write outputs to COS bucket ${var.cos_bucket}."
 }
 
-# Read the bundle and write outputs in the run's bucket only; nothing else in the account.
+# Exactly what the workload does, on the run's own objects: read the bundle and a marker's
+# headers (Object Reader), write outputs (Object Writer). No list, no delete (Airflow deletes stale
+# markers with its own credentials before the apply), no other run's prefix, nothing else.
 resource "ibm_iam_trusted_profile_policy" "cos" {
   count       = local.trusted_profile ? 1 : 0
-  profile_id  = ibm_iam_trusted_profile.vm[0].id
-  roles       = ["Object Writer", "Content Reader"]
-  description = "Airflow run ${var.run_id}: COS bucket ${var.cos_bucket}"
+  iam_id      = ibm_iam_trusted_profile.vm[0].iam_id
+  roles       = var.cos_profile_roles
+  description = "Airflow run ${var.run_id}: cos://${var.cos_bucket}/${var.cos_prefix}/"
 
   resources {
     service              = "cloud-object-storage"
@@ -129,6 +131,14 @@ resource "ibm_iam_trusted_profile_policy" "cos" {
     resource_type        = "bucket"
     resource             = var.cos_bucket
   }
+
+  # COS "path" condition (IAM v2 policy): object actions only on keys under the run's prefix.
+  rule_conditions {
+    key      = "{{resource.attributes.path}}"
+    operator = "stringMatch"
+    value    = ["${var.cos_prefix}/*"]
+  }
+  pattern = "attribute-based-condition:resource:literal-and-wildcard"
 }
 
 resource "ibm_is_instance" "vm" {

@@ -134,6 +134,17 @@ variable "cos_instance_crn" {
   }
 }
 
+variable "cos_profile_roles" {
+  description = "COS service roles of the servers' trusted profile, on objects under <cos_prefix>/ of the run's bucket only. The workload needs Object Writer (upload, multipart) and Object Reader (download the bundle, read a marker's headers); it never lists or deletes."
+  type        = list(string)
+  default     = ["Object Writer", "Object Reader"]
+
+  validation {
+    condition     = length(var.cos_profile_roles) > 0 && alltrue([for role in var.cos_profile_roles : contains(["Object Writer", "Object Reader", "Content Reader", "Reader", "Writer", "Manager"], role)])
+    error_message = "cos_profile_roles must be a non-empty list of COS service roles: Object Writer, Object Reader, Content Reader, Reader, Writer, Manager."
+  }
+}
+
 variable "workload_bundle_key" {
   description = "COS key of the workload bundle (<cos_prefix>/bundle/workload.tar.gz) that bootstrap.sh downloads."
   type        = string

@@ -6,7 +6,7 @@
 #   1. read run.env; log everything to /var/log/gpu-workload/bootstrap.log
 #   2. enforce RUN_DEADLINE: a poweroff timer plus a watchdog that stops the job and writes _FAILED
 #   3. install the resume unit (gpu-workload.service)
-#   4. delete stale markers (_SUCCESS first), fetch the workload bundle from COS with curl
+#   4. fetch the workload bundle from COS with curl
 #   5. install the NVIDIA driver, create the venv from requirements-gpu.txt
 #   6. run train.py; make sure a marker exists at the end (write _FAILED here if train.py could not)
 # State (done markers per step) lives in /var/lib/gpu-workload.
@@ -178,7 +178,6 @@ cos_curl() {
 }
 
 cos_get() { cos_curl GET "$1" "" --max-time 600 -o "$2"; }
-cos_delete() { cos_curl DELETE "$1" "" --max-time 60 -o /dev/null; }
 cos_exists() { cos_curl HEAD "$1" "" --max-time 60 --head -o /dev/null 2>/dev/null; }
 cos_put() { cos_curl PUT "$1" "$2" --max-time 300 -H "Content-Type: $3" -o /dev/null; }
 
@@ -208,7 +207,9 @@ write_failed() {
 
 poweroff_now() {
   if ((SANDBOX)); then
-    log "sandbox: not powering off"
+    # The sandbox's launcher sees this file when the script exits and marks the instance stopped.
+    log "sandbox: powering off (asking the sandbox to stop this server)"
+    touch "$ROOT/poweroff-requested"
   else
     log "powering off"
     systemctl poweroff || shutdown -P now
@@ -243,7 +244,14 @@ on_exit() {
     fi
     ((rc == 0)) && rc=1
   fi
-  deadline_reached && poweroff_now
+  if ((!MARKER_DONE)); then
+    # Nothing could be reported to COS (access denied, or COS unreachable): stop, so that the
+    # pipeline sees a stopped server through the VPC API and fails the run at once.
+    log "no marker could be written to s3://$COS_BUCKET/$COS_OUTPUT_PREFIX/; powering off"
+    poweroff_now
+  elif deadline_reached; then
+    poweroff_now
+  fi
   log "exit $rc"
   exit "$rc"
 }
@@ -345,13 +353,9 @@ fi
 start_watchdog
 
 # ---------------------------------------------------------------------------------------------
-# 4. Stale markers, bundle
+# 4. Bundle (stale markers of an earlier attempt are deleted by Airflow before the servers exist:
+#    the trusted profile may upload and read under the run's prefix, never delete or list)
 # ---------------------------------------------------------------------------------------------
-STEP=markers
-# _SUCCESS before _FAILED: from now on no sensor can see a stale _SUCCESS of an earlier attempt.
-cos_delete "$COS_OUTPUT_PREFIX/_SUCCESS"
-cos_delete "$COS_OUTPUT_PREFIX/_FAILED"
-
 STEP=bundle
 if [[ ! -f "$STATE_DIR/bundle.done" ]]; then
   log "fetching s3://$COS_BUCKET/$WORKLOAD_BUNDLE_KEY"

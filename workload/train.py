@@ -302,21 +302,16 @@ class CosWriter:
         )
         return self._record(name, meta)
 
-    def delete(self, name: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
-
     def download(self, key: str, path: Path) -> None:
         self.client.download_file(self.bucket, key, str(path), Config=self.transfer)
 
     def reset(self, epochs: int) -> None:
-        """Prepare a clean (re-)run: markers go first, so no sensor sees a stale ``_SUCCESS``.
+        """Announce a (re-)run: a fresh ``progress.json`` (epoch 0) tells a stall detector it is alive.
 
-        ``_SUCCESS`` is deleted before anything else, then ``_FAILED``, then the old manifest; the
-        other objects are overwritten as the run goes. A fresh ``progress.json`` (epoch 0) then tells
-        a stall detector that this run is alive.
+        Nothing is deleted: Airflow removes an earlier attempt's markers before the servers exist,
+        and the servers' trusted profile may only upload and read (least privilege). The other
+        objects are overwritten as the run goes; ``_SUCCESS`` comes last.
         """
-        for name in (SUCCESS, FAILED, MANIFEST):
-            self.delete(name)
         self.put_json(
             PROGRESS, {"epoch": 0, "epochs": epochs, "metrics": {}, "time": utcnow(), "status": "starting"}
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from airflow.sdk import Param
 
 from gpu_pipeline.gpu_profiles import profile_names
+from gpu_pipeline.cost import PRICES_FILE, price_table, profile_price
 
 # Regions where both Schematics and VPC GPU profiles are offered (reference: Schematics locations).
 REGIONS = ("us-south", "us-east", "eu-de", "eu-gb", "ca-tor", "ca-mon")
@@ -14,7 +15,19 @@ REGIONS = ("us-south", "us-east", "eu-de", "eu-gb", "ca-tor", "ca-mon")
 GPU_PROFILES = profile_names()
 
 MAX_VMS = 8
+# The budget gate's default: a few default runs' worth (1 x L4 for 2 h is about 4 USD at list price).
+DEFAULT_MAX_COST_USD = 100.0
+
+
+def _profile_choices() -> dict[str, str]:
+    """The trigger form's label for each profile: its list price per server-hour."""
+    return {p: f"{p} ({profile_price(p):.2f} USD/h per server, list price)" for p in GPU_PROFILES}
+
+
 MAX_KEEP_ON_FAILURE_MINUTES = 240
+# IBM's COS service roles (ibm-cloud-docs/cloud-object-storage iam.md); terraform/variables.tf
+# validates cos_profile_roles against the same list.
+COS_SERVICE_ROLES = ["Object Writer", "Object Reader", "Content Reader", "Reader", "Writer", "Manager"]
 
 PARAMS: dict[str, Param] = {
     "region": Param(
@@ -35,9 +48,11 @@ PARAMS: dict[str, Param] = {
         "gx3-16x80x1l4",
         type="string",
         enum=list(GPU_PROFILES),
+        values_display=_profile_choices(),
         title="GPU profile",
         description="VPC instance profile of each GPU server; not every zone offers every profile "
-        "(checked before anything is created).",
+        "(checked before anything is created); its list price per server-hour is "
+        f"shown with it ({PRICES_FILE}, prices as of {price_table()['as_of']}).",
     ),
     "vm_count": Param(
         1,
@@ -96,6 +111,15 @@ PARAMS: dict[str, Param] = {
         title="Progress stall timeout",
         description="Fail when progress.json stops advancing this long, once training has started.",
     ),
+    "max_cost_usd": Param(
+        DEFAULT_MAX_COST_USD,
+        type="number",
+        exclusiveMinimum=0,
+        title="Budget (USD)",
+        description="validate fails, before anything is created, when the worst case is over this: "
+        "vm_count x the profile's hourly price x (max_runtime_minutes + keep_on_failure_minutes) / 60, "
+        "plus boot volumes, gateway and floating IPs. List prices, no discounts, no taxes.",
+    ),
     "plan_only": Param(
         False,
         type="boolean",
@@ -143,5 +167,15 @@ PARAMS: dict[str, Param] = {
         type="string",
         title="Debug allowed CIDR",
         pattern=r"^$|^([0-9]{1,3}\.){3}[0-9]{1,3}/([0-9]|[12][0-9]|3[0-2])$",
+    ),
+    "cos_profile_roles": Param(
+        ["Object Writer", "Object Reader"],
+        type="array",
+        items={"type": "string", "enum": COS_SERVICE_ROLES},
+        minItems=1,
+        uniqueItems=True,
+        title="Servers' COS roles (trusted profile)",
+        description="COS roles of the servers' trusted profile, on the run's own prefix only. "
+        "The workload needs Object Writer and Object Reader; without a write role the run fails.",
     ),
 }

@@ -34,6 +34,7 @@ def build_run_report(
     apply_job: dict[str, Any] | None,
     destroy_job: dict[str, Any] | None,
     leaks: list[dict[str, Any]] | None,
+    cost: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     failed = sorted(t for t, s in tasks.items() if s["state"] in ("failed", "upstream_failed"))
     leak_state = tasks.get("leak_check", {}).get("state")
@@ -64,7 +65,32 @@ def build_run_report(
             "passed": leak_state == "success",
             "leaked": leaks or [],
         },
+        "cost": cost,
     }
+
+
+def estimate_cost(
+    plan: dict[str, Any],
+    apply_job: dict[str, Any] | None,
+    destroy_job: dict[str, Any] | None,
+    work_ended: Any,
+) -> dict[str, Any] | None:
+    """The run's estimated actual cost: the servers' lifetime, from the end of apply to the end of
+    destroy, at list prices; the part after ``work_ended`` (the servers' last marker) is teardown."""
+    from gpu_pipeline.cost import run_cost
+
+    variables = plan.get("terraform_variables") or {}
+    if not (apply_job and destroy_job and variables.get("gpu_profile")):
+        return None  # nothing was applied, or it was never destroyed: no lifetime to price
+    cost = run_cost(
+        profile=variables["gpu_profile"],
+        vm_count=int(variables.get("vm_count") or 1),
+        debug_mode=bool(variables.get("debug_mode")),
+        servers_up=apply_job.get("ended_at"),
+        work_ended=work_ended or destroy_job.get("started_at"),
+        servers_down=destroy_job.get("ended_at"),
+    )
+    return cost.to_dict() if cost else None
 
 
 def from_triggerer(value: Any) -> Any:
@@ -86,7 +112,12 @@ def write_run_report(plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_
 
     cos = CosHook(cos_conn_id=cos_conn_id)
     metrics = {}
+    markers = []
     for key in plan["marker_keys"]:
+        for marker in (key, f"{key.rsplit('/', 1)[0]}/_FAILED"):
+            head = cos.head(plan["bucket"], marker)
+            if head and head.get("LastModified"):
+                markers.append(head["LastModified"])
         server_dir = key.rsplit("/", 1)[0]
         data = cos.read_json(plan["bucket"], f"{server_dir}/metrics.json")
         if data is not None:
@@ -96,15 +127,19 @@ def write_run_report(plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_
     queued_s = None
     if dag_run.start_date and dag_run.run_after:
         queued_s = max(0.0, (dag_run.start_date - dag_run.run_after).total_seconds())
+    apply_job = from_triggerer(ti.xcom_pull(task_ids="apply", key="job"))
+    destroy_job = from_triggerer(ti.xcom_pull(task_ids="destroy", key="job"))
+    work_ended = max(markers).isoformat() if markers else None
     report = build_run_report(
         plan,
         tasks=_task_summary(ti),
         queued_s=queued_s,
         outputs=from_triggerer(ti.xcom_pull(task_ids="apply")),
         metrics=metrics,
-        apply_job=from_triggerer(ti.xcom_pull(task_ids="apply", key="job")),
-        destroy_job=from_triggerer(ti.xcom_pull(task_ids="destroy", key="job")),
+        apply_job=apply_job,
+        destroy_job=destroy_job,
         leaks=ti.xcom_pull(task_ids="leak_check"),
+        cost=estimate_cost(plan, apply_job, destroy_job, work_ended),
     )
     cos.upload_bytes(plan["bucket"], plan["report_key"], json.dumps(report, indent=2, default=str))
     return report

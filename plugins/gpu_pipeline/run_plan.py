@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gpu_pipeline.gpu_profiles import placement_problems
-from ibm_cloud_airflow.utils.run_identity import run_prefix, run_slug, run_tags
+from ibm_cloud_airflow.utils.run_identity import run_description, run_prefix, run_slug, run_tags
 
 BUNDLE_NAME = "bundle/workload.tar.gz"
 
@@ -69,6 +69,8 @@ class RunPlan:
     deadline: str
     tags: list[str]
     terraform_variables: dict[str, Any] = field(default_factory=dict)
+    # names the Airflow run on the workspace: the reaper looks the run up by it
+    workspace_description: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,6 +116,7 @@ def build_run_plan(
         "debug_mode": params["debug_mode"],
         "debug_ssh_public_key": params["debug_ssh_public_key"],
         "debug_allowed_cidr": params["debug_allowed_cidr"],
+        "cos_profile_roles": params["cos_profile_roles"],
     }
     return RunPlan(
         dag_id=dag_id,
@@ -128,6 +131,7 @@ def build_run_plan(
         deadline=deadline,
         tags=run_tags(slug, deadline_dt),
         terraform_variables=variables,
+        workspace_description=run_description(dag_id, run_id),
     )
 
 

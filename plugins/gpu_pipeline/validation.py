@@ -8,6 +8,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from gpu_pipeline.cost import budget_problem
 from gpu_pipeline.run_plan import InvalidRunParameters, build_run_plan, secure_variable_refs
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,18 @@ def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn
     except InvalidRunParameters as err:
         problems.extend(str(err).splitlines())
         plan = None
+    # The budget gate: the worst case is priced before anything exists (see gpu_pipeline/cost.py).
+    over_budget = budget_problem(params)
+    if over_budget:
+        problems.append(over_budget)
     if not problems:
         problems.extend(image_problems(params["image"], params["region"], ibm_conn_id=ibm_conn_id))
     if problems:
-        raise AirflowFailException("Invalid run, nothing was created. Fix:\n- " + "\n- ".join(problems))
+        # The first problem is on the first line: it is what a one-line summary shows.
+        raise AirflowFailException(
+            f"Invalid run, nothing was created. Fix: {problems[0]}"
+            + "".join(f"\n- {p}" for p in problems[1:])
+        )
     result = plan.to_dict()
     result["secure_variable_refs"] = secure_variable_refs(params["cos_auth_mode"], cos_conn_id)
     return result

@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from lark import Tree
 
+from sandbox.api_key_access import forbidden_message
+from sandbox.cos_access import invalid_roles
 from sandbox.faults import FaultSet
 from sandbox.inventory import Inventory
 from sandbox.terraform.config import (
@@ -248,7 +250,8 @@ def _computed(rtype: str, cfg: dict[str, Any], rid: str, index: int | None, regi
             crn=f"crn:v1:bluemix:public:iam-identity::a/sandbox0account::profile:{rid}",
         )
     elif rtype == "ibm_iam_trusted_profile_policy":
-        out.update(id=f"{cfg.get('profile_id', '')}/{rid}", policy_id=rid)
+        profile = cfg.get("profile_id") or str(cfg.get("iam_id") or "").removeprefix("iam-")
+        out.update(id=f"{profile}/{rid}", policy_id=rid)
     return out
 
 
@@ -421,7 +424,12 @@ class TerraformEngine:
         metadata_url: str = "",
         region: str = "us-south",
         gpu_quota: int = DEFAULT_GPU_QUOTA,
+        api_key_access: Any = None,
+        caller_iam_id: str = "",
     ) -> None:
+        # The identity jobs run as (Schematics passes the caller's token): creates need its policies.
+        self.api_key_access = api_key_access
+        self.caller_iam_id = caller_iam_id
         self.inventory = inventory
         self.faults = faults
         self.launcher = launcher
@@ -711,6 +719,7 @@ class TerraformEngine:
                         f"creating {address}: the requested capacity is not available in zone "
                         f"{cfg.get('zone', self.region)} (sandbox fault apply_fails_midway)"
                     )
+                self._authorize_create(res.type, address, cfg)
                 entry = self._create(run, res, address, index, cfg)
                 created += 1
                 if stats is not None:
@@ -723,6 +732,22 @@ class TerraformEngine:
             )
             target[res.name] = values[0] if n is None else values
         return desired
+
+    def _authorize_create(self, rtype: str, address: str, cfg: dict) -> None:
+        """IAM's answer to a create: the caller's policies (sandbox/api_key_access.py), a policy's roles."""
+        if self.api_key_access is not None:
+            need = self.api_key_access.denied(rtype)
+            if need is not None:
+                message = forbidden_message(rtype, need, self.caller_iam_id)
+                raise TerraformError(f"creating {address}: {message}")
+        if rtype == "ibm_iam_trusted_profile_policy":
+            unknown = invalid_roles(cfg.get("roles") or [])
+            if unknown:
+                raise TerraformError(
+                    f"creating {address}: [ERROR] Error creating trusted profile policy: Request failed with "
+                    f"status code: 400, ServerErrorResponse: invalid role name(s) {unknown} for service "
+                    f"cloud-object-storage"
+                )
 
     def _create(self, run: TerraformRun, res: Resource, address: str, index: int | None, cfg: dict) -> dict:
         run.log(f"{address}: Creating...")

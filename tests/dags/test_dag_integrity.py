@@ -36,7 +36,7 @@ def dagbag(airflow_db):
 
 def test_every_dag_file_imports_without_errors(parse_result):
     assert parse_result["import_errors"] == {}
-    assert "ibm_gpu_workload" in parse_result["dag_ids"]
+    assert {"ibm_gpu_workload", "ibm_gpu_reaper"} <= set(parse_result["dag_ids"])
 
 
 def test_plugins_folder_loads_without_errors(parse_result):
@@ -72,3 +72,23 @@ def test_cleanup_runs_whatever_happened_before(dagbag):
     assert set(dag.get_task("run_verdict").upstream_task_ids) == {
         t.task_id for t in dag.tasks if t.task_id != "run_verdict"
     }
+
+
+def test_the_reaper_destroys_through_the_provider_and_always_reports(dagbag):
+    dag = dagbag.get_dag("ibm_gpu_reaper")
+    assert dag.params["dry_run"] is True  # a manual trigger reports only, unless told otherwise
+    assert type(dag.get_task("destroy_orphan_workspaces")).__name__ == "MappedOperator"
+    for task_id in ("reap_leftovers", "write_report"):
+        assert dag.get_task(task_id).trigger_rule == "all_done", task_id
+    assert dag.max_active_runs == 1
+
+
+def test_a_dry_run_of_the_reaper_destroys_no_workspace(dagbag):
+    pick = dagbag.get_dag("ibm_gpu_reaper").get_task("orphan_workspaces").python_callable
+    verdicts = [
+        {"orphan": True, "workspace_id": "us-south.workspace.a"},
+        {"orphan": False, "workspace_id": "us-south.workspace.b"},
+        {"orphan": True, "workspace_id": None},
+    ]
+    assert pick({"dry_run": True, "verdicts": verdicts}) == []
+    assert pick({"dry_run": False, "verdicts": verdicts}) == ["us-south.workspace.a"]

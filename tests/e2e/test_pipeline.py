@@ -98,6 +98,8 @@ RUN_FAILING = {
     "apply_fails_midway": ("apply", "apply", ("wait_for_output",)),
     "workload_fails": ("wait_for_output", "_FAILED", ()),
     "workload_hangs": ("wait_for_output", "progress", ()),
+    # api_key_missing_policy fails the apply like apply_fails_midway (208 s here, apply retries
+    # included): tested through ibm-schematics in tests/sandbox/test_iam_enforcement.py instead.
 }
 
 
@@ -143,4 +145,29 @@ def test_invalid_parameters_are_rejected_before_anything_is_created(sandbox, run
     assert invalid["tasks"]["create_workspace"] == "upstream_failed"
 
     assert workspace_creates(sandbox) == 0
+    assert_nothing_left(sandbox)
+
+
+def test_a_read_only_trusted_profile_fails_the_run_at_once_and_says_why(sandbox, run_pipeline):
+    """The servers may read but not write: their first write is denied, they power off, the sensor
+    sees a stopped server through the VPC API and names the denied access from IAM's policies."""
+    from scripts.demo import _why
+
+    (result,) = run_pipeline(sandbox, conf={"cos_profile_roles": ["Object Reader"]})
+
+    assert result["dag_run_state"] == "failed"
+    assert result["tasks"]["wait_for_output"] == "failed", result["tasks"]
+    why = _why(result)
+    assert why.startswith("wait_for_output: Server ") and "is stopped without a marker" in why, why
+    assert "COS access denied" in why and "['Object Reader']" in why, why
+    assert "without cloud-object-storage.object.put" in why, why
+    plan = result["plan"]
+    keys = object_keys(sandbox, plan["bucket"], plan["prefix"])
+    assert not any(k.startswith("vm-0/") for k in keys), keys  # not one object got through
+    # the server's own log (left by the sandbox): its first write, progress.json, got COS's 403
+    [log] = sandbox.state_dir.glob("servers/*/root/var/log/gpu-workload/bootstrap.log")
+    text = log.read_text()
+    assert "AccessDenied" in text and "PutObject" in text, text[-3000:]
+    assert "no marker could be written" in text and "powering off" in text, text[-3000:]
+    assert_cleanup_ran(result)
     assert_nothing_left(sandbox)

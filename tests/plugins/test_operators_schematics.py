@@ -173,6 +173,8 @@ class TestJobOperators:
                 "activity_id": AID,
                 "status": "COMPLETED",
                 "performed_at": None,
+                "started_at": None,
+                "ended_at": None,
                 "resources_added": 7,
                 "resources_modified": None,
                 "resources_destroyed": None,

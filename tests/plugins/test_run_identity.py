@@ -59,3 +59,11 @@ def test_prefix_and_tags() -> None:
     assert run_tags("s", "2026-12-01T17:03:00Z") == ["airflow-run:s", "ttl:20261201T170300Z"]
     other_tz = datetime(2026, 12, 1, 18, 3, tzinfo=timezone(timedelta(hours=1)))
     assert run_tags("s", other_tz)[1] == "ttl:20261201T170300Z"
+
+
+def test_the_workspace_description_names_the_run():
+    from ibm_cloud_airflow.utils.run_identity import parse_run_description, run_description
+
+    text = run_description("ibm_gpu_workload", "manual__2026-12-02T00:00:00.123+00:00")
+    assert parse_run_description(text) == ("ibm_gpu_workload", "manual__2026-12-02T00:00:00.123+00:00")
+    assert parse_run_description("Created by Airflow (airflow-x)") is None

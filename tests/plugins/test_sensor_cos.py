@@ -252,7 +252,14 @@ def _context(max_runtime_minutes=60):
 async def test_started_from_the_triggerer_it_renders_its_fields_and_ends_the_task_there(cos):
     trig = _as_the_triggerer_builds_it(_templated_sensor(), _context())
     # The triggerer renders as text: a list of keys arrives as "['...', '...']".
-    rendered = {"bucket_name", "bucket_key", "stall_timeout", "wait_timeout", "cos_conn_id"}
+    rendered = {
+        "bucket_name",
+        "bucket_key",
+        "stall_timeout",
+        "wait_timeout",
+        "cos_conn_id",
+        "server_name_prefix",
+    }
     assert set(trig.template_fields) == rendered
     assert trig.bucket_name == "b" and trig.bucket_key == str(KEYS) and trig.wait_timeout == "3600"
     for k in KEYS:

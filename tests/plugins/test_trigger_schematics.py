@@ -71,6 +71,8 @@ async def test_success_reads_the_log_once_at_the_end(capsys):
                 "activity_id": None,
                 "status": "COMPLETED",
                 "performed_at": None,
+                "started_at": None,
+                "ended_at": None,
                 "resources_added": None,
                 "resources_modified": None,
                 "resources_destroyed": None,

@@ -198,6 +198,23 @@ def test_vpc_pagination_and_version(sandbox):
 def test_metadata_trusted_profile_token_writes_to_cos(sandbox, service_version):
     vm = add_world(sandbox.inventory)
     sandbox.ensure_bucket("vm-out")
+    # what terraform/main.tf's ibm_iam_trusted_profile_policy leaves in the inventory
+    sandbox.inventory.add(
+        "ibm_iam_trusted_profile_policy",
+        "policy",
+        attrs={
+            "iam_id": "iam-Profile-1234",
+            "roles": ["Object Writer"],
+            "resources": [
+                {
+                    "service": "cloud-object-storage",
+                    "resource_instance_id": sandbox.cos_instance_crn.split(":")[7],
+                    "resource_type": "bucket",
+                    "resource": "vm-out",
+                }
+            ],
+        },
+    )
     auth = VPCInstanceAuthenticator(url=f"{sandbox.endpoints['metadata']}/i/{vm['id']}")
     auth.token_manager.set_service_version(service_version)
     token = auth.token_manager.get_token()

@@ -65,6 +65,8 @@ def test_python_api_helpers(sandbox):
         "cos",
         "vpc",
         "metadata",
+        "iam_identity",
+        "tagging",
         "inventory",
         "faults",
         "api_key",
@@ -78,6 +80,8 @@ def test_python_api_helpers(sandbox):
     cloud = json.loads(conns["AIRFLOW_CONN_IBM_CLOUD_DEFAULT"])
     assert cloud["conn_type"] == "generic" and cloud["password"] == sandbox.api_key
     assert cloud["extra"]["schematics_url"] == sandbox.endpoints["schematics"]
+    assert cloud["extra"]["iam_identity_url"] == sandbox.endpoints["iam_identity"]
+    assert cloud["extra"]["tagging_url"] == sandbox.endpoints["tagging"]
     cos = json.loads(conns["AIRFLOW_CONN_IBM_COS_DEFAULT"])
     assert (
         cos["login"] == sandbox.cos_hmac["access_key_id"]

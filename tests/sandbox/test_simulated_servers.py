@@ -25,7 +25,14 @@ def pid_alive(pid: int) -> bool:
 def test_vm_gets_trusted_profile_token_and_stop_kills_it(sandbox_factory, make_client, fixtures_dir, tar_of):
     box = sandbox_factory(rate_limit_per_min=None, resource_delay_s=0)
     client = make_client(box)
-    ws = client.create(name="airflow-vm", variables=[{"name": "run_id", "value": "vm1", "type": "string"}])
+    guid = box.cos_instance_crn.split(":")[7]
+    ws = client.create(
+        name="airflow-vm",
+        variables=[
+            {"name": "run_id", "value": "vm1", "type": "string"},
+            {"name": "cos_instance_guid", "value": guid, "type": "string"},
+        ],
+    )
     client.svc.template_repo_upload(
         w_id=ws["id"], t_id=ws["template_data"][0]["id"], file=tar_of(fixtures_dir / "tf_vm")
     )
@@ -45,13 +52,14 @@ def test_vm_gets_trusted_profile_token_and_stop_kills_it(sandbox_factory, make_c
     auth = VPCInstanceAuthenticator(url=f"{box.endpoints['metadata']}/i/{instance_id}")
     token = auth.token_manager.get_token()
     box.ensure_bucket("vm-bucket")
-    put = requests.put(
-        f"{box.endpoints['cos']}/vm-bucket/x",
-        data=b"1",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=5,
-    )
+    bearer = {"Authorization": f"Bearer {token}"}
+    put = requests.put(f"{box.endpoints['cos']}/vm-bucket/vm1/x", data=b"1", headers=bearer, timeout=5)
     assert put.status_code == 200
+    # the policy Terraform created holds: its own prefix only, upload only
+    other = requests.put(f"{box.endpoints['cos']}/vm-bucket/vm2/x", data=b"1", headers=bearer, timeout=5)
+    assert other.status_code == 403 and b"<Code>AccessDenied</Code>" in other.content
+    read = requests.get(f"{box.endpoints['cos']}/vm-bucket/vm1/x", headers=bearer, timeout=5)
+    assert read.status_code == 403
 
     [proc] = box.engine.launcher.processes().values()
     assert proc["status"] == "running" and pid_alive(proc["pid"])

@@ -482,8 +482,9 @@ def test_declared_variables_match_the_architecture_contract():
         "image_name", "cos_bucket", "cos_endpoint", "cos_prefix", "cos_instance_crn",
         "workload_bundle_key", "dataset", "epochs", "batch_size", "learning_rate", "seed",
         "cos_auth_mode", "cos_hmac_access_key_id", "cos_hmac_secret_access_key", "debug_mode",
-        "debug_ssh_public_key", "debug_allowed_cidr",
+        "debug_ssh_public_key", "debug_allowed_cidr", "cos_profile_roles",
     }  # fmt: skip
+    assert declared["cos_profile_roles"]["default"] == ["Object Writer", "Object Reader"]
     assert declared["vm_count"]["type"] == "number" and declared["vm_count"]["default"] == 1
     assert declared["debug_mode"]["type"] == "bool" and declared["debug_mode"]["default"] is False
     assert declared["gpu_profile"]["default"] == "gx3-16x80x1l4"

@@ -209,10 +209,22 @@ def test_instances_use_https_metadata_trusted_profile_and_auto_delete():
         assert len(attrs["user_data"].encode()) < 64 * 1024  # IBM VPC user_data limit
 
 
-def test_trusted_profile_policy_is_scoped_to_the_bucket():
+def test_trusted_profile_policy_is_least_privilege_on_the_run_prefix():
     inventory = _apply()
     (policy,) = inventory.list(kind="ibm_iam_trusted_profile_policy")
-    assert sorted(policy["attrs"]["roles"]) == ["Content Reader", "Object Writer"]
+    (profile,) = inventory.list(kind="ibm_iam_trusted_profile")
+    # what the workload does (upload; download the bundle, HEAD a marker) and nothing more
+    assert sorted(policy["attrs"]["roles"]) == ["Object Reader", "Object Writer"]
+    # iam_id, not the deprecated profile_id (provider v2.5.0 schema)
+    assert policy["attrs"]["iam_id"] == f"iam-{profile['id']}" and "profile_id" not in policy["attrs"]
+    assert policy["attrs"]["rule_conditions"] == [
+        {
+            "key": "{{resource.attributes.path}}",
+            "operator": "stringMatch",
+            "value": ["runs/dag/static-0000abcd/*"],
+        }
+    ]
+    assert policy["attrs"]["pattern"] == "attribute-based-condition:resource:literal-and-wildcard"
     assert policy["attrs"]["resources"] == [
         {
             "service": "cloud-object-storage",

@@ -307,6 +307,22 @@ def cloud(request: pytest.FixtureRequest, cos: Cloud) -> Callable[[str], Cloud]:
         box = request.getfixturevalue("sandbox_factory")(workload_venv=WORKLOAD_PY.parent.parent)
         profile = f"Profile-{uuid.uuid4()}"
         instance = box.inventory.add("ibm_is_instance", "wl-test-vm-0", attrs={"trusted_profile_id": profile})
+        # The roles terraform/main.tf gives the servers (the sandbox enforces them): the workload
+        # must get by with upload + read, without list or delete.
+        box.inventory.add(
+            "ibm_iam_trusted_profile_policy",
+            "wl-test-policy",
+            attrs={
+                "iam_id": f"iam-{profile}",
+                "roles": ["Object Writer", "Object Reader"],
+                "resources": [
+                    {
+                        "service": "cloud-object-storage",
+                        "resource_instance_id": box.cos_instance_crn.split(":")[7],
+                    }
+                ],
+            },
+        )
         cloud_ = Cloud(
             "sandbox",
             box.endpoints["cos"],

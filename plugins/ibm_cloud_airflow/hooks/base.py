@@ -3,7 +3,8 @@
 Connections (see ``docs/provider.md``):
 
 * ``ibm_cloud_default`` (conn type ``generic``): password = IBM Cloud API key; extra ``region``
-  (required), ``resource_group`` (optional id), optional ``iam_url``, ``schematics_url``, ``vpc_url``.
+  (required), ``resource_group`` (optional id), optional ``iam_url``, ``schematics_url``, ``vpc_url``,
+  ``iam_identity_url``, ``tagging_url`` (the reaper's services).
 * ``ibm_cos_default`` (conn type ``generic``): extra ``endpoint_url`` (required), optional
   ``vm_endpoint_url``, ``region``, ``instance_crn``; HMAC keys as login/password, or
   ``extra.auth_type = "iam"`` with the API key as password (optional ``iam_url``).
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_IAM_URL = "https://iam.cloud.ibm.com"
+DEFAULT_TAGGING_URL = "https://tags.global-search-tagging.cloud.ibm.com"
 # Schematics accepts 50 requests per minute per user; the rest is headroom for the console and CLI.
 DEFAULT_RATE_LIMIT_PER_MINUTE = 45
 
@@ -141,6 +143,9 @@ class IbmCloudConnectionConfig:
     rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE
     rate_limit_window_s: float = 60.0
     budget_dir: str | None = None
+    # The reaper's services: IAM Identity (trusted profiles; same host as IAM) and Global Tagging.
+    iam_identity_url: str = ""
+    tagging_url: str = DEFAULT_TAGGING_URL
 
     @classmethod
     def from_connection(cls, conn: Any) -> IbmCloudConnectionConfig:
@@ -201,6 +206,10 @@ class IbmCloudConnectionConfig:
             ),
             rate_limit_window_s=_number(conn_id, extra, "rate_limit_window_s", 60.0, float, minimum=1),
             budget_dir=str(extra["budget_dir"]) if extra.get("budget_dir") else None,
+            iam_identity_url=_check_url(
+                conn_id, "iam_identity_url", extra.get("iam_identity_url") or iam_url
+            ),
+            tagging_url=_check_url(conn_id, "tagging_url", extra.get("tagging_url") or DEFAULT_TAGGING_URL),
         )
 
     def describe(self) -> dict[str, Any]:

@@ -790,10 +790,14 @@ def _parse_time(value: Any) -> datetime | None:
 
 def job_summary(activity: Mapping[str, Any]) -> dict[str, Any]:
     """What a finished job did, as Schematics summarises it (for run reports)."""
-    summary = ((activity.get("templates") or [{}])[0] or {}).get("log_summary") or {}
+    template = (activity.get("templates") or [{}])[0] or {}
+    summary = template.get("log_summary") or {}
     return {
         "activity_id": activity.get("action_id"),
         "status": activity.get("status"),
         "performed_at": activity.get("performed_at"),
+        # when Terraform ran (the run report prices the servers' lifetime from these)
+        "started_at": template.get("start_time"),
+        "ended_at": template.get("end_time"),
         **{k: summary.get(k) for k in ("resources_added", "resources_modified", "resources_destroyed")},
     }

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 from airflow.sdk import BaseHook
 
 from ibm_cloud_airflow.hooks.base import (
+    IbmCloudApiError,
     IbmCloudConnectionConfig,
     RetryPolicy,
     call_with_retries,
@@ -156,3 +157,52 @@ class VpcHook(BaseHook):
                 if match:
                     found.append({"kind": kind, "id": item.get("id", ""), "name": name or ""})
         return found
+
+
+#: kind -> SDK delete method (the reaper's direct deletes).
+RESOURCE_DELETES: dict[str, str] = {
+    "instance": "delete_instance",
+    "volume": "delete_volume",
+    "floating_ip": "delete_floating_ip",
+    "public_gateway": "delete_public_gateway",
+    "subnet": "delete_subnet",
+    "security_group": "delete_security_group",
+    "key": "delete_key",
+    "vpc": "delete_vpc",
+}
+
+
+class VpcResourceInUseError(IbmCloudApiError):
+    """HTTP 409: IBM refuses the delete until what depends on the resource is gone; retry later."""
+
+
+def delete_resource(hook: VpcHook, kind: str, resource_id: str) -> bool:
+    """Delete one VPC resource: True when deleted (202/204), False when already gone (404).
+
+    Raises :class:`VpcResourceInUseError` on IBM's dependency error (409), with IBM's message.
+    """
+    from ibm_cloud_sdk_core import ApiException
+
+    method = getattr(hook.client, RESOURCE_DELETES[kind])
+    outcome: dict[str, Any] = {}
+
+    def send() -> bool:
+        try:
+            method(resource_id, timeout=hook.request_timeout)
+        except ApiException as exc:
+            if exc.status_code == 404:
+                return False
+            if exc.status_code == 409:
+                outcome["in_use"] = exc.message
+                return False
+            raise
+        return True
+
+    deleted = call_with_retries(
+        send, what=f"delete VPC {kind} {resource_id}", policy=hook.retry_policy, conn_id=hook.ibm_conn_id
+    )
+    if "in_use" in outcome:
+        raise VpcResourceInUseError(
+            f"delete VPC {kind} {resource_id}: in use (HTTP 409: {outcome['in_use']})", status_code=409
+        )
+    return deleted

@@ -79,6 +79,7 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
     :param resource_group: resource group id (default: the connection's) (templated).
     :param terraform_version: e.g. ``terraform_v1.13`` (templated).
     :param workspace_id: adopt this existing workspace instead of creating one (templated).
+    :param description: description of a created workspace (templated).
     :param lease_wait: how long to wait for another run's lease on an adopted workspace.
     :param ready_timeout: how long to wait for the workspace to become ready after the upload.
     :param ibm_conn_id: IBM Cloud connection (templated).
@@ -94,6 +95,7 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
         "resource_group",
         "terraform_version",
         "workspace_id",
+        "description",
         "ibm_conn_id",
     )
     template_fields_renderers = {"variables": "json", "secure_variables": "json"}
@@ -112,6 +114,7 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
         resource_group: str | None = None,
         terraform_version: str = "terraform_v1.13",
         workspace_id: str | None = None,
+        description: str | None = None,
         lease_wait: timedelta = timedelta(minutes=30),
         lease_poll_interval: float = 30.0,
         ready_timeout: timedelta = timedelta(minutes=15),
@@ -128,6 +131,7 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
         self.resource_group = resource_group
         self.terraform_version = terraform_version
         self.workspace_id = workspace_id
+        self.description = description
         self.lease_wait = lease_wait
         self.lease_poll_interval = lease_poll_interval
         self.ready_timeout = ready_timeout
@@ -174,6 +178,7 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
             location=self.location,
             resource_group=self.resource_group,
             terraform_version=self.terraform_version,
+            description=self.description or None,
             ready_timeout=self.ready_timeout.total_seconds(),
             # Only an earlier try can have created it (a failed create request is looked up anyway).
             reuse_existing=_try_number(context) != 1,

@@ -12,7 +12,14 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 from airflow.triggers.base import StartTriggerArgs
 
-from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, as_keys, as_seconds, check_markers, new_state
+from ibm_cloud_airflow.triggers.cos import (
+    CosKeyTrigger,
+    as_keys,
+    as_seconds,
+    check_markers,
+    check_servers,
+    new_state,
+)
 
 if TYPE_CHECKING:  # imported where the sensor runs, not at every parse of the DAG file
     from ibm_cloud_airflow.hooks.cos import CosHook
@@ -46,6 +53,10 @@ class CosKeySensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer.
     :param start_from_trigger: start (and succeed) in the triggerer, without a worker.
     :param check_failed: look for ``_FAILED`` markers.
+    :param ibm_conn_id: IBM Cloud connection for the VPC API; with ``server_name_prefix`` (the run
+        slug, templated) the sensor fails when a server ``<slug>-vm-<i>`` whose marker is missing
+        has stopped (the workload powers off when it cannot write to COS), checked every
+        ``server_check_interval`` seconds, and explains it from ``trusted_profile_id``'s IAM policies.
     """
 
     template_fields: Sequence[str] = (
@@ -54,6 +65,8 @@ class CosKeySensor(BaseSensorOperator):
         "cos_conn_id",
         "stall_timeout",
         "wait_timeout",
+        "server_name_prefix",
+        "trusted_profile_id",
     )
     ui_color = "#e6f1f2"
 
@@ -69,6 +82,10 @@ class CosKeySensor(BaseSensorOperator):
         check_failed: bool = True,
         wait_timeout: float | str | None = None,
         timeout: Any = None,
+        ibm_conn_id: str | None = None,
+        server_name_prefix: str | None = None,
+        trusted_profile_id: str = "",
+        server_check_interval: float = 30.0,
         **kwargs: Any,
     ) -> None:
         # BaseSensorOperator needs a number at construction; a templated timeout waits for execute.
@@ -81,6 +98,11 @@ class CosKeySensor(BaseSensorOperator):
         self.stall_timeout = stall_timeout
         self.deferrable = deferrable
         self.check_failed = check_failed
+        self.ibm_conn_id = ibm_conn_id
+        self.server_name_prefix = server_name_prefix
+        self.trusted_profile_id = trusted_profile_id
+        self.server_check_interval = server_check_interval
+        self._next_server_check = 0.0
         self._state: dict[str, Any] | None = None
         self.start_from_trigger = start_from_trigger and deferrable
         # Airflow checks this name: listener plugins cannot see tasks that end in the triggerer.
@@ -98,6 +120,9 @@ class CosKeySensor(BaseSensorOperator):
                     "poke_interval": self.poke_interval,
                     "check_failed": check_failed,
                     "end_from_trigger": True,
+                    "ibm_conn_id": ibm_conn_id,
+                    "server_name_prefix": server_name_prefix,
+                    "server_check_interval": server_check_interval,
                 },
                 next_method="execute_complete",
                 next_kwargs=None,
@@ -168,7 +193,26 @@ class CosKeySensor(BaseSensorOperator):
         )
         if repr(state) != before:
             self._save_state()
+        if result.get("status") == "waiting" and self._servers_due():
+            result = self._check_servers(state) or result
         return self._handle(result)
+
+    def _servers_due(self) -> bool:
+        if not (self.ibm_conn_id and self.server_name_prefix) or time.monotonic() < self._next_server_check:
+            return False
+        self._next_server_check = time.monotonic() + self.server_check_interval
+        return True
+
+    def _check_servers(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        from ibm_cloud_airflow.hooks.vpc import VpcHook
+
+        try:
+            return check_servers(
+                VpcHook(str(self.ibm_conn_id)), str(self.server_name_prefix), self.keys, state
+            )
+        except Exception as exc:  # the markers stay the main signal
+            self.log.warning("Could not check the servers' state: %s", exc)
+            return None
 
     def _handle(self, result: dict[str, Any]) -> bool:
         for line in result.get("progress") or []:
@@ -188,6 +232,13 @@ class CosKeySensor(BaseSensorOperator):
             )
         if status == "stalled":
             raise AirflowFailException(str(result.get("message")))
+        if status == "server_stopped":
+            from ibm_cloud_airflow.hooks.iam import explain_stopped_servers
+
+            why = explain_stopped_servers(
+                str(self.ibm_conn_id), str(self.trusted_profile_id or ""), str(self.bucket_name)
+            )
+            raise AirflowFailException(f"{result.get('message')}; {why}")
         if status == "timeout":
             raise AirflowSensorTimeout(str(result.get("message")))
         if status == "error":
@@ -209,6 +260,9 @@ class CosKeySensor(BaseSensorOperator):
                 stall_timeout=self.stall_timeout,
                 check_failed=self.check_failed,
                 state=self._state,
+                ibm_conn_id=self.ibm_conn_id,
+                server_name_prefix=self.server_name_prefix,
+                server_check_interval=self.server_check_interval,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),

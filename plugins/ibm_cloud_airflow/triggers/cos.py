@@ -117,6 +117,39 @@ def check_markers(
     return {"status": "waiting", "progress": lines}
 
 
+#: VPC instance states of a server that has powered off (or is doing so).
+STOPPED_STATES = ("stopping", "stopped")
+
+
+def check_servers(vpc_hook: Any, slug: str, keys: list[str], state: dict[str, Any]) -> dict[str, Any] | None:
+    """A ``failed`` result when a server whose marker is missing has stopped, else None.
+
+    The workload powers its server off when it cannot write any marker (COS refused its writes or
+    is unreachable), so a stopped server without a marker is a failure the markers never report.
+    Server ``<slug>-vm-<i>`` writes the keys under ``vm-<i>/``. One VPC list call.
+    """
+    done = set(state.get("done", []))
+    stopped = []
+    for instance in vpc_hook.list_all("instance"):
+        name = str(instance.get("name") or "")
+        if not name.startswith(f"{slug}-vm-") or instance.get("status") not in STOPPED_STATES:
+            continue
+        folder = f"/{name.removeprefix(slug + '-')}/"
+        missing = [k for k in keys if folder in f"/{k}" and k not in done]
+        if missing:
+            stopped.append((name, instance.get("status"), posixpath.dirname(missing[0]) + "/"))
+    if not stopped:
+        return None
+    name, status, folder = stopped[0]
+    others = f" (and {len(stopped) - 1} more)" if len(stopped) > 1 else ""
+    return {
+        "status": "server_stopped",
+        "servers": [s[0] for s in stopped],
+        "message": f"Server {name} is {status} without a marker in {folder}{others}: it powers itself off "
+        "when it cannot write to COS",
+    }
+
+
 def as_keys(value: Any) -> list[str]:
     """Marker keys from a list, one key, or a list rendered as text (``"['a', 'b']"``)."""
     if isinstance(value, str):
@@ -163,8 +196,14 @@ class CosKeyTrigger(BaseTrigger):
         bucket_key: str | list[str] | None = None,
         wait_timeout: float | str | None = None,
         end_from_trigger: bool = False,
+        ibm_conn_id: str | None = None,
+        server_name_prefix: str | None = None,
+        server_check_interval: float = 30.0,
     ) -> None:
         super().__init__()
+        self.ibm_conn_id = ibm_conn_id
+        self.server_name_prefix = server_name_prefix
+        self.server_check_interval = server_check_interval
         self.bucket_name = bucket_name
         self.bucket_keys = list(bucket_keys or [])
         self.bucket_key = bucket_key
@@ -192,6 +231,9 @@ class CosKeyTrigger(BaseTrigger):
                 "bucket_key": self.bucket_key,
                 "wait_timeout": self.wait_timeout,
                 "end_from_trigger": self.end_from_trigger,
+                "ibm_conn_id": self.ibm_conn_id,
+                "server_name_prefix": self.server_name_prefix,
+                "server_check_interval": self.server_check_interval,
             },
         )
 
@@ -201,6 +243,19 @@ class CosKeyTrigger(BaseTrigger):
         hook = CosHook(self.cos_conn_id)
         hook.client  # noqa: B018 - resolve the connection and build the client in this thread
         return hook
+
+    async def _check_servers(self, keys: list[str], state: dict[str, Any]) -> dict[str, Any] | None:
+        """Look for stopped servers through the VPC API (when a connection and the slug are given)."""
+        if not (self.ibm_conn_id and self.server_name_prefix):
+            return None
+        from ibm_cloud_airflow.hooks.vpc import VpcHook
+
+        try:
+            hook = VpcHook(str(self.ibm_conn_id))
+            return await asyncio.to_thread(check_servers, hook, str(self.server_name_prefix), keys, state)
+        except Exception as exc:  # the markers stay the main signal
+            self.log.warning("Could not check the servers' state: %s", exc)
+            return None
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         state = dict(self.state) if self.state else new_state()
@@ -216,6 +271,7 @@ class CosKeyTrigger(BaseTrigger):
             yield TriggerEvent({"status": "error", "message": str(exc)})
             return
         deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
+        next_server_check = time.monotonic() + self.server_check_interval
         while True:
             try:
                 result = await asyncio.to_thread(
@@ -245,6 +301,10 @@ class CosKeyTrigger(BaseTrigger):
                 self.log.info("All markers present: %s", keys)
                 yield TaskSuccessEvent(xcoms={"return_value": keys})
                 return
+            if status == "waiting" and time.monotonic() >= next_server_check:
+                next_server_check = time.monotonic() + self.server_check_interval
+                result = await self._check_servers(keys, state) or result
+                status = result["status"]
             if status != "waiting":
                 yield TriggerEvent({**result, "bucket_name": self.bucket_name})
                 return

@@ -53,3 +53,18 @@ def format_deadline(deadline: datetime | str) -> str:
 def run_tags(slug: str, deadline: datetime | str) -> list[str]:
     """Tags for every resource of the run: ``airflow-run:<slug>`` and ``ttl:<YYYYMMDDTHHMMSSZ>``."""
     return [f"airflow-run:{slug}", f"ttl:{format_deadline(deadline)}"]
+
+
+_DESCRIPTION = "Airflow run dag_id={dag_id} run_id={run_id}"
+_DESCRIPTION_RE = re.compile(r"Airflow run dag_id=(?P<dag_id>\S+) run_id=(?P<run_id>\S+)")
+
+
+def run_description(dag_id: str, run_id: str) -> str:
+    """The workspace description that names the Airflow run (the reaper looks the run up by it)."""
+    return _DESCRIPTION.format(dag_id=dag_id, run_id=run_id)
+
+
+def parse_run_description(text: str | None) -> tuple[str, str] | None:
+    """``(dag_id, run_id)`` from :func:`run_description` text, or None."""
+    match = _DESCRIPTION_RE.search(text or "")
+    return (match["dag_id"], match["run_id"]) if match else None

@@ -1,0 +1,166 @@
+"""What a run costs: the worst case before anything exists, and an estimate of the actual cost after.
+
+Prices come from ``prices.py`` next to this module (one dated, editable table). The model is
+deliberately simple and says so in every result: list prices, no discounts, no taxes, no data
+transfer or COS charges; a server bills from when it exists until it is deleted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from gpu_pipeline import prices
+
+PRICES_FILE = "plugins/gpu_pipeline/prices.py"
+BASIS = "list prices, no discounts, no taxes, no data transfer or COS charges"
+
+
+def price_table() -> dict[str, Any]:
+    return {"as_of": prices.AS_OF, "gpu_profiles": prices.GPU_PROFILES, "other": prices.OTHER}
+
+
+def profile_price(profile: str) -> float:
+    """USD per hour of one server of ``profile``; KeyError names the file to edit."""
+    try:
+        return float(price_table()["gpu_profiles"][profile]["usd_per_hour"])
+    except KeyError:
+        raise KeyError(f"no price for GPU profile {profile!r} in {PRICES_FILE}; add one") from None
+
+
+def _other(name: str) -> float:
+    return float(price_table()["other"][name]["value"])
+
+
+@dataclass(frozen=True)
+class HourlyRate:
+    """USD per hour of one run while its servers exist, by part."""
+
+    servers: float
+    boot_volumes: float
+    public_gateway: float
+    floating_ips: float
+
+    @property
+    def total(self) -> float:
+        return self.servers + self.boot_volumes + self.public_gateway + self.floating_ips
+
+
+def hourly_rate(profile: str, vm_count: int, *, debug_mode: bool = False) -> HourlyRate:
+    """What the run's Terraform creates, priced per hour (one gateway; a floating IP per server in debug)."""
+    return HourlyRate(
+        servers=vm_count * profile_price(profile),
+        boot_volumes=vm_count * _other("boot_volume_gb") * _other("boot_volume_usd_per_gb_hour"),
+        public_gateway=_other("public_gateway_usd_per_hour"),
+        floating_ips=vm_count * _other("floating_ip_usd_per_hour") if debug_mode else 0.0,
+    )
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    usd: float
+    hours: float
+    rate: HourlyRate
+    profile: str
+    vm_count: int
+
+    def explain(self) -> str:
+        """The numbers in one line, e.g. for validate's error."""
+        r = self.rate
+        return (
+            f"{self.vm_count} x {self.profile} at {profile_price(self.profile):.2f} USD/h "
+            f"+ boot volumes, gateway{' and floating IPs' if r.floating_ips else ''} "
+            f"({r.total - r.servers:.2f} USD/h) = {r.total:.2f} USD/h x {self.hours:g} h "
+            f"= {self.usd:.2f} USD"
+        )
+
+
+def worst_case(params: dict[str, Any]) -> WorstCase:
+    """The most a run can cost: every server up for the whole TTL plus the hold after a failure."""
+    hours = (params["max_runtime_minutes"] + params.get("keep_on_failure_minutes", 0)) / 60
+    rate = hourly_rate(params["gpu_profile"], params["vm_count"], debug_mode=bool(params.get("debug_mode")))
+    return WorstCase(
+        usd=round(rate.total * hours, 2),
+        hours=round(hours, 3),
+        rate=rate,
+        profile=params["gpu_profile"],
+        vm_count=params["vm_count"],
+    )
+
+
+def budget_problem(params: dict[str, Any]) -> str | None:
+    """One line for validate when the worst case is over ``max_cost_usd``; None when within it."""
+    budget = params.get("max_cost_usd")
+    if budget is None:
+        return None
+    worst = worst_case(params)
+    if worst.usd <= budget:
+        return None
+    return (
+        f"max_cost_usd: the worst case is {worst.usd:.2f} USD, over the budget of {budget:g} USD "
+        f"({worst.explain()}). Raise max_cost_usd, or lower vm_count or max_runtime_minutes, "
+        f"or pick a cheaper gpu_profile (prices: {PRICES_FILE}, as of {prices.AS_OF})."
+    )
+
+
+def _parse(ts: Any) -> datetime | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class RunCost:
+    usd: float
+    hourly_usd: float
+    lifetime_s: float
+    teardown_s: float
+    teardown_usd: float
+    teardown_share: float
+    servers_up: str | None
+    servers_down: str | None
+    prices_as_of: str
+    basis: str = BASIS
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_cost(
+    *,
+    profile: str,
+    vm_count: int,
+    debug_mode: bool,
+    servers_up: Any,
+    work_ended: Any,
+    servers_down: Any,
+) -> RunCost | None:
+    """The estimated actual cost: servers' lifetime (end of apply to end of destroy) x hourly rate.
+
+    ``work_ended`` (the last marker the servers wrote, or the destroy's start) splits the lifetime:
+    what follows it is teardown latency. None when the servers never came up or never went down.
+    """
+    up, down = _parse(servers_up), _parse(servers_down)
+    if up is None or down is None or down < up:
+        return None
+    end_of_work = _parse(work_ended) or down
+    end_of_work = min(max(end_of_work, up), down)
+    rate = hourly_rate(profile, vm_count, debug_mode=debug_mode).total
+    lifetime = (down - up).total_seconds()
+    teardown = (down - end_of_work).total_seconds()
+    usd = rate * lifetime / 3600
+    return RunCost(
+        usd=round(usd, 4),
+        hourly_usd=round(rate, 4),
+        lifetime_s=round(lifetime, 1),
+        teardown_s=round(teardown, 1),
+        teardown_usd=round(rate * teardown / 3600, 4),
+        teardown_share=round(teardown / lifetime, 3) if lifetime > 0 else 0.0,
+        servers_up=up.isoformat(),
+        servers_down=down.isoformat(),
+        prices_as_of=price_table()["as_of"],
+    )

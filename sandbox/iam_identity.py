@@ -1,0 +1,107 @@
+"""IAM Identity API, trusted profiles only: list, get and delete (``ibm_platform_services.IamIdentityV1``).
+
+Profiles are the ``ibm_iam_trusted_profile`` records the Terraform engine creates. ``GET /v1/profiles``
+needs ``account_id`` (400 without it) and pages with ``pagesize``/``pagetoken``; ``DELETE
+/v1/profiles/{profile-id}`` answers 204, or 404 for an unknown id. Deleting a profile removes its
+access policies (``ibm_iam_trusted_profile_policy`` records) with it. Errors are IAM-shaped
+(``errorCode``/``errorMessage``). Source: IBM Cloud IAM Identity Services API, "Trusted profiles"
+(https://cloud.ibm.com/apidocs/iam-identity-token-api#list-profiles, #delete-profile).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from sandbox.errors import iam_error, json_response
+from sandbox.iam import InvalidTokenError, TokenAuthority
+from sandbox.inventory import Inventory
+
+PROFILE_KIND = "ibm_iam_trusted_profile"
+POLICY_KIND = "ibm_iam_trusted_profile_policy"
+
+
+class IamIdentityApp:
+    url_map = Map(
+        [
+            Rule("/v1/profiles", endpoint="list", methods=["GET"]),
+            Rule("/v1/profiles/<profile_id>", endpoint="get", methods=["GET"]),
+            Rule("/v1/profiles/<profile_id>", endpoint="delete", methods=["DELETE"]),
+        ],
+        strict_slashes=False,
+    )
+
+    def __init__(self, authority: TokenAuthority, inventory: Inventory) -> None:
+        self.authority = authority
+        self.inventory = inventory
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return self.dispatch(Request(environ))(environ, start_response)
+
+    def dispatch(self, request: Request) -> Response:
+        adapter = self.url_map.bind_to_environ(request.environ)
+        try:
+            rule, args = adapter.match(return_rule=True)
+        except HTTPException as err:
+            self.inventory.count_request("iam_identity", request.method, request.path)
+            return iam_error(err.code or 404, "BXNIM0102E", "Unable to find the requested resource.")
+        self.inventory.count_request("iam_identity", request.method, rule.rule)
+        try:
+            self.authority.verify_header(request.headers.get("Authorization"))
+        except InvalidTokenError as err:
+            return iam_error(401, "BXNIM0308E", f"Authorization failed: {err}")
+        if rule.endpoint == "list":
+            return self._list(request)
+        record = self.inventory.get(args["profile_id"])
+        if record is None or record["kind"] != PROFILE_KIND:
+            return iam_error(404, "BXNIM0513E", f"Profile with id {args['profile_id']} not found.")
+        if rule.endpoint == "get":
+            return json_response(self.render(record))
+        # IBM deletes a profile's policies with it; Terraform names the profile by id or iam_id.
+        iam_id = record["attrs"].get("iam_id")
+        for policy in self.inventory.list(kind=POLICY_KIND):
+            attrs = policy["attrs"]
+            if attrs.get("profile_id") == record["id"] or (iam_id and attrs.get("iam_id") == iam_id):
+                self.inventory.remove(policy["id"])
+        self.inventory.remove(record["id"])
+        return Response(status=204)
+
+    def _list(self, request: Request) -> Response:
+        account_id = request.args.get("account_id")
+        if not account_id:
+            return iam_error(400, "BXNIM0109E", "Property missing or empty.", "account_id is missing")
+        if account_id != self.inventory.account_id:
+            return json_response({"profiles": [], "limit": 20})
+        try:
+            limit = int(request.args.get("pagesize", 20))
+            start = int(request.args.get("pagetoken", 0) or 0)
+        except ValueError:
+            return iam_error(400, "BXNIM0109E", "pagesize and pagetoken must be integers.")
+        name = request.args.get("name")
+        records = sorted(self.inventory.list(kind=PROFILE_KIND), key=lambda r: r["created_at"])
+        records = [r for r in records if name is None or r["name"] == name]
+        body: dict[str, Any] = {
+            "profiles": [self.render(r) for r in records[start : start + limit]],
+            "limit": limit,
+            "first": f"{request.base_url}?account_id={account_id}&pagesize={limit}",
+        }
+        if start + limit < len(records):
+            body["next"] = f"{body['first']}&pagetoken={start + limit}"
+        return json_response(body)
+
+    def render(self, record: dict[str, Any]) -> dict[str, Any]:
+        attrs = record["attrs"]
+        return {
+            "id": record["id"],
+            "entity_tag": "1-0",
+            "crn": attrs.get("crn") or record["crn"],
+            "name": record["name"],
+            "description": attrs.get("description") or "",
+            "created_at": record["created_at"],
+            "modified_at": record["created_at"],
+            "iam_id": attrs.get("iam_id") or f"iam-{record['id']}",
+            "account_id": self.inventory.account_id,
+        }

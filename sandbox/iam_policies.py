@@ -1,0 +1,92 @@
+"""IAM Policy Management, read side: ``GET /v2/policies`` and ``GET /v2/roles`` on the IAM host.
+
+What a caller with access to the account's policies sees on IBM Cloud (the API documented at
+https://cloud.ibm.com/apidocs/iam-policy-management: *List policies* v2 with ``account_id`` and
+``iam_id``; *List roles* with ``service_name``, whose roles carry their ``actions``). The pipeline
+uses it to explain a server that stopped without a marker: which COS actions its trusted profile
+holds. Policies come from the same inventory records the COS authoriser enforces, roles from the
+one role->action table (:mod:`sandbox.cos_access`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from sandbox.cos_access import ACTION_ROLES, SERVICE, SERVICE_ROLES, policies_from_terraform
+from sandbox.errors import iam_error, json_response
+from sandbox.iam import InvalidTokenError, TokenAuthority
+from sandbox.inventory import Inventory
+
+PATHS = ("/v2/policies", "/v2/roles")
+
+
+def role_crn(role: str) -> str:
+    """IBM's role CRNs: the generic roles live under ``iam``, COS's own roles under the service."""
+    if role in ("Reader", "Writer", "Manager"):
+        return f"crn:v1:bluemix:public:iam::::serviceRole:{role}"
+    return f"crn:v1:bluemix:public:{SERVICE}::::serviceRole:{role.replace(' ', '')}"
+
+
+class PolicyApi:
+    def __init__(self, authority: TokenAuthority, inventory: Inventory) -> None:
+        self.authority = authority
+        self.inventory = inventory
+
+    def __call__(self, request: Request) -> Response:
+        try:
+            claims = self.authority.verify_header(request.headers.get("Authorization"))
+        except InvalidTokenError as err:
+            return iam_error(401, "BXNIM0308E", f"Token is not valid: {err}")
+        if request.method != "GET":
+            return iam_error(405, "BXNIM0102E", "Method not allowed.")
+        if request.path == "/v2/roles":
+            return self.roles(request)
+        account = request.args.get("account_id", "")
+        if not account:
+            return iam_error(400, "BXNIM0109E", "Property missing or empty.", "account_id is missing")
+        if account != (claims.get("account") or {}).get("bss"):
+            return iam_error(403, "BXNIM0513E", "You are not authorized to use this API.")
+        return self.policies(account, request.args.get("iam_id", ""))
+
+    def policies(self, account: str, iam_id: str) -> Response:
+        records = self.inventory.list(kind="ibm_iam_trusted_profile_policy")
+        out = []
+        for record, policy in ((r, p) for r in records for p in policies_from_terraform([r])):
+            if iam_id and policy.subject != iam_id:
+                continue
+            attrs = [("accountId", account), ("serviceName", SERVICE)]
+            attrs += [("serviceInstance", policy.instance_guid)] if policy.instance_guid else []
+            attrs += [("resourceType", "bucket"), ("resource", policy.bucket)] if policy.bucket else []
+            body: dict[str, Any] = {
+                "id": record["id"] or str(uuid.uuid4()),
+                "type": "access",
+                "subject": {
+                    "attributes": [{"key": "iam_id", "operator": "stringEquals", "value": policy.subject}]
+                },
+                "resource": {
+                    "attributes": [{"key": k, "operator": "stringEquals", "value": v} for k, v in attrs]
+                },
+                "control": {"grant": {"roles": [{"role_id": role_crn(r)} for r in sorted(policy.roles)]}},
+                "state": "active",
+            }
+            if policy.rule is not None:
+                body["rule"] = policy.rule
+                body["pattern"] = (record.get("attrs") or {}).get("pattern")
+            out.append(body)
+        return json_response({"policies": out})
+
+    def roles(self, request: Request) -> Response:
+        if request.args.get("service_name") != SERVICE:
+            return json_response({"custom_roles": [], "service_roles": [], "system_roles": []})
+        service_roles = [
+            {
+                "display_name": role,
+                "crn": role_crn(role),
+                "actions": sorted(a for a, roles in ACTION_ROLES.items() if role in roles),
+            }
+            for role in sorted(SERVICE_ROLES)
+        ]
+        return json_response({"custom_roles": [], "service_roles": service_roles, "system_roles": []})
