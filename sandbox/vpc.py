@@ -200,6 +200,7 @@ class VpcApp:
                 for z in (zones_of(region) if image.status in ("available", "deprecated") else ())
             ],
         }
+
     # -- deletes ------------------------------------------------------------------------------
     DELETE_STATUS = {"subnets": 202, "vpcs": 202, "volumes": 202}
 

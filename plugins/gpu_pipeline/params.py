@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
-from gpu_pipeline.gpu_profiles import profile_names
 from gpu_pipeline.cost import PRICES_FILE, price_table, profile_price
+from gpu_pipeline.gpu_profiles import profile_names
 
 # Regions where both Schematics and VPC GPU profiles are offered (reference: Schematics locations).
 REGIONS = ("us-south", "us-east", "eu-de", "eu-gb", "ca-tor", "ca-mon")
