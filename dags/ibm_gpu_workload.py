@@ -11,7 +11,7 @@ after success, failure, timeout, a half-finished apply, or a task marked failed 
 | `validate` | checks parameters and connections; nothing is created when this fails |
 | `upload_bundle` | uploads `workload/` to `<prefix>bundle/workload.tar.gz` |
 | `create_workspace` → `plan` → `apply` | Schematics jobs, deferred: no worker slot while they run |
-| `wait_for_output` | COS sensor (deferred): each server's `_SUCCESS`; fails on `_FAILED` or a stall |
+| `wait_for_output` | COS sensor (deferred): the `_SUCCESS` marker(s); fails on any `_FAILED` or a stall |
 | `hold_on_failure` → `destroy` → `delete_workspace` | cleanup, whatever happened before |
 | `leak_check` | lists what is still live for the run through the VPC API; fails if anything is |
 | `report` → `run_verdict` | writes `run-report.json`; fails the run if any step failed |
@@ -183,6 +183,8 @@ with DAG(
         cos_conn_id=COS_CONN_ID,
         bucket_name="{{ params.bucket }}",
         bucket_key=_plan("marker_keys"),
+        # every server's folder: any _FAILED fails the wait, each one's progress counts (stalls)
+        watch_prefixes=_plan("server_prefixes"),
         stall_timeout="{{ params.progress_stall_minutes * 60 }}",
         timeout="{{ params.max_runtime_minutes * 60 }}",
         poke_interval=SENSOR_POKE_SECONDS,

@@ -21,6 +21,7 @@ FAULT_NAMES = (
     "workload_fails",
     "workload_hangs",
     "short_tokens",
+    "worker_dies",
     "api_key_missing_policy",
 )
 

@@ -12,8 +12,16 @@ parts of ``#cloud-config`` that the VM boot contract uses (docs/architecture.md)
   ``<root>/var/log/gpu-workload/console.log``.
 
 The process environment is the sandbox's own minus ``AIRFLOW_*``, plus ``GPU_WORKLOAD_SANDBOX=1``,
-``GPU_WORKLOAD_ROOT``, ``GPU_WORKLOAD_VENV``, ``METADATA_URL=<metadata_url>/i/<instance_id>``
-and ``GPU_WORKLOAD_FAULT=fail|hang`` while the ``workload_fails``/``workload_hangs`` fault is set.
+``GPU_WORKLOAD_ROOT``, ``GPU_WORKLOAD_VENV``, ``METADATA_URL=<metadata_url>/i/<instance_id>``,
+``GPU_WORKLOAD_FAULT=fail|hang|worker_dies`` while the ``workload_fails``/``workload_hangs``/
+``worker_dies`` fault is set, and ``GPU_WORKLOAD_LOOPBACK_PORTS``.
+
+Private addresses on loopback: the servers of one VPC share this machine, so a server at private
+address ``a.b.c.d`` is reached at ``127.0.0.1:<base + d>``, where ``base`` is a block of 256 ports
+that the launcher gives each VPC (``GPU_WORKLOAD_LOOPBACK_PORTS=<base>``; workload/distributed.py
+applies it). Two runs' VPCs may use the same private addresses, as in IBM Cloud; their blocks
+differ. TensorFlow's gRPC server listens on ``0.0.0.0:<port>``, so ports, not addresses, must
+differ between the processes of one machine.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import gzip
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -45,9 +54,18 @@ class CloudInitError(ValueError):
     """The user_data is not a cloud-config document the sandbox can boot."""
 
 
+# Port blocks for private addresses (below the Linux ephemeral range, 32768 and up).
+LOOPBACK_PORT_FIRST = 20000
+LOOPBACK_PORT_BLOCKS = 48
+LOOPBACK_BLOCK_SIZE = 256
+
+
 class _Server:
-    def __init__(self, instance_id: str, root: Path, proc: subprocess.Popen, console: IO[bytes]) -> None:
+    def __init__(
+        self, instance_id: str, root: Path, proc: subprocess.Popen, console: IO[bytes], vpc: str = ""
+    ) -> None:
         self.instance_id = instance_id
+        self.vpc = vpc
         self.root = root
         self.proc = proc
         self.console = console
@@ -79,6 +97,7 @@ class ServerLauncher:
         self.stop_grace_s = stop_grace_s
         self._lock = threading.Lock()
         self._servers: dict[str, _Server] = {}
+        self._port_blocks: dict[str, int] = {}  # VPC id -> first port of its block
 
     # -- public API ------------------------------------------------------------------------------
     def server_root(self, instance_id: str) -> Path:
@@ -102,7 +121,9 @@ class ServerLauncher:
         log_dir = root / "var/log/gpu-workload"
         log_dir.mkdir(parents=True, exist_ok=True)
         console = (log_dir / "console.log").open("ab")
+        vpc = str((instance_record.get("attrs") or {}).get("vpc") or "")
         env = self._environment(instance_id, root)
+        env["GPU_WORKLOAD_LOOPBACK_PORTS"] = str(self._port_block(vpc))
         try:
             proc = subprocess.Popen(
                 ["/bin/sh", str(script_path)],
@@ -116,7 +137,7 @@ class ServerLauncher:
         except OSError:
             console.close()
             raise
-        server = _Server(instance_id, root, proc, console)
+        server = _Server(instance_id, root, proc, console, vpc)
         with self._lock:
             self._servers[instance_id] = server
         threading.Thread(target=self._watch_poweroff, args=(server,), daemon=True).start()
@@ -148,6 +169,22 @@ class ServerLauncher:
         with contextlib.suppress(subprocess.TimeoutExpired):
             server.proc.wait(timeout=5)
         server.console.close()
+        with self._lock:  # the VPC's last server is gone: its port block is free again
+            if not any(s.vpc == server.vpc and not s.stopped for s in self._servers.values()):
+                self._port_blocks.pop(server.vpc, None)
+
+    def _port_block(self, vpc: str) -> int:
+        """The first port of the VPC's block (one block per VPC, kept while it has servers)."""
+        with self._lock:
+            if vpc in self._port_blocks:
+                return self._port_blocks[vpc]
+            taken = set(self._port_blocks.values())
+            for i in range(LOOPBACK_PORT_BLOCKS):
+                base = LOOPBACK_PORT_FIRST + i * LOOPBACK_BLOCK_SIZE
+                if base not in taken and _ports_free(base, LOOPBACK_BLOCK_SIZE):
+                    self._port_blocks[vpc] = base
+                    return base
+        raise RuntimeError("no free block of loopback ports for the VPC's private addresses")
 
     def stop_all(self) -> None:
         with self._lock:
@@ -194,8 +231,22 @@ class ServerLauncher:
             env["GPU_WORKLOAD_FAULT"] = "fail"
         elif self.faults.active("workload_hangs"):
             env["GPU_WORKLOAD_FAULT"] = "hang"
+        elif self.faults.active("worker_dies"):
+            # train.py kills the last server of a multi-server run after its first epoch
+            env["GPU_WORKLOAD_FAULT"] = "worker_dies"
         env.update({k: str(v) for k, v in self.extra_env.items()})
         return env
+
+
+def _ports_free(first: int, count: int) -> bool:
+    """True when no process on this machine listens on any port of the block (loopback)."""
+    for port in range(first, first + count):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -36,6 +36,7 @@ RUN_FAILING = (
     "workload_fails",
     "workload_hangs",
     "api_key_missing_policy",
+    "worker_dies",
 )
 assert set(SURVIVABLE) | set(RUN_FAILING) == set(FAULT_NAMES)
 # Faults of the demo itself, not of the sandbox: Airflow is lost and the reaper must clean up.
@@ -103,6 +104,8 @@ def run_demo(
         "failed_tasks": sorted(result.get("failures", {})),
         "why": _why(result),
         "metrics": (result.get("report") or {}).get("metrics"),
+        "distribution": plan.get("distribution"),
+        "sweep": (result.get("report") or {}).get("sweep"),
         "airflow_log": str(log_file),
         "workspaces_created": creates,
         "cost": (result.get("report") or {}).get("cost"),

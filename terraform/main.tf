@@ -88,6 +88,42 @@ resource "ibm_is_security_group_rule" "egress_dns" {
   port_max  = 53
 }
 
+# Multi-worker training only: the servers of this run reach each other over TCP, and nothing
+# else reaches them (remote = this same security group). TensorFlow's gRPC server listens on
+# var.training_port; NCCL, which carries the gradients between GPU servers, opens its own
+# connections on ephemeral ports chosen at run time (it has no setting to pin them), so the rule
+# spans TCP rather than one port. Security groups are stateful; the outbound twin is needed
+# because outbound traffic is otherwise limited to 443, 80 and 53 above.
+resource "ibm_is_security_group_rule" "cluster_inbound" {
+  count     = var.distribution == "multi_worker" ? 1 : 0
+  group     = ibm_is_security_group.vm.id
+  direction = "inbound"
+  remote    = ibm_is_security_group.vm.id
+  protocol  = "tcp"
+  port_min  = 1
+  port_max  = 65535
+}
+
+resource "ibm_is_security_group_rule" "cluster_outbound" {
+  count     = var.distribution == "multi_worker" ? 1 : 0
+  group     = ibm_is_security_group.vm.id
+  direction = "outbound"
+  remote    = ibm_is_security_group.vm.id
+  protocol  = "tcp"
+  port_min  = 1
+  port_max  = 65535
+}
+
+# One private address per server, reserved before any server exists: every server's cloud-init
+# then lists the whole cluster (CLUSTER_HOSTS in run.env, TF_CONFIG for multi-worker training).
+# Unbound at creation, so auto_delete must be false; Terraform deletes it after the server.
+resource "ibm_is_subnet_reserved_ip" "vm" {
+  count       = var.vm_count
+  subnet      = ibm_is_subnet.subnet.id
+  name        = "${var.run_id}-vm-${count.index}-ip"
+  auto_delete = false
+}
+
 # Debug mode only: SSH from one CIDR (validated: never 0.0.0.0/0).
 resource "ibm_is_security_group_rule" "debug_ssh" {
   count     = var.debug_mode ? 1 : 0
@@ -157,6 +193,10 @@ resource "ibm_is_instance" "vm" {
     subnet            = ibm_is_subnet.subnet.id
     security_groups   = [ibm_is_security_group.vm.id]
     allow_ip_spoofing = false
+
+    primary_ip {
+      reserved_ip = ibm_is_subnet_reserved_ip.vm[count.index].reserved_ip
+    }
   }
 
   boot_volume {
@@ -187,9 +227,14 @@ resource "ibm_is_instance" "vm" {
     trusted_profile_id         = local.trusted_profile ? ibm_iam_trusted_profile.vm[0].id : ""
     dataset                    = var.dataset
     epochs                     = var.epochs
-    batch_size                 = var.batch_size
-    learning_rate              = var.learning_rate
-    seed                       = var.seed
+    # a sweep gives each server its own trial; otherwise every server uses the run's values
+    batch_size                 = length(var.trials) > 0 ? var.trials[count.index].batch_size : var.batch_size
+    learning_rate              = length(var.trials) > 0 ? var.trials[count.index].learning_rate : var.learning_rate
+    seed                       = length(var.trials) > 0 ? var.trials[count.index].seed : var.seed
+    distribution               = var.distribution
+    cluster_hosts              = join(",", ibm_is_subnet_reserved_ip.vm[*].address)
+    training_port              = var.training_port
+    collective_timeout_seconds = var.collective_timeout_seconds
     cos_hmac_access_key_id     = var.cos_hmac_access_key_id
     cos_hmac_secret_access_key = var.cos_hmac_secret_access_key
     bootstrap_b64              = filebase64("${path.module}/bootstrap.sh")

@@ -27,7 +27,7 @@ output "instance_names" {
 
 output "private_ips" {
   description = "Private IPv4 addresses of the GPU servers, by instance index."
-  value       = ibm_is_instance.vm[*].primary_network_interface[0].primary_ip[0].address
+  value       = ibm_is_subnet_reserved_ip.vm[*].address
 }
 
 output "trusted_profile_id" {

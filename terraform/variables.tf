@@ -72,7 +72,7 @@ variable "gpu_profile" {
 }
 
 variable "vm_count" {
-  description = "Number of GPU servers; each trains independently and writes under <cos_prefix>/vm-<index>/."
+  description = "Number of GPU servers; server i writes under <cos_prefix>/vm-<i>/ (how they share the work: distribution)."
   type        = number
   default     = 1
 
@@ -207,6 +207,64 @@ variable "seed" {
   validation {
     condition     = var.seed >= 0 && floor(var.seed) == var.seed
     error_message = "seed must be a whole number >= 0."
+  }
+}
+
+variable "distribution" {
+  description = "How the servers share the work: single (each server trains on its own; the DAG uses it for one server), multi_worker (one data-parallel training over every server, MultiWorkerMirroredStrategy) or sweep (each server trains with its own entry of trials)."
+  type        = string
+  default     = "single"
+
+  validation {
+    condition     = contains(["single", "multi_worker", "sweep"], var.distribution)
+    error_message = "distribution must be single, multi_worker or sweep."
+  }
+
+  validation {
+    condition     = var.distribution == "single" || var.vm_count >= 2
+    error_message = "distribution multi_worker and sweep need vm_count 2 or more."
+  }
+}
+
+variable "trials" {
+  description = "Sweep only: one set of hyperparameters per server, by instance index (empty: every server uses learning_rate, batch_size and seed)."
+  type = list(object({
+    learning_rate = number
+    batch_size    = number
+    seed          = number
+  }))
+  default = []
+
+  validation {
+    condition     = length(var.trials) == 0 || length(var.trials) == var.vm_count
+    error_message = "trials must be empty or hold exactly one entry per server (vm_count)."
+  }
+
+  validation {
+    condition     = length(var.trials) == 0 || var.distribution == "sweep"
+    error_message = "trials are for distribution sweep only."
+  }
+}
+
+variable "training_port" {
+  description = "TCP port of TensorFlow's gRPC server on each server (multi_worker; TRAINING_PORT)."
+  type        = number
+  default     = 23456
+
+  validation {
+    condition     = var.training_port >= 1024 && var.training_port <= 65535 && floor(var.training_port) == var.training_port
+    error_message = "training_port must be a whole number from 1024 to 65535."
+  }
+}
+
+variable "collective_timeout_seconds" {
+  description = "Multi_worker: a collective (gradient exchange) that does not complete in this many seconds fails the training (a dead server), instead of hanging until the run's TTL."
+  type        = number
+  default     = 300
+
+  validation {
+    condition     = var.collective_timeout_seconds >= 10 && var.collective_timeout_seconds <= 3600
+    error_message = "collective_timeout_seconds must be from 10 to 3600."
   }
 }
 

@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 import tempfile
+import textwrap
 import time
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -106,6 +107,12 @@ class Params:
     work_dir: str = ""
     run_id: str = ""
     instance_index: int = 0
+    instance_count: int = 1
+    # single | multi_worker | sweep (docs/workload.md); the cluster is for multi_worker
+    distribution: str = "single"
+    cluster_hosts: str = ""
+    training_port: int = 23456
+    collective_timeout_s: float = 300.0
     # Never printed, never written to COS.
     hmac_access_key_id: str = field(default="", repr=False)
     hmac_secret_access_key: str = field(default="", repr=False)
@@ -185,6 +192,24 @@ def parse_args(argv: list[str] | None = None) -> Params:
     )
     p.add_argument("--run-id", default=_env("RUN_ID"))
     p.add_argument("--instance-index", type=int, default=int(_env("INSTANCE_INDEX", "0")))
+    p.add_argument("--instance-count", type=int, default=int(_env("INSTANCE_COUNT", "1")))
+    p.add_argument(
+        "--distribution",
+        choices=("single", "multi_worker", "sweep"),
+        default=_env("DISTRIBUTION", d.distribution),
+        help="multi_worker: one training over every server in CLUSTER_HOSTS (env DISTRIBUTION)",
+    )
+    p.add_argument(
+        "--cluster-hosts", default=_env("CLUSTER_HOSTS"), help="every server's private IP, by index"
+    )
+    p.add_argument("--training-port", type=int, default=int(_env("TRAINING_PORT", str(d.training_port))))
+    p.add_argument(
+        "--collective-timeout",
+        dest="collective_timeout_s",
+        type=float,
+        default=float(_env("COLLECTIVE_TIMEOUT_S", str(d.collective_timeout_s))),
+        help="seconds before a gradient exchange with a dead server fails the run",
+    )
     ns = p.parse_args(argv)
     params = Params(**vars(ns))
     params.hmac_access_key_id = _env("COS_HMAC_ACCESS_KEY_ID")
@@ -202,6 +227,15 @@ def parse_args(argv: list[str] | None = None) -> Params:
         p.error("COS_AUTH=hmac needs COS_HMAC_ACCESS_KEY_ID and COS_HMAC_SECRET_ACCESS_KEY in the env")
     if params.multipart_chunksize < 5 * MiB:
         p.error("--multipart-chunksize must be at least 5 MiB (S3 minimum part size)")
+    if params.distribution == "multi_worker":
+        from distributed import ClusterConfigError, parse_cluster
+
+        try:
+            parse_cluster(
+                params.cluster_hosts, params.training_port, params.instance_index, params.instance_count
+            )
+        except ClusterConfigError as exc:
+            p.error(str(exc))
     params.cos_output_prefix = params.cos_output_prefix.strip("/")
     return params
 
@@ -491,7 +525,45 @@ def _fault() -> str:
     return os.environ.get("GPU_WORKLOAD_FAULT", "").strip().lower()
 
 
-def make_progress_callback(keras, cos: CosWriter, epochs: int, started: float):
+def _maybe_die(fault: str, index: int, count: int) -> None:
+    """GPU_WORKLOAD_FAULT=worker_dies: the last server of a multi-server run crashes after its first
+    epoch, as a VM that loses power: its whole process group (bootstrap.sh included) is killed, so
+    no marker comes from it and its peers must notice."""
+    if fault == "worker_dies" and count > 1 and index == count - 1:
+        LOG.error("injected fault worker_dies: this server dies now")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def write_progress(
+    cos: CosWriter,
+    params: Params,
+    epoch: int,
+    metrics: dict[str, float],
+    started: float,
+    status: str = "training",
+) -> None:
+    """Overwrite this server's progress.json (every server has its own, in every mode)."""
+    cos.put_json(
+        PROGRESS,
+        {
+            "epoch": epoch,
+            "epochs": params.epochs,
+            "metrics": metrics,
+            "time": utcnow(),
+            "elapsed_s": round(time.monotonic() - started, 3),
+            "status": status,
+            "worker": params.instance_index,
+        },
+    )
+
+
+def make_progress_callback(
+    keras, cos: CosWriter, epochs: int, started: float, index: int = 0, count: int = 1
+):
+    params_index, params_count = index, count
+
     class CosProgress(keras.callbacks.Callback):
         """Overwrites progress.json after every epoch; applies the sandbox's fault hooks."""
 
@@ -506,6 +578,7 @@ def make_progress_callback(keras, cos: CosWriter, epochs: int, started: float):
                     "time": utcnow(),
                     "elapsed_s": round(time.monotonic() - started, 3),
                     "status": "training",
+                    "worker": params_index,
                 },
             )
             LOG.info(
@@ -515,6 +588,7 @@ def make_progress_callback(keras, cos: CosWriter, epochs: int, started: float):
                 " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
             )
             fault = _fault()
+            _maybe_die(fault, params_index, params_count)
             if fault == "fail":
                 raise InjectedFault("injected fault GPU_WORKLOAD_FAULT=fail after epoch 1")
             if fault == "hang":
@@ -566,7 +640,21 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
     for gpu in gpus:
         with contextlib.suppress(RuntimeError):
             tf.config.experimental.set_memory_growth(gpu, True)
-    if gpus:
+    cluster = None
+    if params.distribution == "multi_worker":
+        from distributed import make_strategy, parse_cluster, tf_config
+
+        cluster = parse_cluster(
+            params.cluster_hosts, params.training_port, params.instance_index, params.instance_count
+        )
+        LOG.info(
+            "joining the cluster as worker %d of %d: %s", cluster.index, cluster.size, tf_config(cluster)
+        )
+        strategy = make_strategy(tf, cluster, params.collective_timeout_s, use_nccl=bool(gpus))
+        LOG.info("cluster up: %d workers, %d replicas", cluster.size, strategy.num_replicas_in_sync)
+        if gpus:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+    elif gpus:
         strategy = tf.distribute.MirroredStrategy()
         keras.mixed_precision.set_global_policy("mixed_float16")
     else:
@@ -604,6 +692,23 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
         num_classes,
     )
 
+    if cluster is not None:
+        return _train_multi_worker(
+            params,
+            cos,
+            work_dir,
+            log_path,
+            tf,
+            keras,
+            strategy,
+            cluster,
+            data,
+            device,
+            started_at,
+            started,
+            (x_fit, y_fit, x_train[:n_val], y_train[:n_val]),
+        )
+
     global_batch = params.batch_size * replicas
     autotune = tf.data.AUTOTUNE
     options = tf.data.Options()
@@ -626,16 +731,144 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=["accuracy"],
         )
+    fit_started = time.monotonic()
     fit = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=params.epochs,
         verbose=2,
         shuffle=False,  # tf.data shuffles
-        callbacks=[make_progress_callback(keras, cos, params.epochs, started)],
+        callbacks=[
+            make_progress_callback(
+                keras, cos, params.epochs, started, params.instance_index, params.instance_count
+            )
+        ],
     )
+    fit_seconds = time.monotonic() - fit_started
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     test_loss, test_accuracy = (float(v) for v in model.evaluate(test_ds, verbose=0))
+    extra = {
+        "global_batch_size": global_batch,
+        "workers": 1,
+        "examples_per_second": _throughput(len(x_fit) * params.epochs, fit_seconds, 1),
+        "samples": {"train": len(x_fit), "validation": n_val, "test": len(data.x_test)},
+    }
+    return publish(
+        params,
+        cos,
+        work_dir,
+        log_path,
+        model,
+        history,
+        (test_loss, test_accuracy),
+        data,
+        device,
+        extra,
+        started_at,
+        started,
+    )
+
+
+def _throughput(examples: int, seconds: float, workers: int) -> dict[str, float]:
+    total = examples / seconds if seconds > 0 else 0.0
+    return {"total": round(total, 2), "per_worker": round(total / workers, 2)}
+
+
+def _train_multi_worker(
+    params, cos, work_dir, log_path, tf, keras, strategy, cluster, data, device, started_at, started, split
+) -> dict[str, Any]:
+    """One training over the cluster (workload/distributed.py); the chief publishes the results."""
+    from distributed import fit_multi_worker, local_eval
+
+    x_fit, y_fit, x_val, y_val = split
+
+    progress_metrics: dict[str, float] = {}
+
+    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+        metrics = {k: float(v) for k, v in logs.items()}
+        progress_metrics.update(metrics)
+        write_progress(cos, params, epoch + 1, metrics, started)
+        LOG.info(
+            "epoch %d/%d %s",
+            epoch + 1,
+            params.epochs,
+            " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
+        )
+        _maybe_die(_fault(), params.instance_index, params.instance_count)
+
+    result = fit_multi_worker(
+        tf=tf,
+        keras=keras,
+        strategy=strategy,
+        build_model=lambda: build_model(keras, tuple(x_fit.shape[1:]), data.num_classes, data.scale),
+        x_fit=x_fit,
+        y_fit=y_fit,
+        x_val=x_val,
+        y_val=y_val,
+        per_replica_batch=params.batch_size,
+        epochs=params.epochs,
+        learning_rate=params.learning_rate,
+        seed=params.seed,
+        workers=cluster.size,
+        is_chief=cluster.is_chief,
+        on_epoch_end=on_epoch_end,
+    )
+    # tf.distribute names it CollectiveAllReduceStrategy inside; report the public name
+    device.update(
+        strategy="MultiWorkerMirroredStrategy",
+        communication="NCCL" if device["gpu_count"] else "RING",
+        replicas=result["replicas"],
+    )
+    LOG.info(
+        "trained over %d workers (%d replicas, global batch %d): %s examples/s in total",
+        result["workers"],
+        result["replicas"],
+        result["global_batch_size"],
+        result["examples_per_second"]["total"],
+    )
+    if not cluster.is_chief:
+        # Workers publish nothing but their progress.json; the chief writes the one model.
+        # "finished": the sensor stops this folder's stall clock while the chief publishes
+        write_progress(cos, params, params.epochs, dict(progress_metrics), started, status="finished")
+        return {"workers": result["workers"], "examples_per_second": result["examples_per_second"]}
+    test_loss, test_accuracy = local_eval(
+        result["model"], data.x_test, data.y_test, result["global_batch_size"]
+    )
+    extra = {
+        "global_batch_size": result["global_batch_size"],
+        "workers": result["workers"],
+        "replicas": result["replicas"],
+        "steps_per_epoch": result["steps_per_epoch"],
+        "examples_per_second": result["examples_per_second"],
+        "samples": {
+            "train": len(x_fit),
+            "train_per_worker": len(x_fit) // result["workers"],
+            "validation": len(x_val),
+            "test": len(data.x_test),
+        },
+        "cluster": [f"{h}:{cluster.port}" for h in cluster.hosts],
+    }
+    return publish(
+        params,
+        cos,
+        work_dir,
+        log_path,
+        result["model"],
+        result["history"],
+        (test_loss, test_accuracy),
+        data,
+        device,
+        extra,
+        started_at,
+        started,
+    )
+
+
+def publish(
+    params, cos, work_dir, log_path, model, history, test, data, device, extra, started_at, started
+) -> dict[str, Any]:
+    """Write the artifacts, the manifest and last ``_SUCCESS`` (the COS output contract)."""
+    test_loss, test_accuracy = test
     LOG.info("held-out test: accuracy=%.4f loss=%.4f", test_accuracy, test_loss)
 
     model_path = work_dir / MODEL
@@ -648,15 +881,15 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
         "instance_index": params.instance_index,
         "dataset": params.dataset,
         "dataset_source": data.source,
-        "num_classes": num_classes,
-        "input_shape": list(x_train.shape[1:]),
-        "samples": {"train": len(x_fit), "validation": n_val, "test": len(data.x_test)},
+        "num_classes": data.num_classes,
+        "input_shape": list(data.x_train.shape[1:]),
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
         "history": history,
         "epochs_completed": len(history.get("loss", [])),
         "params": params.public(),
-        "global_batch_size": global_batch,
+        "distribution": params.distribution,
+        **extra,
         "device": device,
         "started_at": started_at,
         "finished_at": finished_at,
@@ -752,14 +985,44 @@ def main(argv: list[str] | None = None) -> int:
         cos = CosWriter(params)
         cos.reset(params.epochs)
         train_and_publish(params, cos, work_dir, log_path)
-        return 0
+        rc = 0
     except Terminated as exc:
         LOG.warning("%s: stopping without a marker", exc)
-        return 143
+        rc = 143
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-        LOG.error("training failed: %s\n%s", error, traceback.format_exc())
-        return _write_failed(cos, error, log_path)
+        if params.distribution == "multi_worker" and _is_collective_failure(exc):
+            error = (
+                "multi-worker training stopped: a gradient exchange with another server failed "
+                f"(a server died or is unreachable; collective timeout {params.collective_timeout_s:g} s): "
+                f"{type(exc).__name__}: {_collective_reason(exc)}"
+            )
+        # Indented: a reader of the log tail (the sensor's message) finds the error line above,
+        # not the last line of a traceback.
+        LOG.error("training failed: %s\n%s", error, textwrap.indent(traceback.format_exc(), "    "))
+        rc = _write_failed(cos, error, log_path)
+    if params.distribution == "multi_worker":
+        # TensorFlow's collective threads can keep a process alive after a peer is gone: the
+        # marker is written, so leave now rather than hang until the TTL.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
+def _collective_reason(exc: BaseException) -> str:
+    """The line of TensorFlow's multi-line error that says what happened to the collective."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "aborted by" in line or "timed out" in line.lower() or "deadline" in line.lower():
+            return line
+    return lines[0] if lines else "(no message)"
+
+
+def _is_collective_failure(exc: BaseException) -> bool:
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return bool(names & {"UnavailableError", "DeadlineExceededError", "CancelledError", "AbortedError"})
 
 
 def _write_failed(cos: CosWriter | None, error: str, log_path: Path) -> int:

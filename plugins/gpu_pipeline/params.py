@@ -60,7 +60,55 @@ PARAMS: dict[str, Param] = {
         minimum=1,
         maximum=MAX_VMS,
         title="Number of GPU servers",
-        description="Each server trains independently and writes under its own vm-<i>/ prefix.",
+        description="Server i writes under its own vm-<i>/ prefix; 'distribution' says how they "
+        "share the work.",
+    ),
+    "distribution": Param(
+        "auto",
+        type="string",
+        enum=["auto", "multi_worker", "sweep"],
+        title="How the servers share the work",
+        description="auto: one server trains alone, several run multi_worker. multi_worker: one "
+        "data-parallel training over every GPU of every server (MultiWorkerMirroredStrategy). "
+        "sweep: each server trains one combination of the 'sweep' grid; the report ranks them.",
+    ),
+    "sweep": Param(
+        {},
+        type="object",
+        title="Sweep grid",
+        description="distribution 'sweep' only: lists of values to try, e.g. "
+        '{"learning_rate": [0.01, 0.001]}; the grid (every combination) must have exactly '
+        "vm_count combinations. A parameter not listed keeps its single value.",
+        properties={
+            "learning_rate": {
+                "type": "array",
+                "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                "minItems": 1,
+                "maxItems": MAX_VMS,
+            },
+            "batch_size": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 1, "maximum": 65536},
+                "minItems": 1,
+                "maxItems": MAX_VMS,
+            },
+            "seed": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                "minItems": 1,
+                "maxItems": MAX_VMS,
+            },
+        },
+        additionalProperties=False,
+    ),
+    "collective_timeout_seconds": Param(
+        300,
+        type="integer",
+        minimum=10,
+        maximum=3600,
+        title="Collective timeout (seconds)",
+        description="multi_worker: a gradient exchange that does not complete in this time (a "
+        "server died) fails the run, instead of waiting for the TTL.",
     ),
     "image": Param(
         "ibm-ubuntu-24-04-6-minimal-amd64-3",

@@ -6,6 +6,18 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+# What the report keeps of each server's metrics.json.
+METRIC_KEYS = (
+    "test_accuracy",
+    "test_loss",
+    "duration_s",
+    "device",
+    "distribution",
+    "workers",
+    "global_batch_size",
+    "examples_per_second",
+)
+
 # Report phase -> the task whose duration measures it.
 PHASE_TASKS = {
     "plan": "plan",
@@ -38,6 +50,7 @@ def build_run_report(
 ) -> dict[str, Any]:
     failed = sorted(t for t, s in tasks.items() if s["state"] in ("failed", "upstream_failed"))
     leak_state = tasks.get("leak_check", {}).get("state")
+    extra = {"sweep": rank_sweep(plan, metrics)} if plan.get("distribution") == "sweep" else {}
     return {
         "dag_id": plan["dag_id"],
         "run_id": plan["run_id"],
@@ -65,8 +78,32 @@ def build_run_report(
             "passed": leak_state == "success",
             "leaked": leaks or [],
         },
+        "distribution": plan.get("distribution", "single"),
+        **extra,
         "cost": cost,
     }
+
+
+def rank_sweep(plan: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The sweep's servers, best test accuracy first (a server without results comes last)."""
+    ranking = []
+    for index, trial in enumerate(plan.get("trials") or []):
+        server = f"vm-{index}"
+        result = metrics.get(server) or {}
+        ranking.append(
+            {
+                "server": server,
+                **trial,
+                "test_accuracy": result.get("test_accuracy"),
+                "test_loss": result.get("test_loss"),
+                "model": f"cos://{plan['bucket']}/{plan['prefix']}{server}/model.keras",
+            }
+        )
+    ranking.sort(key=lambda r: (r["test_accuracy"] is None, -(r["test_accuracy"] or 0.0), r["server"]))
+    for rank, entry in enumerate(ranking, start=1):
+        entry["rank"] = rank
+    best = ranking[0] if ranking and ranking[0]["test_accuracy"] is not None else None
+    return {"ranking": ranking, "best": best}
 
 
 def estimate_cost(
@@ -121,9 +158,7 @@ def write_run_report(plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_
         server_dir = key.rsplit("/", 1)[0]
         data = cos.read_json(plan["bucket"], f"{server_dir}/metrics.json")
         if data is not None:
-            metrics[server_dir.rsplit("/", 1)[-1]] = {
-                k: v for k, v in data.items() if k in ("test_accuracy", "test_loss", "duration_s", "device")
-            }
+            metrics[server_dir.rsplit("/", 1)[-1]] = {k: v for k, v in data.items() if k in METRIC_KEYS}
     queued_s = None
     if dag_run.start_date and dag_run.run_after:
         queued_s = max(0.0, (dag_run.start_date - dag_run.run_after).total_seconds())

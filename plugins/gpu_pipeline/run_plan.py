@@ -8,6 +8,7 @@ connection by the workspace operator at run time.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,8 @@ from gpu_pipeline.gpu_profiles import placement_problems
 from ibm_cloud_airflow.utils.run_identity import run_description, run_prefix, run_slug, run_tags
 
 BUNDLE_NAME = "bundle/workload.tar.gz"
+# TensorFlow's gRPC port on each server (multi_worker); the security group opens it to the run only.
+TRAINING_PORT = 23456
 
 
 class InvalidRunParameters(ValueError):
@@ -51,8 +54,65 @@ def check_params(params: dict[str, Any]) -> None:
                 problems.append(
                     f"debug_allowed_cidr: '{cidr}' is too wide; SSH may be opened to at most a /16."
                 )
+    problems.extend(_distribution_problems(params))
     if problems:
         raise InvalidRunParameters("\n".join(problems))
+
+
+SWEEP_KEYS = ("learning_rate", "batch_size", "seed")
+
+
+def resolve_distribution(params: dict[str, Any]) -> str:
+    """``single``, ``multi_worker`` or ``sweep``: what ``auto`` means for this vm_count."""
+    chosen = params.get("distribution") or "auto"
+    if chosen == "auto":
+        return "single" if params["vm_count"] == 1 else "multi_worker"
+    return chosen
+
+
+def sweep_trials(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the sweep grid, in a fixed order (server i trains trial i)."""
+    grid = params.get("sweep") or {}
+    values = [list(grid.get(key) or [params[key]]) for key in SWEEP_KEYS]
+    return [dict(zip(SWEEP_KEYS, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _distribution_problems(params: dict[str, Any]) -> list[str]:
+    distribution, vm_count = resolve_distribution(params), params["vm_count"]
+    grid = params.get("sweep") or {}
+    if distribution == "multi_worker" and vm_count < 2:
+        return [
+            "distribution: multi_worker needs vm_count 2 or more; one server trains alone "
+            "(leave distribution 'auto')."
+        ]
+    if distribution != "sweep":
+        if grid:
+            return [
+                f"sweep: a grid is given but distribution is '{params.get('distribution') or 'auto'}'; "
+                "set distribution 'sweep', or remove the grid."
+            ]
+        return []
+    if vm_count < 2:
+        return ["distribution: a sweep needs vm_count 2 or more (one server per combination)."]
+    if not grid:
+        return [
+            "sweep: distribution 'sweep' needs a grid, e.g. "
+            '{"learning_rate": [0.01, 0.001]} with vm_count 2.'
+        ]
+    problems = [
+        f"sweep: '{key}' lists {value} twice; each combination must differ."
+        for key, values in grid.items()
+        for value in sorted({v for v in values if values.count(v) > 1})
+    ]
+    sizes = " x ".join(f"{len(grid.get(k) or [params[k]])} {k}" for k in SWEEP_KEYS)
+    combinations = len(sweep_trials(params))
+    if combinations != vm_count:
+        problems.append(
+            f"sweep: the grid has {combinations} combination(s) ({sizes}) but vm_count is {vm_count}; "
+            f"each server trains one combination, so give exactly {vm_count} or set vm_count to "
+            f"{combinations}."
+        )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -69,6 +129,10 @@ class RunPlan:
     deadline: str
     tags: list[str]
     terraform_variables: dict[str, Any] = field(default_factory=dict)
+    # single | multi_worker | sweep; every server's output folder (progress, _FAILED); sweep trials
+    distribution: str = "single"
+    server_prefixes: list[str] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)
     # names the Airflow run on the workspace: the reaper looks the run up by it
     workspace_description: str = ""
 
@@ -93,6 +157,13 @@ def build_run_plan(
     deadline_dt = now.astimezone(UTC) + timedelta(minutes=params["max_runtime_minutes"])
     deadline = deadline_dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     bundle_key = f"{prefix}{BUNDLE_NAME}"
+    distribution = resolve_distribution(params)
+    trials = sweep_trials(params) if distribution == "sweep" else []
+    servers = [f"{prefix}vm-{i}/" for i in range(params["vm_count"])]
+    # multi_worker: one model, one marker, from the chief (server 0); otherwise one per server
+    markers = (
+        [f"{servers[0]}_SUCCESS"] if distribution == "multi_worker" else [f"{s}_SUCCESS" for s in servers]
+    )
     variables = {
         "run_id": slug,
         "run_ttl": deadline,
@@ -116,6 +187,10 @@ def build_run_plan(
         "debug_mode": params["debug_mode"],
         "debug_ssh_public_key": params["debug_ssh_public_key"],
         "debug_allowed_cidr": params["debug_allowed_cidr"],
+        "distribution": distribution,
+        "trials": trials,
+        "training_port": TRAINING_PORT,
+        "collective_timeout_seconds": params.get("collective_timeout_seconds", 300),
         "cos_profile_roles": params["cos_profile_roles"],
     }
     return RunPlan(
@@ -126,11 +201,14 @@ def build_run_plan(
         bucket=params["bucket"],
         prefix=prefix,
         bundle_key=bundle_key,
-        marker_keys=[f"{prefix}vm-{i}/_SUCCESS" for i in range(params["vm_count"])],
+        marker_keys=markers,
         report_key=f"{prefix}run-report.json",
         deadline=deadline,
         tags=run_tags(slug, deadline_dt),
         terraform_variables=variables,
+        distribution=distribution,
+        server_prefixes=servers,
+        trials=trials,
         workspace_description=run_description(dag_id, run_id),
     )
 

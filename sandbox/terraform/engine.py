@@ -30,7 +30,9 @@ State layout (JSON-serialisable)::
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -228,9 +230,10 @@ def _computed(rtype: str, cfg: dict[str, Any], rid: str, index: int | None, regi
         address = f"10.240.0.{4 + i}"
         nics = cfg.get("primary_network_interface") or [{}]
         nic = dict(nics[0])
+        configured = ((nic.get("primary_ip") or [{}])[0] or {}).get("reserved_ip")
         nic.update(
             id=f"0717-{rid[-12:]}-nic0",
-            primary_ip=[{"address": address, "reserved_ip": f"0717-{rid[-12:]}-ip0"}],
+            primary_ip=[{"address": address, "reserved_ip": configured or f"0717-{rid[-12:]}-ip0"}],
             primary_ipv4_address=address,
         )
         boot = dict((cfg.get("boot_volume") or [{}])[0])
@@ -241,6 +244,18 @@ def _computed(rtype: str, cfg: dict[str, Any], rid: str, index: int | None, regi
             status="running",
             vcpu=[{"count": _profile_part(cfg.get("profile"), 0)}],
             memory=_profile_part(cfg.get("profile"), 1),
+        )
+    elif rtype == "ibm_is_subnet_reserved_ip":
+        # id is "<subnet id>/<reserved ip id>" (provider docs); the address is set by _create
+        out.update(
+            id=f"{cfg.get('subnet', '')}/{rid}",
+            reserved_ip=rid,
+            address=cfg.get("address") or "(known after apply)",
+            auto_delete=bool(cfg.get("auto_delete", False)),
+            lifecycle_state="stable",
+            owner="user",
+            resource_type="subnet_reserved_ip",
+            target=cfg.get("target") or "",
         )
     elif rtype == "ibm_iam_trusted_profile":
         out.update(
@@ -564,9 +579,9 @@ class TerraformEngine:
             given = run.variables.get(name)
             if given is not None and given.get("value") is not None:
                 raw = given["value"]
-                if isinstance(raw, str) and typ in {"number", "bool"}:
+                if isinstance(raw, str) and typ in ("number", "bool"):
                     value = raw.strip()  # "3" / "true": _convert() parses it per the type
-                elif isinstance(raw, str) and typ not in {"string", "any"}:
+                elif isinstance(raw, str) and typ not in ("string", "any"):
                     value = _literal_value(raw, name)  # "[...]" / "{...}" in HCL syntax
                 else:
                     value = raw
@@ -756,6 +771,10 @@ class TerraformEngine:
         attrs = {**cfg, **_computed(res.type, cfg, rid, index, self.region)}
         tags = [str(t) for t in cfg.get("tags", [])] if isinstance(cfg.get("tags"), list) else []
         name = str(cfg.get("name") or address)
+        if res.type == "ibm_is_subnet_reserved_ip":
+            attrs["address"] = _reserve_address(run, cfg)
+        elif res.type == "ibm_is_instance":
+            _bind_reserved_ip(run, cfg, attrs)
         record_attrs = {k: v for k, v in attrs.items() if k not in {"id", "tags"}}
         record_attrs["tf_address"] = address
         inventory_ids: list[str] = []
@@ -863,6 +882,81 @@ class TerraformEngine:
             value = ctx.evaluate(output.value)
             out[name] = {"value": value, "type": _json_type(value), "sensitive": output.sensitive}
         return out
+
+
+# -- subnet reserved IPs -------------------------------------------------------------------------
+
+# ibm_is_subnet_reserved_ip name rule (provider: resource_ibm_is_subnet_reserved_ip.go,
+# isReservedIPName) and the "ibm-" prefix the API keeps for provider-owned resources.
+_RESERVED_IP_NAME = re.compile(r"^([a-z]|[a-z][-a-z0-9]*[a-z0-9])$")
+
+
+def _subnet_cidr(run: TerraformRun, subnet_id: str) -> str:
+    for entry in run.state.get("resources", []):
+        if entry["type"] == "ibm_is_subnet" and entry["attrs"].get("id") == subnet_id:
+            return str(entry["attrs"].get("ipv4_cidr_block") or "10.240.0.0/24")
+    raise TerraformError(f"creating a reserved IP: subnet {subnet_id!r} not found")
+
+
+def _reserve_address(run: TerraformRun, cfg: dict[str, Any]) -> str:
+    """The address a new reserved IP gets, with the checks the VPC API makes.
+
+    IBM keeps the first four and the last address of every subnet; an unbound reserved IP must
+    have ``auto_delete`` false; an explicit ``address`` must be free and inside the subnet.
+    """
+    name = str(cfg.get("name") or "")
+    if name and (not _RESERVED_IP_NAME.match(name) or len(name) > 63 or name.startswith("ibm-")):
+        raise TerraformError(
+            f"invalid reserved IP name {name!r}: 1-63 characters of [a-z0-9-], starting with a letter, "
+            "not ending with '-', and not starting with 'ibm-'"
+        )
+    if cfg.get("auto_delete") and not cfg.get("target"):
+        raise TerraformError("reserved IP: auto_delete must be false if the reserved IP is unbound")
+    subnet = str(cfg.get("subnet") or "")
+    network = ipaddress.ip_network(_subnet_cidr(run, subnet))
+    hosts = list(network)
+    provider_reserved = {str(a) for a in hosts[:4] + hosts[-1:]}
+    used = set()
+    for entry in run.state.get("resources", []):
+        attrs = entry["attrs"]
+        if entry["type"] == "ibm_is_subnet_reserved_ip" and attrs.get("subnet") == subnet:
+            used.add(str(attrs.get("address")))
+        if entry["type"] == "ibm_is_instance":
+            nic = (attrs.get("primary_network_interface") or [{}])[0]
+            if nic.get("subnet") == subnet:
+                used.add(str(nic.get("primary_ipv4_address")))
+    wanted = cfg.get("address")
+    if wanted:
+        if ipaddress.ip_address(str(wanted)) not in network or str(wanted) in provider_reserved:
+            raise TerraformError(f"reserved IP address {wanted} is not available in subnet {network}")
+        if str(wanted) in used:
+            raise TerraformError(f"reserved IP address {wanted} is already reserved in subnet {network}")
+        return str(wanted)
+    for address in map(str, hosts):
+        if address not in provider_reserved and address not in used:
+            return address
+    raise TerraformError(f"subnet {network} has no free address left for a reserved IP")
+
+
+def _bind_reserved_ip(run: TerraformRun, cfg: dict[str, Any], attrs: dict[str, Any]) -> None:
+    """An instance whose primary_ip names a reserved IP gets that address (and binds it)."""
+    configured = (cfg.get("primary_network_interface") or [{}])[0]
+    wanted = ((configured.get("primary_ip") or [{}])[0] or {}).get("reserved_ip")
+    if not wanted:
+        return
+    nic = attrs["primary_network_interface"][0]
+    for entry in run.state.get("resources", []):
+        if entry["type"] == "ibm_is_subnet_reserved_ip" and entry["attrs"].get("reserved_ip") == wanted:
+            reserved = entry["attrs"]
+            if reserved.get("target"):
+                raise TerraformError(f"reserved IP {wanted} is already bound to {reserved['target']}")
+            if reserved.get("subnet") != nic.get("subnet"):
+                raise TerraformError(f"reserved IP {wanted} is not in the network interface's subnet")
+            reserved["target"] = nic["id"]
+            nic["primary_ip"] = [{"address": reserved["address"], "reserved_ip": wanted}]
+            nic["primary_ipv4_address"] = reserved["address"]
+            return
+    raise TerraformError(f"primary_ip.reserved_ip {wanted!r}: no such reserved IP")
 
 
 # -- helpers -------------------------------------------------------------------------------------

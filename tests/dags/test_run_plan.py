@@ -51,11 +51,58 @@ def test_names_keys_and_tags_derive_from_the_run():
     plan = plan_for(vm_count=3)
     assert plan.workspace_name == f"airflow-{plan.slug}"
     assert plan.prefix == f"gpu-runs/ibm_gpu_workload/{plan.slug}/"
-    assert plan.marker_keys == [f"{plan.prefix}vm-{i}/_SUCCESS" for i in range(3)]
+    assert plan.server_prefixes == [f"{plan.prefix}vm-{i}/" for i in range(3)]
     assert plan.bundle_key.startswith(plan.prefix)
     assert plan.deadline == "2026-12-01T14:00:00Z"  # default max_runtime_minutes = 120
     assert f"airflow-run:{plan.slug}" in plan.tags
     assert plan.terraform_variables["run_ttl"] == plan.deadline
+
+
+def test_markers_and_variables_follow_the_distribution():
+    single = plan_for()
+    assert (single.distribution, single.terraform_variables["distribution"]) == ("single", "single")
+    assert single.marker_keys == [f"{single.prefix}vm-0/_SUCCESS"]
+
+    # auto with several servers: one training over all of them, one model and one marker (the chief's),
+    # but every server's folder is watched (its _FAILED, its progress).
+    multi = plan_for(vm_count=3)
+    assert multi.distribution == "multi_worker" and multi.terraform_variables["trials"] == []
+    assert multi.marker_keys == [f"{multi.prefix}vm-0/_SUCCESS"]
+    assert len(multi.server_prefixes) == 3
+    assert multi.terraform_variables["collective_timeout_seconds"] == 300
+
+    sweep = plan_for(
+        vm_count=4,
+        distribution="sweep",
+        sweep={"learning_rate": [0.01, 0.001], "seed": [1, 2]},
+        batch_size=32,
+    )
+    assert sweep.marker_keys == [f"{sweep.prefix}vm-{i}/_SUCCESS" for i in range(4)]
+    assert sweep.trials == [
+        {"learning_rate": 0.01, "batch_size": 32, "seed": 1},
+        {"learning_rate": 0.01, "batch_size": 32, "seed": 2},
+        {"learning_rate": 0.001, "batch_size": 32, "seed": 1},
+        {"learning_rate": 0.001, "batch_size": 32, "seed": 2},
+    ]
+    assert sweep.terraform_variables["trials"] == sweep.trials
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        ({"vm_count": 2, "distribution": "sweep", "sweep": {"learning_rate": [0.1, 0.01, 0.001]}},
+         "the grid has 3 combination(s) (3 learning_rate x 1 batch_size x 1 seed) but vm_count is 2"),
+        ({"vm_count": 1, "distribution": "sweep", "sweep": {"learning_rate": [0.1]}}, "vm_count 2 or more"),
+        ({"vm_count": 1, "distribution": "multi_worker"}, "multi_worker needs vm_count 2"),
+        ({"vm_count": 2, "distribution": "sweep"}, "needs a grid"),
+        ({"vm_count": 2, "sweep": {"seed": [1, 2]}}, "set distribution 'sweep'"),
+        ({"vm_count": 2, "distribution": "sweep", "sweep": {"seed": [1, 1]}}, "lists 1 twice"),
+    ],
+)  # fmt: skip
+def test_distribution_problems_say_what_to_fix(overrides, says):
+    with pytest.raises(InvalidRunParameters) as err:
+        check_params(defaults(**overrides))
+    assert says in str(err.value)
 
 
 def test_two_runs_never_share_names_or_prefixes():
@@ -140,6 +187,11 @@ def test_params_validate_terraform_and_sandbox_share_one_profile_table():
         ("keep_on_failure_minutes", 10_000),
         ("epochs", 0),
         ("learning_rate", 0),
+        ("distribution", "ring"),
+        ("sweep", {"momentum": [0.9]}),
+        ("sweep", {"learning_rate": []}),
+        ("sweep", {"learning_rate": [2.0]}),
+        ("collective_timeout_seconds", 5),
     ],
 )
 def test_json_schema_rejects_bad_values(name, bad):

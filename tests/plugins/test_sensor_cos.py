@@ -79,6 +79,62 @@ def test_check_all_present_and_stall():
     )
 
 
+# -- the modes' contracts (docs/architecture.md): multi_worker awaits the chief's marker only ----
+
+SERVERS = ["p/vm-0/", "p/vm-1/"]
+
+
+def test_multi_worker_a_workers_failed_marker_fails_the_wait():
+    cos = FakeCos()
+    cos.put("p/vm-1/_FAILED", json.dumps({"error": "worker 1: CUDA error"}))
+    res = check_markers(cos, "b", KEYS[:1], new_state(now=0), stall_timeout=None, now=1, watch=SERVERS)
+    assert res["status"] == "failed" and res["key"] == "p/vm-1/_FAILED"
+    # Without the watched folders the same wait would not see it: the folder list is what matters.
+    res = check_markers(cos, "b", KEYS[:1], new_state(now=0), stall_timeout=None, now=1)
+    assert res["status"] == "waiting"
+
+
+def test_multi_worker_succeeds_on_the_chiefs_marker_alone():
+    cos = FakeCos()
+    cos.put("p/vm-1/progress.json", json.dumps({"epoch": 3, "epochs": 3, "status": "finished"}))
+    cos.put("p/vm-0/_SUCCESS", "sha")
+    res = check_markers(cos, "b", KEYS[:1], new_state(now=0), stall_timeout=10, now=1, watch=SERVERS)
+    assert res["status"] == "success"
+
+
+def test_every_server_has_its_own_stall_clock():
+    cos = FakeCos()
+    state = new_state(now=0)
+    cos.put("p/vm-0/progress.json", json.dumps({"epoch": 1, "epochs": 9}))
+    cos.put("p/vm-1/progress.json", json.dumps({"epoch": 1, "epochs": 9}))
+    assert check_markers(cos, "b", KEYS, state, stall_timeout=10, now=1, watch=SERVERS)["status"] == "waiting"
+    # vm-0 keeps reporting; vm-1 went silent: a stall, though the run as a whole moves.
+    for now in (6, 12):
+        cos.put("p/vm-0/progress.json", json.dumps({"epoch": now, "epochs": 9}))
+        res = check_markers(cos, "b", KEYS, state, stall_timeout=10, now=now, watch=SERVERS)
+    assert res["status"] == "stalled" and "p/vm-1/progress.json" in res["message"], res
+
+
+def test_a_worker_that_finished_is_not_a_stall_while_the_chief_publishes():
+    cos = FakeCos()
+    state = new_state(now=0)
+    cos.put("p/vm-0/progress.json", json.dumps({"epoch": 3, "epochs": 3}))
+    cos.put("p/vm-1/progress.json", json.dumps({"epoch": 3, "epochs": 3, "status": "finished"}))
+    assert (
+        check_markers(cos, "b", KEYS[:1], state, stall_timeout=10, now=1, watch=SERVERS)["status"]
+        == "waiting"
+    )
+    # The chief is still silent past the stall timeout (it would be a stall) ...
+    res = check_markers(cos, "b", KEYS[:1], state, stall_timeout=10, now=12, watch=SERVERS)
+    assert res["status"] == "stalled" and "p/vm-0/progress.json" in res["message"]
+    # ... but a finished worker alone never is.
+    cos.put("p/vm-0/progress.json", json.dumps({"epoch": 3, "epochs": 3, "note": "publishing"}))
+    assert (
+        check_markers(cos, "b", KEYS[:1], state, stall_timeout=10, now=13, watch=SERVERS)["status"]
+        == "waiting"
+    )
+
+
 def test_failed_marker_not_json():
     cos = FakeCos()
     cos.put("p/vm-0/_FAILED", "plain text error")
@@ -231,6 +287,7 @@ def _templated_sensor():
         bucket_key="{{ ti.xcom_pull(task_ids='validate', map_indexes=-1)['marker_keys'] }}",
         stall_timeout="{{ params.progress_stall_minutes * 60 }}",
         timeout="{{ params.max_runtime_minutes * 60 }}",
+        watch_prefixes="{{ ti.xcom_pull(task_ids='validate', map_indexes=-1)['server_prefixes'] }}",
         start_from_trigger=True,
     )
 
@@ -240,7 +297,7 @@ class _PlanTI:
 
     def xcom_pull(self, task_ids, map_indexes):
         assert (task_ids, map_indexes) == ("validate", -1)
-        return {"marker_keys": KEYS}
+        return {"marker_keys": KEYS, "server_prefixes": SERVERS}
 
 
 def _context(max_runtime_minutes=60):
@@ -259,9 +316,11 @@ async def test_started_from_the_triggerer_it_renders_its_fields_and_ends_the_tas
         "wait_timeout",
         "cos_conn_id",
         "server_name_prefix",
+        "watch_prefixes",
     }
     assert set(trig.template_fields) == rendered
     assert trig.bucket_name == "b" and trig.bucket_key == str(KEYS) and trig.wait_timeout == "3600"
+    assert trig.watch_prefixes == str(SERVERS)
     for k in KEYS:
         cos.put(k, "x")
     with mock.patch.object(trig, "_make_hook", return_value=cos):

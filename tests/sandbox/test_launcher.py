@@ -31,6 +31,7 @@ out="$GPU_WORKLOAD_ROOT/var/log/gpu-workload/seen.env"
   echo "FAULT=${GPU_WORKLOAD_FAULT:-none}"
   echo "AIRFLOW=${AIRFLOW__CORE__TEST_SECRET:-unset}"
   echo "EXTRA=${EXTRA_VAR:-unset}"
+  echo "PORTS=${GPU_WORKLOAD_LOOPBACK_PORTS:-unset}"
   cat "$env_file"
 } > "$out.tmp"
 mv "$out.tmp" "$out"
@@ -125,11 +126,30 @@ def test_start_writes_files_and_runs_runcmd_with_sandbox_env(launcher, monkeypat
     assert "console line from the fake bootstrap" in console.read_text()
 
 
-@pytest.mark.parametrize(("fault", "value"), [("workload_fails", "fail"), ("workload_hangs", "hang")])
+@pytest.mark.parametrize(
+    ("fault", "value"),
+    [("workload_fails", "fail"), ("workload_hangs", "hang"), ("worker_dies", "worker_dies")],
+)
 def test_workload_faults_reach_the_environment(launcher, faults, fault, value):
     faults.set([fault])
     launcher.start({"id": "vm-f"}, cloud_config())
     assert seen(launcher, "vm-f")["FAULT"] == value
+
+
+def test_each_vpc_gets_its_own_block_of_loopback_ports(launcher):
+    # Servers of one VPC share a block (they reach each other at 127.0.0.1:<block + last octet>);
+    # another run's VPC, which may use the very same private addresses, gets another block.
+    launcher.start({"id": "vm-a0", "attrs": {"vpc": "vpc-a"}}, cloud_config())
+    launcher.start({"id": "vm-a1", "attrs": {"vpc": "vpc-a"}}, cloud_config())
+    launcher.start({"id": "vm-b0", "attrs": {"vpc": "vpc-b"}}, cloud_config())
+    a0, a1, b0 = (int(seen(launcher, i)["PORTS"]) for i in ("vm-a0", "vm-a1", "vm-b0"))
+    assert a0 == a1 and abs(a0 - b0) >= 256
+    assert min(a0, b0) > 1024 and max(a0, b0) + 255 < 32768  # below the ephemeral port range
+    # The block is free again once the VPC's last server is gone.
+    for instance in ("vm-a0", "vm-a1"):
+        launcher.stop(instance)
+    launcher.start({"id": "vm-c0", "attrs": {"vpc": "vpc-c"}}, cloud_config())
+    assert int(seen(launcher, "vm-c0")["PORTS"]) == a0
 
 
 def test_stop_terminates_the_whole_process_group(launcher):

@@ -21,10 +21,12 @@ COS_CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/sandbox0account:0
 RUN_ENV_KEYS = [
     "RUN_ID", "RUN_DEADLINE", "INSTANCE_INDEX", "INSTANCE_COUNT", "COS_ENDPOINT", "COS_BUCKET",
     "COS_OUTPUT_PREFIX", "WORKLOAD_BUNDLE_KEY", "COS_AUTH", "TRUSTED_PROFILE_ID", "DATASET", "EPOCHS",
-    "BATCH_SIZE", "LEARNING_RATE", "SEED",
+    "BATCH_SIZE", "LEARNING_RATE", "SEED", "DISTRIBUTION", "CLUSTER_HOSTS", "TRAINING_PORT",
+    "COLLECTIVE_TIMEOUT_S",
 ]  # fmt: skip
 HMAC_KEYS = ["COS_HMAC_ACCESS_KEY_ID", "COS_HMAC_SECRET_ACCESS_KEY"]
 BASE_RESOURCES = 9  # vpc, gateway, subnet, sg, 3 egress rules, trusted profile, policy
+PER_SERVER = 2  # the instance and its reserved private IP
 
 
 def variables(**overrides: Any) -> dict[str, dict]:
@@ -96,10 +98,10 @@ def run_env(user_data: str) -> dict[str, str]:
 
 def test_plan_counts_resources_without_touching_the_inventory(engine, inventory):
     run = make_run()
-    assert engine.plan(run) == {"add": BASE_RESOURCES + 2, "change": 0, "destroy": 0}
+    assert engine.plan(run) == {"add": BASE_RESOURCES + 2 * PER_SERVER, "change": 0, "destroy": 0}
     assert inventory.list() == []
     assert run.state == {}
-    assert "Plan: 11 to add, 0 to change, 0 to destroy." in run.lines
+    assert "Plan: 13 to add, 0 to change, 0 to destroy." in run.lines
 
 
 def test_plan_after_apply_has_no_changes_and_follows_vm_count(engine):
@@ -107,7 +109,7 @@ def test_plan_after_apply_has_no_changes_and_follows_vm_count(engine):
     engine.apply(run)
     assert engine.plan(run) == {"add": 0, "change": 0, "destroy": 0}
     run.variables = variables(vm_count="3")
-    assert engine.plan(run) == {"add": 1, "change": 0, "destroy": 0}
+    assert engine.plan(run) == {"add": PER_SERVER, "change": 0, "destroy": 0}
 
 
 # -- apply ---------------------------------------------------------------------------------------
@@ -158,7 +160,7 @@ def test_apply_creates_tagged_named_resources_in_dependency_order(engine, invent
     assert outputs["vpc_id"] == {"value": outputs["vpc_id"]["value"], "type": "string", "sensitive": False}
     assert not any(o["sensitive"] for o in outputs.values())
     assert run.state["outputs"] == outputs
-    assert "Apply complete! Resources: 11 added, 0 changed, 0 destroyed." in run.lines
+    assert "Apply complete! Resources: 13 added, 0 changed, 0 destroyed." in run.lines
     assert "ibm_is_vpc.vpc: Creating..." in run.lines
 
 
@@ -203,6 +205,10 @@ def test_user_data_implements_the_boot_contract(engine, inventory):
             "BATCH_SIZE": "128",
             "LEARNING_RATE": "0.001",
             "SEED": "42",
+            "DISTRIBUTION": "single",
+            "CLUSTER_HOSTS": "10.240.0.4,10.240.0.5",  # the reserved IPs, known before boot
+            "TRAINING_PORT": "23456",
+            "COLLECTIVE_TIMEOUT_S": "300",
         }
 
 
@@ -213,7 +219,7 @@ def test_hmac_mode_has_keys_in_run_env_and_no_trusted_profile(engine, inventory)
         cos_hmac_access_key_id="0123456789abcdef0123",
         cos_hmac_secret_access_key="s3cr3tS3cr3tS3cr3tS3cr3t",
     )
-    assert engine.plan(run)["add"] == BASE_RESOURCES - 2 + 2
+    assert engine.plan(run)["add"] == BASE_RESOURCES - 2 + 2 * PER_SERVER
     outputs = engine.apply(run)
     assert not inventory.list(kind="ibm_iam_trusted_profile")
     assert not inventory.list(kind="ibm_iam_trusted_profile_policy")
@@ -284,7 +290,7 @@ def test_two_runs_coexist_and_destroy_only_their_own(engine, inventory):
     engine.destroy(a)
     assert inventory.list(workspace_id="ws-a") == []
     left = inventory.list(workspace_id="ws-b")
-    assert len(left) == BASE_RESOURCES + 2  # one instance + its boot volume
+    assert len(left) == BASE_RESOURCES + 3  # one instance, its boot volume and its reserved IP
     assert all("airflow-run:nightly-bbbbbbbb" in r["tags"] for r in left if r["tags"])
 
 
@@ -296,7 +302,7 @@ def test_reapply_is_idempotent_and_shrinks_with_vm_count(engine, inventory, laun
     assert len(inventory.list(kind="ibm_is_instance")) == 2
     run.variables = variables(vm_count="1")
     engine.apply(run)
-    assert "Apply complete! Resources: 0 added, 0 changed, 1 destroyed." in run.lines
+    assert "Apply complete! Resources: 0 added, 0 changed, 2 destroyed." in run.lines
     assert [r["name"] for r in inventory.list(kind="ibm_is_instance")] == ["nightly-a1b2c3d4-vm-0"]
     assert len(launcher.stopped) == 1
 
@@ -315,7 +321,7 @@ def test_destroy_empties_the_inventory_in_reverse_order(engine, inventory, launc
     deleted = [e["kind"] for e in inventory.events() if e["event"] == "deleted"]
     assert deleted.index("ibm_is_instance") < deleted.index("ibm_is_subnet") < deleted.index("ibm_is_vpc")
     assert deleted[-1] == "ibm_is_vpc"
-    assert "Destroy complete! Resources: 11 destroyed." in run.lines
+    assert "Destroy complete! Resources: 13 destroyed." in run.lines
     engine.destroy(run)  # nothing left: still fine
     assert "Destroy complete! Resources: 0 destroyed." in run.lines
 
@@ -325,7 +331,7 @@ def test_refresh_forgets_resources_deleted_out_of_band(engine, inventory):
     outputs = engine.apply(run)
     inventory.remove(outputs["instance_ids"]["value"][1])
     assert engine.refresh(run) == outputs
-    assert len(run.state["resources"]) == BASE_RESOURCES + 1
+    assert len(run.state["resources"]) == BASE_RESOURCES + 2 * PER_SERVER - 1
     assert engine.plan(run) == {"add": 1, "change": 0, "destroy": 0}
 
 
@@ -344,11 +350,11 @@ def test_fault_plan_fails(engine, faults, inventory):
 
 
 def test_fault_apply_fails_midway_keeps_state_for_destroy(engine, faults, inventory):
-    faults.set({"apply_fails_midway": {"after": 10}})
+    faults.set({"apply_fails_midway": {"after": 12}})
     run = make_run()
     with pytest.raises(TerraformError, match="apply_fails_midway"):
         engine.apply(run)
-    assert len(run.state["resources"]) == 10
+    assert len(run.state["resources"]) == 12
     assert len(inventory.list(kind="ibm_is_instance")) == 1  # vm-0 exists, vm-1 failed
     engine.destroy(run)
     assert inventory.list() == []
@@ -359,7 +365,7 @@ def test_fault_apply_fails_midway_default_is_half(engine, faults, inventory):
     run = make_run()
     with pytest.raises(TerraformError):
         engine.apply(run)
-    assert len(run.state["resources"]) == 6
+    assert len(run.state["resources"]) == 7
     engine.destroy(run)
     assert inventory.list() == []
 
@@ -370,10 +376,10 @@ def test_fault_apply_fails_midway_fails_every_retry_too(engine, faults, inventor
     for _ in range(2):
         with pytest.raises(TerraformError, match="apply_fails_midway"):
             engine.apply(run)
-        assert len(run.state["resources"]) == 6  # a retry creates nothing more and fails again
+        assert len(run.state["resources"]) == 7  # a retry creates nothing more and fails again
     faults.set([])
     engine.apply(run)  # once capacity is back, the same state completes
-    assert len(run.state["resources"]) > 6
+    assert len(run.state["resources"]) > 7
     engine.destroy(run)
     assert inventory.list() == []
 
@@ -384,7 +390,7 @@ def test_fault_destroy_fails_once(engine, faults, inventory):
     faults.set(["destroy_fails_once"])
     with pytest.raises(TerraformError, match="destroy_fails_once"):
         engine.destroy(run)
-    assert 0 < len(run.state["resources"]) < BASE_RESOURCES + 2
+    assert 0 < len(run.state["resources"]) < BASE_RESOURCES + 2 * PER_SERVER
     engine.destroy(run)
     assert inventory.list() == []
 
@@ -469,6 +475,46 @@ def test_missing_required_variable(engine):
         engine.plan(run)
 
 
+# -- reserved IPs (checks from the provider's schema and the VPC API, docs/sandbox.md) --------------
+
+
+def _reserved_ip_module(tmp_path: Path, body: str) -> TerraformRun:
+    (tmp_path / "main.tf").write_text(
+        'resource "ibm_is_vpc" "v" {\n  name = "r-vpc"\n}\n'
+        'resource "ibm_is_subnet" "s" {\n  name = "r-subnet"\n  vpc = ibm_is_vpc.v.id\n'
+        '  ipv4_cidr_block = "10.240.0.0/29"\n}\n' + body
+    )
+    return TerraformRun("ws-ip", tmp_path, {}, {}, lambda _l: None)
+
+
+def test_reserved_ips_skip_the_addresses_ibm_keeps_and_run_out(engine, tmp_path):
+    # A /29 has 8 addresses; IBM keeps the first four and the last: three are left.
+    body = 'resource "ibm_is_subnet_reserved_ip" "ip" {\n  count = 3\n  subnet = ibm_is_subnet.s.id\n}\n'
+    run = _reserved_ip_module(tmp_path, body)
+    engine.apply(run)
+    got = [e["attrs"]["address"] for e in run.state["resources"] if e["type"] == "ibm_is_subnet_reserved_ip"]
+    assert got == ["10.240.0.4", "10.240.0.5", "10.240.0.6"]
+    run = _reserved_ip_module(tmp_path, body.replace("count = 3", "count = 4"))
+    with pytest.raises(TerraformError, match="no free address"):
+        engine.apply(run)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ("auto_delete = true", "auto_delete must be false"),
+        ('address = "10.240.0.1"', "not available"),
+        ('address = "10.9.0.4"', "not available"),
+        ('name = "ibm-reserved"', "invalid reserved IP name"),
+        ('name = "Bad_Name"', "invalid reserved IP name"),
+    ],
+)
+def test_reserved_ip_arguments_are_checked_like_the_vpc_api(engine, tmp_path, args, says):
+    body = f'resource "ibm_is_subnet_reserved_ip" "ip" {{\n  subnet = ibm_is_subnet.s.id\n  {args}\n}}\n'
+    with pytest.raises(TerraformError, match=says):
+        engine.apply(_reserved_ip_module(tmp_path, body))
+
+
 def test_undeclared_variable_is_a_warning(engine):
     run = make_run(not_declared="x")
     engine.plan(run)
@@ -482,7 +528,8 @@ def test_declared_variables_match_the_architecture_contract():
         "image_name", "cos_bucket", "cos_endpoint", "cos_prefix", "cos_instance_crn",
         "workload_bundle_key", "dataset", "epochs", "batch_size", "learning_rate", "seed",
         "cos_auth_mode", "cos_hmac_access_key_id", "cos_hmac_secret_access_key", "debug_mode",
-        "debug_ssh_public_key", "debug_allowed_cidr", "cos_profile_roles",
+        "debug_ssh_public_key", "debug_allowed_cidr", "cos_profile_roles", "distribution", "trials",
+        "training_port", "collective_timeout_seconds",
     }  # fmt: skip
     assert declared["cos_profile_roles"]["default"] == ["Object Writer", "Object Reader"]
     assert declared["vm_count"]["type"] == "number" and declared["vm_count"]["default"] == 1

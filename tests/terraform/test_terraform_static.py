@@ -30,9 +30,13 @@ TF_FILES = sorted(TF.glob("*.tf"))
 TAGGABLE = {
     "ibm_is_vpc", "ibm_is_subnet", "ibm_is_public_gateway", "ibm_is_security_group",
     "ibm_is_instance", "ibm_is_ssh_key", "ibm_is_floating_ip", "ibm_is_volume",
-    "ibm_is_network_acl", "ibm_is_virtual_network_interface", "ibm_is_subnet_reserved_ip",
+    "ibm_is_network_acl", "ibm_is_virtual_network_interface",
 }  # fmt: skip
-NOT_TAGGABLE = {"ibm_is_security_group_rule", "ibm_iam_trusted_profile", "ibm_iam_trusted_profile_policy"}
+# ibm_is_subnet_reserved_ip has no tags argument (provider v2.5: resource_ibm_is_subnet_reserved_ip.go)
+NOT_TAGGABLE = {
+    "ibm_is_security_group_rule", "ibm_iam_trusted_profile", "ibm_iam_trusted_profile_policy",
+    "ibm_is_subnet_reserved_ip",
+}  # fmt: skip
 SECRETS = {"cos_hmac_access_key_id", "cos_hmac_secret_access_key"}
 
 
@@ -136,7 +140,12 @@ def test_every_taggable_resource_is_tagged_with_the_run_and_named_after_it():
 
 def test_inbound_rules_floating_ips_and_ssh_keys_are_counted_by_debug_mode():
     for rtype, name, body in blocks("resource"):
-        inbound = rtype == "ibm_is_security_group_rule" and unquote(body.get("direction")) == "inbound"
+        rule = rtype == "ibm_is_security_group_rule"
+        if rule and unquote(body.get("remote")) == "${ibm_is_security_group.vm.id}":
+            # the cluster's own traffic: multi_worker only, members of the run's group only
+            assert 'var.distribution == "multi_worker"' in str(body.get("count")), name
+            continue
+        inbound = rule and unquote(body.get("direction")) == "inbound"
         if inbound or rtype in {"ibm_is_floating_ip", "ibm_is_ssh_key"}:
             assert "var.debug_mode" in str(body.get("count")), f"{rtype}.{name} must be debug-only"
         if rtype == "ibm_is_security_group_rule" and inbound:
@@ -154,6 +163,7 @@ def _apply(**extra: str) -> Inventory:
         "cos_instance_crn": "crn:v1:bluemix:public:cloud-object-storage:global:a/acct:guid::",
         "workload_bundle_key": "runs/dag/static-0000abcd/bundle/workload.tar.gz",
         "vm_count": "3",
+        "distribution": "multi_worker",
         **extra,
     }
     inventory = Inventory()
@@ -171,7 +181,16 @@ def test_evaluated_exposure_for_debug_false_and_true(debug):
         if debug else {"debug_mode": "false"}
     )  # fmt: skip
     inventory = _apply(**extra)
-    rules = inventory.list(kind="ibm_is_security_group_rule")
+    (group,) = inventory.list(kind="ibm_is_security_group")
+    all_rules = inventory.list(kind="ibm_is_security_group_rule")
+    # Between the run's own servers only: TCP in and out, remote = their security group.
+    cluster = sorted(
+        (r["attrs"]["direction"], r["attrs"]["protocol"], r["attrs"]["port_min"], r["attrs"]["port_max"])
+        for r in all_rules
+        if r["attrs"]["remote"] == group["id"]
+    )
+    assert cluster == [("inbound", "tcp", 1, 65535), ("outbound", "tcp", 1, 65535)]
+    rules = [r for r in all_rules if r["attrs"]["remote"] != group["id"]]
     inbound = [r["attrs"] for r in rules if r["attrs"]["direction"] == "inbound"]
     outbound = sorted(
         (r["attrs"]["protocol"], r["attrs"]["port_min"], r["attrs"]["port_max"], r["attrs"]["remote"])
@@ -207,6 +226,57 @@ def test_instances_use_https_metadata_trusted_profile_and_auto_delete():
         assert attrs["default_trusted_profile_auto_link"] is True
         assert attrs["trusted_profile_id"].startswith("Profile-")
         assert len(attrs["user_data"].encode()) < 64 * 1024  # IBM VPC user_data limit
+
+
+def _run_env(vm: dict) -> dict[str, str]:
+    lines = vm["attrs"]["user_data"].split("content: |", 1)[1].split("  - path:", 1)[0]
+    return dict(line.strip().split("=", 1) for line in lines.strip().splitlines())
+
+
+def test_every_server_has_a_reserved_ip_and_knows_the_whole_cluster_before_boot():
+    inventory = _apply()
+    reserved = {r["attrs"]["reserved_ip"]: r for r in inventory.list(kind="ibm_is_subnet_reserved_ip")}
+    assert len(reserved) == 3
+    vms = sorted(inventory.list(kind="ibm_is_instance"), key=lambda r: r["name"])
+    addresses = [vm["attrs"]["primary_ip"] for vm in vms]
+    for vm in vms:
+        ip = vm["attrs"]["primary_network_interface"][0]["primary_ip"][0]
+        assert reserved[ip["reserved_ip"]]["attrs"]["address"] == ip["address"]
+        env = _run_env(vm)
+        assert env["CLUSTER_HOSTS"] == ",".join(addresses)  # every server, in index order
+        assert (env["DISTRIBUTION"], env["TRAINING_PORT"]) == ("multi_worker", "23456")
+    assert len(set(addresses)) == 3
+
+
+def test_a_sweep_gives_each_server_its_own_trial_and_no_cluster_rule():
+    trials = (
+        '[{"learning_rate": 0.1, "batch_size": 16, "seed": 1},'
+        ' {"learning_rate": 0.01, "batch_size": 32, "seed": 2}]'
+    )
+    inventory = _apply(vm_count="2", distribution="sweep", trials=trials)
+    vms = sorted(inventory.list(kind="ibm_is_instance"), key=lambda r: r["name"])
+    got = [(e["LEARNING_RATE"], e["BATCH_SIZE"], e["SEED"]) for e in map(_run_env, vms)]
+    assert got == [("0.1", "16", "1"), ("0.01", "32", "2")]
+    (group,) = inventory.list(kind="ibm_is_security_group")
+    assert not [
+        r for r in inventory.list(kind="ibm_is_security_group_rule") if r["attrs"]["remote"] == group["id"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"vm_count": "1", "distribution": "multi_worker"}, "distribution"),
+        ({"vm_count": "3", "distribution": "sweep",
+          "trials": '[{"learning_rate": 0.1, "batch_size": 16, "seed": 1}]'}, "trials"),
+        ({"training_port": "80"}, "training_port"),
+    ],
+)  # fmt: skip
+def test_distribution_variables_are_validated(extra, named):
+    from sandbox.terraform import TerraformError
+
+    with pytest.raises(TerraformError, match=f'variable "{named}"'):
+        _apply(**extra)
 
 
 def test_trusted_profile_policy_is_least_privilege_on_the_run_prefix():
@@ -257,7 +327,8 @@ def test_cloud_init_template_writes_exactly_the_contract_keys():
     assert keys == [
         "RUN_ID", "RUN_DEADLINE", "INSTANCE_INDEX", "INSTANCE_COUNT", "COS_ENDPOINT", "COS_BUCKET",
         "COS_OUTPUT_PREFIX", "WORKLOAD_BUNDLE_KEY", "COS_AUTH", "TRUSTED_PROFILE_ID", "DATASET", "EPOCHS",
-        "BATCH_SIZE", "LEARNING_RATE", "SEED", "COS_HMAC_ACCESS_KEY_ID", "COS_HMAC_SECRET_ACCESS_KEY",
+        "BATCH_SIZE", "LEARNING_RATE", "SEED", "DISTRIBUTION", "CLUSTER_HOSTS", "TRAINING_PORT",
+        "COLLECTIVE_TIMEOUT_S", "COS_HMAC_ACCESS_KEY_ID", "COS_HMAC_SECRET_ACCESS_KEY",
     ]  # fmt: skip
     assert 'if cos_auth == "hmac"' in text
 

@@ -30,7 +30,8 @@ _STATE_KEY = "ibm_cos_sensor_progress"
 class CosKeySensor(BaseSensorOperator):
     """Wait until every key in ``bucket_key`` exists in COS (e.g. one ``_SUCCESS`` marker per VM).
 
-    * A sibling ``_FAILED`` object (same directory as a key) fails the task at once, without retry
+    * A sibling ``_FAILED`` object (same directory as a key, or in a ``watch_prefixes`` folder) fails
+      the task at once, without retry
       (``AirflowFailException``), and its JSON (``error``, ``log_tail``) is written to the task log.
     * Each new sibling ``progress.json`` (epoch, metrics) is logged while waiting.
     * When none of them changes for ``stall_timeout`` seconds once the workload has reported progress,
@@ -53,6 +54,9 @@ class CosKeySensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer.
     :param start_from_trigger: start (and succeed) in the triggerer, without a worker.
     :param check_failed: look for ``_FAILED`` markers.
+    :param watch_prefixes: more folders (templated: a list, or its text) whose ``_FAILED`` fails the
+        task and whose ``progress.json`` counts for stall detection, though no key is awaited there
+        (the workers of a multi-worker run).
     :param ibm_conn_id: IBM Cloud connection for the VPC API; with ``server_name_prefix`` (the run
         slug, templated) the sensor fails when a server ``<slug>-vm-<i>`` whose marker is missing
         has stopped (the workload powers off when it cannot write to COS), checked every
@@ -65,6 +69,7 @@ class CosKeySensor(BaseSensorOperator):
         "cos_conn_id",
         "stall_timeout",
         "wait_timeout",
+        "watch_prefixes",
         "server_name_prefix",
         "trusted_profile_id",
     )
@@ -82,6 +87,7 @@ class CosKeySensor(BaseSensorOperator):
         check_failed: bool = True,
         wait_timeout: float | str | None = None,
         timeout: Any = None,
+        watch_prefixes: str | list[str] | None = None,
         ibm_conn_id: str | None = None,
         server_name_prefix: str | None = None,
         trusted_profile_id: str = "",
@@ -98,6 +104,7 @@ class CosKeySensor(BaseSensorOperator):
         self.stall_timeout = stall_timeout
         self.deferrable = deferrable
         self.check_failed = check_failed
+        self.watch_prefixes = watch_prefixes
         self.ibm_conn_id = ibm_conn_id
         self.server_name_prefix = server_name_prefix
         self.trusted_profile_id = trusted_profile_id
@@ -120,6 +127,7 @@ class CosKeySensor(BaseSensorOperator):
                     "poke_interval": self.poke_interval,
                     "check_failed": check_failed,
                     "end_from_trigger": True,
+                    "watch_prefixes": watch_prefixes,
                     "ibm_conn_id": ibm_conn_id,
                     "server_name_prefix": server_name_prefix,
                     "server_check_interval": server_check_interval,
@@ -190,6 +198,7 @@ class CosKeySensor(BaseSensorOperator):
             state,
             stall_timeout=self.stall_timeout,
             check_failed=self.check_failed,
+            watch=as_keys(self.watch_prefixes),
         )
         if repr(state) != before:
             self._save_state()
@@ -260,6 +269,7 @@ class CosKeySensor(BaseSensorOperator):
                 stall_timeout=self.stall_timeout,
                 check_failed=self.check_failed,
                 state=self._state,
+                watch_prefixes=as_keys(self.watch_prefixes),
                 ibm_conn_id=self.ibm_conn_id,
                 server_name_prefix=self.server_name_prefix,
                 server_check_interval=self.server_check_interval,

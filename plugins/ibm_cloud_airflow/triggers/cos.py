@@ -20,8 +20,11 @@ PROGRESS_FILE = "progress.json"
 
 
 def _sibling(key: str, name: str) -> str:
-    parent = posixpath.dirname(key)
-    return f"{parent}/{name}" if parent else name
+    return _in(posixpath.dirname(key), name)
+
+
+def _in(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
 
 
 def describe_progress(key: str, progress: Any) -> str:
@@ -38,6 +41,15 @@ def new_state(now: float | None = None) -> dict[str, Any]:
     return {"done": [], "progress": {}, "last_change": now if now is not None else time.time()}
 
 
+def _folders(keys: list[str], watch: list[str] | None) -> list[str]:
+    """The folders to watch: each key's, then the extra ones (``a/b/`` and ``a/b`` alike)."""
+    out: list[str] = []
+    for folder in [posixpath.dirname(k) for k in keys] + [w.rstrip("/") for w in watch or []]:
+        if folder not in out:
+            out.append(folder)
+    return out
+
+
 def check_markers(
     hook: Any,
     bucket: str,
@@ -47,8 +59,14 @@ def check_markers(
     stall_timeout: float | None,
     check_failed: bool = True,
     now: float | None = None,
+    watch: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One look at COS. Mutates ``state`` (done keys, progress ETags, time of the last change).
+    """One look at COS. Mutates ``state`` (done keys, progress ETags, when each folder last changed).
+
+    ``watch`` adds folders that write no awaited marker but whose ``_FAILED`` fails the wait and
+    whose ``progress.json`` counts (the workers of a multi-worker run). Every folder still at work
+    has its own stall clock: one server that stops reporting is a stall even while others go on.
+    A folder is done when its key is present, or (no key) when its progress says ``finished``.
 
     Returns ``{"status": "success"|"failed"|"stalled"|"waiting", "progress": [lines], ...}``; a
     ``failed`` result carries ``key``, ``error``, ``log_tail`` and ``message``.
@@ -57,17 +75,19 @@ def check_markers(
     done = set(state.setdefault("done", []))
     seen = state.setdefault("progress", {})
     state.setdefault("last_change", now)
+    changed = state.setdefault("changed", {})
+    finished = set(state.setdefault("finished", []))
     lines: list[str] = []
     for key in keys:
-        if key in done:
-            continue
-        if hook.head(bucket, key) is not None:
+        if key not in done and hook.head(bucket, key) is not None:
             done.add(key)
             state["last_change"] = now
             lines.append(f"{key}: present")
-            continue
+    done_folders = {posixpath.dirname(k) for k in done} | finished
+    active = [f for f in _folders(keys, watch) if f not in done_folders]
+    for folder in active:
         if check_failed:
-            failed_key = _sibling(key, FAILED_MARKER)
+            failed_key = _in(folder, FAILED_MARKER)
             if hook.head(bucket, failed_key) is not None:
                 try:
                     body = hook.read_json(bucket, failed_key)
@@ -87,7 +107,7 @@ def check_markers(
                     "log_tail": log_tail,
                     "message": f"The workload wrote cos://{bucket}/{failed_key}: {error}",
                 }
-        progress_key = _sibling(key, PROGRESS_FILE)
+        progress_key = _in(folder, PROGRESS_FILE)
         meta = hook.head(bucket, progress_key)
         if meta is not None:
             tag = (
@@ -95,25 +115,34 @@ def check_markers(
             )
             if seen.get(progress_key) != tag:
                 seen[progress_key] = tag
-                state["last_change"] = now
-                lines.append(describe_progress(progress_key, hook.read_json(bucket, progress_key)))
+                state["last_change"] = changed[folder] = now
+                body = hook.read_json(bucket, progress_key)
+                lines.append(describe_progress(progress_key, body))
+                awaited = folder in {posixpath.dirname(k) for k in keys}
+                if not awaited and isinstance(body, dict) and body.get("status") == "finished":
+                    finished.add(folder)
     state["done"] = sorted(done)
+    state["finished"] = sorted(finished)
     if all(k in done for k in keys):
         return {"status": "success", "progress": lines, "keys": list(keys)}
-    idle = now - float(state["last_change"])
-    # The stall clock starts with the first sign of life: booting (driver install, environment,
-    # data download) takes as long as it takes, and is bounded by the sensor's own timeout.
-    started = bool(seen) or bool(done)
-    if started and stall_timeout is not None and stall_timeout > 0 and idle > stall_timeout:
-        missing = [k for k in keys if k not in done]
-        return {
-            "status": "stalled",
-            "progress": lines,
-            "message": (
-                f"No progress for {idle:.0f} s (stall_timeout {stall_timeout:.0f} s): progress.json did not "
-                f"change and {missing} did not appear"
-            ),
-        }
+    # The stall clock of a folder starts with its first progress report: booting (driver install,
+    # environment, data download) takes as long as it takes, bounded by the sensor's own timeout.
+    # A present marker of another folder starts it too (that server's run is surely under way).
+    for folder in active:
+        if folder in finished:
+            continue
+        started = _in(folder, PROGRESS_FILE) in seen or bool(done)
+        idle = now - float(changed.get(folder, state["last_change"]))
+        if started and stall_timeout is not None and stall_timeout > 0 and idle > stall_timeout:
+            missing = [k for k in keys if k not in done]
+            return {
+                "status": "stalled",
+                "progress": lines,
+                "message": (
+                    f"No progress for {idle:.0f} s (stall_timeout {stall_timeout:.0f} s): "
+                    f"{folder}/progress.json did not change and {missing} did not appear"
+                ),
+            }
     return {"status": "waiting", "progress": lines}
 
 
@@ -173,9 +202,10 @@ def as_seconds(value: Any) -> float | None:
 class CosKeyTrigger(BaseTrigger):
     """Waits until every key in ``bucket_keys`` exists in ``bucket_name``.
 
-    Fails early (``status: failed``) when a sibling ``_FAILED`` appears next to a key, and
-    (``status: stalled``) when no sibling ``progress.json`` changed for ``stall_timeout`` seconds. New
-    progress is logged as it appears. COS calls run in worker threads (``asyncio.to_thread``).
+    Fails early (``status: failed``) when a ``_FAILED`` appears next to a key or in one of the
+    ``watch_prefixes`` folders, and (``status: stalled``) when a folder's ``progress.json`` did not
+    change for ``stall_timeout`` seconds (see :func:`check_markers`). New progress is logged as it
+    appears. COS calls run in worker threads (``asyncio.to_thread``).
 
     For a sensor that starts in the triggerer (``start_from_trigger``), the triggerer renders the
     sensor's templated fields into the attributes of the same name, as text: ``bucket_key`` (the
@@ -196,6 +226,7 @@ class CosKeyTrigger(BaseTrigger):
         bucket_key: str | list[str] | None = None,
         wait_timeout: float | str | None = None,
         end_from_trigger: bool = False,
+        watch_prefixes: str | list[str] | None = None,
         ibm_conn_id: str | None = None,
         server_name_prefix: str | None = None,
         server_check_interval: float = 30.0,
@@ -215,6 +246,7 @@ class CosKeyTrigger(BaseTrigger):
         self.state = state
         self.max_consecutive_errors = max_consecutive_errors
         self.end_from_trigger = end_from_trigger
+        self.watch_prefixes = watch_prefixes
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -231,6 +263,7 @@ class CosKeyTrigger(BaseTrigger):
                 "bucket_key": self.bucket_key,
                 "wait_timeout": self.wait_timeout,
                 "end_from_trigger": self.end_from_trigger,
+                "watch_prefixes": self.watch_prefixes,
                 "ibm_conn_id": self.ibm_conn_id,
                 "server_name_prefix": self.server_name_prefix,
                 "server_check_interval": self.server_check_interval,
@@ -266,6 +299,7 @@ class CosKeyTrigger(BaseTrigger):
                 raise ValueError(f"no marker keys to wait for (bucket_key {self.bucket_key!r})")
             stall_timeout = as_seconds(self.stall_timeout)
             wait_timeout = as_seconds(self.wait_timeout)
+            watch = as_keys(self.watch_prefixes)
             hook = await asyncio.to_thread(self._make_hook)
         except Exception as exc:
             yield TriggerEvent({"status": "error", "message": str(exc)})
@@ -282,6 +316,7 @@ class CosKeyTrigger(BaseTrigger):
                     state,
                     stall_timeout=stall_timeout,
                     check_failed=self.check_failed,
+                    watch=watch,
                 )
                 errors = 0
             except Exception as exc:
