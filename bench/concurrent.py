@@ -219,7 +219,9 @@ def run_scenario(cfg: ScenarioConfig, work: Path, log=print) -> dict[str, Any]:
     bucket = conf.get("bucket", DEMO_BUCKET)
     started = time.time()
     limit = cfg.rate_limit_per_min or None  # 0: no limit
-    with Sandbox(rate_limit_per_min=limit, state_dir=work / "sandbox") as sandbox:
+    # An account that runs this many GPU servers at once has had its GPU quota raised (16 per region).
+    gpus = cfg.runs * int(conf.get("vm_count", 1))
+    with Sandbox(rate_limit_per_min=limit, state_dir=work / "sandbox", gpu_quota=max(16, gpus)) as sandbox:
         sandbox.ensure_bucket(bucket)
         tap = SchematicsTap(sandbox)
         with AirflowCluster(

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from sandbox.faults import parse_fault_spec
+from sandbox.vpc_rules import DEFAULT_GPU_QUOTA
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         "--cos-hmac-role",
         default="Writer",
         help="COS role of the HMAC credential (Writer; Reader cannot write)",
+    )
+    parser.add_argument(
+        "--gpu-quota", type=int, default=DEFAULT_GPU_QUOTA, help="GPUs per region, all instances together"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             resource_delay_s=args.resource_delay,
             state_dir=args.state_dir,
             workload_venv=args.workload_venv,
+            gpu_quota=args.gpu_quota,
             cos_hmac_role=args.cos_hmac_role,
         )
     except (UnknownFaultError, ValueError) as err:

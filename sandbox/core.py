@@ -27,6 +27,7 @@ from sandbox.schematics import SchematicsService
 from sandbox.server import ServiceServer
 from sandbox.tagging import TaggingApp
 from sandbox.vpc import VpcApp
+from sandbox.vpc_rules import DEFAULT_GPU_QUOTA
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def default_engine_factory(
     workload_venv: Path,
     state_dir: Path,
     region: str,
+    gpu_quota: int = DEFAULT_GPU_QUOTA,
     api_key_access: ApiKeyAccess | None = None,
     caller_iam_id: str = "",
 ) -> Any:
@@ -78,6 +80,7 @@ def default_engine_factory(
         resource_delay_s=resource_delay_s,
         metadata_url=metadata_url,
         region=region,
+        gpu_quota=gpu_quota,
         api_key_access=api_key_access,
         caller_iam_id=caller_iam_id,
     )
@@ -105,6 +108,7 @@ class Sandbox:
         workload_venv: Path = Path(".venv-workload"),
         *,
         region: str = "us-south",
+        gpu_quota: int = DEFAULT_GPU_QUOTA,
         engine_factory: Callable[..., Any] | None = None,
         api_key_policies: tuple[ServicePolicy, ...] | list[ServicePolicy] = DEFAULT_API_KEY_POLICIES,
         cos_hmac_role: str = "Writer",
@@ -112,6 +116,7 @@ class Sandbox:
         self.state_dir = Path(state_dir).resolve()
         self.workload_venv = Path(workload_venv).resolve()
         self.region = region
+        self.gpu_quota = gpu_quota  # GPUs per region, all instances together (IBM's default: 16)
         self.token_ttl_s = token_ttl_s
         self.rate_limit_per_min = rate_limit_per_min
         self.resource_delay_s = resource_delay_s
@@ -177,6 +182,7 @@ class Sandbox:
                 workload_venv=self.workload_venv,
                 state_dir=self.state_dir,
                 region=self.region,
+                gpu_quota=self.gpu_quota,
                 api_key_access=self.api_key_access,
                 caller_iam_id=authority.user["iam_id"],
             )

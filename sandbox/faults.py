@@ -13,6 +13,7 @@ from typing import Any
 FAULT_NAMES = (
     "plan_fails",
     "apply_fails_midway",
+    "no_capacity",
     "destroy_fails_once",
     "api_errors",
     "rate_limited",

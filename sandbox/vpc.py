@@ -35,6 +35,7 @@ from werkzeug.wrappers import Request, Response
 from sandbox.errors import json_response, vpc_error
 from sandbox.iam import InvalidTokenError, TokenAuthority
 from sandbox.inventory import Inventory
+from sandbox.vpc_rules import IMAGES, Image, zones_of
 
 COLLECTIONS = {
     "instances": "ibm_is_instance",
@@ -63,7 +64,11 @@ class VpcApp:
     url_map = Map(
         [Rule(f"/v1/{c}", endpoint=f"list:{c}", methods=["GET"]) for c in COLLECTIONS]
         + [Rule(f"/v1/{c}/<rid>", endpoint=f"get:{c}", methods=["GET"]) for c in COLLECTIONS]
-        + [Rule(f"/v1/{c}/<rid>", endpoint=f"delete:{c}", methods=["DELETE"]) for c in COLLECTIONS],
+        + [Rule(f"/v1/{c}/<rid>", endpoint=f"delete:{c}", methods=["DELETE"]) for c in COLLECTIONS]
+        + [
+            Rule("/v1/images", endpoint="list:images", methods=["GET"]),
+            Rule("/v1/images/<rid>", endpoint="get:images", methods=["GET"]),
+        ],
         strict_slashes=False,
     )
 
@@ -102,6 +107,8 @@ class VpcApp:
             return vpc_error(400, "bad_generation", "The generation query parameter must be 2.")
         action, collection = rule.endpoint.split(":")
         self.base = request.host_url.rstrip("/") + "/v1"
+        if collection == "images":
+            return self._images(request, args.get("rid"))
         if action == "delete":
             return self._delete(collection, args["rid"])
         if action == "get":
@@ -133,6 +140,66 @@ class VpcApp:
         if start + limit < len(items):
             body["next"] = {"href": f"{href}?{urlencode({'limit': limit, 'start': start + limit})}"}
         return json_response(body)
+
+    def _images(self, request: Request, rid: str | None) -> Response:
+        """The stock image catalogue (``sandbox.vpc_rules.IMAGES``); filters name, status, visibility."""
+        images = [self._render_image(i) for i in IMAGES]
+        if rid is not None:
+            found = [i for i in images if i["id"] == rid]
+            return json_response(found[0]) if found else vpc_error(404, "not_found", f"image {rid} not found")
+        statuses = set(",".join(request.args.getlist("status")).split(",")) - {""}
+        images = [
+            i
+            for i in images
+            if request.args.get("name") in (None, i["name"])
+            and (not statuses or i["status"] in statuses)
+            and request.args.get("visibility") in (None, i["visibility"])
+        ]
+        href = f"{self.base}/images"
+        return json_response(
+            {"images": images, "limit": 50, "first": {"href": f"{href}?limit=50"}, "total_count": len(images)}
+        )
+
+    def _render_image(self, image: Image) -> dict[str, Any]:
+        region = self.inventory.region
+        version = image.os.split("-")[1:3]
+        return {
+            "allowed_use": {"api_version": "true", "bare_metal_server": "true", "instance": "true"},
+            "catalog_offering": {"managed": False},
+            "created_at": "2026-01-01T00:00:00Z",
+            "crn": f"crn:v1:bluemix:public:is:{region}:a/811f8abfbd32425597dc7ba40da98fa6::image:{image.id}",
+            "encryption": "none",
+            "file": {},
+            "href": f"{self.base}/images/{image.id}",
+            "id": image.id,
+            "name": image.name,
+            "operating_system": {
+                "allow_user_image_creation": True,
+                "architecture": image.architecture,
+                "dedicated_host_only": False,
+                "display_name": f"Ubuntu Linux {'.'.join(version)} LTS ({image.architecture})",
+                "family": "Ubuntu Linux",
+                "href": f"{self.base}/operating_systems/{image.os}",
+                "name": image.os,
+                "user_data_format": "cloud_init",
+                "vendor": "Canonical",
+                "version": ".".join(version),
+            },
+            "resource_group": {
+                "href": f"https://resource-controller.cloud.ibm.com/v2/resource_groups/{DEFAULT_RG}",
+                "id": DEFAULT_RG,
+                "name": "Default",
+            },
+            "resource_type": "image",
+            "status": image.status,
+            "status_reasons": [],
+            "user_data_format": "cloud_init",
+            "visibility": "public",
+            "zones": [
+                {"href": f"{self.base}/regions/{region}/zones/{z}", "name": z}
+                for z in (zones_of(region) if image.status in ("available", "deprecated") else ())
+            ],
+        }
 
     # -- deletes ------------------------------------------------------------------------------
     DELETE_STATUS = {"subnets": 202, "vpcs": 202, "volumes": 202}
@@ -469,7 +536,7 @@ class VpcApp:
             software_attachments=[],
             startable=True,
             status=status,
-            status_reasons=[],
+            status_reasons=attrs.get("status_reasons") or [],
             threads_per_core=2,
             total_network_bandwidth=16000,
             total_volume_bandwidth=4000,

@@ -32,6 +32,7 @@ SURVIVABLE = ("api_errors", "rate_limited", "workspace_locked", "destroy_fails_o
 RUN_FAILING = (
     "plan_fails",
     "apply_fails_midway",
+    "no_capacity",
     "workload_fails",
     "workload_hangs",
     "api_key_missing_policy",

@@ -135,10 +135,12 @@ resource "ibm_is_security_group_rule" "debug_ssh" {
   port_max  = 22
 }
 
+# type from the key: the API assumes rsa when type is unset and refuses an ed25519 key then.
 resource "ibm_is_ssh_key" "debug" {
   count          = var.debug_mode ? 1 : 0
   name           = "${var.run_id}-debug-key"
   public_key     = var.debug_ssh_public_key
+  type           = startswith(var.debug_ssh_public_key, "ssh-ed25519 ") ? "ed25519" : "rsa"
   resource_group = local.resource_group
   tags           = local.tags
 }

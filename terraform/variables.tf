@@ -55,19 +55,19 @@ variable "resource_group_id" {
 }
 
 variable "gpu_profile" {
-  description = "VPC GPU instance profile (gx2/gx3/gx3d families; availability differs per zone). The hourly price of this profile dominates the run's cost."
+  description = "VPC GPU instance profile (gx2/gx3/gx3d families). gpu_profiles.json (the project's dated table) lists the zones that offer each one. The hourly price of this profile dominates the run's cost."
   type        = string
   default     = "gx3-16x80x1l4"
 
   validation {
-    condition = contains([
-      "gx2-8x64x1v100", "gx2-16x128x1v100", "gx2-16x128x2v100", "gx2-32x256x2v100",
-      "gx3-16x80x1l4", "gx3-32x160x2l4", "gx3-64x320x4l4",
-      "gx3-24x120x1l40s", "gx3-48x240x2l40s",
-      "gx3d-24x120x1a100p", "gx3d-48x240x2a100p",
-      "gx3d-160x1792x8h100", "gx3d-160x1792x8h200",
-    ], var.gpu_profile)
-    error_message = "gpu_profile must be a current x86-64 NVIDIA GPU profile: gx2-*v100, gx3-*l4, gx3-*l40s, gx3d-*a100p, gx3d-160x1792x8h100 or gx3d-160x1792x8h200."
+    condition     = contains(keys(jsondecode(file("${path.module}/gpu_profiles.json")).profiles), var.gpu_profile)
+    error_message = "gpu_profile must be a current x86-64 NVIDIA GPU profile listed in gpu_profiles.json: gx2-*v100, gx3-*l4, gx3-*l40s, gx3d-*a100p, gx3d-160x1792x8h100 or gx3d-160x1792x8h200."
+  }
+
+  # The VPC API refuses an instance whose profile the zone does not offer, after the network exists.
+  validation {
+    condition     = !contains(keys(jsondecode(file("${path.module}/gpu_profiles.json")).profiles), var.gpu_profile) || contains(try(jsondecode(file("${path.module}/gpu_profiles.json")).profiles[var.gpu_profile].zones, []), var.zone)
+    error_message = "gpu_profile is not offered in zone; gpu_profiles.json lists the zones of each profile."
   }
 }
 

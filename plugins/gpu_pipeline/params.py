@@ -5,26 +5,14 @@ from __future__ import annotations
 from airflow.sdk import Param
 
 from gpu_pipeline.cost import PRICES_FILE, price_table, profile_price
+from gpu_pipeline.gpu_profiles import profile_names
 
 # Regions where both Schematics and VPC GPU profiles are offered (reference: Schematics locations).
 REGIONS = ("us-south", "us-east", "eu-de", "eu-gb", "ca-tor", "ca-mon")
 
-# Current x86 VPC GPU profiles (reference §3.2); gx3 L4 is the cheapest sensible default.
-GPU_PROFILES = (
-    "gx3-16x80x1l4",
-    "gx3-32x160x2l4",
-    "gx3-64x320x4l4",
-    "gx3-24x120x1l40s",
-    "gx3-48x240x2l40s",
-    "gx2-8x64x1v100",
-    "gx2-16x128x1v100",
-    "gx2-16x128x2v100",
-    "gx2-32x256x2v100",
-    "gx3d-24x120x1a100p",
-    "gx3d-48x240x2a100p",
-    "gx3d-160x1792x8h100",
-    "gx3d-160x1792x8h200",
-)
+# Current x86 VPC GPU profiles, from the project's one dated table (gpu_profiles.py); the
+# first, gx3 L4, is the cheapest sensible default. validate checks the zone offers the profile.
+GPU_PROFILES = profile_names()
 
 MAX_VMS = 8
 # The budget gate's default: a few default runs' worth (1 x L4 for 2 h is about 4 USD at list price).
@@ -72,7 +60,8 @@ PARAMS: dict[str, Param] = {
         enum=list(GPU_PROFILES),
         values_display=_profile_choices(),
         title="GPU profile",
-        description="VPC instance profile of each GPU server; its list price per server-hour is "
+        description="VPC instance profile of each GPU server; not every zone offers every profile "
+        "(checked before anything is created); its list price per server-hour is "
         f"shown with it ({PRICES_FILE}, prices as of {price_table()['as_of']}).",
     ),
     "vm_count": Param(

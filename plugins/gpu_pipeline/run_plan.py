@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gpu_pipeline.gpu_profiles import placement_problems
 from gpu_pipeline.params import optional_text
 from ibm_cloud_airflow.utils.run_identity import run_description, run_prefix, run_slug, run_tags
 
@@ -31,6 +32,8 @@ def check_params(params: dict[str, Any]) -> None:
     region, zone = params["region"], params["zone"]
     if not zone.startswith(f"{region}-"):
         problems.append(f"zone: '{zone}' is not in region '{region}'; use e.g. '{region}-1'.")
+    else:
+        problems.extend(placement_problems(params["gpu_profile"], region, zone))
     existing = optional_text(params, "existing_workspace_id")
     if existing and not existing.startswith(f"{region}."):
         problems.append(

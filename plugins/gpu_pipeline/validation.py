@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,9 +11,11 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from gpu_pipeline.cost import budget_problem
 from gpu_pipeline.run_plan import InvalidRunParameters, build_run_plan, secure_variable_refs
 
+log = logging.getLogger(__name__)
+
 
 def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn_id: str) -> dict[str, Any]:
-    """Validate parameters and connections, and return the run plan (no network call)."""
+    """Validate parameters and connections, and return the run plan (one read: the image's status)."""
     from ibm_cloud_airflow.hooks.base import (
         CosConnectionConfig,
         IbmCloudConfigError,
@@ -65,6 +68,8 @@ def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn
     over_budget = budget_problem(params)
     if over_budget:
         problems.append(over_budget)
+    if not problems:
+        problems.extend(image_problems(params["image"], params["region"], ibm_conn_id=ibm_conn_id))
     if problems:
         # The first problem is on the first line: it is what a one-line summary shows.
         raise AirflowFailException(
@@ -74,6 +79,30 @@ def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn
     result = plan.to_dict()
     result["secure_variable_refs"] = secure_variable_refs(params["cos_auth_mode"], cos_conn_id)
     return result
+
+
+def image_problems(name: str, region: str, *, ibm_conn_id: str) -> list[str]:
+    """Refuse an image the VPC API would refuse at apply (missing or obsolete); warn if deprecated."""
+    from ibm_cloud_airflow.hooks.vpc import VpcHook
+
+    try:
+        image = VpcHook(ibm_conn_id=ibm_conn_id).find_image(name)
+    except Exception as err:  # a read that fails must not stop the run: the apply still refuses
+        log.warning("Could not look up image %r (%s); the apply will check it.", name, err)
+        return []
+    if image is None:
+        return [
+            f"image: '{name}' does not exist in region '{region}'; list the current ones with "
+            "'ibmcloud is images --visibility public --status available'."
+        ]
+    if image["status"] == "obsolete":
+        return [
+            f"image: '{name}' is obsolete and can no longer create servers; use the newest available "
+            "image of its family ('ibmcloud is images --visibility public --status available')."
+        ]
+    if image["status"] == "deprecated":
+        log.warning("Image %r is deprecated and will soon be obsolete; move to a newer one.", name)
+    return []
 
 
 def check_for_leaks(plan: dict[str, Any] | None, *, ibm_conn_id: str) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import re
 import time
 import uuid
@@ -67,6 +68,8 @@ from sandbox.terraform.expr import (
     to_string,
     type_name,
 )
+from sandbox.terraform.provider_schema import schema_errors
+from sandbox.vpc_rules import DEFAULT_GPU_QUOTA, IMAGES, Image, VpcApiError, VpcRules, image_by_name
 
 if TYPE_CHECKING:
     from sandbox.launcher import ServerLauncher
@@ -274,20 +277,38 @@ def _profile_part(profile: Any, part: int) -> int:
         return 0
 
 
+def _image_attrs(image: Image, region: str) -> dict[str, Any]:
+    return {
+        "id": image.id,
+        "name": image.name,
+        "crn": f"crn:v1:bluemix:public:is:{region}:a/811f8abfbd32425597dc7ba40da98fa6::image:{image.id}",
+        "status": image.status,
+        "visibility": "public",
+        "architecture": image.architecture,
+        "os": image.os,
+    }
+
+
 def _data_source(rtype: str, cfg: dict[str, Any], region: str) -> dict[str, Any]:
     seed = f"{rtype}:{sorted((k, str(v)) for k, v in cfg.items())}"
     rid = f"r006-{uuid.uuid5(uuid.NAMESPACE_URL, seed)}"
     out = dict(cfg)
     out["id"] = rid
     if rtype == "ibm_is_image":
-        name = str(cfg.get("name", ""))
-        out.update(
-            crn=f"crn:v1:bluemix:public:is:{region}:a/811f8abfbd32425597dc7ba40da98fa6::image:{rid}",
-            status="available",
-            visibility="public",
-            architecture="arm64" if "arm64" in name else "amd64",
-            os="-".join(name.split("-")[1:4]) if name.startswith("ibm-") else name,
-        )
+        # data_source_ibm_is_image.go: the first image of that name, or an error at plan
+        image = image_by_name(str(cfg.get("name", "")))
+        if image is None:
+            raise TerraformError(f"No image found with name: {cfg.get('name', '')}")
+        out.update(_image_attrs(image, region))
+    elif rtype == "ibm_is_images":
+        # data_source_ibm_is_images.go: filters name, status, visibility (public only here)
+        out["images"] = [
+            _image_attrs(i, region)
+            for i in IMAGES
+            if cfg.get("name") in (None, i.name)
+            and cfg.get("status") in (None, i.status)
+            and cfg.get("visibility") in (None, "public")
+        ]
     return out
 
 
@@ -392,6 +413,12 @@ class _Context:
 # -- the engine ----------------------------------------------------------------------------------
 
 _META_ARGS = {"count", "depends_on", "provider", "for_each"}
+# ibm-vpc InstanceStatusReason: what a failed instance reports when the zone has no capacity
+_CAPACITY_REASON = {
+    "code": "cannot_start_capacity",
+    "message": "Insufficient capacity within the selected zone",
+    "more_info": "https://cloud.ibm.com/docs/vpc?topic=vpc-instance-status-messages",
+}
 _DEFAULT_TF_VERSION = "1.13.4"
 
 
@@ -411,6 +438,7 @@ class TerraformEngine:
         resource_delay_s: float = 0.05,
         metadata_url: str = "",
         region: str = "us-south",
+        gpu_quota: int = DEFAULT_GPU_QUOTA,
         api_key_access: Any = None,
         caller_iam_id: str = "",
     ) -> None:
@@ -423,6 +451,7 @@ class TerraformEngine:
         self.resource_delay_s = resource_delay_s
         self.metadata_url = metadata_url
         self.region = region
+        self.rules = VpcRules(inventory, region, gpu_quota)
 
     # public API -------------------------------------------------------------------------------
     def plan(self, run: TerraformRun) -> dict[str, int]:
@@ -436,9 +465,10 @@ class TerraformEngine:
                     "(sandbox fault plan_fails)"
                 )
             desired = self._walk(run, ctx, order, create=False)
-            existing = {r["address"] for r in run.state.get("resources", [])}
+            existing = {r["address"] for r in run.state.get("resources", []) if not r.get("tainted")}
+            tainted = [r["address"] for r in run.state.get("resources", []) if r.get("tainted")]
             add = [a for a in desired if a not in existing]
-            destroy = [a for a in existing if a not in desired]
+            destroy = [a for a in existing if a not in desired] + tainted
             for address in add:
                 run.log(f"  # {address} will be created")
             for address in destroy:
@@ -664,13 +694,29 @@ class TerraformEngine:
                 extra = {"count": {"index": index}} if index is not None else None
                 cfg = ctx.evaluate_body(res.body, extra, _META_ARGS)
                 if res.mode == "data":
-                    values.append(_data_source(res.type, cfg, self.region))
+                    try:
+                        values.append(_data_source(res.type, cfg, self.region))
+                    except TerraformError as exc:
+                        raise TerraformError(f"{exc} (with {address}, {res.file} line {res.line})") from exc
                     if create:
                         run.log(f"{address}: Reading...")
                         run.log(f"{address}: Read complete after 0s [id={values[-1]['id']}]")
+                    elif values[-1].get("status") == "deprecated":
+                        name = values[-1]["name"]
+                        run.log(f"Warning: Given image {name} is deprecated and soon will be obsolete.")
                     continue
+                if not create:
+                    problems = schema_errors(res.type, cfg)
+                    if problems:
+                        where = f"(with {address}, {res.file} line {res.line})"
+                        raise TerraformError("\n".join(f"{p} {where}" for p in problems))
                 desired.append(address)
                 entry = state_by_address.get(address)
+                if entry is not None and entry.get("tainted") and create:
+                    run.log(f"{address}: tainted, so must be replaced")
+                    self._destroy_entry(run, entry)
+                    created -= 1
+                    entry = None
                 if entry is not None:
                     values.append(entry["attrs"])
                     continue
@@ -744,9 +790,18 @@ class TerraformEngine:
                 profile=cfg.get("profile"),
                 status="running",
             )
-        record = self.inventory.add(
-            res.type, name, tags=tags, workspace_id=run.workspace_id, attrs=record_attrs, resource_id=rid
-        )
+        no_capacity = res.type == "ibm_is_instance" and self._no_capacity(run)
+        if no_capacity:
+            # the create is accepted, then the instance fails to start (the provider taints it)
+            record_attrs.update(status="failed", status_reasons=[_CAPACITY_REASON])
+        with self.rules.lock:  # the quota check and the create are one step
+            try:
+                self.rules.check_create(res.type, cfg, run.log)
+            except VpcApiError as exc:
+                raise TerraformError(f"{exc} (with {address})") from exc
+            record = self.inventory.add(
+                res.type, name, tags=tags, workspace_id=run.workspace_id, attrs=record_attrs, resource_id=rid
+            )
         inventory_ids.append(record["id"])
         if res.type == "ibm_is_instance":
             boot = attrs["boot_volume"][0]
@@ -777,6 +832,15 @@ class TerraformEngine:
         run.state.setdefault("resources", []).append(entry)
         if self.resource_delay_s:
             time.sleep(self.resource_delay_s)
+        if no_capacity:
+            entry["tainted"] = True
+            raise TerraformError(
+                # the provider's message, on one line: the reason is what a summary must show
+                f"[ERROR] Instance ({rid}) went into failed state during the operation "
+                f"({json.dumps([_CAPACITY_REASON])}) [WARNING] Running terraform apply again will remove "
+                "the tainted instance and attempt to create the instance again replacing the previous "
+                f"configuration (with {address}; sandbox fault no_capacity)"
+            )
         if res.type == "ibm_is_instance" and self.launcher is not None:
             try:
                 self.launcher.start(record, str(cfg.get("user_data", "")))
@@ -785,6 +849,14 @@ class TerraformEngine:
         elapsed = int(time.monotonic() - started)
         run.log(f"{address}: Creation complete after {elapsed}s [id={attrs['id']}]")
         return entry
+
+    def _no_capacity(self, run: TerraformRun) -> bool:
+        """The fault ``no_capacity``: instances after the first ``after`` (default 0) fail to start."""
+        if not self.faults.active("no_capacity"):
+            return False
+        after = int(self.faults.options("no_capacity").get("after", 0))
+        started = sum(1 for r in run.state.get("resources", []) if r["type"] == "ibm_is_instance")
+        return started >= after
 
     def _destroy_entry(self, run: TerraformRun, entry: dict) -> None:
         run.log(f"{entry['address']}: Destroying... [id={entry['id']}]")

@@ -135,6 +135,47 @@ def test_cross_field_problems_name_the_parameter(overrides, named):
 
 
 @pytest.mark.parametrize(
+    ("profile", "region", "zone", "fix"),
+    [
+        # H200 is offered in us-east-2/3 only (IBM's table); us-east-1 gets the zones to use.
+        ("gx3d-160x1792x8h200", "us-east", "us-east-1", "use zone us-east-2 or us-east-3"),
+        # no A100 in Dallas at all: the message names the regions that have it
+        ("gx3d-24x120x1a100p", "us-south", "us-south-1", "region(s) eu-de, eu-gb, jp-tok, us-east"),
+    ],
+)
+def test_a_profile_the_zone_does_not_offer_is_refused_naming_what_to_use(profile, region, zone, fix):
+    with pytest.raises(InvalidRunParameters) as err:
+        check_params(defaults(gpu_profile=profile, region=region, zone=zone))
+    message = str(err.value)
+    assert message.startswith(f"gpu_profile: '{profile}' is not offered in zone '{zone}'")
+    assert fix in message
+    assert "gx3-16x80x1l4" in message  # what the zone does offer
+
+
+def test_the_valid_twins_pass():
+    check_params(defaults(gpu_profile="gx3d-160x1792x8h200", region="us-east", zone="us-east-2"))
+    check_params(defaults(gpu_profile="gx3d-24x120x1a100p", region="eu-de", zone="eu-de-1"))
+
+
+def test_params_validate_terraform_and_sandbox_share_one_profile_table():
+    from gpu_pipeline import gpu_profiles
+
+    from sandbox import vpc_rules
+
+    assert gpu_profiles.AS_OF and gpu_profiles.SOURCES
+    assert list(PARAMS["gpu_profile"].schema["enum"]) == list(gpu_profiles.PROFILES)
+    assert PARAMS["gpu_profile"].value == gpu_profiles.profile_names()[0]
+    assert vpc_rules.GPU_TABLE_PATH.resolve() == Path(gpu_profiles.__file__).resolve()
+    assert vpc_rules.GPU_PROFILES == gpu_profiles.PROFILES
+    # Terraform reads the same table as JSON; regenerate it with the command in the message
+    assert gpu_profiles.TERRAFORM_COPY.read_text() == gpu_profiles.terraform_json(), (
+        "terraform/gpu_profiles.json is stale: run .venv/bin/python plugins/gpu_pipeline/gpu_profiles.py"
+    )
+    variables = (REPO / "terraform" / "variables.tf").read_text()
+    assert "gx3-16x80x1l4" not in variables.split('variable "gpu_profile"')[1].split("validation")[1]
+
+
+@pytest.mark.parametrize(
     ("name", "bad"),
     [
         ("vm_count", 0),

@@ -238,6 +238,8 @@ def test_plan_failure_fails_without_retry_with_log_tail(box: Any, hook: Schemati
     with pytest.raises(AirflowFailException) as err:
         op.execute(make_context(FakeStore()))
     assert "ended FAILED" in str(err.value) and "Last lines of the job log" in str(err.value)
+    # the first line carries Terraform's error, for one-line summaries (the demo's "why")
+    assert "ended FAILED: Invalid provider configuration" in str(err.value).splitlines()[0]
 
 
 def test_apply_fails_midway_then_destroy_cleans_up(box: Any, hook: SchematicsHook) -> None:

@@ -55,7 +55,8 @@ def test_configured_rate_limit_is_per_user(sandbox_factory, make_client):
 
 
 def test_workspace_locked_after_each_job(client, fake_box):
-    fake_box.set_faults({"workspace_locked": {"seconds": 0.6}})
+    # long enough for a loaded machine to ask twice inside the window
+    fake_box.set_faults({"workspace_locked": {"seconds": 4}})
     ws = client.ready()
     assert client.wait(ws["id"], client.run(ws["id"], "plan"))["status"] == "COMPLETED"
     assert client.svc.get_workspace(w_id=ws["id"]).get_result()["workspace_status"]["locked"] is True
@@ -64,7 +65,10 @@ def test_workspace_locked_after_each_job(client, fake_box):
     assert err.value.status_code == 409
     body = err.value.http_response.json()
     assert body["statuscode"] == 409 and "Please wait" in body["message"]
-    time.sleep(0.7)
+    deadline = time.monotonic() + 15
+    while client.svc.get_workspace(w_id=ws["id"]).get_result()["workspace_status"]["locked"]:
+        assert time.monotonic() < deadline, "the lock never lifted"
+        time.sleep(0.2)
     assert client.wait(ws["id"], client.run(ws["id"], "apply"))["status"] == "COMPLETED"
 
 

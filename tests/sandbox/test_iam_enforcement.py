@@ -265,9 +265,10 @@ def test_a_server_that_powers_itself_off_shows_stopped(sandbox_factory, make_cli
     box = sandbox_factory(rate_limit_per_min=None, resource_delay_s=0)
     client = make_client(box)
     main_tf = (
+        'data "ibm_is_image" "ubuntu" {\n  name = "ibm-ubuntu-24-04-6-minimal-amd64-3"\n}\n'
         'resource "ibm_is_instance" "vm" {\n'
         '  name      = "off-vm-0"\n'
-        '  image     = "r006-00000000-image"\n'
+        "  image     = data.ibm_is_image.ubuntu.id\n"
         '  profile   = "gx3-16x80x1l4"\n'
         '  vpc       = "r006-vpc"\n'
         '  zone      = "us-south-1"\n'

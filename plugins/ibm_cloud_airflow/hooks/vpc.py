@@ -111,6 +111,17 @@ class VpcHook(BaseHook):
                 return items
             start = nxt
 
+    def find_image(self, name: str) -> dict[str, Any] | None:
+        """The image called ``name`` in the connection's region (``status``, ``id``, ...), or None."""
+        page = call_with_retries(
+            lambda: self.client.list_images(name=name, limit=1, timeout=self.request_timeout).get_result(),
+            what=f"find VPC image {name}",
+            policy=self.retry_policy,
+            conn_id=self.ibm_conn_id,
+        )
+        images = (page or {}).get("images") or []
+        return images[0] if images else None
+
     def find_run_resources(self, slug: str) -> list[dict[str, str]]:
         """Live resources of the run ``slug`` as ``[{"kind", "id", "name"}]`` (instances first, VPCs last)."""
         found: list[dict[str, str]] = []

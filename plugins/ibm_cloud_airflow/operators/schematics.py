@@ -535,9 +535,12 @@ class _SchematicsJobOperator(BaseOperator):
                 tail,
             )
             return self._submit_and_wait(context, workspace_id, attempt + 1)
+        # Terraform's first "Error:" line goes on the first line: what a one-line summary shows
+        errors = (line.split("Error:", 1)[1].strip() for line in tail.splitlines() if "Error:" in line)
+        error = next(errors, "")
         message = (
-            f"Schematics {self.command} job {activity_id} on workspace {workspace_id} ended {status}. "
-            f"Last lines of the job log:\n{tail}"
+            f"Schematics {self.command} job {activity_id} on workspace {workspace_id} ended {status}"
+            f"{': ' + error if error else ''}. Last lines of the job log:\n{tail}"
         )
         if self.fail_without_retry:
             raise AirflowFailException(message)
