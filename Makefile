@@ -90,14 +90,22 @@ lint: install $(CHECKOV_VENV)/.installed
 	$(VENV)/bin/shellcheck workload/*.sh .ci/run
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download -d terraform --framework terraform
 
-# PostgreSQL and Redis from Debian's packages (bookworm: PostgreSQL 15, Redis 7.0), and the Airflow
-# packages the official image ships for Celery, PostgreSQL and FAB.
-.cluster-deps.installed: requirements-cluster.txt constraints.txt | $(VENV)/.installed
+# The cluster's Airflow runs from the runtime requirements alone, as in the Docker image:
+# requirements.txt plus the packages the official image ships for Celery, PostgreSQL and FAB.
+CLUSTER_VENV := .venv-cluster
+$(CLUSTER_VENV)/.installed: requirements.txt requirements-cluster.txt constraints.txt build-constraints.txt
+	test -x $(CLUSTER_VENV)/bin/python || $(PYTHON) -m venv $(CLUSTER_VENV)
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "pip==$(PIP_VERSION)"
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet -r requirements.txt -r requirements-cluster.txt \
+	  -c constraints.txt --build-constraint build-constraints.txt
+	$(CLUSTER_VENV)/bin/python -m pip check
+	touch $@
+
+# PostgreSQL and Redis from Debian's packages (bookworm: PostgreSQL 15, Redis 7.0).
+.cluster-deps.installed: $(CLUSTER_VENV)/.installed
 	test -x /usr/lib/postgresql/15/bin/postgres -a -x /usr/bin/redis-server || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    'postgresql-15' 'redis-server=5:7.0.*'; }
-	$(PY) -m pip install --quiet -r requirements-cluster.txt -c constraints.txt
-	$(PY) -m pip check
 	touch $@
 
 cluster-deps: .cluster-deps.installed
@@ -113,4 +121,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(WORKLOAD_VENV) $(CHECKOV_VENV) .sandbox .airflow demo-output bench/results.json \
-	  .cluster-deps.installed
+	  .cluster-deps.installed $(CLUSTER_VENV)

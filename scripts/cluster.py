@@ -23,6 +23,7 @@ import pwd
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,7 @@ HOST_SETTINGS = (
     "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
 )
 ADMIN_USER = "admin"
+RUNTIME_PYTHON = REPO / ".venv-cluster" / "bin" / "python"
 
 
 def compose_airflow_settings(compose_file: Path = COMPOSE_FILE) -> dict[str, str]:
@@ -162,17 +164,17 @@ class Redis:
                  "--dir", str(self.root)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        import redis
-
-        client = redis.Redis(host="127.0.0.1", port=self.port)
         deadline = time.monotonic() + 30
         while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise ClusterError(f"Redis did not start; see {self.root / 'redis.log'}") from None
+            try:  # RESP's inline PING: the test harness needs no Redis client library
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise ClusterError(f"Redis did not start; see {self.root / 'redis.log'}")
                 time.sleep(0.2)
 
     def stop(self) -> None:
@@ -198,8 +200,12 @@ class CeleryCluster(AirflowCluster):
         workers: int = 2,
         worker_concurrency: int = 4,
         start_timeout_s: float = 240.0,
+        python: Path = RUNTIME_PYTHON,
     ) -> None:
         super().__init__(home, connections=connections, start_timeout_s=start_timeout_s)
+        # Airflow runs from the runtime environment alone (requirements.txt and
+        # requirements-cluster.txt, as in the image); the sandbox and this harness run beside it.
+        self.python = str(python)
         self._http.timeout = httpx.Timeout(120.0)  # a loaded 2-core machine answers slowly
         self.services = Path(tempfile.mkdtemp(prefix="airflow-cluster-"))
         self.services.chmod(0o711)  # the postgres user must reach its data directory below
@@ -222,6 +228,7 @@ class CeleryCluster(AirflowCluster):
                 # Every component shares one host's CPUs here: give the execution API longer than
                 # the 5 s default to answer a task before it counts as a failure.
                 "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
+                "PATH": os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "")]),
                 **(extra_env or {}),
             }
         )
@@ -252,7 +259,9 @@ class CeleryCluster(AirflowCluster):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.postgres.start()
         self.redis.start()
-        airflow = [sys.executable, "-m", "airflow"]
+        if not Path(self.python).exists():
+            raise ClusterError(f"{self.python} not found; run `make cluster-deps`")
+        airflow = [self.python, "-m", "airflow"]
         _run([*airflow, "db", "migrate"], cwd=REPO, env=self.env)
         _run(
             [*airflow, "users", "create", "--username", ADMIN_USER, "--password", self.admin_password,
@@ -268,7 +277,7 @@ class CeleryCluster(AirflowCluster):
         args, env = self.specs[name]
         with (self.log_dir / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", *args],
+                [self.python, "-m", "airflow", *args],
                 cwd=REPO,
                 env={**self.env, **env},
                 stdout=log,
@@ -302,7 +311,7 @@ class CeleryCluster(AirflowCluster):
 
     def airflow_cli(self, *args: str) -> str:
         """Run ``airflow <args>`` against the cluster's database, as an operator would."""
-        return _run([sys.executable, "-m", "airflow", *args], cwd=REPO, env=self.env).stdout
+        return _run([self.python, "-m", "airflow", *args], cwd=REPO, env=self.env).stdout
 
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
         """The REST API; reads are retried while the api-server is too busy to answer."""

@@ -37,6 +37,12 @@ def test_every_compose_setting_reaches_the_cluster_unchanged_but_hosts(cluster):
     assert cluster.env["AIRFLOW_CONN_X"] == "{}"
 
 
+def test_airflow_runs_from_the_runtime_environment_alone(cluster):
+    # .venv-cluster holds requirements.txt + requirements-cluster.txt: no sandbox, no test tools
+    assert cluster.python.endswith("/.venv-cluster/bin/python")
+    assert cluster.env["PATH"].startswith(cluster.python.removesuffix("/python"))
+
+
 def test_the_compose_layout_with_ports_of_their_own(cluster):
     names = list(cluster.specs)
     assert names.count("api-server") == names.count("dag-processor") == 1
