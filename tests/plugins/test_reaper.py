@@ -167,13 +167,18 @@ def test_a_live_run_is_never_touched_whatever_its_ttl_says(box):
 @pytest.mark.parametrize(
     ("run", "orphan", "reason"),
     [
-        ({"state": "success", "end_date": datetime.now(UTC) - timedelta(hours=2)}, True, "ended (success)"),
-        ({"state": "failed", "end_date": datetime.now(UTC) - timedelta(minutes=5)}, False, "less than"),
-        ({"state": "queued", "end_date": None}, False, "live"),
+        # ended_ago, not an end date: the end is computed when the test runs, not at collection
+        ({"state": "success", "ended_ago": timedelta(hours=2)}, True, "ended (success)"),
+        ({"state": "failed", "ended_ago": timedelta(minutes=5)}, False, "less than"),
+        ({"state": "queued", "ended_ago": None}, False, "live"),
         (None, True, "no longer exists"),
     ],
 )
 def test_a_run_that_ended_is_an_orphan_only_after_the_grace_period(run, orphan, reason):
+    now = datetime.now(UTC)
+    if run is not None:
+        ago = run["ended_ago"]
+        run = {"state": run["state"], "end_date": now - ago if ago else None}
     slug = run_slug("ibm_gpu_workload", "scheduled__2026-12-01T12:00:00+00:00")
     workspace = {
         "id": "us-south.workspace.x",
@@ -185,7 +190,7 @@ def test_a_run_that_ended_is_an_orphan_only_after_the_grace_period(run, orphan, 
         [workspace],
         [],
         set(),
-        now=datetime.now(UTC),
+        now=now,
         grace=timedelta(minutes=30),
         lookup_run=lambda d, r: run,
     )
