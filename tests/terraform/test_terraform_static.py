@@ -20,7 +20,7 @@ from sandbox.faults import FaultSet
 from sandbox.inventory import Inventory
 from sandbox.terraform import TerraformEngine, TerraformRun, declared_variables
 from sandbox.terraform.config import load_module
-from sandbox.terraform.expr import parse_template_text, references
+from sandbox.terraform.expr import parse_template, references
 
 REPO = Path(__file__).resolve().parents[2]
 TF = REPO / "terraform"
@@ -77,7 +77,7 @@ def test_every_file_parses_with_python_hcl2(path):
 def test_expected_files_exist_and_template_parses():
     assert {p.name for p in TF_FILES} == {"versions.tf", "variables.tf", "main.tf", "outputs.tf"}
     template = (TF / "cloud-init.yaml.tftpl").read_text()
-    assert parse_template_text(template, "cloud-init.yaml.tftpl")
+    assert parse_template(template, "cloud-init.yaml.tftpl")
     load_module(TF)  # the sandbox loads it without unsupported constructs
 
 
