@@ -8,7 +8,8 @@ import os
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -160,7 +161,7 @@ class SchematicsHook(BaseHook):
         self.request_timeout = request_timeout
         self._sleep = sleep
         self.default_tier = default_tier
-        self._prepaid = threading.local()
+        self._prepaid = threading.local()  # slots taken by the caller: see prepaid_request
 
     # -- clients -----------------------------------------------------------------------------
     @cached_property
@@ -194,10 +195,26 @@ class SchematicsHook(BaseHook):
         )
         return request_budget(spec)
 
+    @contextmanager
+    def prepaid_request(self) -> Iterator[None]:
+        """In this block, the next metered request of this thread uses a budget slot already taken.
+
+        For :class:`SchematicsAsyncHook`, which waits for the slot on the event loop
+        (``acquire_async``) and then calls this hook in a worker thread: waiting inside the thread
+        would tie up the event loop's small thread pool, which every other trigger needs. Later
+        requests in the block wait for their own slot; a slot that no request used ends with the block.
+        """
+        previous = getattr(self._prepaid, "slots", 0)
+        self._prepaid.slots = 1
+        try:
+            yield
+        finally:
+            self._prepaid.slots = previous
+
     def _take_budget(self, tier: str) -> None:
-        prepaid = getattr(self._prepaid, "count", 0)
-        if prepaid:  # the async hook already waited for this request's slot
-            self._prepaid.count = prepaid - 1
+        """Take a budget slot of ``tier`` for the request about to be sent (or use the prepaid one)."""
+        if getattr(self._prepaid, "slots", 0):
+            self._prepaid.slots -= 1
         elif self.budget is not None:
             self.budget.acquire(tier)
 
@@ -688,23 +705,21 @@ class SchematicsAsyncHook:
         """Wait for the request's budget slot here, on the event loop, then call in a thread.
 
         Waiting inside the thread would tie up the loop's small thread pool, which every other
-        trigger in the triggerer (the COS sensors too) needs.
+        trigger in the triggerer (the COS sensors too) needs. So the call runs in the sync hook's
+        :meth:`~SchematicsHook.prepaid_request`: its first request uses the slot taken here.
         """
         from asgiref.sync import sync_to_async
 
         hook = await sync_to_async(self._get_hook, thread_sensitive=False)()
-        budget = hook.budget
+        method = getattr(hook, name)
+        if hook.budget is None:
+            return await sync_to_async(method, thread_sensitive=False)(*args, **kwargs)
+        await hook.budget.acquire_async(tier)
 
         def call() -> Any:
-            if budget is not None:
-                hook._prepaid.count = 1
-            try:
-                return getattr(hook, name)(*args, **kwargs)
-            finally:
-                hook._prepaid.count = 0
+            with hook.prepaid_request():
+                return method(*args, **kwargs)
 
-        if budget is not None:
-            await budget.acquire_async(tier)
         return await sync_to_async(call, thread_sensitive=False)()
 
     def _get_hook(self) -> SchematicsHook:
