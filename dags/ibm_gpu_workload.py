@@ -24,11 +24,11 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow.sdk import DAG, TriggerRule, chain, conf, task
 from gpu_pipeline.hold import HoldOnFailureOperator
 from gpu_pipeline.params import PARAMS
-from gpu_pipeline.run_plan import RunPlan
 
 from ibm_cloud_airflow.operators.schematics import (
     SchematicsApplyOperator,
@@ -38,6 +38,9 @@ from ibm_cloud_airflow.operators.schematics import (
     SchematicsPlanOperator,
 )
 from ibm_cloud_airflow.sensors.cos import CosKeySensor
+
+if TYPE_CHECKING:  # the plan's module is imported where validate runs, not at every parse
+    from gpu_pipeline.run_plan import RunPlan
 
 REPO = Path(__file__).resolve().parents[1]
 IBM_CONN_ID = "ibm_cloud_default"
@@ -79,8 +82,8 @@ with DAG(
         "retry_exponential_backoff": 2.0,
     },
 ) as dag:
-
-    @task
+    # One XCom, the typed plan (a TypedDict would otherwise be pushed key by key too).
+    @task(multiple_outputs=False)
     def validate(params: dict, dag_run=None, **context) -> RunPlan:
         """Check parameters and connections and plan the run; then upload the workload bundle.
 

@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from ibm_cloud_airflow.hooks.budget import TEARDOWN, WORK
 from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
-from ibm_cloud_airflow.utils.plan import from_plan, typed
+from ibm_cloud_airflow.utils.plan import from_plan, native_by_default, typed
 
 # The hooks, the trigger and the IBM SDKs are imported where a task runs, not at module level:
 # the dag-processor imports this module again at every parse of the DAG file.
@@ -98,7 +98,7 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
         ibm_conn_id: str = "ibm_cloud_default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**native_by_default(kwargs))
         self.workspace_name = from_plan(workspace_name, plan_task_id, "workspace_name")
         self.template_dir = template_dir
         self.variables = from_plan(variables, plan_task_id, "terraform_variables")
@@ -259,7 +259,7 @@ class _SchematicsJobOperator(BaseOperator):
         log_tail_lines: int = 40,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**native_by_default(kwargs))
         self.workspace_id = workspace_id
         self.workspace_name = from_plan(workspace_name, plan_task_id, "workspace_name")
         self.skip = from_plan(skip, plan_task_id if self.skip_field else None, self.skip_field or "")
@@ -551,7 +551,7 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
         ibm_conn_id: str = "ibm_cloud_default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**native_by_default(kwargs))
         self.workspace_id = workspace_id
         self.workspace_name = from_plan(workspace_name, plan_task_id, "workspace_name")
         self.destroy_resources = destroy_resources

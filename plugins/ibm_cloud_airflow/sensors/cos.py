@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 from airflow.triggers.base import StartTriggerArgs
 
 from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, check_servers, key_list, new_state
-from ibm_cloud_airflow.utils.plan import from_plan, plan_field, typed
+from ibm_cloud_airflow.utils.plan import from_plan, native_by_default, plan_field, typed
 
 if TYPE_CHECKING:  # imported where the sensor runs, not at every parse of the DAG file
     from ibm_cloud_airflow.hooks.cos import CosHook
@@ -94,7 +94,7 @@ class CosKeySensor(BaseSensorOperator):
         server_check_interval: float = 30.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(timeout=timeout, **kwargs)
+        super().__init__(timeout=timeout, **native_by_default(kwargs))
         self.wait_timeout = from_plan(wait_timeout, plan_task_id, "max_runtime_s")
         self.bucket_name = from_plan(bucket_name, plan_task_id, "bucket")
         self.bucket_key = from_plan(bucket_key, plan_task_id, "marker_keys")

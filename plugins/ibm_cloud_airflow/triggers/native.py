@@ -12,10 +12,12 @@ class NativeTemplatesMixin:
 
     The triggerer renders the fields of a task that starts there (``StartTriggerArgs``) with the
     trigger's own Jinja environment, which by default is a text one: a list or a number pulled from
-    an XCom would arrive as its text. The provider's operators hand typed values from an upstream
-    plan (``ibm_cloud_airflow.utils.plan``), so their triggers render natively, as a DAG with
-    ``render_template_as_native_obj=True`` does on a worker.
+    an XCom would arrive as its text. The provider's operators take typed values from an upstream
+    plan (``ibm_cloud_airflow.utils.plan``) and render natively, and so do their triggers.
     """
+
+    # Airflow's templater renders natively when the object (operator or trigger) says so.
+    render_template_as_native_obj = True
 
     def get_template_env(self, dag: Any = None) -> jinja2.Environment:
         from airflow.sdk.definitions._internal.templater import create_template_env

@@ -4,8 +4,9 @@ A DAG's first task (the pipeline's ``validate``) returns a mapping with the fiel
 provider operator given ``plan_task_id`` takes the fields it needs from that task's XCom itself.
 It does so through a template that pulls the one field, so that the value is rendered where the
 task runs: on a worker, or in the triggerer for a task that starts there. Values stay typed
-(lists, numbers, booleans): the DAG must render natively (``render_template_as_native_obj=True``),
-and the triggers always do (:class:`~ibm_cloud_airflow.triggers.native.NativeTemplatesMixin`).
+(lists, numbers, booleans): the provider's operators render natively
+(``render_template_as_native_obj=True`` unless a task says otherwise), and so do their triggers
+(:class:`~ibm_cloud_airflow.triggers.native.NativeTemplatesMixin`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def from_plan(value: Any, plan_task_id: str | None, name: str) -> Any:
     return plan_field(plan_task_id, name)
 
 
+def native_by_default(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """An operator's keyword arguments, rendering natively unless the task says otherwise."""
+    kwargs.setdefault("render_template_as_native_obj", True)
+    return kwargs
+
+
 def typed(task_id: str, name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
     """``value`` when it is a ``kind`` (or None); a clear error when a template rendered it as text."""
     if value is None or isinstance(value, kind):
@@ -69,5 +76,5 @@ def typed(task_id: str, name: str, value: Any, kind: type | tuple[type, ...]) ->
 
     raise IbmCloudConfigError(
         f"{task_id}: {name} rendered as {type(value).__name__} {value!r}; the values taken from a "
-        "plan are typed: give the DAG render_template_as_native_obj=True"
+        "plan are typed: keep the task's render_template_as_native_obj=True (the provider's default)"
     )
