@@ -35,7 +35,7 @@ def test_terraform_variables_match_variables_tf_exactly():
     from sandbox.terraform import declared_variables
 
     declared = set(declared_variables(REPO / "terraform"))
-    passed = set(plan_for().terraform_variables) | set(secure_variable_refs("hmac", "ibm_cos_default"))
+    passed = set(plan_for()["terraform_variables"]) | set(secure_variable_refs("hmac", "ibm_cos_default"))
     assert passed == declared
 
 
@@ -44,32 +44,32 @@ def test_secure_variables_are_exactly_the_sensitive_ones():
 
     sensitive = {n for n, spec in declared_variables(REPO / "terraform").items() if spec.get("sensitive")}
     assert set(secure_variable_refs("hmac", "c")) == sensitive
-    assert not sensitive & set(plan_for().terraform_variables)
+    assert not sensitive & set(plan_for()["terraform_variables"])
 
 
 def test_names_keys_and_tags_derive_from_the_run():
     plan = plan_for(vm_count=3)
-    assert plan.workspace_name == f"airflow-{plan.slug}"
-    assert plan.prefix == f"gpu-runs/ibm_gpu_workload/{plan.slug}/"
-    assert plan.server_prefixes == [f"{plan.prefix}vm-{i}/" for i in range(3)]
-    assert plan.bundle_key.startswith(plan.prefix)
-    assert plan.deadline == "2026-12-01T14:00:00Z"  # default max_runtime_minutes = 120
-    assert f"airflow-run:{plan.slug}" in plan.tags
-    assert plan.terraform_variables["run_ttl"] == plan.deadline
+    assert plan["workspace_name"] == f"airflow-{plan['slug']}"
+    assert plan["prefix"] == f"gpu-runs/ibm_gpu_workload/{plan['slug']}/"
+    assert plan["server_prefixes"] == [f"{plan['prefix']}vm-{i}/" for i in range(3)]
+    assert plan["bundle_key"].startswith(plan["prefix"])
+    assert plan["deadline"] == "2026-12-01T14:00:00Z"  # default max_runtime_minutes = 120
+    assert f"airflow-run:{plan['slug']}" in plan["tags"]
+    assert plan["terraform_variables"]["run_ttl"] == plan["deadline"]
 
 
 def test_markers_and_variables_follow_the_distribution():
     single = plan_for()
-    assert (single.distribution, single.terraform_variables["distribution"]) == ("single", "single")
-    assert single.marker_keys == [f"{single.prefix}vm-0/_SUCCESS"]
+    assert (single["distribution"], single["terraform_variables"]["distribution"]) == ("single", "single")
+    assert single["marker_keys"] == [f"{single['prefix']}vm-0/_SUCCESS"]
 
     # auto with several servers: one training over all of them, one model and one marker (the chief's),
     # but every server's folder is watched (its _FAILED, its progress).
     multi = plan_for(vm_count=3)
-    assert multi.distribution == "multi_worker" and multi.terraform_variables["trials"] == []
-    assert multi.marker_keys == [f"{multi.prefix}vm-0/_SUCCESS"]
-    assert len(multi.server_prefixes) == 3
-    assert multi.terraform_variables["collective_timeout_seconds"] == 300
+    assert multi["distribution"] == "multi_worker" and multi["terraform_variables"]["trials"] == []
+    assert multi["marker_keys"] == [f"{multi['prefix']}vm-0/_SUCCESS"]
+    assert len(multi["server_prefixes"]) == 3
+    assert multi["terraform_variables"]["collective_timeout_seconds"] == 300
 
     sweep = plan_for(
         vm_count=4,
@@ -77,14 +77,14 @@ def test_markers_and_variables_follow_the_distribution():
         sweep={"learning_rate": [0.01, 0.001], "seed": [1, 2]},
         batch_size=32,
     )
-    assert sweep.marker_keys == [f"{sweep.prefix}vm-{i}/_SUCCESS" for i in range(4)]
-    assert sweep.trials == [
+    assert sweep["marker_keys"] == [f"{sweep['prefix']}vm-{i}/_SUCCESS" for i in range(4)]
+    assert sweep["trials"] == [
         {"learning_rate": 0.01, "batch_size": 32, "seed": 1},
         {"learning_rate": 0.01, "batch_size": 32, "seed": 2},
         {"learning_rate": 0.001, "batch_size": 32, "seed": 1},
         {"learning_rate": 0.001, "batch_size": 32, "seed": 2},
     ]
-    assert sweep.terraform_variables["trials"] == sweep.trials
+    assert sweep["terraform_variables"]["trials"] == sweep["trials"]
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,8 @@ def test_distribution_problems_say_what_to_fix(overrides, says):
 def test_two_runs_never_share_names_or_prefixes():
     a = plan_for(run_id="scheduled__2026-12-07T12:00:00+00:00")
     b = plan_for(run_id="scheduled__2026-12-07T12:00:00+00:00x")
-    assert a.slug != b.slug and a.prefix != b.prefix and a.workspace_name != b.workspace_name
+    for field in ("slug", "prefix", "workspace_name"):
+        assert a[field] != b[field], field
 
 
 @pytest.mark.parametrize(
@@ -229,9 +230,9 @@ def test_optional_text_params_accept_null_and_empty_alike(name):
     param = copy.copy(PARAMS[name])
     assert param.resolve(None) is None and param.resolve("") == ""
     as_null, as_empty = plan_for(**{name: None}), plan_for(**{name: ""})
-    assert as_null.terraform_variables == as_empty.terraform_variables
+    assert as_null["terraform_variables"] == as_empty["terraform_variables"]
     for value in ("debug_ssh_public_key", "debug_allowed_cidr"):
-        assert as_null.terraform_variables[value] == ""  # Terraform gets a string, never null
+        assert as_null["terraform_variables"][value] == ""  # Terraform gets a string, never null
 
 
 def test_debug_mode_without_key_or_cidr_is_refused_whether_null_or_empty():
@@ -241,11 +242,17 @@ def test_debug_mode_without_key_or_cidr_is_refused_whether_null_or_empty():
         assert "debug_ssh_public_key" in str(err.value) and "debug_allowed_cidr" in str(err.value)
 
 
-def test_report_reads_xcoms_of_tasks_that_ended_in_the_triggerer():
-    from gpu_pipeline.report import from_triggerer
+def test_the_plan_is_typed_for_the_operators_and_survives_xcom():
+    import json
 
-    # Airflow 3.3.2 stores a TaskSuccessEvent's XComs JSON-encoded once more.
-    assert from_triggerer('{"resources_added": 7}') == {"resources_added": 7}
-    assert from_triggerer('["a"]') == ["a"] and from_triggerer('"abc"') == "abc"
-    assert from_triggerer({"resources_added": 7}) == {"resources_added": 7}
-    assert from_triggerer("plain") == "plain" and from_triggerer(None) is None
+    plan = plan_for(
+        progress_stall_minutes=2,
+        max_runtime_minutes=15,
+        existing_workspace_id="us-south.workspace.shared",
+        plan_only=True,
+    )
+    assert plan["stall_timeout_s"] == 120 and plan["max_runtime_s"] == 900
+    assert plan["keep_workspace"] is True and plan["plan_only"] is True
+    assert plan["existing_workspace_id"] == "us-south.workspace.shared" and plan["region"] == "us-south"
+    assert plan_for()["keep_workspace"] is False and plan_for()["existing_workspace_id"] is None
+    assert json.loads(json.dumps(plan)) == plan  # XCom stores JSON
