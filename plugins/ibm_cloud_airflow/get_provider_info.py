@@ -67,7 +67,9 @@ _COS_FIELDS = {
         "description": "hmac: HMAC keys in login/password; iam: an IBM Cloud API key in password.",
         "schema": {"type": "string", "enum": ["hmac", "iam"], "default": "hmac"},
     },
-    "iam_url": _text("IAM endpoint", "Optional override for auth_type iam; default https://iam.cloud.ibm.com"),
+    "iam_url": _text(
+        "IAM endpoint", "Optional override for auth_type iam; default https://iam.cloud.ibm.com"
+    ),
 }
 
 
@@ -117,7 +119,10 @@ def get_provider_info() -> dict:
                 "python-modules": ["ibm_cloud_airflow.hooks.schematics"],
             },
             {"integration-name": "IBM Cloud VPC", "python-modules": ["ibm_cloud_airflow.hooks.vpc"]},
-            {"integration-name": "IBM Cloud Object Storage", "python-modules": ["ibm_cloud_airflow.hooks.cos"]},
+            {
+                "integration-name": "IBM Cloud Object Storage",
+                "python-modules": ["ibm_cloud_airflow.hooks.cos"],
+            },
             {
                 "integration-name": "IBM Cloud IAM",
                 "python-modules": ["ibm_cloud_airflow.hooks.iam", "ibm_cloud_airflow.hooks.iam_identity"],
