@@ -35,7 +35,7 @@ help:
 # ibm-schematics 1.1.0 ships only an sdist whose build needs setuptools<72; a recent pip
 # applies that limit to the isolated build environment alone (--build-constraint).
 # The IBM Cloud provider (plugins/pyproject.toml: ibm_cloud_airflow only) is installed editable, so
-# `airflow providers list` shows it and the UI offers its connection types while the code stays in plugins/.
+# `airflow providers list` shows it and the UI offers its connection types; the code stays in plugins/.
 PROVIDER := plugins/pyproject.toml
 $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt build-constraints.txt $(PROVIDER)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

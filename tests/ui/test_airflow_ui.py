@@ -7,6 +7,7 @@ in file order and share one deployment; each pipeline run they start is checked 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.parse
@@ -321,3 +322,50 @@ def test_a_failed_run_shows_destroy_green_and_the_verdict_red(page: Page, local_
     expect(graph_node(page, "wait_for_output")).to_contain_text("failed")
     save_screenshot(page, "run-failed-graph")
     assert live_resources(box) == []
+
+
+# -- the connection form (the provider's connection types) ---------------------------------------------------
+def open_new_connection_form(page: Page, conn_type: str) -> Any:
+    """Admin > Connections > Add, with ``conn_type`` (its display name) picked."""
+    page.goto("/connections")
+    page.get_by_role("button", name="Add Connection").click()
+    form = page.get_by_role("dialog")
+    form.get_by_text("Select Connection Type").click()
+    page.get_by_role("option", name=conn_type, exact=True).click()
+    expect(form.get_by_text("Standard Fields")).to_be_visible()
+    return form
+
+
+def test_the_connection_form_offers_ibm_cloud_and_ibm_cos_with_their_fields(page: Page, local_ui) -> None:
+    """The installed provider's connection types (make install), drawn from its declared fields."""
+    _, af = local_ui
+    form = open_new_connection_form(page, "IBM Cloud")
+    expect(form.get_by_text("API key", exact=True)).to_be_visible()  # the relabelled password
+    for hidden in ("Host", "Port", "Login", "Schema"):
+        expect(form.get_by_text(hidden, exact=True)).to_have_count(0)
+    form.get_by_text("Extra Fields", exact=True).click()
+    for label in ("Region", "Resource group ID", "IAM endpoint", "Schematics endpoint", "VPC endpoint"):
+        expect(form.get_by_text(label, exact=True).first).to_be_visible()
+    region = form.locator("[name=element_region]")
+    expect(region).to_have_value("us-south")  # a choice, with its default
+    save_screenshot(page, "connection-form-ibm-cloud")
+
+    # Saved, the form's fields are in extra under the keys the hooks parse
+    form.get_by_role("textbox", name="Connection ID").fill("ibm_cloud_from_form")
+    form.locator("input[type=password]").first.fill("form-api-key")
+    form.get_by_role("button", name="Save").click()
+    expect(form).to_have_count(0)
+    saved = af.api("GET", "/connections/ibm_cloud_from_form")
+    assert saved["conn_type"] == "ibm_cloud"
+    assert json.loads(saved["extra"])["region"] == "us-south"
+
+    form = open_new_connection_form(page, "IBM Cloud Object Storage")
+    expect(form.get_by_text("HMAC access key ID", exact=True)).to_be_visible()
+    expect(form.get_by_text("HMAC secret access key or API key", exact=True)).to_be_visible()
+    for hidden in ("Host", "Port", "Schema"):
+        expect(form.get_by_text(hidden, exact=True)).to_have_count(0)
+    form.get_by_text("Extra Fields", exact=True).click()
+    for label in ("COS endpoint", "COS endpoint for the servers", "COS region", "COS instance CRN"):
+        expect(form.get_by_text(label, exact=True).first).to_be_visible()
+    expect(form.locator("[name=element_auth_type]")).to_have_value("hmac")
+    save_screenshot(page, "connection-form-ibm-cos")
