@@ -348,7 +348,6 @@ def test_the_connection_form_offers_ibm_cloud_and_ibm_cos_with_their_fields(page
         expect(form.get_by_text(label, exact=True).first).to_be_visible()
     region = form.locator("[name=element_region]")
     expect(region).to_have_value("us-south")  # a choice, with its default
-    save_screenshot(page, "connection-form-ibm-cloud")
 
     # Saved, the form's fields are in extra under the keys the hooks parse
     form.get_by_role("textbox", name="Connection ID").fill("ibm_cloud_from_form")
@@ -368,4 +367,3 @@ def test_the_connection_form_offers_ibm_cloud_and_ibm_cos_with_their_fields(page
     for label in ("COS endpoint", "COS endpoint for the servers", "COS region", "COS instance CRN"):
         expect(form.get_by_text(label, exact=True).first).to_be_visible()
     expect(form.locator("[name=element_auth_type]")).to_have_value("hmac")
-    save_screenshot(page, "connection-form-ibm-cos")
