@@ -141,7 +141,7 @@ def test_every_module_and_class_it_names_imports_and_is_what_it_says():
 
 
 def test_the_operators_use_the_registered_extra_link():
-    # The api-server resolves a serialized operator's links through the registered class names.
+    # The link the provider registers (airflow providers links) is the one its operators carry.
     from ibm_cloud_airflow.operators import schematics
 
     used = {
