@@ -8,13 +8,12 @@ after success, failure, timeout, a half-finished apply, or a task marked failed 
 
 | step | what happens |
 |---|---|
-| `validate` | checks parameters and connections; nothing is created when this fails |
-| `upload_bundle` | uploads `workload/` to `<prefix>bundle/workload.tar.gz` |
+| `validate` | checks parameters and connections (nothing is created if one fails); uploads `workload/` |
 | `create_workspace` → `plan` → `apply` | Schematics jobs, deferred: no worker slot while they run |
 | `wait_for_output` | COS sensor (deferred): the `_SUCCESS` marker(s); fails on any `_FAILED` or a stall |
 | `hold_on_failure` → `destroy` → `delete_workspace` | cleanup, whatever happened before |
-| `leak_check` | lists what is still live for the run through the VPC API; fails if anything is |
-| `report` → `run_verdict` | writes `run-report.json`; fails the run if any step failed |
+| `report` | lists what is still live (VPC API), writes `run-report.json`, fails if anything leaked |
+| `run_verdict` | fails the run if any step failed |
 
 Results: `s3://<bucket>/<output_prefix>/ibm_gpu_workload/<run>/vm-<i>/` (model, metrics,
 training curve, manifest, `_SUCCESS`). See `docs/` in the repository for connections and parameters.
@@ -25,8 +24,9 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from airflow.sdk import DAG, TriggerRule, chain, task
+from airflow.sdk import DAG, TriggerRule, chain, conf, task
 from gpu_pipeline.hold import HoldOnFailureOperator
 from gpu_pipeline.params import PARAMS
 
@@ -39,11 +39,14 @@ from ibm_cloud_airflow.operators.schematics import (
 )
 from ibm_cloud_airflow.sensors.cos import CosKeySensor
 
+if TYPE_CHECKING:  # the plan's module is imported where validate runs, not at every parse
+    from gpu_pipeline.run_plan import RunPlan
+
 REPO = Path(__file__).resolve().parents[1]
 IBM_CONN_ID = "ibm_cloud_default"
 COS_CONN_ID = "ibm_cos_default"
 # Work tasks: if any of them fails, the run fails even though cleanup succeeded.
-WORK_TASKS = ("validate", "upload_bundle", "create_workspace", "plan", "apply", "wait_for_output")
+WORK_TASKS = ("validate", "create_workspace", "plan", "apply", "wait_for_output")
 
 # Deployment-level knobs (environment, not Variables: reading them costs no DB or network call).
 # The original sample ran Mondays at 12:00 UTC; "None" means on-demand runs only.
@@ -56,27 +59,10 @@ POLL_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_POLL_SECONDS", "30"))
 SENSOR_POKE_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS", "1"))
 # How often the sensor lists the run's servers (one VPC API call) to catch one that stopped.
 SERVER_CHECK_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SERVER_CHECK_SECONDS", "30"))
-# "deferrable" (default: no worker slot while waiting), or "poke"/"reschedule" (the benchmarks'
-# baseline, or a deployment without a triggerer).
-SENSOR_MODE = os.environ.get("IBM_GPU_WORKLOAD_SENSOR_MODE", "deferrable")
-# Finished Schematics jobs and the sensor end their tasks in the triggerer, with no worker start.
-# Airflow refuses such tasks when listener plugins (e.g. OpenLineage) are installed: set "false".
-IN_TRIGGERER = os.environ.get("IBM_GPU_WORKLOAD_END_IN_TRIGGERER", "true").strip().lower() != "false"
-
-
-# The servers' trusted profile, from the apply's Terraform outputs ("" in hmac mode).
-APPLIED_PROFILE_ID = (
-    "{{ (ti.xcom_pull(task_ids='apply', map_indexes=-1) or {}).get('trusted_profile_id', '') }}"
-)
-
-
-def _plan(key: str) -> str:
-    """A template for one field of the run plan; empty when validate produced none.
-
-    ``map_indexes=-1`` asks for the one unmapped value: the triggerer, which renders the fields of
-    tasks that start there, can fetch a single XCom but not the all-map-indexes listing.
-    """
-    return "{{ (ti.xcom_pull(task_ids='validate', map_indexes=-1) or {}).get('" + key + "', '') }}"
+# Plan, destroy and the sensor start in the triggerer, and finished jobs end their tasks there: no
+# worker start on the way. Airflow refuses that where listener plugins (e.g. OpenLineage) are
+# installed: the provider's Airflow option [ibm_cloud] end_from_trigger = False turns it off.
+IN_TRIGGERER = conf.getboolean("ibm_cloud", "end_from_trigger", fallback=True)
 
 
 with DAG(
@@ -96,52 +82,41 @@ with DAG(
         "retry_exponential_backoff": 2.0,
     },
 ) as dag:
+    # One XCom, the typed plan (a TypedDict would otherwise be pushed key by key too).
+    @task(multiple_outputs=False)
+    def validate(params: dict, dag_run=None, **context) -> RunPlan:
+        """Check parameters and connections and plan the run; then upload the workload bundle.
 
-    @task(retries=0)
-    def validate(params: dict, dag_run=None, **context) -> dict:
-        """Check parameters and connections and plan the run; no cloud resource exists yet."""
+        Nothing is created when a check fails (and a check's failure is not retried). A cleared or
+        re-run run reuses its prefix: its old markers go first, so that the sensor can never take
+        a previous attempt's _SUCCESS for this one's.
+        """
         from gpu_pipeline.validation import plan_run
 
-        return plan_run(params, dag_run=dag_run, ibm_conn_id=IBM_CONN_ID, cos_conn_id=COS_CONN_ID)
-
-    @task
-    def upload_bundle(plan: dict) -> str:
-        """Upload workload/ as the bundle the servers fetch at boot.
-
-        A cleared or re-run run reuses its prefix: its old markers go first, so that the sensor
-        can never take a previous attempt's _SUCCESS for this one's.
-        """
         from ibm_cloud_airflow.hooks.cos import CosHook
 
+        plan = plan_run(params, dag_run=dag_run, ibm_conn_id=IBM_CONN_ID, cos_conn_id=COS_CONN_ID)
         cos = CosHook(cos_conn_id=COS_CONN_ID)
         stale = [
             k for k in cos.list_keys(plan["bucket"], plan["prefix"]) if k.endswith(("/_SUCCESS", "/_FAILED"))
         ]
         cos.delete_keys(plan["bucket"], stale)
         cos.upload_directory_as_targz(plan["bucket"], REPO / "workload", plan["bundle_key"])
-        return f"cos://{plan['bucket']}/{plan['bundle_key']}"
-
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def apply_requested(params: dict) -> bool:
-        """Plan-only runs stop here; cleanup still runs."""
-        return not params["plan_only"]
+        return plan
 
     # Cleanup-side tasks read the plan themselves: when validate failed there is none, and
     # there is nothing to check, rather than an XCom that cannot be resolved.
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=3)
-    def leak_check(ti=None) -> list[dict]:
-        """Fail when anything named for this run is still live (through the VPC API)."""
-        from gpu_pipeline.validation import check_for_leaks
-
-        return check_for_leaks(ti.xcom_pull(task_ids="validate"), ibm_conn_id=IBM_CONN_ID)
-
-    @task(trigger_rule=TriggerRule.ALL_DONE, retries=1)
     def report(dag_run=None, ti=None) -> dict | None:
-        """Write run-report.json (phase timings, outputs, metrics, resources, leak check)."""
+        """List what is still live for the run (VPC API), write run-report.json, fail on a leak."""
         from gpu_pipeline.report import write_run_report
 
         return write_run_report(
-            ti.xcom_pull(task_ids="validate"), dag_run=dag_run, ti=ti, cos_conn_id=COS_CONN_ID
+            ti.xcom_pull(task_ids="validate"),
+            dag_run=dag_run,
+            ti=ti,
+            cos_conn_id=COS_CONN_ID,
+            ibm_conn_id=IBM_CONN_ID,
         )
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
@@ -152,53 +127,44 @@ with DAG(
         raise AirflowFailException("A step of this run failed; see the failed task's log.")
 
     plan = validate()
-    bundle = upload_bundle(plan)
 
     create_workspace = SchematicsCreateWorkspaceOperator(
         task_id="create_workspace",
-        ibm_conn_id=IBM_CONN_ID,
-        workspace_name=_plan("workspace_name"),
-        workspace_id="{{ params.existing_workspace_id or '' }}",
+        plan_task_id="validate",
         template_dir=str(REPO / "terraform"),
-        location="{{ params.region }}",
-        variables=_plan("terraform_variables"),
-        secure_variables=_plan("secure_variable_refs"),
-        tags=_plan("tags"),
-        description=_plan("workspace_description"),
+        ibm_conn_id=IBM_CONN_ID,
     )
-    workspace_id = "{{ ti.xcom_pull(task_ids='create_workspace', map_indexes=-1) or '' }}"
-    # A finished job ends its task in the triggerer (no worker start to read the result).
+    workspace_id = "{{ ti.xcom_pull(task_ids='create_workspace', map_indexes=-1) }}"
     schematics_job = {
         "ibm_conn_id": IBM_CONN_ID,
         "workspace_id": workspace_id,
+        "plan_task_id": "validate",
         "poll_interval": POLL_SECONDS,
         "end_from_trigger": IN_TRIGGERER,
     }
 
-    plan_job = SchematicsPlanOperator(task_id="plan", job_timeout=timedelta(minutes=30), **schematics_job)
+    # Submitted from the triggerer: a plan's second submission (a restarted triggerer) is harmless.
+    plan_job = SchematicsPlanOperator(
+        task_id="plan", job_timeout=timedelta(minutes=30), start_from_trigger=IN_TRIGGERER, **schematics_job
+    )
+    # Submitted from a worker, whose task_state_store keeps the job id: a retry re-attaches to the
+    # apply instead of starting a second one. A plan-only run skips it.
     apply_job = SchematicsApplyOperator(task_id="apply", job_timeout=timedelta(minutes=90), **schematics_job)
 
     wait_for_output = CosKeySensor(
         task_id="wait_for_output",
+        plan_task_id="validate",
         cos_conn_id=COS_CONN_ID,
-        bucket_name="{{ params.bucket }}",
-        bucket_key=_plan("marker_keys"),
-        # every server's folder: any _FAILED fails the wait, each one's progress counts (stalls)
-        watch_prefixes=_plan("server_prefixes"),
-        stall_timeout="{{ params.progress_stall_minutes * 60 }}",
-        timeout="{{ params.max_runtime_minutes * 60 }}",
         poke_interval=SENSOR_POKE_SECONDS,
-        deferrable=SENSOR_MODE == "deferrable",
+        deferrable=True,
         # Straight to the triggerer and done there: no worker slot, no worker start-up between
         # _SUCCESS and the destroy.
-        start_from_trigger=SENSOR_MODE == "deferrable" and IN_TRIGGERER,
-        mode="poke" if SENSOR_MODE == "deferrable" else SENSOR_MODE,
+        start_from_trigger=IN_TRIGGERER,
         retries=0,
         # A server that cannot write to COS powers off: seen through the VPC API, explained from
-        # its trusted profile's IAM policies.
+        # its trusted profile's IAM policies (the apply's outputs name the profile).
         ibm_conn_id=IBM_CONN_ID,
-        server_name_prefix=_plan("slug"),
-        trusted_profile_id=APPLIED_PROFILE_ID,
+        outputs_task_id="apply",
         server_check_interval=SERVER_CHECK_SECONDS,
     )
 
@@ -214,7 +180,6 @@ with DAG(
     # By id, or by the run's workspace name when create_workspace failed after creating it.
     destroy = SchematicsDestroyOperator(
         task_id="destroy",
-        workspace_name=_plan("workspace_name"),
         job_timeout=timedelta(minutes=90),
         trigger_rule=TriggerRule.ALL_DONE,
         retries=4,
@@ -228,27 +193,20 @@ with DAG(
         task_id="delete_workspace",
         ibm_conn_id=IBM_CONN_ID,
         workspace_id=workspace_id,
-        workspace_name=_plan("workspace_name"),
-        keep_workspace="{{ (params.existing_workspace_id or '') != '' }}",
+        plan_task_id="validate",
         # A workspace this run created carries no other run's lease: delete without a look-up.
         check_leases=False,
     )
 
-    leaks = leak_check()
-    final_report = report()
-
     chain(
         plan,
-        bundle,
         create_workspace,
         plan_job,
-        apply_requested(),
         apply_job,
         wait_for_output,
         hold,
         destroy,
         delete_workspace,
-        leaks,
-        final_report,
+        report(),
     )
     list(dag.tasks) >> run_verdict()

@@ -19,7 +19,6 @@ from sandbox.cos_access import CosAuthorizer, Policy
 from sandbox.faults import FaultSet
 from sandbox.iam import IamApp, TokenAuthority
 from sandbox.iam_identity import IamIdentityApp
-from sandbox.iam_policies import PATHS as POLICY_PATHS
 from sandbox.iam_policies import PolicyApi
 from sandbox.inventory import Inventory
 from sandbox.metadata import MetadataApp
@@ -152,10 +151,8 @@ class Sandbox:
         else:
             log.warning("another sandbox runs in this process: COS buckets are shared with it")
         try:
-            policy_api = PolicyApi(authority, self.inventory)
-            iam = self._serve(
-                "iam", IamApp(authority, self.inventory, routes=dict.fromkeys(POLICY_PATHS, policy_api))
-            )
+            policies = PolicyApi(authority, self.inventory)
+            iam = self._serve("iam", IamApp(authority, self.inventory, policies=policies))
             metadata = self._serve("metadata", MetadataApp(authority, self.inventory))
             authorizer = CosAuthorizer(
                 instance_guid=self.cos_instance_crn.split(":")[7],

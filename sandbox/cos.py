@@ -25,6 +25,7 @@ from werkzeug.wrappers import Request, Response
 from sandbox.cos_access import CosAuthorizer, classify
 from sandbox.iam import InvalidTokenError, TokenAuthority
 from sandbox.inventory import Inventory
+from sandbox.wsgi import ApiError, ServiceApp, WsgiApp
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 _MOTO_AUTH = (
@@ -51,7 +52,14 @@ def reset_moto_s3() -> None:
     getattr(s3_backends, "bucket_accounts", {}).clear()
 
 
-class CosApp:
+_NO_KEY = "The AWS Access Key Id you provided does not exist in our records."
+
+
+class CosApp(ServiceApp):
+    """Every path goes to moto once the caller is authenticated and authorised; errors are S3's XML."""
+
+    service = "cos"
+
     def __init__(
         self,
         authority: TokenAuthority,
@@ -69,86 +77,74 @@ class CosApp:
         self.secret_access_key = secret_access_key
         self.moto = create_backend_app("s3")
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        request = Request(environ)
-        route = "/<bucket>" if request.path.count("/") <= 1 else "/<bucket>/<key>"
+    def match(self, request: Request) -> tuple[str, str, dict[str, Any]]:
+        """No routing (S3 keys may hold any character): one endpoint, counted by path depth."""
         if request.path == "/":
-            route = "/"
-        self.inventory.count_request("cos", request.method, route)
-        caller: list[str] = []
-        denied = self._authenticate(request, environ, caller)
-        if denied is None and self.authorizer is not None:
-            denied = self._authorize(request, environ, caller[0] if caller else "")
-        if denied is not None:
-            return denied(environ, start_response)
-        return self.moto(environ, start_response)
+            return "proxy", "/", {}
+        return "proxy", "/<bucket>" if request.path.count("/") <= 1 else "/<bucket>/<key>", {}
 
-    def _authorize(self, request: Request, environ: dict[str, Any], iam_id: str) -> Response | None:
-        asked = classify(request.method, request.path, environ.get("QUERY_STRING", ""), request.headers)
-        if self.authorizer.allows(iam_id, asked):
-            return None
-        return s3_error(403, "AccessDenied", "Access Denied", request.path)
+    def error(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        details: str | None = None,
+    ) -> Response:
+        return s3_error(status, code or "AccessDenied", message, details or "")
 
-    def _authenticate(self, request: Request, environ: dict[str, Any], caller: list[str]) -> Response | None:
-        """Check the credentials; appends the caller (an ``iam_id``, or ``hmac:<key id>``) to ``caller``."""
+    def ep_proxy(self, request: Request, claims: dict[str, Any]) -> WsgiApp:
+        if self.authorizer is not None:
+            environ = request.environ
+            asked = classify(request.method, request.path, environ.get("QUERY_STRING", ""), request.headers)
+            if not self.authorizer.allows(claims["caller"], asked):
+                raise ApiError(403, "Access Denied", "AccessDenied", details=request.path)
+        return self.moto
+
+    def authenticate(self, request: Request, endpoint: str) -> dict[str, Any]:
+        """``{"caller": <iam_id or hmac:<key id>>}``; a refused credential is S3's 403."""
+        environ = request.environ
         header = request.headers.get("Authorization", "")
         query = parse_qs(environ.get("QUERY_STRING", ""))
+        path = request.path
         if header.lower().startswith("bearer "):
             try:
-                caller.append(str(self.authority.verify_header(header).get("iam_id", "")))
+                caller = str(self.authority.verify_header(header).get("iam_id", ""))
             except InvalidTokenError as err:
-                return s3_error(403, "AccessDenied", f"Access Denied: {err}", request.path)
+                raise ApiError(403, f"Access Denied: {err}", "AccessDenied", details=path) from err
         elif header.startswith("AWS4-HMAC-SHA256"):
-            caller.append(f"hmac:{self.access_key_id}")
+            caller = f"hmac:{self.access_key_id}"
             match = _CREDENTIAL.search(header)
             if not match or match.group(1) != self.access_key_id:
-                return s3_error(
-                    403,
-                    "InvalidAccessKeyId",
-                    "The AWS Access Key Id you provided does not exist in our records.",
-                    request.path,
-                )
+                raise ApiError(403, _NO_KEY, "InvalidAccessKeyId", details=path)
             if not sigv4_matches(environ, header, self.secret_access_key):
-                return s3_error(
+                raise ApiError(
                     403,
-                    "SignatureDoesNotMatch",
                     "The request signature we calculated does not match the signature you provided. "
                     "Check your AWS Secret Access Key and signing method.",
-                    request.path,
+                    "SignatureDoesNotMatch",
+                    details=path,
                 )
         elif header.startswith("AWS "):
-            caller.append(f"hmac:{self.access_key_id}")
+            caller = f"hmac:{self.access_key_id}"
             if header[4:].partition(":")[0] != self.access_key_id:
-                return s3_error(
-                    403,
-                    "InvalidAccessKeyId",
-                    "The AWS Access Key Id you provided does not exist in our records.",
-                    request.path,
-                )
+                raise ApiError(403, _NO_KEY, "InvalidAccessKeyId", details=path)
         elif "X-Amz-Credential" in query or "AWSAccessKeyId" in query:
-            caller.append(f"hmac:{self.access_key_id}")
             cred = (query.get("X-Amz-Credential") or query.get("AWSAccessKeyId") or [""])[0]
             if cred.split("/")[0] != self.access_key_id:
-                return s3_error(
-                    403,
-                    "InvalidAccessKeyId",
-                    "The AWS Access Key Id you provided does not exist in our records.",
-                    request.path,
-                )
-            return None  # presigned URL: moto handles the query-string form itself (authorised after)
+                raise ApiError(403, _NO_KEY, "InvalidAccessKeyId", details=path)
+            # presigned URL: moto handles the query-string form itself (authorised after)
+            return {"caller": f"hmac:{self.access_key_id}"}
         else:
-            return s3_error(403, "AccessDenied", "Access Denied", request.path)
+            raise ApiError(403, "Access Denied", "AccessDenied", details=path)
         environ["HTTP_AUTHORIZATION"] = _MOTO_AUTH.format(key=self.access_key_id)
         # COS's LocationConstraint names a storage class (us-south-standard); moto knows only AWS
         # regions, so a bucket-create body is dropped.
-        if (
-            request.method == "PUT"
-            and request.path.strip("/").count("/") == 0
-            and not environ.get("QUERY_STRING")
-        ):
+        if request.method == "PUT" and path.strip("/").count("/") == 0 and not environ.get("QUERY_STRING"):
             environ["CONTENT_LENGTH"] = "0"
             environ["wsgi.input"] = _Empty()
-        return None
+        return {"caller": caller}
 
 
 def _canonical_query(raw: str) -> str:

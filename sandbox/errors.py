@@ -16,6 +16,10 @@ from typing import Any
 from werkzeug.wrappers import Response
 
 
+class InvalidTokenError(Exception):
+    """A bearer token that is missing, malformed, forged or expired; ``str()`` says which."""
+
+
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

@@ -16,22 +16,21 @@ import uuid
 from typing import Any
 
 import jwt
-from werkzeug.routing import Map, Rule
+from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import iam_error, json_response
+from sandbox.errors import InvalidTokenError, json_response
 from sandbox.faults import FaultSet
 from sandbox.inventory import Inventory
+from sandbox.wsgi import ApiError, IamStyleApp, Rule
+
+__all__ = ["IamApp", "InvalidTokenError", "TokenAuthority"]
 
 IAM_ISSUER = "https://iam.cloud.ibm.com/identity"
 METADATA_ISSUER = "https://api.metadata.cloud.ibm.com/identity"
 APIKEY_GRANT = "urn:ibm:params:oauth:grant-type:apikey"
 REFRESH_GRANT = "refresh_token"
 SHORT_TOKEN_DEFAULT_TTL = 5
-
-
-class InvalidTokenError(Exception):
-    """A bearer token that is missing, malformed, forged or expired; ``str()`` says which."""
 
 
 class TokenAuthority:
@@ -170,56 +169,47 @@ def _basic_client(request: Request) -> tuple[str, str] | None:
     return user, password
 
 
-class IamApp:
-    """WSGI app for ``POST /identity/token``."""
+class IamApp(IamStyleApp):
+    """WSGI app for ``POST /identity/token`` and, on the same host, IAM Policy Management's reads
+    (``policies``: a :class:`sandbox.iam_policies.PolicyApi`)."""
 
-    url_map = Map([Rule("/identity/token", endpoint="token", methods=["POST"])])
+    service = "iam"
+    rules = [
+        Rule("/identity/token", endpoint="token", methods=["POST"]),
+        # any method: the token is checked before the method (405), as IAM does
+        Rule("/v2/policies", endpoint="policies"),
+        Rule("/v2/roles", endpoint="policies"),
+    ]
 
-    def __init__(
-        self, authority: TokenAuthority, inventory: Inventory, routes: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, authority: TokenAuthority, inventory: Inventory, policies: Any = None) -> None:
         self.authority = authority
         self.inventory = inventory
-        # other IAM APIs on the same host: exact path -> callable(request) -> Response
-        self.routes = dict(routes or {})
+        self.policies = policies
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        request = Request(environ)
-        if request.path in self.routes:
-            self.inventory.count_request("iam", request.method, request.path)
-            return self.routes[request.path](request)(environ, start_response)
-        return self.dispatch(request)(environ, start_response)
+    def ep_policies(self, request: Request, claims: dict[str, Any]) -> Response:
+        if self.policies is None:
+            return self.route_error(request, NotFound())
+        return self.policies(request)
 
-    def dispatch(self, request: Request) -> Response:
-        adapter = self.url_map.bind_to_environ(request.environ)
-        try:
-            adapter.match()
-        except Exception as err:  # NotFound / MethodNotAllowed
-            code = getattr(err, "code", 404)
-            self.inventory.count_request("iam", request.method, request.path)
-            return iam_error(code, "BXNIM0102E", "Unable to find the requested resource.")
-        self.inventory.count_request("iam", request.method, "/identity/token")
-        return self.token(request)
-
-    def token(self, request: Request) -> Response:
+    def ep_token(self, request: Request, claims: dict[str, Any]) -> Response:
         client = _basic_client(request)
         if client is not None and client != ("bx", "bx"):
-            return iam_error(400, "BXNIM0400E", "Client authentication failed.")
+            raise ApiError(400, "Client authentication failed.", "BXNIM0400E")
         client_id = "bx" if client else None
         grant = request.form.get("grant_type", "")
         if grant == APIKEY_GRANT:
             apikey = request.form.get("apikey", "")
             if not apikey:
-                return iam_error(400, "BXNIM0109E", "Property missing or empty.", "apikey is missing")
+                raise ApiError(400, "Property missing or empty.", "BXNIM0109E", details="apikey is missing")
             if apikey != self.authority.api_key:
-                return iam_error(400, "BXNIM0415E", "Provided API key could not be found.")
+                raise ApiError(400, "Provided API key could not be found.", "BXNIM0415E")
             body = self.authority.issue(self.authority.user, client_id=client_id, grant_type=APIKEY_GRANT)
             return json_response(body)
         if grant == REFRESH_GRANT:
             identity = self.authority.refresh_identity(request.form.get("refresh_token"))
             if identity is None:
-                return iam_error(400, "BXNIM0407E", "Provided refresh token is invalid.")
+                raise ApiError(400, "Provided refresh token is invalid.", "BXNIM0407E")
             return json_response(self.authority.issue(identity, client_id=client_id, grant_type=grant))
         if not grant:
-            return iam_error(400, "BXNIM0109E", "Property missing or empty.", "grant_type is missing")
-        return iam_error(400, "BXNIM0103E", f"Unsupported grant type: {grant}")
+            raise ApiError(400, "Property missing or empty.", "BXNIM0109E", details="grant_type is missing")
+        raise ApiError(400, f"Unsupported grant type: {grant}", "BXNIM0103E")

@@ -12,54 +12,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import iam_error, json_response
-from sandbox.iam import InvalidTokenError, TokenAuthority
+from sandbox.errors import json_response
+from sandbox.iam import TokenAuthority
 from sandbox.inventory import Inventory
+from sandbox.wsgi import ApiError, IamStyleApp, Rule
 
 PROFILE_KIND = "ibm_iam_trusted_profile"
 POLICY_KIND = "ibm_iam_trusted_profile_policy"
 
 
-class IamIdentityApp:
-    url_map = Map(
-        [
-            Rule("/v1/profiles", endpoint="list", methods=["GET"]),
-            Rule("/v1/profiles/<profile_id>", endpoint="get", methods=["GET"]),
-            Rule("/v1/profiles/<profile_id>", endpoint="delete", methods=["DELETE"]),
-        ],
-        strict_slashes=False,
-    )
+class IamIdentityApp(IamStyleApp):
+    service = "iam_identity"
+    auth = True
+    strict_slashes = False
+    rules = [
+        Rule("/v1/profiles", endpoint="list", methods=["GET"]),
+        Rule("/v1/profiles/<profile_id>", endpoint="get", methods=["GET"]),
+        Rule("/v1/profiles/<profile_id>", endpoint="delete", methods=["DELETE"]),
+    ]
 
     def __init__(self, authority: TokenAuthority, inventory: Inventory) -> None:
         self.authority = authority
         self.inventory = inventory
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        return self.dispatch(Request(environ))(environ, start_response)
-
-    def dispatch(self, request: Request) -> Response:
-        adapter = self.url_map.bind_to_environ(request.environ)
-        try:
-            rule, args = adapter.match(return_rule=True)
-        except HTTPException as err:
-            self.inventory.count_request("iam_identity", request.method, request.path)
-            return iam_error(err.code or 404, "BXNIM0102E", "Unable to find the requested resource.")
-        self.inventory.count_request("iam_identity", request.method, rule.rule)
-        try:
-            self.authority.verify_header(request.headers.get("Authorization"))
-        except InvalidTokenError as err:
-            return iam_error(401, "BXNIM0308E", f"Authorization failed: {err}")
-        if rule.endpoint == "list":
-            return self._list(request)
-        record = self.inventory.get(args["profile_id"])
+    def _profile(self, profile_id: str) -> dict[str, Any]:
+        record = self.inventory.get(profile_id)
         if record is None or record["kind"] != PROFILE_KIND:
-            return iam_error(404, "BXNIM0513E", f"Profile with id {args['profile_id']} not found.")
-        if rule.endpoint == "get":
-            return json_response(self.render(record))
+            raise ApiError(404, f"Profile with id {profile_id} not found.", "BXNIM0513E")
+        return record
+
+    def ep_get(self, request: Request, claims: dict[str, Any], profile_id: str) -> Response:
+        return json_response(self.render(self._profile(profile_id)))
+
+    def ep_delete(self, request: Request, claims: dict[str, Any], profile_id: str) -> Response:
+        record = self._profile(profile_id)
         # IBM deletes a profile's policies with it; Terraform names the profile by id or iam_id.
         iam_id = record["attrs"].get("iam_id")
         for policy in self.inventory.list(kind=POLICY_KIND):
@@ -69,17 +57,17 @@ class IamIdentityApp:
         self.inventory.remove(record["id"])
         return Response(status=204)
 
-    def _list(self, request: Request) -> Response:
+    def ep_list(self, request: Request, claims: dict[str, Any]) -> Response:
         account_id = request.args.get("account_id")
         if not account_id:
-            return iam_error(400, "BXNIM0109E", "Property missing or empty.", "account_id is missing")
+            raise ApiError(400, "Property missing or empty.", "BXNIM0109E", details="account_id is missing")
         if account_id != self.inventory.account_id:
             return json_response({"profiles": [], "limit": 20})
         try:
             limit = int(request.args.get("pagesize", 20))
             start = int(request.args.get("pagetoken", 0) or 0)
         except ValueError:
-            return iam_error(400, "BXNIM0109E", "pagesize and pagetoken must be integers.")
+            raise ApiError(400, "pagesize and pagetoken must be integers.", "BXNIM0109E") from None
         name = request.args.get("name")
         records = sorted(self.inventory.list(kind=PROFILE_KIND), key=lambda r: r["created_at"])
         records = [r for r in records if name is None or r["name"] == name]

@@ -16,11 +16,10 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from sandbox.cos_access import ACTION_ROLES, SERVICE, SERVICE_ROLES, policies_from_terraform
-from sandbox.errors import iam_error, json_response
+from sandbox.errors import json_response
 from sandbox.iam import InvalidTokenError, TokenAuthority
 from sandbox.inventory import Inventory
-
-PATHS = ("/v2/policies", "/v2/roles")
+from sandbox.wsgi import ApiError
 
 
 def role_crn(role: str) -> str:
@@ -31,6 +30,8 @@ def role_crn(role: str) -> str:
 
 
 class PolicyApi:
+    """The handler of ``/v2/policies`` and ``/v2/roles`` on :class:`sandbox.iam.IamApp`."""
+
     def __init__(self, authority: TokenAuthority, inventory: Inventory) -> None:
         self.authority = authority
         self.inventory = inventory
@@ -39,16 +40,16 @@ class PolicyApi:
         try:
             claims = self.authority.verify_header(request.headers.get("Authorization"))
         except InvalidTokenError as err:
-            return iam_error(401, "BXNIM0308E", f"Token is not valid: {err}")
+            raise ApiError(401, f"Token is not valid: {err}", "BXNIM0308E") from err
         if request.method != "GET":
-            return iam_error(405, "BXNIM0102E", "Method not allowed.")
+            raise ApiError(405, "Method not allowed.", "BXNIM0102E")
         if request.path == "/v2/roles":
             return self.roles(request)
         account = request.args.get("account_id", "")
         if not account:
-            return iam_error(400, "BXNIM0109E", "Property missing or empty.", "account_id is missing")
+            raise ApiError(400, "Property missing or empty.", "BXNIM0109E", details="account_id is missing")
         if account != (claims.get("account") or {}).get("bss"):
-            return iam_error(403, "BXNIM0513E", "You are not authorized to use this API.")
+            raise ApiError(403, "You are not authorized to use this API.", "BXNIM0513E")
         return self.policies(account, request.args.get("iam_id", ""))
 
     def policies(self, account: str, iam_id: str) -> Response:

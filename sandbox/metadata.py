@@ -15,18 +15,17 @@ linked trusted profile (``trusted_profile_id``, optional ``trusted_profile_crn``
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import json_response, vpc_error
+from sandbox.errors import json_response
 from sandbox.iam import METADATA_ISSUER, InvalidTokenError, TokenAuthority
 from sandbox.inventory import Inventory
+from sandbox.wsgi import ApiError, Rule, VpcStyleApp
 
 ROUTES = [
     Rule("/i/<instance_id>/identity/v1/token", endpoint="token", methods=["PUT"]),
@@ -41,30 +40,26 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class MetadataApp:
-    url_map = Map(ROUTES)
+class MetadataApp(VpcStyleApp):
+    service = "metadata"
+    rules = ROUTES
+    invalid_json = ("bad_request", "The request body is not valid JSON.")
 
     def __init__(self, authority: TokenAuthority, inventory: Inventory) -> None:
         self.authority = authority
         self.inventory = inventory
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        return self.dispatch(Request(environ))(environ, start_response)
+    def route_error(self, request: Request, err: HTTPException) -> Response:
+        return self.error(err.code or 404, f"No such metadata path: {request.path}", "not_found")
 
-    def dispatch(self, request: Request) -> Response:
-        adapter = self.url_map.bind_to_environ(request.environ)
-        try:
-            rule, args = adapter.match(return_rule=True)
-        except HTTPException as err:
-            self.inventory.count_request("metadata", request.method, request.path)
-            return vpc_error(err.code or 404, "not_found", f"No such metadata path: {request.path}")
-        self.inventory.count_request("metadata", request.method, rule.rule)
+    def before(self, request: Request, endpoint: str, claims: dict[str, Any], args: dict[str, Any]) -> None:
+        """``version`` is required; the instance must be live (its record replaces ``instance_id``)."""
         if not request.args.get("version"):
-            return vpc_error(400, "missing_version", "The version query parameter is required.")
-        instance = self._instance(args["instance_id"])
-        if instance is None:
-            return vpc_error(404, "instance_not_found", f"Instance {args['instance_id']} does not exist.")
-        return getattr(self, "ep_" + rule.endpoint)(request, instance)
+            raise ApiError(400, "The version query parameter is required.", "missing_version")
+        instance_id = args.pop("instance_id")
+        args["instance"] = self._instance(instance_id)
+        if args["instance"] is None:
+            raise ApiError(404, f"Instance {instance_id} does not exist.", "instance_not_found")
 
     def _instance(self, instance_id: str) -> dict[str, Any] | None:
         record = self.inventory.get(instance_id)
@@ -72,16 +67,13 @@ class MetadataApp:
             return None
         return record
 
-    def ep_token(self, request: Request, instance: dict[str, Any]) -> Response:
+    def ep_token(self, request: Request, claims: dict[str, Any], instance: dict[str, Any]) -> Response:
         if request.headers.get("Metadata-Flavor") != "ibm":
-            return vpc_error(400, "missing_metadata_flavor", "The header Metadata-Flavor: ibm is required.")
-        try:
-            body = json.loads(request.get_data() or b"{}")
-        except ValueError:
-            return vpc_error(400, "bad_request", "The request body is not valid JSON.")
+            raise ApiError(400, "The header Metadata-Flavor: ibm is required.", "missing_metadata_flavor")
+        body = self.json_body(request, {})
         expires_in = int(body.get("expires_in", 300) if isinstance(body, dict) else 300)
         if not 5 <= expires_in <= 3600:
-            return vpc_error(400, "invalid_expires_in", "expires_in must be between 5 and 3600.")
+            raise ApiError(400, "expires_in must be between 5 and 3600.", "invalid_expires_in")
         now = time.time()
         return json_response(
             {
@@ -92,29 +84,24 @@ class MetadataApp:
             }
         )
 
-    def _identity(self, request: Request, instance: dict[str, Any]) -> Response | None:
+    def _identity(self, request: Request, instance: dict[str, Any]) -> None:
+        """The request's instance identity token must be valid and this instance's (else 401)."""
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
         try:
             claims = self.authority.verify(token, issuer=METADATA_ISSUER)
         except InvalidTokenError as err:
-            return vpc_error(401, "not_authorized", f"Instance identity token rejected: {err}")
+            raise ApiError(401, f"Instance identity token rejected: {err}", "not_authorized") from err
         if claims.get("instance_id") != instance["id"]:
-            return vpc_error(401, "not_authorized", "The identity token belongs to another instance.")
-        return None
+            raise ApiError(401, "The identity token belongs to another instance.", "not_authorized")
 
-    def ep_iam_token(self, request: Request, instance: dict[str, Any]) -> Response:
-        denied = self._identity(request, instance)
-        if denied is not None:
-            return denied
-        try:
-            body = json.loads(request.get_data() or b"{}") or {}
-        except ValueError:
-            return vpc_error(400, "bad_request", "The request body is not valid JSON.")
+    def ep_iam_token(self, request: Request, claims: dict[str, Any], instance: dict[str, Any]) -> Response:
+        self._identity(request, instance)
+        body = self.json_body(request, {}) or {}
         attrs = instance["attrs"]
         target = str(attrs.get("trusted_profile_id") or "")  # Terraform's default_trusted_profile_target
         if not target:
-            return vpc_error(400, "no_trusted_profile", "No trusted profile is linked to this instance.")
+            raise ApiError(400, "No trusted profile is linked to this instance.", "no_trusted_profile")
         # the target may be the profile's id or its CRN (which ends in "profile:<id>")
         linked = target.rsplit("profile:", 1)[-1] if target.startswith("crn:") else target
         crn = (
@@ -130,8 +117,8 @@ class MetadataApp:
         }
         for key, value in wanted.items():
             if key not in accepted or value not in accepted[key]:
-                return vpc_error(
-                    400, "trusted_profile_not_linked", f"Trusted profile {key}={value} is not linked."
+                raise ApiError(
+                    400, f"Trusted profile {key}={value} is not linked.", "trusted_profile_not_linked"
                 )
         body_out = self.authority.issue(
             self.authority.profile_identity(linked),
@@ -141,10 +128,8 @@ class MetadataApp:
         body_out.pop("refresh_token", None)
         return json_response(body_out)
 
-    def ep_instance(self, request: Request, instance: dict[str, Any]) -> Response:
-        denied = self._identity(request, instance)
-        if denied is not None:
-            return denied
+    def ep_instance(self, request: Request, claims: dict[str, Any], instance: dict[str, Any]) -> Response:
+        self._identity(request, instance)
         return json_response(
             {
                 "id": instance["id"],

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
-from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from sandbox.errors import json_response, schematics_error
 from sandbox.faults import FaultSet
-from sandbox.iam import InvalidTokenError, TokenAuthority
+from sandbox.iam import TokenAuthority
 from sandbox.inventory import Inventory
+from sandbox.wsgi import ApiError, Rule, ServiceApp
 
 DEFAULT_TF_TYPE = "terraform_v1.13"
 TERMINAL = ("COMPLETED", "FAILED", "STOPPED")
@@ -55,14 +55,6 @@ def _ts() -> str:
 
 def _log_ts() -> str:
     return datetime.now(UTC).strftime("%Y/%m/%d %H:%M:%S")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, messageid: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.messageid = messageid
 
 
 @dataclass
@@ -160,8 +152,16 @@ ROUTES = [
 ]
 
 
-class SchematicsService:
+class SchematicsService(ServiceApp):
     """State and WSGI app of the Schematics emulator."""
+
+    service = "schematics"
+    rules = ROUTES
+    auth = True
+    strict_slashes = False
+    merge_slashes = False
+    unauthorized = (None, "Unauthorized: {err}")
+    invalid_json = (None, "The request body is not valid JSON: {err}")
 
     def __init__(
         self,
@@ -181,7 +181,6 @@ class SchematicsService:
         self.state_dir = state_dir
         self.rate_limit_per_min = rate_limit_per_min
         self.region = region
-        self.url_map = Map([rule.empty() for rule in ROUTES], strict_slashes=False, merge_slashes=False)
         self._lock = threading.RLock()
         self._workspaces: dict[str, dict[str, Any]] = {}
         self._limiter = RateLimiter()
@@ -190,9 +189,6 @@ class SchematicsService:
         self._closing = threading.Event()
 
     # -- plumbing ---------------------------------------------------------------------------
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        return self.dispatch(Request(environ))(environ, start_response)
-
     def reset_fault_state(self) -> None:
         """Called when faults change: counters of the fault that fails every other request restart."""
         with self._lock:
@@ -200,38 +196,35 @@ class SchematicsService:
             self._api_errors_failed = 0
         self._limiter.reset()
 
-    def dispatch(self, request: Request) -> Response:
-        adapter = self.url_map.bind_to_environ(request.environ)
-        try:
-            rule, args = adapter.match(return_rule=True)
-        except MethodNotAllowed as err:
-            self.inventory.count_request("schematics", request.method, request.path)
+    def error(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+        details: str | None = None,
+    ) -> Response:
+        return schematics_error(status, message, messageid=code, headers=headers)
+
+    def route_error(self, request: Request, err: HTTPException) -> Response:
+        if isinstance(err, MethodNotAllowed):
             allow = ", ".join(sorted(err.valid_methods or []))
-            return schematics_error(
+            return self.error(
                 405, f"Method {request.method} not allowed on {request.path}", headers={"Allow": allow}
             )
-        except HTTPException as err:
-            self.inventory.count_request("schematics", request.method, request.path)
-            return schematics_error(err.code or 404, f"No such API path: {request.path}")
-        self.inventory.count_request("schematics", request.method, rule.rule)
-        try:
-            claims = self.authority.verify_header(request.headers.get("Authorization"))
-        except InvalidTokenError as err:
-            return schematics_error(401, f"Unauthorized: {err}")
+        return self.error(err.code or 404, f"No such API path: {request.path}")
+
+    def before(self, request: Request, endpoint: str, claims: dict[str, Any], args: dict[str, Any]) -> None:
+        """The per-user rate limit (429), then the ``api_errors`` fault."""
         retry_after = self._rate_limited(claims["iam_id"])
         if retry_after is not None:
-            return schematics_error(
+            raise ApiError(
                 429,
                 "Rate limit exceeded: Schematics accepts a limited number of requests per minute per user.",
                 headers={"Retry-After": str(retry_after)},
             )
-        injected = self._injected_error()
-        if injected is not None:
-            return injected
-        try:
-            return getattr(self, "ep_" + rule.endpoint)(request, claims, **args)
-        except ApiError as err:
-            return schematics_error(err.status, err.message, messageid=err.messageid)
+        self._injected_error()
 
     def _rate_limited(self, user: str) -> int | None:
         limit, window = self.rate_limit_per_min, 60.0
@@ -243,33 +236,28 @@ class SchematicsService:
             return None
         return self._limiter.hit(user, limit, window)
 
-    def _injected_error(self) -> Response | None:
+    def _injected_error(self) -> None:
         """``api_errors``: every other Schematics request fails (first one included) until ``count``."""
         if not self.faults.active("api_errors"):
-            return None
+            return
         opts = self.faults.options("api_errors")
         codes = list(opts.get("codes", [503, 502, 500]))
         with self._lock:
             seen = self._api_errors_seen
             self._api_errors_seen += 1
             if seen % 2 or self._api_errors_failed >= int(opts.get("count", 3)):
-                return None
+                return
             code = codes[self._api_errors_failed % len(codes)]
             self._api_errors_failed += 1
         headers = {"Retry-After": "1"} if code == 503 else None
-        return schematics_error(code, f"Injected fault api_errors: HTTP {code}", headers=headers)
+        raise ApiError(code, f"Injected fault api_errors: HTTP {code}", headers=headers)
 
-    @staticmethod
-    def _json_body(request: Request, *, required: bool = True) -> dict[str, Any]:
-        raw = request.get_data()
-        if not raw.strip():
+    def _json_body(self, request: Request, *, required: bool = True) -> dict[str, Any]:
+        if not request.get_data().strip():
             if required:
                 raise ApiError(400, "The request body is missing.")
             return {}
-        try:
-            body = json.loads(raw)
-        except ValueError as err:
-            raise ApiError(400, f"The request body is not valid JSON: {err}") from err
+        body = self.json_body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.")
         return body
@@ -496,7 +484,7 @@ class SchematicsService:
             raise ApiError(400, "The workspace name is missing.")
         location = body.get("location") or self.region
         if location != self.region:
-            raise ApiError(400, "Incorrect Location Input.", messageid="M1097")
+            raise ApiError(400, "Incorrect Location Input.", code="M1097")
         tf_type = self._check_type(body.get("type"))
         specs = body.get("template_data") or [{}]
         if not isinstance(specs, list):

@@ -12,29 +12,30 @@ from __future__ import annotations
 
 from typing import Any
 
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import json_response, vpc_error
-from sandbox.iam import InvalidTokenError, TokenAuthority
+from sandbox.errors import json_response
+from sandbox.iam import TokenAuthority
 from sandbox.inventory import Inventory
+from sandbox.wsgi import Rule, VpcStyleApp
 
 
-class TaggingApp:
+class TaggingApp(VpcStyleApp):
+    service = "tagging"
+    count_raw_path = True
+    auth = True
+    strict_slashes = False
+    rules = [Rule("/v3/tags", endpoint="tags", methods=["GET"])]
+
     def __init__(self, authority: TokenAuthority, inventory: Inventory) -> None:
         self.authority = authority
         self.inventory = inventory
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        return self.dispatch(Request(environ))(environ, start_response)
+    def route_error(self, request: Request, err: HTTPException) -> Response:
+        return self.error(404, "Only GET /v3/tags is served by the sandbox.", "not_found")
 
-    def dispatch(self, request: Request) -> Response:
-        self.inventory.count_request("tagging", request.method, request.path)
-        if request.method != "GET" or request.path.rstrip("/") != "/v3/tags":
-            return vpc_error(404, "not_found", "Only GET /v3/tags is served by the sandbox.")
-        try:
-            self.authority.verify_header(request.headers.get("Authorization"))
-        except InvalidTokenError as err:
-            return vpc_error(401, "not_authorized", f"Authorization failed: {err}")
+    def ep_tags(self, request: Request, claims: dict[str, Any]) -> Response:
         if request.args.get("tag_type", "user") != "user":
             return json_response({"total_count": 0, "offset": 0, "limit": 100, "items": []})
         crn = request.args.get("attached_to")

@@ -28,14 +28,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import json_response, vpc_error
-from sandbox.iam import InvalidTokenError, TokenAuthority
+from sandbox.errors import json_response
+from sandbox.iam import TokenAuthority
 from sandbox.inventory import Inventory
 from sandbox.vpc_rules import IMAGES, Image, zones_of
+from sandbox.wsgi import ApiError, Rule, VpcStyleApp
 
 COLLECTIONS = {
     "instances": "ibm_is_instance",
@@ -60,17 +59,22 @@ RESOURCE_TYPES = {
 DEFAULT_RG = "sandbox0resourcegroup0000000000"
 
 
-class VpcApp:
-    url_map = Map(
-        [Rule(f"/v1/{c}", endpoint=f"list:{c}", methods=["GET"]) for c in COLLECTIONS]
-        + [Rule(f"/v1/{c}/<rid>", endpoint=f"get:{c}", methods=["GET"]) for c in COLLECTIONS]
-        + [Rule(f"/v1/{c}/<rid>", endpoint=f"delete:{c}", methods=["DELETE"]) for c in COLLECTIONS]
-        + [
-            Rule("/v1/images", endpoint="list:images", methods=["GET"]),
-            Rule("/v1/images/<rid>", endpoint="get:images", methods=["GET"]),
-        ],
-        strict_slashes=False,
-    )
+class VpcApp(VpcStyleApp):
+    service = "vpc"
+    auth = True
+    strict_slashes = False
+    rules = [
+        Rule(path, endpoint=endpoint, defaults={"collection": c}, methods=[method])
+        for c in COLLECTIONS
+        for path, endpoint, method in (
+            (f"/v1/{c}", "list", "GET"),
+            (f"/v1/{c}/<rid>", "get", "GET"),
+            (f"/v1/{c}/<rid>", "delete", "DELETE"),
+        )
+    ] + [
+        Rule("/v1/images", endpoint="images", methods=["GET"]),
+        Rule("/v1/images/<rid>", endpoint="images", methods=["GET"]),
+    ]
 
     def __init__(
         self,
@@ -83,49 +87,30 @@ class VpcApp:
         # stops the simulated server of a deleted instance (the Terraform engine's launcher)
         self.on_instance_deleted = on_instance_deleted
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        return self.dispatch(Request(environ))(environ, start_response)
-
-    def dispatch(self, request: Request) -> Response:
-        adapter = self.url_map.bind_to_environ(request.environ)
-        try:
-            rule, args = adapter.match(return_rule=True)
-        except HTTPException as err:
-            self.inventory.count_request("vpc", request.method, request.path)
-            code = err.code or 404
-            return vpc_error(
-                code, "not_found" if code == 404 else "method_not_allowed", err.description or ""
-            )
-        self.inventory.count_request("vpc", request.method, rule.rule)
-        try:
-            self.authority.verify_header(request.headers.get("Authorization"))
-        except InvalidTokenError as err:
-            return vpc_error(401, "not_authorized", f"Authorization failed: {err}")
+    def before(self, request: Request, endpoint: str, claims: dict[str, Any], args: dict[str, Any]) -> None:
         if not request.args.get("version"):
-            return vpc_error(400, "missing_version", "The version query parameter is required.")
+            raise ApiError(400, "The version query parameter is required.", "missing_version")
         if request.args.get("generation") != "2":
-            return vpc_error(400, "bad_generation", "The generation query parameter must be 2.")
-        action, collection = rule.endpoint.split(":")
+            raise ApiError(400, "The generation query parameter must be 2.", "bad_generation")
         self.base = request.host_url.rstrip("/") + "/v1"
-        if collection == "images":
-            return self._images(request, args.get("rid"))
-        if action == "delete":
-            return self._delete(collection, args["rid"])
-        if action == "get":
-            record = self.inventory.get(args["rid"])
-            if record is None or record["kind"] != COLLECTIONS[collection]:
-                return vpc_error(404, "not_found", f"{RESOURCE_TYPES[collection]} {args['rid']} not found")
-            return json_response(self.render(collection, record))
-        return self._list(request, collection)
 
-    def _list(self, request: Request, collection: str) -> Response:
+    def _record(self, collection: str, rid: str) -> dict[str, Any]:
+        record = self.inventory.get(rid)
+        if record is None or record["kind"] != COLLECTIONS[collection]:
+            raise ApiError(404, f"{RESOURCE_TYPES[collection]} {rid} not found", "not_found")
+        return record
+
+    def ep_get(self, request: Request, claims: dict[str, Any], collection: str, rid: str) -> Response:
+        return json_response(self.render(collection, self._record(collection, rid)))
+
+    def ep_list(self, request: Request, claims: dict[str, Any], collection: str) -> Response:
         try:
             limit = int(request.args.get("limit", 50))
             start = int(request.args.get("start", 0) or 0)
         except ValueError:
-            return vpc_error(400, "bad_field", "limit and start must be integers.")
+            raise ApiError(400, "limit and start must be integers.", "bad_field") from None
         if not 1 <= limit <= 100:
-            return vpc_error(400, "bad_field", "limit must be between 1 and 100.")
+            raise ApiError(400, "limit must be between 1 and 100.", "bad_field")
         records = sorted(self.inventory.list(kind=COLLECTIONS[collection]), key=lambda r: r["created_at"])
         items = [self.render(collection, r) for r in records]
         items = [i for i in items if self._matches(i, request.args)]
@@ -141,12 +126,14 @@ class VpcApp:
             body["next"] = {"href": f"{href}?{urlencode({'limit': limit, 'start': start + limit})}"}
         return json_response(body)
 
-    def _images(self, request: Request, rid: str | None) -> Response:
+    def ep_images(self, request: Request, claims: dict[str, Any], rid: str | None = None) -> Response:
         """The stock image catalogue (``sandbox.vpc_rules.IMAGES``); filters name, status, visibility."""
         images = [self._render_image(i) for i in IMAGES]
         if rid is not None:
             found = [i for i in images if i["id"] == rid]
-            return json_response(found[0]) if found else vpc_error(404, "not_found", f"image {rid} not found")
+            if not found:
+                raise ApiError(404, f"image {rid} not found", "not_found")
+            return json_response(found[0])
         statuses = set(",".join(request.args.getlist("status")).split(",")) - {""}
         images = [
             i
@@ -204,13 +191,11 @@ class VpcApp:
     # -- deletes ------------------------------------------------------------------------------
     DELETE_STATUS = {"subnets": 202, "vpcs": 202, "volumes": 202}
 
-    def _delete(self, collection: str, rid: str) -> Response:
-        record = self.inventory.get(rid)
-        if record is None or record["kind"] != COLLECTIONS[collection]:
-            return vpc_error(404, "not_found", f"{RESOURCE_TYPES[collection]} {rid} not found")
+    def ep_delete(self, request: Request, claims: dict[str, Any], collection: str, rid: str) -> Response:
+        record = self._record(collection, rid)
         in_use = self._in_use(collection, record)
         if in_use:
-            return vpc_error(409, f"{RESOURCE_TYPES[collection]}_in_use", in_use)
+            raise ApiError(409, in_use, f"{RESOURCE_TYPES[collection]}_in_use")
         if collection == "instances":
             if self.on_instance_deleted is not None:
                 self.on_instance_deleted(rid)

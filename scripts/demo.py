@@ -183,7 +183,7 @@ def _why(result: dict[str, Any]) -> str | None:
     first = next(
         (
             f"{task_id}: {failures[task_id]}"
-            for task_id in ("validate", "plan", "apply", "wait_for_output", "destroy", "leak_check")
+            for task_id in ("validate", "plan", "apply", "wait_for_output", "destroy", "report")
             if task_id in failures
         ),
         result.get("reason") or next((f"{t}: {m}" for t, m in failures.items()), None),

@@ -47,16 +47,18 @@ def build_run_report(
     destroy_job: dict[str, Any] | None,
     leaks: list[dict[str, Any]] | None,
     cost: dict[str, Any] | None = None,
+    leak_error: str | None = None,
 ) -> dict[str, Any]:
+    """The report; ``leaks`` is what the VPC API still lists for the run (None: the check failed)."""
     failed = sorted(t for t, s in tasks.items() if s["state"] in ("failed", "upstream_failed"))
-    leak_state = tasks.get("leak_check", {}).get("state")
+    leak_state = "success" if leaks == [] else "failed"
     extra = {"sweep": rank_sweep(plan, metrics)} if plan.get("distribution") == "sweep" else {}
     return {
         "dag_id": plan["dag_id"],
         "run_id": plan["run_id"],
         "run_slug": plan["slug"],
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "succeeded": not failed,
+        "succeeded": not failed and leaks == [],
         "failed_tasks": failed,
         "phases_s": {
             "queue": queued_s,
@@ -77,6 +79,7 @@ def build_run_report(
             "state": leak_state,
             "passed": leak_state == "success",
             "leaked": leaks or [],
+            **({"error": leak_error} if leak_error else {}),
         },
         "distribution": plan.get("distribution", "single"),
         **extra,
@@ -130,22 +133,23 @@ def estimate_cost(
     return cost.to_dict() if cost else None
 
 
-def from_triggerer(value: Any) -> Any:
-    """An XCom as pushed: Airflow 3.3.2 stores the XComs of a ``TaskSuccessEvent`` (a task ended
-    in the triggerer) JSON-encoded once more, so a worker pulls them back as JSON text."""
-    if isinstance(value, str) and value[:1] in ("{", "[", '"'):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+def write_run_report(
+    plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_conn_id: str, ibm_conn_id: str
+) -> dict | None:
+    """Check for leaks, write the report to ``<prefix>run-report.json`` and return it (to XCom).
 
-
-def write_run_report(plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_conn_id: str) -> dict | None:
-    """Build the report, write it to ``<prefix>run-report.json`` and return it (to XCom)."""
+    Raises after writing it when anything of the run is still live, or when the leak check itself
+    failed (a retry checks again).
+    """
     if not plan:
         return None  # validate failed: the run never had a plan, its log says why
+    from gpu_pipeline.validation import find_leaks, leak_error
     from ibm_cloud_airflow.hooks.cos import CosHook
+
+    try:
+        leaks, leak_failure = find_leaks(plan, ibm_conn_id=ibm_conn_id), None
+    except Exception as exc:  # the report is still written; the task fails and retries below
+        leaks, leak_failure = None, exc
 
     cos = CosHook(cos_conn_id=cos_conn_id)
     metrics = {}
@@ -162,19 +166,24 @@ def write_run_report(plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_
     queued_s = None
     if dag_run.start_date and dag_run.run_after:
         queued_s = max(0.0, (dag_run.start_date - dag_run.run_after).total_seconds())
-    apply_job = from_triggerer(ti.xcom_pull(task_ids="apply", key="job"))
-    destroy_job = from_triggerer(ti.xcom_pull(task_ids="destroy", key="job"))
+    apply_job = ti.xcom_pull(task_ids="apply", key="job")
+    destroy_job = ti.xcom_pull(task_ids="destroy", key="job")
     work_ended = max(markers).isoformat() if markers else None
     report = build_run_report(
         plan,
         tasks=_task_summary(ti),
         queued_s=queued_s,
-        outputs=from_triggerer(ti.xcom_pull(task_ids="apply")),
+        outputs=ti.xcom_pull(task_ids="apply"),
         metrics=metrics,
         apply_job=apply_job,
         destroy_job=destroy_job,
-        leaks=ti.xcom_pull(task_ids="leak_check"),
+        leaks=leaks,
+        leak_error=None if leak_failure is None else str(leak_failure),
         cost=estimate_cost(plan, apply_job, destroy_job, work_ended),
     )
     cos.upload_bytes(plan["bucket"], plan["report_key"], json.dumps(report, indent=2, default=str))
+    if leak_failure is not None:
+        raise leak_failure
+    if leaks:
+        raise leak_error(plan, leaks)
     return report

@@ -1,20 +1,21 @@
 """Everything one DAG run will create and where it will write, derived from its parameters.
 
 ``RunPlan`` is computed once by the ``validate`` task (no network, no cloud call) and travels to the
-other tasks through XCom. It holds no secret: HMAC keys, when used, are resolved from the COS
-connection by the workspace operator at run time.
+other tasks through XCom, as the typed dictionary it is: the provider's operators and sensor take
+the fields they need from it (``ibm_cloud_airflow.utils.plan``). It holds no secret: HMAC keys, when
+used, are resolved from the COS connection by the workspace operator at run time.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import itertools
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gpu_pipeline.gpu_profiles import placement_problems
 from gpu_pipeline.params import optional_text
+from ibm_cloud_airflow.utils.plan import CosWaitPlan, WorkspacePlan
 from ibm_cloud_airflow.utils.run_identity import run_description, run_prefix, run_slug, run_tags
 
 BUNDLE_NAME = "bundle/workload.tar.gz"
@@ -116,29 +117,21 @@ def _distribution_problems(params: dict[str, Any]) -> list[str]:
     return problems
 
 
-@dataclass(frozen=True)
-class RunPlan:
+class RunPlan(WorkspacePlan, CosWaitPlan, total=False):
+    """The run plan: the provider's workspace and wait fields, and the pipeline's own."""
+
     dag_id: str
     run_id: str
     slug: str
-    workspace_name: str
-    bucket: str
     prefix: str
     bundle_key: str
-    marker_keys: list[str]
     report_key: str
+    #: RFC 3339, UTC: when the servers' run TTL ends (the reaper's tag)
     deadline: str
-    tags: list[str]
-    terraform_variables: dict[str, Any] = field(default_factory=dict)
-    # single | multi_worker | sweep; every server's output folder (progress, _FAILED); sweep trials
-    distribution: str = "single"
-    server_prefixes: list[str] = field(default_factory=list)
-    trials: list[dict[str, Any]] = field(default_factory=list)
-    # names the Airflow run on the workspace: the reaper looks the run up by it
-    workspace_description: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    #: single | multi_worker | sweep; the sweep's trials, server i trains trial i
+    distribution: str
+    trials: list[dict[str, Any]]
+    keep_on_failure_minutes: int
 
 
 def build_run_plan(
@@ -195,23 +188,32 @@ def build_run_plan(
         "collective_timeout_seconds": params.get("collective_timeout_seconds", 300),
         "cos_profile_roles": params["cos_profile_roles"],
     }
+    existing = optional_text(params, "existing_workspace_id") or None
     return RunPlan(
         dag_id=dag_id,
         run_id=run_id,
         slug=slug,
         workspace_name=f"airflow-{slug}",
+        workspace_description=run_description(dag_id, run_id),
+        region=params["region"],
+        existing_workspace_id=existing,
+        # an adopted workspace is kept: only the run's lease on it is released
+        keep_workspace=existing is not None,
+        plan_only=bool(params["plan_only"]),
         bucket=params["bucket"],
         prefix=prefix,
         bundle_key=bundle_key,
         marker_keys=markers,
+        server_prefixes=servers,
         report_key=f"{prefix}run-report.json",
         deadline=deadline,
         tags=run_tags(slug, deadline_dt),
         terraform_variables=variables,
         distribution=distribution,
-        server_prefixes=servers,
         trials=trials,
-        workspace_description=run_description(dag_id, run_id),
+        stall_timeout_s=params["progress_stall_minutes"] * 60,
+        max_runtime_s=params["max_runtime_minutes"] * 60,
+        keep_on_failure_minutes=params["keep_on_failure_minutes"],
     )
 
 

@@ -9,12 +9,12 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from gpu_pipeline.cost import budget_problem
-from gpu_pipeline.run_plan import InvalidRunParameters, build_run_plan, secure_variable_refs
+from gpu_pipeline.run_plan import InvalidRunParameters, RunPlan, build_run_plan, secure_variable_refs
 
 log = logging.getLogger(__name__)
 
 
-def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn_id: str) -> dict[str, Any]:
+def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn_id: str) -> RunPlan:
     """Validate parameters and connections, and return the run plan (one read: the image's status)."""
     from ibm_cloud_airflow.hooks.base import (
         CosConnectionConfig,
@@ -76,9 +76,8 @@ def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn
             f"Invalid run, nothing was created. Fix: {problems[0]}"
             + "".join(f"\n- {p}" for p in problems[1:])
         )
-    result = plan.to_dict()
-    result["secure_variable_refs"] = secure_variable_refs(params["cos_auth_mode"], cos_conn_id)
-    return result
+    plan["secure_variable_refs"] = secure_variable_refs(params["cos_auth_mode"], cos_conn_id)
+    return plan
 
 
 def image_problems(name: str, region: str, *, ibm_conn_id: str) -> list[str]:
@@ -105,17 +104,17 @@ def image_problems(name: str, region: str, *, ibm_conn_id: str) -> list[str]:
     return []
 
 
-def check_for_leaks(plan: dict[str, Any] | None, *, ibm_conn_id: str) -> list[dict[str, Any]]:
-    """Raise when the VPC API still lists anything of this run; return what was checked."""
-    if not plan:
-        return []  # validate failed: nothing was ever created
+def find_leaks(plan: dict[str, Any], *, ibm_conn_id: str) -> list[dict[str, Any]]:
+    """What the VPC API still lists for this run (every resource is named after its slug)."""
     from ibm_cloud_airflow.hooks.vpc import VpcHook
 
-    live = VpcHook(ibm_conn_id=ibm_conn_id).find_run_resources(plan["slug"])
-    if live:
-        listing = ", ".join(f"{r['kind']} {r['name']} ({r['id']})" for r in live)
-        raise AirflowException(
-            f"{len(live)} resource(s) of run {plan['slug']} are still live: {listing}. "
-            "Re-run the destroy task, or destroy the workspace in the IBM Cloud console."
-        )
-    return []
+    return VpcHook(ibm_conn_id=ibm_conn_id).find_run_resources(plan["slug"])
+
+
+def leak_error(plan: dict[str, Any], live: list[dict[str, Any]]) -> AirflowException:
+    """The error a run with leftovers fails with: what is live, and how to remove it."""
+    listing = ", ".join(f"{r['kind']} {r['name']} ({r['id']})" for r in live)
+    return AirflowException(
+        f"{len(live)} resource(s) of run {plan['slug']} are still live: {listing}. "
+        "Re-run the destroy task, or destroy the workspace in the IBM Cloud console."
+    )

@@ -1,8 +1,9 @@
 """Load a Terraform root module (a folder of ``*.tf`` files) into plain Python structures.
 
-Parsing is python-hcl2's (``hcl2.api.parses_to_tree``); this module turns the raw tree into
-:class:`Module` with variables, locals, resources, data sources and outputs, each attribute kept
-as an expression tree for :mod:`sandbox.terraform.expr` to evaluate later. Constructs the sandbox
+Parsing is python-hcl2's, through the adapter :mod:`sandbox.terraform.hcl` (files -> the
+sandbox's own syntax tree); this module turns that tree into :class:`Module` with variables,
+locals, resources, data sources and outputs, each attribute kept as an expression tree for
+:mod:`sandbox.terraform.expr` to evaluate later. Constructs the sandbox
 does not interpret (modules, ``for_each``, provisioners, ``dynamic`` blocks, ...) are rejected
 here with an error naming the file, line and construct.
 """
@@ -14,33 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hcl2.api import parses_to_tree
-from lark import Token, Tree
+from sandbox.terraform.expr import Evaluator, HclError, Scope, references
+from sandbox.terraform.hcl import Attr, Block, Body, TupleExpr, parse_config
 
-from sandbox.terraform.expr import HclError, _children, references
-
-
-@dataclass
-class Attr:
-    name: str
-    tree: Any
-    file: str
-    line: int
-
-
-@dataclass
-class Body:
-    attrs: dict[str, Attr] = field(default_factory=dict)
-    blocks: list[Block] = field(default_factory=list)
-
-
-@dataclass
-class Block:
-    type: str
-    labels: list[str]
-    body: Body
-    file: str
-    line: int
+__all__ = ["Attr", "Block", "Body", "ConfigError", "Module", "Output", "Resource", "Variable", "load_module"]
 
 
 @dataclass
@@ -102,57 +80,10 @@ _IGNORED_RESOURCE_BLOCKS = {"timeouts"}
 _UNSUPPORTED_TOP = {"module", "moved", "import", "check", "removed", "ephemeral"}
 
 
-def _name_of(node: Any) -> str:
-    if isinstance(node, Token):
-        return str(node)
-    if node.data in {"identifier", "keyword", "literal_value"}:
-        return str(node.children[0])
-    if node.data == "string":
-        parts = []
-        for sp in node.children:
-            if isinstance(sp, Tree):
-                child = sp.children[0]
-                if not isinstance(child, Token):
-                    raise ConfigError("block labels cannot contain interpolation")
-                parts.append(str(child))
-        return "".join(parts)
-    raise ConfigError(f"unexpected name node {node.data}")
-
-
-def _line_of(node: Any) -> int:
-    meta = getattr(node, "meta", None)
-    if meta is not None and not getattr(meta, "empty", True):
-        return meta.line
-    return 0
-
-
-def parse_body(tree: Tree, file: str) -> Body:
-    body = Body()
-    for node in tree.children:
-        if not isinstance(node, Tree) or node.data == "new_line_or_comment":
-            continue
-        if node.data == "attribute":
-            kids = _children(node)
-            name = _name_of(kids[0])
-            if name in body.attrs:
-                raise ConfigError(f"{file} line {_line_of(node)}: duplicate argument '{name}'")
-            body.attrs[name] = Attr(name, kids[-1], file, _line_of(node))
-        elif node.data == "block":
-            kids = _children(node)
-            inner = next(k for k in kids if isinstance(k, Tree) and k.data == "body")
-            names = [_name_of(k) for k in kids if k is not inner]
-            body.blocks.append(Block(names[0], names[1:], parse_body(inner, file), file, _line_of(node)))
-        else:
-            raise ConfigError(f"{file} line {_line_of(node)}: unexpected '{node.data}'")
-    return body
-
-
 def literal_string(attr: Attr | None, what: str) -> str | None:
     """Value of an attribute that must be a plain literal (descriptions, error messages)."""
     if attr is None:
         return None
-    from sandbox.terraform.expr import Evaluator, Scope
-
     try:
         value = Evaluator(Scope(roots={}, base_dir=Path("."), filename=attr.file)).eval(attr.tree)
     except HclError as exc:
@@ -170,11 +101,9 @@ def _literal_bool(attr: Attr | None, default: bool) -> bool:
 
 
 def _traversals(attr: Attr) -> list[tuple[str, ...]]:
-    tree = attr.tree
-    kids = _children(tree) if isinstance(tree, Tree) else []
-    if not (isinstance(tree, Tree) and tree.data == "expr_term" and kids and kids[0].data == "tuple"):
+    if not isinstance(attr.tree, TupleExpr):
         raise ConfigError(f"{attr.file} line {attr.line}: depends_on must be a list of references")
-    return sorted(references(tree))
+    return sorted(references(attr.tree))
 
 
 def _check_resource_body(body: Body, file: str, address: str, top: bool) -> None:
@@ -234,21 +163,21 @@ def _load_module(directory: Path) -> Module:
             f"{directory}: JSON configuration files (*.tf.json) are not supported by the sandbox"
         )
     for path in files:
-        text = path.read_text(encoding="utf-8")
         try:
-            tree = parses_to_tree(text)
-        except Exception as exc:  # lark raises several exception types
-            raise ConfigError(f"{path.name}: syntax error: {exc}".splitlines()[0]) from exc
-        body = parse_body(tree.children[0], path.name)
+            body = parse_config(path.read_text(encoding="utf-8"), path.name)
+        except ConfigError:
+            raise
+        except HclError as exc:
+            raise ConfigError(str(exc)) from exc
         if body.attrs:
             first = next(iter(body.attrs.values()))
             raise ConfigError(f"{path.name} line {first.line}: unexpected top-level argument '{first.name}'")
         for block in body.blocks:
-            _load_block(module, block, text)
+            _load_block(module, block)
     return module
 
 
-def _load_block(module: Module, block: Block, text: str) -> None:
+def _load_block(module: Module, block: Block) -> None:
     file, line, kind = block.file, block.line, block.type
     where = f"{file} line {line}"
     if kind in _UNSUPPORTED_TOP:
@@ -271,8 +200,7 @@ def _load_block(module: Module, block: Block, text: str) -> None:
         var = Variable(name=name, file=file, line=line)
         if "type" in attrs:
             var.type_tree = attrs["type"].tree
-            meta = var.type_tree.meta
-            var.type_source = text[meta.start_pos : meta.end_pos].strip()
+            var.type_source = attrs["type"].source
         var.default = attrs.get("default")
         var.description = literal_string(attrs.get("description"), "description")
         var.sensitive = _literal_bool(attrs.get("sensitive"), False)

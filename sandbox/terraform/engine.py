@@ -6,7 +6,8 @@ variable store and the per-workspace ``state`` dict that the caller keeps betwee
 
 What it does, in the order Terraform does it:
 
-1. load every ``*.tf`` file (python-hcl2 parse tree; unsupported constructs are errors);
+1. load every ``*.tf`` file (python-hcl2 through :mod:`sandbox.terraform.hcl`; unsupported
+   constructs are errors);
 2. resolve input variables: Schematics values are strings, converted per the declared ``type``
    (``"3"`` -> 3, ``"true"`` -> true, ``"[...]"``/``"{...}"`` parsed as HCL); defaults; every
    ``validation`` block is evaluated and a failure names the variable;
@@ -40,8 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lark import Tree
-
 from sandbox.api_key_access import forbidden_message
 from sandbox.cos_access import invalid_roles
 from sandbox.faults import FaultSet
@@ -60,14 +59,14 @@ from sandbox.terraform.expr import (
     Evaluator,
     HclError,
     Scope,
-    _children,
-    _parse_inline_expression,
+    parse_expression,
     references,
     to_bool,
     to_number,
     to_string,
     type_name,
 )
+from sandbox.terraform.hcl import Call, ObjectExpr, TupleExpr, Var
 from sandbox.terraform.provider_schema import schema_errors
 from sandbox.vpc_rules import DEFAULT_GPU_QUOTA, IMAGES, Image, VpcApiError, VpcRules, image_by_name
 
@@ -106,30 +105,18 @@ def _parse_type(tree: Any, var: Variable) -> Any:
     where = f"{var.file} line {var.line}"
     if tree is None:
         return "any"
-    if isinstance(tree, Tree) and tree.data == "expr_term":
-        return _parse_type(_children(tree)[0], var)
-    if isinstance(tree, Tree) and tree.data == "identifier":
-        name = str(tree.children[0])
-        if name in {"string", "number", "bool", "any"}:
-            return name
-        raise ConfigError(f"{where}: unknown type '{name}' for variable '{var.name}'")
-    if isinstance(tree, Tree) and tree.data == "function_call":
-        kids = _children(tree)
-        kind = str(kids[0].children[0])
-        args = [a for a in _children(kids[1]) if isinstance(a, Tree)] if len(kids) > 1 else []
-        if kind in {"list", "set", "map"} and len(args) == 1:
-            return (kind, _parse_type(args[0], var))
-        if kind == "tuple" and len(args) == 1:
-            inner = _children(args[0])[0]
-            return ("tuple", [_parse_type(t, var) for t in _children(inner)])
-        if kind == "object" and len(args) == 1:
-            inner = _children(args[0])[0]
-            fields: dict[str, Any] = {}
-            for elem in _children(inner):
-                key_tree, value_tree = _children(elem)
-                key = str(_children(_children(key_tree)[0])[0].children[0])
-                fields[key] = _parse_type(value_tree, var)
-            return ("object", fields)
+    if isinstance(tree, Var):
+        if tree.name in {"string", "number", "bool", "any"}:
+            return tree.name
+        raise ConfigError(f"{where}: unknown type '{tree.name}' for variable '{var.name}'")
+    if isinstance(tree, Call) and len(tree.args) == 1:
+        kind, (arg,) = tree.name, tree.args
+        if kind in {"list", "set", "map"}:
+            return (kind, _parse_type(arg, var))
+        if kind == "tuple" and isinstance(arg, TupleExpr):
+            return ("tuple", [_parse_type(t, var) for t in arg.items])
+        if kind == "object" and isinstance(arg, ObjectExpr) and all(isinstance(k, str) for k, _ in arg.items):
+            return ("object", {str(k): _parse_type(v, var) for k, v in arg.items})
         if kind == "optional":
             raise ConfigError(f"{where}: optional() attributes are not supported by the sandbox")
     raise ConfigError(f"{where}: unsupported type constraint for variable '{var.name}'")
@@ -172,7 +159,7 @@ def _convert(value: Any, typ: Any, name: str) -> Any:
 
 def _literal_value(text: str, name: str) -> Any:
     try:
-        tree = _parse_inline_expression(text, f"variable {name}", 1)
+        tree = parse_expression(text, f"variable {name}", 1)
         return Evaluator(Scope(roots={}, base_dir=Path("."), filename=f"variable {name}")).eval(tree)
     except HclError as exc:
         raise TerraformError(

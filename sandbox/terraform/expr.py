@@ -1,34 +1,47 @@
-"""Evaluate Terraform (HCL2) expressions from python-hcl2's parse tree.
+"""Evaluate Terraform expressions: the sandbox's syntax tree (:mod:`sandbox.terraform.hcl`) -> values.
 
-python-hcl2 parses the configuration with its Lark grammar (``hcl2.api.parses_to_tree``); this
-module walks that raw tree. It implements the part of the Terraform language that the project's
-``terraform/`` folder uses, plus the obvious neighbours (see ``docs/terraform.md``, section
-"What the sandbox interprets"). Anything else raises :class:`HclError` naming the construct, so a
-configuration the sandbox does not understand fails loudly instead of producing wrong values.
+It implements the part of the Terraform language that the project's ``terraform/`` folder uses,
+plus the obvious neighbours (see ``docs/terraform.md``, section "What the sandbox interprets").
+Anything else raises :class:`HclError` naming the construct, so a configuration the sandbox does
+not understand fails loudly instead of producing wrong values.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import ipaddress
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from hcl2.api import parses_to_tree
-from lark import Token, Tree
+from sandbox.terraform.hcl import (
+    Binary,
+    Call,
+    Conditional,
+    Expr,
+    For,
+    GetAttr,
+    HclError,
+    Index,
+    Literal,
+    ObjectExpr,
+    Splat,
+    Template,
+    TupleExpr,
+    Unary,
+    Var,
+    parse_expression,
+    parse_template,
+)
 
-
-class HclError(Exception):
-    """A configuration error: unsupported construct, bad reference, failed function call."""
+__all__ = ["FUNCTIONS", "Evaluator", "HclError", "Scope", "parse_expression", "parse_template", "references"]
 
 
 # -- values --------------------------------------------------------------------------------------
@@ -120,55 +133,14 @@ class Scope:
     roots: Mapping[str, Any]
     base_dir: Path
     filename: str = "<expression>"
-    locals_: dict[str, Any] = field(default_factory=dict)
 
     def child(self, extra: dict[str, Any]) -> Scope:
-        merged = dict(self.roots)
-        merged.update(extra)
-        return Scope(roots=merged, base_dir=self.base_dir, filename=self.filename)
-
-
-_MISSING = object()
+        return Scope(roots={**self.roots, **extra}, base_dir=self.base_dir, filename=self.filename)
 
 
 # -- expression evaluation -----------------------------------------------------------------------
 
-
-def _line(tree: Any) -> str:
-    meta = getattr(tree, "meta", None)
-    if meta is not None and not getattr(meta, "empty", True):
-        return f" line {meta.line}"
-    if isinstance(tree, Token) and tree.line is not None:
-        return f" line {tree.line}"
-    return ""
-
-
-def _children(tree: Tree) -> list[Any]:
-    """Children without newline/comment nodes and punctuation tokens."""
-    out = []
-    for c in tree.children:
-        if isinstance(c, Tree) and c.data == "new_line_or_comment":
-            continue
-        if isinstance(c, Token) and c.type in {
-            "LPAR",
-            "RPAR",
-            "LSQB",
-            "RSQB",
-            "LBRACE",
-            "RBRACE",
-            "COMMA",
-            "EQ",
-            "COLON",
-            "DOT",
-            "INTERP_START",
-            "DIRECTIVE_START",
-            "DBLQUOTE",
-            "QMARK",
-            "FOR_OBJECT_ARROW",
-        }:
-            continue
-        out.append(c)
-    return out
+_FILE_FUNCTIONS = {"templatefile", "file", "filebase64", "fileexists"}
 
 
 class Evaluator:
@@ -178,295 +150,195 @@ class Evaluator:
         self.scope = scope
         self.functions = functions if functions is not None else FUNCTIONS
 
-    def error(self, tree: Any, message: str) -> HclError:
-        return HclError(f"{self.scope.filename}{_line(tree)}: {message}")
+    def error(self, node: Any, message: str) -> HclError:
+        line = getattr(node, "line", 0)
+        return HclError(f"{self.scope.filename}{f' line {line}' if line else ''}: {message}")
 
-    def eval(self, tree: Any) -> Any:
-        if isinstance(tree, Token):
-            raise self.error(tree, f"unsupported token {tree.type} {str(tree)!r}")
-        method = getattr(self, "_" + tree.data, None)
+    def eval(self, node: Expr) -> Any:
+        method = getattr(self, "_" + type(node).__name__.lower(), None)
         if method is None:
-            raise self.error(tree, f"unsupported expression construct '{tree.data}'")
+            raise self.error(node, f"unsupported expression construct '{type(node).__name__}'")
         try:
-            return method(tree)
+            return method(node)
         except HclError:
             raise
         except (TypeError, ValueError, KeyError, IndexError, ZeroDivisionError, AttributeError) as exc:
-            raise self.error(tree, f"cannot evaluate {tree.data}: {exc}") from exc
+            raise self.error(node, f"cannot evaluate {type(node).__name__}: {exc}") from exc
 
-    # structure
-    def _expr_term(self, tree: Tree) -> Any:
-        kids = _children(tree)
-        if len(kids) != 1:
-            raise self.error(tree, "malformed expression term")
-        return self.eval(kids[0])
+    def _literal(self, node: Literal) -> Any:
+        return node.value
 
-    _expression = _expr_term
+    def _var(self, node: Var) -> Any:
+        if node.name not in self.scope.roots:
+            raise self.error(node, f"unknown reference '{node.name}'")
+        return self.scope.roots[node.name]
 
-    def _int_lit(self, tree: Tree) -> int:
-        return int(str(tree.children[0]))
+    def _template(self, node: Template) -> str:
+        return self.render(node.parts)
 
-    def _float_lit(self, tree: Tree) -> int | float:
-        return normalize_number(float(str(tree.children[0])))
+    def _tupleexpr(self, node: TupleExpr) -> list[Any]:
+        return [self.eval(item) for item in node.items]
 
-    def _literal_value(self, tree: Tree) -> Any:
-        return {"true": True, "false": False, "null": None}[str(tree.children[0])]
-
-    def _identifier(self, tree: Tree) -> Any:
-        name = str(tree.children[0])
-        value = self.scope.roots.get(name, _MISSING) if name in self.scope.roots else _MISSING
-        if value is _MISSING:
-            raise self.error(tree, f"unknown reference '{name}'")
-        return value
-
-    def _string(self, tree: Tree) -> str:
-        parts = parts_from_string_tree(tree, self.scope.filename)
-        return render_template(parse_template_parts(parts, self.scope.filename), self)
-
-    def _heredoc_template(self, tree: Tree) -> str:
-        return self._heredoc(str(tree.children[0]), trim=False, tree=tree)
-
-    def _heredoc_template_trim(self, tree: Tree) -> str:
-        return self._heredoc(str(tree.children[0]), trim=True, tree=tree)
-
-    def _heredoc(self, raw: str, *, trim: bool, tree: Tree) -> str:
-        lines = raw.split("\n")
-        # first line is <<MARKER, last two are "  MARKER" and "" (the terminal ends in a newline)
-        body_lines = lines[1:-2]
-        if trim:
-            indents = [len(ln) - len(ln.lstrip(" \t")) for ln in body_lines if ln.strip()]
-            cut = min(indents) if indents else 0
-            body_lines = [ln[cut:] for ln in body_lines]
-        text = "\n".join(body_lines) + ("\n" if body_lines else "")
-        return render_template(parse_template_text(text, self.scope.filename), self)
-
-    def _template_string(self, tree: Tree) -> str:
-        raise self.error(tree, "unsupported escaped-quote template string")
-
-    def _tuple(self, tree: Tree) -> list[Any]:
-        return [self.eval(c) for c in _children(tree)]
-
-    def _object(self, tree: Tree) -> dict[str, Any]:
+    def _objectexpr(self, node: ObjectExpr) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for elem in _children(tree):
-            key_tree, value_tree = _children(elem)
-            key_expr = _children(key_tree)[0]
-            # a bare identifier key is the literal name, as in Terraform
-            if (
-                isinstance(key_expr, Tree)
-                and key_expr.data == "expr_term"
-                and isinstance(_children(key_expr)[0], Tree)
-                and _children(key_expr)[0].data == "identifier"
-            ):
-                key = str(_children(key_expr)[0].children[0])
-            elif isinstance(key_expr, Tree) and key_expr.data == "keyword":
-                key = str(key_expr.children[0])
-            else:
-                key = to_string(self.eval(key_expr), "object key")
-            out[key] = self.eval(value_tree)
+        for key, value in node.items:
+            name = key if isinstance(key, str) else to_string(self.eval(key), "object key")
+            out[name] = self.eval(value)
         return out
 
-    # operators
-    def _conditional(self, tree: Tree) -> Any:
-        cond, yes, no = _children(tree)
-        return self.eval(yes) if to_bool(self.eval(cond)) else self.eval(no)
+    def _conditional(self, node: Conditional) -> Any:
+        return self.eval(node.yes) if to_bool(self.eval(node.cond)) else self.eval(node.no)
 
-    def _unary_op(self, tree: Tree) -> Any:
-        op, operand = tree.children[0], _children(tree)[-1]
-        value = self.eval(operand)
-        if str(op) == "!":
-            return not to_bool(value)
-        return -to_number(value)
+    def _unary(self, node: Unary) -> Any:
+        value = self.eval(node.operand)
+        return (not to_bool(value)) if node.op == "!" else -to_number(value)
 
-    def _binary_op(self, tree: Tree) -> Any:
-        kids = _children(tree)
-        left_tree, term = kids[0], kids[1]
-        term_kids = _children(term)
-        op = str(term_kids[0].children[0]).strip()
-        right_tree = term_kids[1]
+    def _binary(self, node: Binary) -> Any:
+        op = node.op
         if op == "&&":
-            return to_bool(self.eval(left_tree)) and to_bool(self.eval(right_tree))
+            return to_bool(self.eval(node.left)) and to_bool(self.eval(node.right))
         if op == "||":
-            return to_bool(self.eval(left_tree)) or to_bool(self.eval(right_tree))
-        left, right = self.eval(left_tree), self.eval(right_tree)
+            return to_bool(self.eval(node.left)) or to_bool(self.eval(node.right))
+        left, right = self.eval(node.left), self.eval(node.right)
         if op == "==":
             return _equal(left, right)
         if op == "!=":
             return not _equal(left, right)
         a, b = to_number(left), to_number(right)
-        if op == "<":
-            return a < b
-        if op == ">":
-            return a > b
-        if op == "<=":
-            return a <= b
-        if op == ">=":
-            return a >= b
-        if op == "+":
-            return normalize_number(a + b)
-        if op == "-":
-            return normalize_number(a - b)
-        if op == "*":
-            return normalize_number(a * b)
-        if op == "/":
-            if b == 0:
-                raise self.error(tree, "division by zero")
-            return normalize_number(a / b)
-        if op == "%":
-            return normalize_number(math.fmod(a, b))
-        raise self.error(tree, f"unsupported operator {op}")
+        if op == "/" and b == 0:
+            raise self.error(node, "division by zero")
+        operators: dict[str, Callable[[], Any]] = {
+            "<": lambda: a < b,
+            ">": lambda: a > b,
+            "<=": lambda: a <= b,
+            ">=": lambda: a >= b,
+            "+": lambda: normalize_number(a + b),
+            "-": lambda: normalize_number(a - b),
+            "*": lambda: normalize_number(a * b),
+            "/": lambda: normalize_number(a / b),
+            "%": lambda: normalize_number(math.fmod(a, b)),
+        }
+        if op not in operators:
+            raise self.error(node, f"unsupported operator {op}")
+        return operators[op]()
 
     # traversal
-    def _get_attr_expr_term(self, tree: Tree) -> Any:
-        base_tree, attr = _children(tree)
-        return self._get_attr_of(self.eval(base_tree), attr)
+    def _getattr(self, node: GetAttr) -> Any:
+        return self.get_attr(self.eval(node.base), node.name, node)
 
-    def _get_attr_of(self, base: Any, attr: Tree) -> Any:
-        name = str(_children(attr)[0].children[0])
+    def get_attr(self, base: Any, name: str, node: Any) -> Any:
         if isinstance(base, Mapping):
             if name not in base:
-                raise self.error(attr, f"unsupported attribute '{name}'")
+                raise self.error(node, f"unsupported attribute '{name}'")
             return base[name]
         if isinstance(base, list):
             raise self.error(
-                attr, f"cannot read attribute '{name}' of a list (use [index] or [*]; is count set?)"
+                node, f"cannot read attribute '{name}' of a list (use [index] or [*]; is count set?)"
             )
-        raise self.error(attr, f"cannot read attribute '{name}' of a {type_name(base)}")
+        raise self.error(node, f"cannot read attribute '{name}' of a {type_name(base)}")
 
-    def _index_expr_term(self, tree: Tree) -> Any:
-        base_tree, index = _children(tree)
-        return self._index_of(self.eval(base_tree), index)
+    def _index(self, node: Index) -> Any:
+        return self.index(self.eval(node.base), self.eval(node.key), node)
 
-    def _index_of(self, base: Any, index: Tree) -> Any:
-        if index.data == "short_index":
-            key: Any = int(str(index.children[-1]))
-        else:
-            key = self.eval(_children(index)[0])
+    def index(self, base: Any, key: Any, node: Any) -> Any:
         if isinstance(base, list):
             i = to_number(key)
             if not isinstance(i, int) or i < 0 or i >= len(base):
-                raise self.error(index, f"invalid index {key!r}: the list has {len(base)} element(s)")
+                raise self.error(node, f"invalid index {key!r}: the list has {len(base)} element(s)")
             return base[i]
         if isinstance(base, Mapping):
             k = to_string(key)
             if k not in base:
-                raise self.error(index, f"invalid index: key {k!r} does not exist")
+                raise self.error(node, f"invalid index: key {k!r} does not exist")
             return base[k]
-        raise self.error(index, f"cannot index a {type_name(base)}")
+        raise self.error(node, f"cannot index a {type_name(base)}")
 
-    def _apply_steps(self, value: Any, steps: list[Tree]) -> Any:
-        for step in steps:
-            get = self._get_attr_of if step.data == "get_attr" else self._index_of
-            value = get(value, step)
-        return value
-
-    def _full_splat_expr_term(self, tree: Tree) -> Any:
-        base_tree, splat = _children(tree)
-        base = self.eval(base_tree)
+    def _splat(self, node: Splat) -> list[Any]:
+        base = self.eval(node.base)
         items = base if isinstance(base, list) else ([] if base is None else [base])
-        steps = [c for c in _children(splat) if isinstance(c, Tree)]
-        return [self._apply_steps(item, steps) for item in items]
-
-    def _attr_splat_expr_term(self, tree: Tree) -> Any:
-        base_tree, splat = _children(tree)
-        base = self.eval(base_tree)
-        items = base if isinstance(base, list) else ([] if base is None else [base])
-        steps = [c for c in _children(splat) if isinstance(c, Tree)]
-        return [self._apply_steps(item, steps) for item in items]
+        out = []
+        for value in items:
+            for kind, arg in node.steps:
+                if kind == "attr":
+                    value = self.get_attr(value, arg, node)
+                else:
+                    value = self.index(value, self.eval(arg), node)
+            out.append(value)
+        return out
 
     # functions
-    def _function_call(self, tree: Tree) -> Any:
-        kids = _children(tree)
-        if any(isinstance(k, Token) and k.type == "COLONS" for k in kids):
-            raise self.error(tree, "provider-defined functions are not supported")
-        name = str(kids[0].children[0])
-        args_tree = kids[1] if len(kids) > 1 else None
-        arg_trees = _children(args_tree) if args_tree is not None else []
-        if any(isinstance(a, Token) and a.type == "ELLIPSIS" for a in arg_trees):
-            raise self.error(tree, f"argument expansion (...) in {name}() is not supported")
-        arg_trees = [a for a in arg_trees if not isinstance(a, Token)]
+    def _call(self, node: Call) -> Any:
+        name = node.name
         if name == "can":
-            if len(arg_trees) != 1:
-                raise self.error(tree, "can() takes exactly one argument")
+            if len(node.args) != 1:
+                raise self.error(node, "can() takes exactly one argument")
             try:
-                self.eval(arg_trees[0])
+                self.eval(node.args[0])
                 return True
             except HclError:
                 return False
         if name == "try":
             last: HclError | None = None
-            for a in arg_trees:
+            for arg in node.args:
                 try:
-                    return self.eval(a)
+                    return self.eval(arg)
                 except HclError as exc:
                     last = exc
-            raise self.error(tree, f"no try() argument could be evaluated: {last}")
+            raise self.error(node, f"no try() argument could be evaluated: {last}")
         func = self.functions.get(name)
         if func is None:
-            raise self.error(tree, f"call to unsupported function '{name}()'")
-        args = [self.eval(a) for a in arg_trees]
+            raise self.error(node, f"call to unsupported function '{name}()'")
+        args = [self.eval(a) for a in node.args]
         try:
-            if name in {"templatefile", "file", "filebase64", "fileexists"}:
-                return func(self, *args)
-            return func(*args)
+            return func(self, *args) if name in _FILE_FUNCTIONS else func(*args)
         except HclError as exc:
-            raise self.error(tree, f"{name}(): {exc}") from exc
+            raise self.error(node, f"{name}(): {exc}") from exc
         except (TypeError, ValueError, KeyError, IndexError, re.error, OverflowError) as exc:
-            raise self.error(tree, f"invalid call to {name}(): {exc}") from exc
+            raise self.error(node, f"invalid call to {name}(): {exc}") from exc
 
-    # for expressions
-    def _for_iter(self, intro: Tree) -> tuple[list[str], Any]:
-        kids = [c for c in _children(intro) if isinstance(c, Tree)]
-        names = [str(k.children[0]) for k in kids if k.data == "identifier"]
-        coll_tree = kids[-1]
-        return names, self.eval(coll_tree)
-
-    def _iterate(self, names: list[str], coll: Any, tree: Tree):
+    # for expressions and template directives
+    def iterate(self, names: tuple[str, ...], coll: Any, node: Any) -> Iterator[Evaluator]:
+        """One evaluator per element of ``coll``, with ``names`` bound (value, or key and value)."""
         if isinstance(coll, list):
-            pairs = list(enumerate(coll))
+            pairs: list[tuple[Any, Any]] = list(enumerate(coll))
         elif isinstance(coll, Mapping):
             pairs = sorted(coll.items())
         else:
-            raise self.error(tree, f"cannot iterate over a {type_name(coll)}")
+            raise self.error(node, f"cannot iterate over a {type_name(coll)}")
         for k, v in pairs:
-            if len(names) == 1:
-                yield {names[0]: v}
-            else:
-                yield {names[0]: k, names[1]: v}
+            binding = {names[0]: v} if len(names) == 1 else {names[0]: k, names[1]: v}
+            yield Evaluator(self.scope.child(binding), self.functions)
 
-    def _for_parts(self, tree: Tree) -> tuple[Tree, list[Tree], Tree | None]:
-        kids = [c for c in _children(tree) if isinstance(c, Tree)]
-        intro = kids[0]
-        cond = kids[-1] if kids[-1].data == "for_cond" else None
-        exprs = [k for k in kids[1:] if k is not cond]
-        return intro, exprs, cond
-
-    def _for_tuple_expr(self, tree: Tree) -> list[Any]:
-        intro, exprs, cond = self._for_parts(tree)
-        names, coll = self._for_iter(intro)
-        out = []
-        for binding in self._iterate(names, coll, tree):
-            sub = Evaluator(self.scope.child(binding), self.functions)
-            if cond is not None and not to_bool(sub.eval(_children(cond)[-1])):
+    def _for(self, node: For) -> Any:
+        out_list: list[Any] = []
+        out_map: dict[str, Any] = {}
+        for sub in self.iterate(node.names, self.eval(node.collection), node):
+            if node.cond is not None and not to_bool(sub.eval(node.cond)):
                 continue
-            out.append(sub.eval(exprs[0]))
-        return out
-
-    def _for_object_expr(self, tree: Tree) -> dict[str, Any]:
-        if any(isinstance(c, Token) and c.type == "ELLIPSIS" for c in tree.children):
-            raise self.error(tree, "grouping mode (...) in for expressions is not supported")
-        intro, exprs, cond = self._for_parts(tree)
-        names, coll = self._for_iter(intro)
-        out: dict[str, Any] = {}
-        for binding in self._iterate(names, coll, tree):
-            sub = Evaluator(self.scope.child(binding), self.functions)
-            if cond is not None and not to_bool(sub.eval(_children(cond)[-1])):
+            if node.key is None:
+                out_list.append(sub.eval(node.value))
                 continue
-            key = to_string(sub.eval(exprs[0]), "for key")
-            if key in out:
-                raise self.error(tree, f"duplicate object key {key!r} in for expression")
-            out[key] = sub.eval(exprs[1])
-        return out
+            key = to_string(sub.eval(node.key), "for key")
+            if key in out_map:
+                raise self.error(node, f"duplicate object key {key!r} in for expression")
+            out_map[key] = sub.eval(node.value)
+        return out_list if node.key is None else out_map
+
+    def render(self, parts: tuple) -> str:
+        """A template's text (a template that is one interpolation still yields a string here)."""
+        out: list[str] = []
+        for part in parts:
+            kind = part[0]
+            if kind == "lit":
+                out.append(part[1])
+            elif kind == "interp":
+                out.append(to_string(self.eval(part[1]), "interpolated value"))
+            elif kind == "if":
+                out.append(self.render(part[2] if to_bool(self.eval(part[1])) else part[3]))
+            else:  # for
+                for sub in self.iterate(part[1], self.eval(part[2]), part[2]):
+                    out.append(sub.render(part[3]))
+        return "".join(out)
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -477,254 +349,6 @@ def _equal(a: Any, b: Any) -> bool:
     if type_name(a) != type_name(b):
         return False
     return a == b
-
-
-# -- templates -----------------------------------------------------------------------------------
-# A template is a list of parts: ("lit", text) | ("interp", tree) | ("if", tree) | ("else",)
-# | ("endif",) | ("for", [names], tree) | ("endfor",). Strip markers are applied while parsing.
-
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
-
-
-def unescape_string_chars(raw: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(raw):
-        ch = raw[i]
-        if ch == "\\" and i + 1 < len(raw):
-            nxt = raw[i + 1]
-            if nxt in _ESCAPES:
-                out.append(_ESCAPES[nxt])
-                i += 2
-                continue
-            if nxt == "u":
-                out.append(chr(int(raw[i + 2 : i + 6], 16)))
-                i += 6
-                continue
-            if nxt == "U":
-                out.append(chr(int(raw[i + 2 : i + 10], 16)))
-                i += 10
-                continue
-            raise HclError(f"invalid escape sequence \\{nxt}")
-        out.append(ch)
-        i += 1
-    return "".join(out)
-
-
-def _directive_from_tree(node: Tree, filename: str) -> tuple[tuple, bool, bool]:
-    toks = node.children
-    strip_left = len(toks) > 1 and isinstance(toks[1], Token) and toks[1].type == "STRIP_MARKER"
-    strip_right = len(toks) > 1 and isinstance(toks[-2], Token) and toks[-2].type == "STRIP_MARKER"
-    trees = [c for c in toks if isinstance(c, Tree)]
-    if node.data == "template_if_start":
-        return ("if", trees[0]), strip_left, strip_right
-    if node.data == "template_else":
-        return ("else",), strip_left, strip_right
-    if node.data == "template_endif":
-        return ("endif",), strip_left, strip_right
-    if node.data == "template_for_start":
-        names = [str(t.children[0]) for t in trees if t.data == "identifier"]
-        return ("for", names, trees[-1]), strip_left, strip_right
-    if node.data == "template_endfor":
-        return ("endfor",), strip_left, strip_right
-    raise HclError(f"{filename}{_line(node)}: unsupported template directive '{node.data}'")
-
-
-def _strip(parts: list[tuple], strips: list[tuple[bool, bool]]) -> list[tuple]:
-    out = list(parts)
-    for i, (left, right) in enumerate(strips):
-        if left and i > 0 and out[i - 1][0] == "lit":
-            out[i - 1] = ("lit", out[i - 1][1].rstrip())
-        if right and i + 1 < len(out) and out[i + 1][0] == "lit":
-            out[i + 1] = ("lit", out[i + 1][1].lstrip())
-    return [p for p in out if not (p[0] == "lit" and p[1] == "")]
-
-
-def parts_from_string_tree(tree: Tree, filename: str) -> list[tuple]:
-    parts: list[tuple] = []
-    strips: list[tuple[bool, bool]] = []
-    for sp in tree.children:
-        if isinstance(sp, Token):  # the quotes
-            continue
-        child = sp.children[0]
-        if isinstance(child, Token):
-            if child.type == "ESCAPED_INTERPOLATION" or child.type == "ESCAPED_DIRECTIVE":
-                parts.append(("lit", str(child)[1:]))
-            else:
-                parts.append(("lit", unescape_string_chars(str(child))))
-            strips.append((False, False))
-        elif child.data == "interpolation":
-            toks = child.children
-            expr = next(c for c in toks if isinstance(c, Tree))
-            left = any(isinstance(t, Token) and t.type == "STRIP_MARKER" for t in toks[:2])
-            right = any(isinstance(t, Token) and t.type == "STRIP_MARKER" for t in toks[-2:])
-            parts.append(("interp", expr))
-            strips.append((left, right))
-        else:
-            part, left, right = _directive_from_tree(child, filename)
-            parts.append(part)
-            strips.append((left, right))
-    return _strip(parts, strips)
-
-
-def _parse_inline_expression(source: str, filename: str, line: int) -> Tree:
-    try:
-        tree = parses_to_tree(f"__expr = {source}\n")
-    except Exception as exc:
-        raise HclError(f"{filename} line {line}: cannot parse template expression {source!r}: {exc}") from exc
-    body = tree.children[0]
-    attrs = [c for c in body.children if isinstance(c, Tree) and c.data == "attribute"]
-    if len(attrs) != 1:
-        raise HclError(f"{filename} line {line}: cannot parse template expression {source!r}")
-    return _children(attrs[0])[-1]
-
-
-def _find_close(text: str, start: int) -> int:
-    """Index of the ``}`` closing a ``${``/``%{`` whose body starts at ``start``."""
-    depth = 0
-    i = start
-    in_str = False
-    while i < len(text):
-        ch = text[i]
-        if in_str:
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            if depth == 0:
-                return i
-            depth -= 1
-        i += 1
-    return -1
-
-
-_DIRECTIVE_RE = re.compile(
-    r"^(?:(?P<if>if)\s+(?P<cond>.+)|(?P<else>else)|(?P<endif>endif)|"
-    r"(?P<for>for)\s+(?P<names>[A-Za-z_][\w-]*(?:\s*,\s*[A-Za-z_][\w-]*)?)\s+in\s+(?P<coll>.+)|"
-    r"(?P<endfor>endfor))$",
-    re.S,
-)
-
-
-@functools.lru_cache(maxsize=128)
-def parse_template_text(text: str, filename: str) -> tuple[tuple, ...]:
-    """Split template text (a templatefile() file or a heredoc body) into template parts (cached)."""
-    return tuple(_parse_template_text(text, filename))
-
-
-def _parse_template_text(text: str, filename: str) -> list[tuple]:
-    parts: list[tuple] = []
-    strips: list[tuple[bool, bool]] = []
-    buf: list[str] = []
-    i = 0
-
-    def flush() -> None:
-        if buf:
-            parts.append(("lit", "".join(buf)))
-            strips.append((False, False))
-            buf.clear()
-
-    while i < len(text):
-        if text.startswith("$${", i) or text.startswith("%%{", i):
-            buf.append(text[i + 1 : i + 3])
-            i += 3
-            continue
-        if text.startswith("${", i) or text.startswith("%{", i):
-            kind = text[i]
-            close = _find_close(text, i + 2)
-            line = text.count("\n", 0, i) + 1
-            if close < 0:
-                raise HclError(f"{filename} line {line}: unterminated template sequence")
-            inner = text[i + 2 : close]
-            left = inner.startswith("~")
-            right = inner.endswith("~")
-            inner = inner[1 if left else 0 : len(inner) - (1 if right else 0)].strip()
-            flush()
-            if kind == "$":
-                parts.append(("interp", _parse_inline_expression(inner, filename, line)))
-            else:
-                m = _DIRECTIVE_RE.match(inner)
-                if m is None:
-                    raise HclError(f"{filename} line {line}: unsupported template directive %{{{inner}}}")
-                if m.group("if"):
-                    parts.append(("if", _parse_inline_expression(m.group("cond"), filename, line)))
-                elif m.group("else"):
-                    parts.append(("else",))
-                elif m.group("endif"):
-                    parts.append(("endif",))
-                elif m.group("for"):
-                    names = [n.strip() for n in m.group("names").split(",")]
-                    parts.append(("for", names, _parse_inline_expression(m.group("coll"), filename, line)))
-                else:
-                    parts.append(("endfor",))
-            strips.append((left, right))
-            i = close + 1
-            continue
-        buf.append(text[i])
-        i += 1
-    flush()
-    return _strip(parts, strips)
-
-
-def parse_template_parts(parts: list[tuple] | tuple[tuple, ...], filename: str) -> list[Any]:
-    """Nest flat template parts into a node list: literals, interps, ("if", c, then, else), ("for", ...)."""
-    pos = 0
-
-    def block(until: set[str]) -> tuple[list[Any], str | None]:
-        nonlocal pos
-        nodes: list[Any] = []
-        while pos < len(parts):
-            part = parts[pos]
-            pos += 1
-            kind = part[0]
-            if kind in until:
-                return nodes, kind
-            if kind in {"lit", "interp"}:
-                nodes.append(part)
-            elif kind == "if":
-                then, end = block({"else", "endif"})
-                otherwise: list[Any] = []
-                if end == "else":
-                    otherwise, end = block({"endif"})
-                if end != "endif":
-                    raise HclError(f"{filename}: %{{if}} without %{{endif}}")
-                nodes.append(("if", part[1], then, otherwise))
-            elif kind == "for":
-                body, end = block({"endfor"})
-                if end != "endfor":
-                    raise HclError(f"{filename}: %{{for}} without %{{endfor}}")
-                nodes.append(("for", part[1], part[2], body))
-            else:
-                raise HclError(f"{filename}: unexpected %{{{kind}}}")
-        return nodes, None
-
-    nodes, _ = block(set())
-    return nodes
-
-
-def render_template(nodes: list[Any], ev: Evaluator) -> str:
-    # a template that is a single interpolation yields the value itself in Terraform; here strings only
-    out: list[str] = []
-    for node in nodes:
-        kind = node[0]
-        if kind == "lit":
-            out.append(node[1])
-        elif kind == "interp":
-            out.append(to_string(ev.eval(node[1]), "interpolated value"))
-        elif kind == "if":
-            branch = node[2] if to_bool(ev.eval(node[1])) else node[3]
-            out.append(render_template(branch, ev))
-        elif kind == "for":
-            names, coll = node[1], ev.eval(node[2])
-            for binding in ev._iterate(names, coll, node[2]):
-                out.append(render_template(node[3], Evaluator(ev.scope.child(binding), ev.functions)))
-    return "".join(out)
 
 
 # -- functions -----------------------------------------------------------------------------------
@@ -757,10 +381,10 @@ def _fn_templatefile(ev: Evaluator, path: str, variables: dict[str, Any] | None 
     text = _fn_file(ev, path)
     if not isinstance(variables, dict):
         raise HclError("the second argument must be an object of template variables")
-    nodes = parse_template_parts(parse_template_text(text, str(path)), str(path))
+    parts = parse_template(text, str(path))
     # a template sees only its own variables (plus functions), like Terraform
     scope = Scope(roots=dict(variables), base_dir=ev.scope.base_dir, filename=Path(path).name)
-    return render_template(nodes, Evaluator(scope, ev.functions))
+    return Evaluator(scope, ev.functions).render(parts)
 
 
 _FORMAT_RE = re.compile(
@@ -866,8 +490,6 @@ def _fn_timeadd(timestamp: str, duration: str) -> str:
         raise HclError(f"invalid duration {duration!r}")
     for amount, unit in matches:
         total += float(amount) * units[unit]
-    from datetime import timedelta
-
     result = (t + timedelta(seconds=sign * total)).astimezone(UTC)
     return result.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -1099,7 +721,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 # -- static analysis -----------------------------------------------------------------------------
 
 
-def references(tree: Any) -> set[tuple[str, ...]]:
+def references(node: Any) -> set[tuple[str, ...]]:
     """Traversals an expression makes, as tuples of up to three leading names.
 
     ``ibm_is_vpc.vpc.id`` gives ``("ibm_is_vpc", "vpc", "id")``; ``data.ibm_is_image.image.id``
@@ -1108,73 +730,54 @@ def references(tree: Any) -> set[tuple[str, ...]]:
     """
     found: set[tuple[str, ...]] = set()
 
-    def chain(node: Any) -> list[str] | None:
-        """Leading names of a traversal rooted at an identifier, else None."""
-        if not isinstance(node, Tree):
-            return None
-        if node.data == "expr_term":
-            kids = _children(node)
-            return chain(kids[0]) if len(kids) == 1 else None
-        if node.data == "identifier":
-            return [str(node.children[0])]
-        if node.data in {
-            "get_attr_expr_term",
-            "index_expr_term",
-            "full_splat_expr_term",
-            "attr_splat_expr_term",
-        }:
-            kids = _children(node)
-            base = chain(kids[0])
+    def chain(expr: Any) -> list[str] | None:
+        """Leading names of a traversal rooted at a name, else None."""
+        if isinstance(expr, Var):
+            return [expr.name]
+        if isinstance(expr, GetAttr | Index | Splat):
+            base = chain(expr.base)
             if base is None:
                 return None
-            if node.data == "get_attr_expr_term":
-                return [*base, str(_children(kids[1])[0].children[0])]
-            return [*base, "[]"]
+            return [*base, expr.name] if isinstance(expr, GetAttr) else [*base, "[]"]
         return None
 
-    def walk(node: Any, in_chain: bool = False) -> None:
-        if not isinstance(node, Tree) or node.data == "get_attr":  # attribute names are not references
-            return
-        names = chain(node)
-        if names is not None:
-            if not in_chain:
-                cut = names[:3]
-                if "[]" in cut:
-                    cut = cut[: cut.index("[]")]
-                found.add(tuple(cut))
-            if node.data == "identifier":
-                return
-            kids = _children(node)
-            walk(kids[0], True)  # the base of the same traversal
-            for kid in kids[1:]:  # index expressions and splat steps are references of their own
-                walk(kid)
-            return
-        if node.data == "function_call":
-            for c in _children(node)[1:]:
-                walk(c)
-            return
-        if node.data == "object_elem_key":
-            kids = _children(node)
-            # a bare identifier key is a literal, not a reference
-            if (
-                kids
-                and isinstance(kids[0], Tree)
-                and kids[0].data == "expr_term"
-                and isinstance(_children(kids[0])[0], Tree)
-                and _children(kids[0])[0].data == "identifier"
-            ):
-                return
-        for c in node.children:
-            walk(c)
+    def walk(expr: Any, in_chain: bool = False) -> None:
+        names = chain(expr)
+        if names is not None and not in_chain:
+            cut = names[:3]
+            found.add(tuple(cut[: cut.index("[]")] if "[]" in cut else cut))
+        if isinstance(expr, Index):
+            walk(expr.base, names is not None)
+            walk(expr.key)
+        elif isinstance(expr, Splat):
+            walk(expr.base, names is not None)
+            for kind, arg in expr.steps:
+                if kind == "index":
+                    walk(arg)
+        elif isinstance(expr, GetAttr):
+            walk(expr.base, names is not None)
+        elif isinstance(expr, Template):
+            walk_parts(expr.parts)
+        elif isinstance(expr, ObjectExpr):
+            for key, value in expr.items:
+                if not isinstance(key, str):
+                    walk(key)
+                walk(value)
+        elif isinstance(expr, TupleExpr | Call):
+            for item in expr.items if isinstance(expr, TupleExpr) else expr.args:
+                walk(item)
+        elif isinstance(expr, Expr) and not isinstance(expr, Var | Literal):
+            for value in vars(expr).values():
+                if isinstance(value, Expr):
+                    walk(value)
 
-    walk(tree)
+    def walk_parts(parts: tuple) -> None:
+        for part in parts:
+            for piece in part[1:]:
+                if isinstance(piece, Expr):
+                    walk(piece)
+                elif isinstance(piece, tuple) and piece and isinstance(piece[0], tuple):
+                    walk_parts(piece)
+
+    walk(node)
     return found
-
-
-def template_file_references(text: str, filename: str) -> set[tuple[str, ...]]:
-    refs: set[tuple[str, ...]] = set()
-    for part in parse_template_text(text, filename):
-        for piece in part[1:]:
-            if isinstance(piece, Tree):
-                refs |= references(piece)
-    return refs

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import threading
 import time
+from unittest import mock
 
 import pytest
 
@@ -93,3 +95,92 @@ async def test_waiting_for_the_budget_does_not_block_the_event_loop(tmp_path):
     task.cancel()
     assert waited >= 0.9
     assert ticks >= 0.5 * waited / 0.05  # the loop kept running while the budget waited
+
+
+class RecordingBudget:
+    """Stands in for RequestBudget: records the slots taken, never waits."""
+
+    def __init__(self) -> None:
+        self.taken: list[str] = []
+
+    def acquire(self, tier: str) -> None:
+        self.taken.append(tier)
+
+    async def acquire_async(self, tier: str) -> None:
+        self.taken.append(f"async {tier}")
+
+
+@pytest.fixture
+def metered_hook():
+    from ibm_cloud_airflow.hooks.schematics import SchematicsHook
+
+    hook = SchematicsHook(sleep=lambda s: None)
+    hook.budget = RecordingBudget()  # replaces the cached property: no connection, no SQLite
+    hook.__dict__["client"] = mock.MagicMock(name="SchematicsV1")
+    return hook
+
+
+class TestPrepaidRequest:
+    def test_the_prepaid_slot_pays_for_the_first_request_only(self, metered_hook):
+        hook = metered_hook
+        with hook.prepaid_request():
+            hook._call("a", lambda: "a", tier=POLL)
+            hook._call("b", lambda: "b", tier=TEARDOWN)
+        assert hook.budget.taken == [TEARDOWN]
+        hook._call("c", lambda: "c", tier=POLL)
+        assert hook.budget.taken == [TEARDOWN, POLL]
+
+    def test_an_unused_slot_does_not_pay_for_a_later_request(self, metered_hook):
+        hook = metered_hook
+        with hook.prepaid_request():
+            pass
+        with pytest.raises(RuntimeError), hook.prepaid_request():
+            raise RuntimeError("the call failed before its request")
+        hook._call("a", lambda: "a")
+        assert hook.budget.taken == [WORK]
+
+    def test_unmetered_requests_leave_the_slot_alone(self, metered_hook):
+        hook = metered_hook
+        with hook.prepaid_request():
+            hook._call("IAM token request", lambda: "t", metered=False)
+            hook._call("a", lambda: "a")
+        assert hook.budget.taken == []
+
+    def test_a_retry_takes_a_slot_of_its_own(self, metered_hook):
+        from .conftest import api_error
+
+        hook = metered_hook
+        outcomes = iter([api_error(503), "ok"])
+
+        def send():
+            outcome = next(outcomes)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+
+        with hook.prepaid_request():
+            assert hook._call("a", send, tier=POLL) == "ok"
+        assert hook.budget.taken == [POLL]
+
+    def test_the_slot_belongs_to_the_thread_that_took_it(self, metered_hook):
+        hook = metered_hook
+        with hook.prepaid_request():
+            other = threading.Thread(target=hook._call, args=("other thread", lambda: "x"))
+            other.start()
+            other.join()
+            assert hook.budget.taken == [WORK]  # the other thread waited for its own slot
+            hook._call("this thread", lambda: "y")
+        assert hook.budget.taken == [WORK]
+
+    async def test_the_async_hook_waits_on_the_loop_and_prepays_the_thread(self, metered_hook):
+        from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook
+
+        hook = metered_hook
+        hook.client.get_workspace_activity.return_value.get_result.return_value = {"status": "INPROGRESS"}
+        async_hook = SchematicsAsyncHook()
+        async_hook._hook = hook
+        assert await async_hook.get_activity("ws", "act") == {"status": "INPROGRESS"}
+        assert await async_hook.stop_activity("ws", "act", timeout=5) is True
+        assert hook.budget.taken == ["async poll", "async teardown"]  # no second slot in the thread
+        hook.get_activity("ws", "act")  # the slots were used up: a plain call waits for its own
+        assert hook.budget.taken == ["async poll", "async teardown", POLL]

@@ -271,26 +271,17 @@ class TestWorkspaces:
         assert hook.get_activity_log("w", "a") == "line1\nline2"
         assert hook.client.http_client.get.call_args.args == ("https://x/log",)
 
-    def test_leases(self, hook):
-        state = {"tags": ["keep", "airflow-lease:other"]}
-
-        def get(_ws, **kw):
-            return resp({"id": "w", **state})
-
-        def update(_ws, tags, **kw):
-            state["tags"] = tags
-            return resp({"id": "w", **state})
-
-        hook.client.get_workspace.side_effect = get
-        hook.client.update_workspace.side_effect = update
-        with pytest.raises(IbmCloudApiError, match="leased by"):
-            hook.acquire_lease("w", "me", wait_s=0, poll_s=1)
-        assert hook.release_lease("w", "other") is True
-        hook.acquire_lease("w", "me", wait_s=0, poll_s=1)
-        assert state["tags"] == ["keep", "airflow-lease:me"]
-        assert hook.release_lease("w", "me") is True
-        assert state["tags"] == ["keep"]
-        assert hook.release_lease("w", "me") is False
+    def test_resolve_workspace_by_id_by_name_and_draft(self, hook):
+        assert hook.resolve_workspace("us-south.workspace.w", "ignored") == "us-south.workspace.w"
+        hook.client.list_workspaces.assert_not_called()  # an id costs no request
+        hook.client.list_workspaces.return_value = resp({"workspaces": [{"id": "w1", "name": "airflow-x"}]})
+        hook.client.get_workspace.return_value = resp({"id": "w1", "status": "DRAFT"})
+        assert hook.resolve_workspace(None, "airflow-x") == "w1"
+        assert hook.resolve_workspace(None, "airflow-x", skip_draft=True) is None
+        hook.client.get_workspace.return_value = resp({"id": "w1", "status": "INACTIVE"})
+        assert hook.resolve_workspace(None, "airflow-x", skip_draft=True) == "w1"
+        assert hook.resolve_workspace(None, "airflow-other") is None
+        assert hook.resolve_workspace(None, None) is None
 
 
 def test_activity_log_fallbacks_and_errors(hook):

@@ -1,8 +1,11 @@
-"""Connection parsing, error mapping and the retry loop (no network: pure functions)."""
+"""Connection parsing, error mapping and the retry rules (no network: pure functions)."""
 
 from __future__ import annotations
 
 import json
+import random
+import time
+from email.utils import formatdate
 from types import SimpleNamespace
 
 import pytest
@@ -179,6 +182,27 @@ def flaky(*outcomes):
     return f
 
 
+def counting(f):
+    """``f`` that counts its calls in ``.calls``."""
+
+    def g():
+        g.calls += 1
+        return f()
+
+    g.calls = 0
+    return g
+
+
+@pytest.fixture
+def jitter(monkeypatch):
+    """Pin the jitter: ``jitter("high")`` takes the whole backoff, ``jitter("low")`` half of it."""
+
+    def pin(end: str) -> None:
+        monkeypatch.setattr(random, "uniform", lambda a, b: b if end == "high" else a)
+
+    return pin
+
+
 class TestRetries:
     def test_retry_after_is_honoured(self):
         clock = Clock()
@@ -186,28 +210,113 @@ class TestRetries:
         assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock) == "ok"
         assert clock.sleeps == [7.0]
 
+    def test_retry_after_as_an_http_date(self):
+        clock = Clock()
+        when = formatdate(time.time() + 30, usegmt=True)
+        f = flaky(api_error(503, headers={"Retry-After": when}), "ok")
+        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock) == "ok"
+        assert len(clock.sleeps) == 1 and 28 <= clock.sleeps[0] <= 30
+
+    @pytest.mark.parametrize(("header", "expected"), [("1000", 120.0), ("in an hour", 120.0), ("0", 0.0)])
+    def test_retry_after_is_capped(self, header, expected):
+        if header == "in an hour":  # computed when the test runs, not at collection
+            header = formatdate(time.time() + 3600, usegmt=True)
+        clock = Clock()
+        f = flaky(api_error(429, headers={"Retry-After": header}), "ok")
+        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock) == "ok"
+        assert clock.sleeps == [expected]
+
+    def test_a_date_in_the_past_retries_at_once(self):
+        clock = Clock()
+        f = flaky(api_error(429, headers={"Retry-After": "Mon, 01 Jan 2001 00:00:00 GMT"}), "ok")
+        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock) == "ok"
+        assert clock.sleeps == [0.0]
+
+    def test_backoff_doubles_up_to_its_cap(self, jitter):
+        policy = RetryPolicy(max_attempts=6, base_delay_s=1, max_delay_s=4)
+        for end, expected in (("high", [1, 2, 4, 4, 4]), ("low", [0.5, 1, 2, 2, 2])):
+            jitter(end)
+            clock = Clock()
+            with pytest.raises(IbmCloudApiError):
+                call_with_retries(
+                    flaky(*[api_error(500)] * 6), what="x", policy=policy, sleep=clock.sleep, clock=clock
+                )
+            assert clock.sleeps == expected, end
+
+    def test_backoff_is_jittered(self):
+        policy = RetryPolicy(max_attempts=4, base_delay_s=1, max_delay_s=30)
+        runs = []
+        for _ in range(5):
+            clock = Clock()
+            with pytest.raises(IbmCloudApiError):
+                call_with_retries(
+                    flaky(*[api_error(502)] * 4), what="x", policy=policy, sleep=clock.sleep, clock=clock
+                )
+            for n, slept in enumerate(clock.sleeps, start=1):
+                assert 2 ** (n - 1) / 2 <= slept <= 2 ** (n - 1)
+            runs.append(tuple(clock.sleeps))
+        assert len(set(runs)) > 1  # five identical runs of three random waits: not jitter
+
     def test_5xx_backs_off_then_gives_up(self):
         clock = Clock()
-        f = flaky(*[api_error(503)] * 10)
-        with pytest.raises(IbmCloudApiError, match="HTTP 503"):
+        f = counting(flaky(*[api_error(503)] * 10))
+        with pytest.raises(IbmCloudApiError, match="HTTP 503") as err:
             call_with_retries(f, what="x", policy=RetryPolicy(max_attempts=4), sleep=clock.sleep, clock=clock)
-        assert len(clock.sleeps) == 3
+        assert f.calls == 4 and len(clock.sleeps) == 3
         assert clock.sleeps[2] > clock.sleeps[0] * 0.9
+        assert "retries were exhausted" in str(err.value)
+        assert getattr(err.value.__cause__, "status_code", None) == 503  # the last error, mapped
+
+    def test_transport_errors_are_retried_and_mapped(self):
+        clock = Clock()
+        f = counting(flaky(requests.ConnectionError("refused"), requests.Timeout("slow"), "ok"))
+        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock) == "ok"
+        assert f.calls == 3
+        f = counting(flaky(*[requests.ConnectionError("refused")] * 3))
+        with pytest.raises(IbmCloudApiError, match="could not reach the service") as err:
+            call_with_retries(f, what="x", policy=RetryPolicy(max_attempts=3), sleep=clock.sleep, clock=clock)
+        assert f.calls == 3 and isinstance(err.value.__cause__, requests.ConnectionError)
 
     def test_total_time_cap(self):
         clock = Clock()
-        f = flaky(*[api_error(429, headers={"Retry-After": "25"})] * 10)
-        with pytest.raises(IbmCloudApiError):
+        f = counting(flaky(*[api_error(429, headers={"Retry-After": "25"})] * 10))
+        with pytest.raises(IbmCloudApiError, match="HTTP 429"):
             call_with_retries(f, what="x", policy=RetryPolicy(max_total_s=60), sleep=clock.sleep, clock=clock)
-        assert sum(clock.sleeps) <= 60
+        assert clock.sleeps == [25, 25]  # a third wait would end at 75 s
+        assert f.calls == 3
 
-    def test_4xx_is_not_retried(self):
+    def test_total_time_counts_from_the_start_of_the_call(self):
         clock = Clock()
-        with pytest.raises(IbmCloudPermanentError):
+
+        def slow():  # each request takes 20 s of the clock
+            clock.now += 20
+            raise api_error(503, headers={"Retry-After": "5"})
+
+        with pytest.raises(IbmCloudApiError):
             call_with_retries(
-                flaky(api_error(400), "ok"), what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock
+                slow, what="x", policy=RetryPolicy(max_total_s=60), sleep=clock.sleep, clock=clock
             )
-        assert clock.sleeps == []
+        assert clock.sleeps == [5, 5]  # 20+5+20+5+20 = 70: a third wait would end past 60 s
+
+    @pytest.mark.parametrize(
+        ("code", "kind"),
+        [(400, IbmCloudPermanentError), (403, IbmCloudPermanentError), (404, IbmCloudNotFoundError)],
+    )
+    def test_other_4xx_are_mapped_at_once(self, code, kind):
+        clock = Clock()
+        f = counting(flaky(api_error(code), "ok"))
+        with pytest.raises(kind) as err:
+            call_with_retries(f, what="get ws", policy=RetryPolicy(), sleep=clock.sleep, clock=clock)
+        assert clock.sleeps == [] and f.calls == 1
+        assert str(err.value).startswith("get ws:") and err.value.__cause__ is not None
+
+    def test_airflow_errors_pass_through_unretried(self):
+        clock = Clock()
+        raised = IbmCloudApiError("no activityid")
+        f = counting(flaky(raised, "ok"))
+        with pytest.raises(IbmCloudApiError) as err:
+            call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock)
+        assert err.value is raised and f.calls == 1 and clock.sleeps == []
 
     def test_409_waits_when_asked_and_is_bounded(self):
         clock = Clock()
@@ -218,21 +327,43 @@ class TestRetries:
             == "ok"
         )
         assert clock.sleeps == [10, 10]
-        with pytest.raises(IbmCloudApiError, match="stayed locked"):
-            call_with_retries(
-                flaky(*[api_error(409)] * 10),
-                what="x",
-                policy=policy,
-                wait_on_lock=True,
-                sleep=clock.sleep,
-                clock=clock,
-            )
+        clock = Clock()
+        f = counting(flaky(*[api_error(409)] * 10))
+        with pytest.raises(IbmCloudApiError, match="stayed locked for more than 30 s") as err:
+            call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep, clock=clock)
+        assert clock.sleeps == [10, 10, 10] and f.calls == 4  # a fourth poll would end at 40 s
+        assert err.value.status_code == 409
+        clock = Clock()
         with pytest.raises(IbmCloudApiError, match="locked"):
             call_with_retries(flaky(api_error(409)), what="x", policy=policy, sleep=clock.sleep, clock=clock)
+        assert clock.sleeps == []
+
+    def test_waiting_for_a_lock_is_not_a_failed_attempt(self, jitter):
+        jitter("high")
+        clock = Clock()
+        policy = RetryPolicy(max_attempts=3, lock_poll_s=5, lock_wait_s=100)
+        f = flaky(api_error(503), *[api_error(409)] * 4, api_error(503), "ok")
+        result = call_with_retries(
+            f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep, clock=clock
+        )
+        assert result == "ok"
+        # the second 503 is the second failure: its backoff is 2 s, not 2**5
+        assert clock.sleeps == [1, 5, 5, 5, 5, 2]
+
+    def test_a_lock_is_waited_out_past_the_total_time_of_failures(self):
+        clock = Clock()
+        policy = RetryPolicy(max_total_s=10, lock_wait_s=60, lock_poll_s=10)
+        f = flaky(*[api_error(409)] * 5, "ok")
+        assert (
+            call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep, clock=clock)
+            == "ok"
+        )
+        assert clock.sleeps == [10] * 5
 
     def test_recover_prevents_second_submission(self):
         clock = Clock()
         calls = []
+        slots = []
 
         def submit():
             calls.append(1)
@@ -245,19 +376,84 @@ class TestRetries:
             recover=lambda exc: "job-1",
             sleep=clock.sleep,
             clock=clock,
+            before_attempt=lambda: slots.append(1),
         )
         assert result == "job-1" and len(calls) == 1
+        assert len(slots) == 1  # looking for the job is not a re-send of the request
 
-    def test_recover_not_consulted_after_429(self):
+    def test_recover_runs_after_the_wait_before_each_resend(self):
+        clock = Clock()
+        events = []
+        outcomes = flaky(requests.ConnectionError("reset"), api_error(500), "sent")
+
+        def send():
+            events.append(("send", clock.now))
+            return outcomes()
+
+        def recover(exc):
+            events.append(("recover", type(exc).__name__, clock.now))
+            return None  # the server had not acted: send again
+
+        result = call_with_retries(
+            send,
+            what="x",
+            policy=RetryPolicy(),
+            recover=recover,
+            sleep=clock.sleep,
+            clock=clock,
+            before_attempt=lambda: events.append(("slot",)),
+        )
+        assert result == "sent"
+        t1, t2 = clock.sleeps[0], clock.sleeps[0] + clock.sleeps[1]
+        assert events == [
+            ("slot",),
+            ("send", 0.0),
+            ("recover", "ConnectionError", t1),
+            ("slot",),
+            ("send", t1),
+            ("recover", "ApiException", t2),
+            ("slot",),
+            ("send", t2),
+        ]
+
+    @pytest.mark.parametrize("first", [429, 409])
+    def test_recover_not_consulted_after_429_or_a_lock(self, first):
         clock = Clock()
         seen = []
-        f = flaky(api_error(429), "sent")
+        f = flaky(api_error(first), "sent")
         result = call_with_retries(
             f,
             what="x",
             policy=RetryPolicy(),
+            wait_on_lock=True,
             recover=lambda e: seen.append(e),
             sleep=clock.sleep,
             clock=clock,
         )
         assert result == "sent" and seen == []
+
+    def test_before_attempt_runs_before_every_request_and_its_errors_pass_through(self):
+        clock = Clock()
+        slots = []
+        f = counting(flaky(api_error(429), api_error(409), api_error(503), "ok"))
+        call_with_retries(
+            f,
+            what="x",
+            policy=RetryPolicy(),
+            wait_on_lock=True,
+            sleep=clock.sleep,
+            clock=clock,
+            before_attempt=lambda: slots.append(f.calls),
+        )
+        assert slots == [0, 1, 2, 3]  # each slot taken before its request
+        exhausted = IbmCloudApiError("No Schematics request budget")
+
+        def no_budget():
+            raise exhausted
+
+        f = counting(lambda: "ok")
+        with pytest.raises(IbmCloudApiError) as err:
+            call_with_retries(
+                f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock, before_attempt=no_budget
+            )
+        assert err.value is exhausted and f.calls == 0

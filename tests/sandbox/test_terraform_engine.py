@@ -13,7 +13,7 @@ import yaml
 from sandbox.faults import FaultSet
 from sandbox.inventory import Inventory
 from sandbox.terraform import TerraformEngine, TerraformError, TerraformRun, declared_variables
-from sandbox.terraform.expr import Evaluator, HclError, Scope, _parse_inline_expression
+from sandbox.terraform.expr import Evaluator, HclError, Scope, parse_expression
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "terraform"
@@ -612,7 +612,7 @@ def test_unsupported_or_invalid_configuration_is_an_error(engine, tmp_path, sour
 
 def ev(source: str, **roots: Any) -> Any:
     scope = Scope(roots=roots, base_dir=REPO, filename="test.tf")
-    return Evaluator(scope).eval(_parse_inline_expression(source, "test.tf", 1))
+    return Evaluator(scope).eval(parse_expression(source, "test.tf", 1))
 
 
 @pytest.mark.parametrize(
@@ -653,7 +653,7 @@ def test_heredoc_and_templatefile(tmp_path):
         "a=${a}\n%{ for x in xs ~}\n- ${x}\n%{ endfor ~}\nend\n", encoding="utf-8"
     )
     scope = Scope(roots={}, base_dir=tmp_path, filename="t.tf")
-    tree = _parse_inline_expression('templatefile("t.tftpl", { a = 1, xs = ["p", "q"] })', "t.tf", 1)
+    tree = parse_expression('templatefile("t.tftpl", { a = 1, xs = ["p", "q"] })', "t.tf", 1)
     assert Evaluator(scope).eval(tree) == "a=1\n- p\n- q\nend\n"
     assert ev('<<-EOT\n    hello ${"x"}\n      indented\n    EOT\n') == "hello x\n  indented\n"
 

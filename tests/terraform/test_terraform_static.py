@@ -1,8 +1,9 @@
 """Static checks of terraform/: parsing, variables, tags, secrets, outputs, debug-only exposure.
 
-python-hcl2 parses every file; the sandbox engine evaluates the configuration where a property
-depends on values (debug_mode false/true), so "no inbound rule and no floating IP unless debug"
-is proved on the evaluated resources, not only on the text.
+python-hcl2 parses every file (through the sandbox's adapter, sandbox/terraform/hcl.py); the
+sandbox engine evaluates the configuration where a property depends on values (debug_mode
+false/true), so "no inbound rule and no floating IP unless debug" is proved on the evaluated
+resources, not only on the text.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import hcl2
 import pytest
 
 from sandbox.faults import FaultSet
 from sandbox.inventory import Inventory
 from sandbox.terraform import TerraformEngine, TerraformRun, declared_variables
 from sandbox.terraform.config import load_module
-from sandbox.terraform.expr import parse_template_text, references
+from sandbox.terraform.expr import Evaluator, Scope, parse_template, references
+from sandbox.terraform.hcl import Body, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 TF = REPO / "terraform"
@@ -44,15 +45,25 @@ def unquote(value: Any) -> Any:
     return value[1:-1] if isinstance(value, str) and value.startswith('"') and value.endswith('"') else value
 
 
+def sources(body: Body) -> dict[str, Any]:
+    """A block body as written: argument -> its expression's source text; nested block -> [bodies]."""
+    out: dict[str, Any] = {name: attr.source for name, attr in body.attrs.items()}
+    for block in body.blocks:
+        out.setdefault(block.type, []).append(sources(block.body))
+    return out
+
+
+def parsed(path: Path) -> Body:
+    return parse_config(path.read_text(), path.name)
+
+
 def blocks(kind: str) -> list[tuple[str, str, dict]]:
-    """(type, name, body) of every resource/data block across the .tf files (python-hcl2)."""
+    """(type, name, body as written) of every resource/data block across the .tf files."""
     out = []
     for path in TF_FILES:
-        doc = hcl2.load(path.open())
-        for entry in doc.get(kind, []):
-            for rtype, named in entry.items():
-                for name, body in named.items():
-                    out.append((unquote(rtype), unquote(name), body))
+        for block in parsed(path).blocks:
+            if block.type == kind:
+                out.append((block.labels[0], block.labels[1], sources(block.body)))
     return out
 
 
@@ -71,13 +82,13 @@ def architecture_variables() -> set[str]:
 
 @pytest.mark.parametrize("path", TF_FILES, ids=lambda p: p.name)
 def test_every_file_parses_with_python_hcl2(path):
-    assert isinstance(hcl2.load(path.open()), dict)
+    assert parsed(path).blocks
 
 
 def test_expected_files_exist_and_template_parses():
     assert {p.name for p in TF_FILES} == {"versions.tf", "variables.tf", "main.tf", "outputs.tf"}
     template = (TF / "cloud-init.yaml.tftpl").read_text()
-    assert parse_template_text(template, "cloud-init.yaml.tftpl")
+    assert parse_template(template, "cloud-init.yaml.tftpl")
     load_module(TF)  # the sandbox loads it without unsupported constructs
 
 
@@ -89,12 +100,11 @@ def test_bootstrap_is_a_relative_symlink_to_the_workload_script():
 
 
 def test_versions_pin_terraform_and_the_ibm_provider():
-    doc = hcl2.load((TF / "versions.tf").open())
-    terraform = doc["terraform"][0]
-    assert unquote(terraform["required_version"]) == ">= 1.13.0"
-    ibm = terraform["required_providers"][0]["ibm"]
-    assert unquote(ibm["source"]) == "IBM-Cloud/ibm"
-    assert unquote(ibm["version"]) == "~> 2.5.0"
+    (terraform,) = [b for b in parsed(TF / "versions.tf").blocks if b.type == "terraform"]
+    assert unquote(terraform.body.attrs["required_version"].source) == ">= 1.13.0"
+    (providers,) = [b for b in terraform.body.blocks if b.type == "required_providers"]
+    ibm = Evaluator(Scope(roots={}, base_dir=TF)).eval(providers.body.attrs["ibm"].tree)
+    assert ibm == {"source": "IBM-Cloud/ibm", "version": "~> 2.5.0"}
 
 
 # -- variables -----------------------------------------------------------------------------------
@@ -123,11 +133,11 @@ def test_every_taggable_resource_is_tagged_with_the_run_and_named_after_it():
     for rtype, name, body in resources:
         assert rtype in TAGGABLE | NOT_TAGGABLE, f"classify {rtype} as taggable or not"
         if rtype in TAGGABLE:
-            assert body.get("tags") == "${local.tags}", f"{rtype}.{name} is not tagged with local.tags"
+            assert body.get("tags") == "local.tags", f"{rtype}.{name} is not tagged with local.tags"
         if "name" in body:
             assert unquote(body["name"]).startswith("${var.run_id}-"), f"{rtype}.{name}"
     vm = next(body for rtype, _, body in resources if rtype == "ibm_is_instance")
-    assert vm["boot_volume"][0]["tags"] == "${local.tags}"
+    assert vm["boot_volume"][0]["tags"] == "local.tags"
     module = load_module(TF)
     assert {r[:2] for r in references(module.locals["tags"].tree)} == {
         ("var", "run_id"),
@@ -141,7 +151,7 @@ def test_every_taggable_resource_is_tagged_with_the_run_and_named_after_it():
 def test_inbound_rules_floating_ips_and_ssh_keys_are_counted_by_debug_mode():
     for rtype, name, body in blocks("resource"):
         rule = rtype == "ibm_is_security_group_rule"
-        if rule and unquote(body.get("remote")) == "${ibm_is_security_group.vm.id}":
+        if rule and body.get("remote") == "ibm_is_security_group.vm.id":
             # the cluster's own traffic: multi_worker only, members of the run's group only
             assert 'var.distribution == "multi_worker"' in str(body.get("count")), name
             continue
@@ -149,8 +159,8 @@ def test_inbound_rules_floating_ips_and_ssh_keys_are_counted_by_debug_mode():
         if inbound or rtype in {"ibm_is_floating_ip", "ibm_is_ssh_key"}:
             assert "var.debug_mode" in str(body.get("count")), f"{rtype}.{name} must be debug-only"
         if rtype == "ibm_is_security_group_rule" and inbound:
-            assert unquote(body["remote"]) == "${var.debug_allowed_cidr}"
-            assert (body["port_min"], body["port_max"]) == (22, 22)
+            assert body["remote"] == "var.debug_allowed_cidr"
+            assert (body["port_min"], body["port_max"]) == ("22", "22")
 
 
 def _apply(**extra: str) -> Inventory:
@@ -314,11 +324,10 @@ def test_outputs_expose_no_secret():
         assert not {r[1] for r in refs if r[0] == "var" and len(r) > 1} & forbidden_vars, name
         flat = {".".join(r) for r in refs}
         assert not any(word in ref for ref in flat for word in ("user_data", "public_key", "hmac")), name
-    for entry in hcl2.load((TF / "outputs.tf").open())["output"]:
-        for name, body in entry.items():
-            value = str(body["value"])
-            assert not any(word in value for word in ("user_data", "public_key", "hmac")), name
-            assert "sensitive" not in body, name
+    for block in parsed(TF / "outputs.tf").blocks:
+        name, body = block.labels[0], sources(block.body)
+        assert not any(word in body["value"] for word in ("user_data", "public_key", "hmac")), name
+        assert "sensitive" not in body, name
 
 
 def test_cloud_init_template_writes_exactly_the_contract_keys():

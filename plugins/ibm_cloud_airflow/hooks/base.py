@@ -1,4 +1,4 @@
-"""One place for IBM Cloud connection parsing, endpoint URLs, error mapping and retries.
+"""One place for IBM Cloud connection parsing, endpoint URLs, error mapping and retries (tenacity).
 
 Connections (see ``docs/provider.md``):
 
@@ -27,6 +27,10 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
+from tenacity import RetryCallState, Retrying
+from tenacity.retry import retry_base
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
 
 log = logging.getLogger(__name__)
 
@@ -428,7 +432,7 @@ def map_api_error(exc: BaseException, what: str, conn_id: str | None = None) -> 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How one API call is retried.
+    """How one API call is retried (the rules are the tenacity pieces below).
 
     * 429 and 5xx and transport errors: exponential backoff with jitter starting at ``base_delay_s``,
       capped at ``max_delay_s``; a ``Retry-After`` header (seconds or HTTP date) replaces the backoff
@@ -444,6 +448,11 @@ class RetryPolicy:
     max_total_s: float = 300.0
     lock_wait_s: float = 600.0
     lock_poll_s: float = 5.0
+
+    def backoff_s(self, failures: int) -> float:
+        """The wait after the ``failures``-th failed attempt: doubling, capped, then 50-100 % of it."""
+        backoff = min(self.max_delay_s, self.base_delay_s * 2 ** (failures - 1))
+        return backoff * random.uniform(0.5, 1.0)
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -470,6 +479,139 @@ def is_transient(exc: BaseException) -> bool:
     return code == 429 or (code is not None and code >= 500)
 
 
+# The rules of RetryPolicy, as tenacity pieces named in its style (retry_if_..., wait_..., stop_...).
+class _History:
+    """What one call has met so far, kept by tenacity's ``after`` hook for the pieces below.
+
+    Tenacity numbers every attempt; these rules count only failed ones (a workspace lock waited
+    out is not a failure) and time the lock from the first 409, on the injectable ``clock``.
+    """
+
+    def __init__(self, clock: Callable[[], float], wait_on_lock: bool) -> None:
+        self.clock = clock
+        self.wait_on_lock = wait_on_lock
+        self.started = clock()
+        self.failures = 0
+        self.locked_since: float | None = None
+        self.last_error: BaseException | None = None
+
+    def is_lock(self, exc: BaseException | None) -> bool:
+        """A 409 "workspace locked" that this call waits out."""
+        return self.wait_on_lock and exc is not None and _status_of(exc) == 409
+
+    def note(self, retry_state: RetryCallState) -> None:
+        """Tenacity's ``after`` hook: runs after each failed attempt that the ``retry`` rule accepts."""
+        exc = _error_of(retry_state)
+        self.last_error = exc
+        if self.is_lock(exc):
+            self.locked_since = self.clock() if self.locked_since is None else self.locked_since
+        else:
+            self.failures += 1
+
+    def may_have_acted(self) -> bool:
+        """The last attempt failed in a way where the server may have carried the request out."""
+        exc = self.last_error
+        return exc is not None and not self.is_lock(exc) and _status_of(exc) != 429
+
+
+def _error_of(retry_state: RetryCallState) -> BaseException | None:
+    return retry_state.outcome.exception() if retry_state.outcome is not None else None
+
+
+@dataclass
+class retry_if_transient_or_locked(retry_base):
+    """Retry 429, 5xx and transport errors, and a locked workspace where the call waits for locks.
+
+    Anything else ends the call at once: other 4xx, and Airflow errors (which pass through as they are).
+    """
+
+    history: _History
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        exc = _error_of(retry_state)
+        if not isinstance(exc, Exception) or isinstance(exc, AirflowException):
+            return False
+        return self.history.is_lock(exc) or is_transient(exc)
+
+
+@dataclass
+class wait_retry_after_or_backoff(wait_base):
+    """A lock poll after a 409; else the server's ``Retry-After`` (capped) or jittered backoff."""
+
+    policy: RetryPolicy
+    history: _History
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = _error_of(retry_state)
+        if self.history.is_lock(exc):
+            return self.policy.lock_poll_s
+        retry_after = _retry_after(exc) if exc is not None else None
+        if retry_after is not None:
+            return min(self.policy.max_retry_after_s, retry_after)
+        return self.policy.backoff_s(self.history.failures)
+
+
+@dataclass
+class stop_lock_outlasts_wait(stop_base):
+    """Stop waiting for a workspace lock once the next poll would pass ``lock_wait_s``."""
+
+    policy: RetryPolicy
+    history: _History
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        history = self.history
+        if not history.is_lock(_error_of(retry_state)) or history.locked_since is None:
+            return False
+        return history.clock() - history.locked_since + retry_state.upcoming_sleep > self.policy.lock_wait_s
+
+
+@dataclass
+class stop_after_failures(stop_base):
+    """Stop after ``max_attempts`` failed attempts (lock waits do not count)."""
+
+    policy: RetryPolicy
+    history: _History
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.history.failures >= self.policy.max_attempts
+
+
+@dataclass
+class stop_before_total_time(stop_base):
+    """Stop a failing call (not a lock wait) whose next wait would end past ``max_total_s``."""
+
+    policy: RetryPolicy
+    history: _History
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        history = self.history
+        if history.is_lock(_error_of(retry_state)):
+            return False
+        elapsed = history.clock() - history.started
+        return elapsed + retry_state.upcoming_sleep > self.policy.max_total_s
+
+
+def _log_retry(what: str, policy: RetryPolicy, history: _History) -> Callable[[RetryCallState], None]:
+    """Tenacity's ``before_sleep`` hook: one line per wait."""
+
+    def log_it(retry_state: RetryCallState) -> None:
+        exc = _error_of(retry_state)
+        if history.is_lock(exc):
+            log.info("%s: workspace locked (409); waiting %.0f s", what, retry_state.upcoming_sleep)
+            return
+        code = _status_of(exc) if exc is not None else None
+        log.warning(
+            "%s: %s (attempt %d/%d); retrying in %.1f s",
+            what,
+            f"HTTP {code}" if code else type(exc).__name__,
+            history.failures,
+            policy.max_attempts,
+            retry_state.upcoming_sleep,
+        )
+
+    return log_it
+
+
 def call_with_retries(
     func: Callable[[], T],
     *,
@@ -482,60 +624,48 @@ def call_with_retries(
     clock: Callable[[], float] | None = None,
     before_attempt: Callable[[], None] | None = None,
 ) -> T:
-    """Call ``func`` with the retry rules of :class:`RetryPolicy`; map the final error.
+    """Call ``func`` with the retry rules of :class:`RetryPolicy` (tenacity); map the final error.
 
     ``recover`` is called before re-sending after an error where the server may have acted anyway
     (5xx, transport error). If it returns something other than ``None``, that is returned instead of
     sending the request again: this is how job-starting commands avoid starting a second job.
     ``before_attempt`` runs before every request sent (the request budget waits there).
+    ``sleep`` and ``clock`` replace ``time.sleep`` and ``time.monotonic`` (tests).
     """
-    sleep = sleep or time.sleep
-    clock = clock or time.monotonic
-    start = clock()
-    attempt = 0
-    lock_started: float | None = None
-    while True:
-        attempt += 1
+    history = _History(clock or time.monotonic, wait_on_lock)
+    retrying = Retrying(
+        retry=retry_if_transient_or_locked(history),
+        after=history.note,
+        wait=wait_retry_after_or_backoff(policy, history),
+        stop=(
+            stop_lock_outlasts_wait(policy, history)
+            | stop_after_failures(policy, history)
+            | stop_before_total_time(policy, history)
+        ),
+        before_sleep=_log_retry(what, policy, history),
+        sleep=sleep or time.sleep,
+        reraise=True,  # the last error itself, mapped below
+    )
+
+    def attempt() -> T:
+        if recover is not None and history.may_have_acted():
+            recovered = recover(history.last_error)  # type: ignore[arg-type]
+            if recovered is not None:
+                log.info("%s: the first request had been accepted; not sending it again", what)
+                return recovered
         if before_attempt is not None:
             before_attempt()
-        try:
-            return func()
-        except Exception as exc:
-            if isinstance(exc, AirflowException):
-                raise
-            code = _status_of(exc)
-            elapsed = clock() - start
-            if wait_on_lock and code == 409:
-                lock_started = lock_started if lock_started is not None else clock()
-                if clock() - lock_started + policy.lock_poll_s > policy.lock_wait_s:
-                    raise IbmCloudApiError(
-                        f"{what}: the workspace stayed locked for more than {policy.lock_wait_s:.0f} s "
-                        f"(HTTP 409: {getattr(exc, 'message', exc)}); another job is running on it",
-                        status_code=409,
-                    ) from exc
-                log.info("%s: workspace locked (409); waiting %.0f s", what, policy.lock_poll_s)
-                sleep(policy.lock_poll_s)
-                attempt -= 1  # waiting for a lock is not a failed attempt
-                continue
-            if not is_transient(exc):
-                raise map_api_error(exc, what, conn_id) from exc
-            backoff = min(policy.max_delay_s, policy.base_delay_s * 2 ** (attempt - 1))
-            backoff = backoff * (0.5 + random.random() / 2)
-            retry_after = _retry_after(exc)
-            delay = min(policy.max_retry_after_s, retry_after) if retry_after is not None else backoff
-            if attempt >= policy.max_attempts or elapsed + delay > policy.max_total_s:
-                raise map_api_error(exc, what, conn_id) from exc
-            log.warning(
-                "%s: %s (attempt %d/%d); retrying in %.1f s",
-                what,
-                f"HTTP {code}" if code else type(exc).__name__,
-                attempt,
-                policy.max_attempts,
-                delay,
-            )
-            sleep(delay)
-            if recover is not None and code != 429:
-                recovered = recover(exc)
-                if recovered is not None:
-                    log.info("%s: the first request had been accepted; not sending it again", what)
-                    return recovered
+        return func()
+
+    try:
+        return retrying(attempt)
+    except AirflowException:
+        raise
+    except Exception as exc:
+        if history.is_lock(exc):  # a lock is retried until it outlasts lock_wait_s
+            raise IbmCloudApiError(
+                f"{what}: the workspace stayed locked for more than {policy.lock_wait_s:.0f} s "
+                f"(HTTP 409: {getattr(exc, 'message', exc)}); another job is running on it",
+                status_code=409,
+            ) from exc
+        raise map_api_error(exc, what, conn_id) from exc

@@ -12,6 +12,9 @@ readiness) may use at most ``POLL_SHARE`` of it, polls and other work together a
 servers bill until their destroy starts, while deleting the emptied workspace can wait. A
 request takes a slot of its own tier and of every wider one.
 
+The triggerer waits for a slot on its event loop (``acquire_async``) and hands it to the thread
+that sends the request through ``SchematicsHook.prepaid_request()``.
+
 Processes on other machines (Celery or Kubernetes workers) keep their own budget: give each
 machine its share through the connection's ``rate_limit_per_minute`` (see docs/provider.md).
 """

@@ -8,7 +8,8 @@ import os
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +28,6 @@ from ibm_cloud_airflow.hooks.base import (
     get_connection,
 )
 from ibm_cloud_airflow.hooks.budget import POLL, TEARDOWN, WORK, BudgetSpec, RequestBudget, request_budget
-from ibm_cloud_airflow.utils.ids import is_blank_id
 
 #: Activity statuses after which a job no longer runs.
 TERMINAL_JOB_STATUSES = frozenset({"COMPLETED", "FAILED", "STOPPED"})
@@ -37,7 +37,6 @@ READY_WORKSPACE_STATUSES = frozenset({"INACTIVE", "ACTIVE", "FAILED", "STOPPED"}
 TAR_EXCLUDED_DIRS = frozenset({".terraform", ".git", "__pycache__"})
 TAR_EXCLUDED_SUFFIXES = (".tfstate", ".tfstate.backup", ".tfplan")
 
-LEASE_TAG_PREFIX = "airflow-lease:"
 # How far the Schematics clock may run behind ours when matching a job to the request that started it.
 JOB_CLOCK_SKEW_S = 5
 
@@ -162,7 +161,7 @@ class SchematicsHook(BaseHook):
         self.request_timeout = request_timeout
         self._sleep = sleep
         self.default_tier = default_tier
-        self._prepaid = threading.local()
+        self._prepaid = threading.local()  # slots taken by the caller: see prepaid_request
 
     # -- clients -----------------------------------------------------------------------------
     @cached_property
@@ -196,10 +195,26 @@ class SchematicsHook(BaseHook):
         )
         return request_budget(spec)
 
+    @contextmanager
+    def prepaid_request(self) -> Iterator[None]:
+        """In this block, the next metered request of this thread uses a budget slot already taken.
+
+        For :class:`SchematicsAsyncHook`, which waits for the slot on the event loop
+        (``acquire_async``) and then calls this hook in a worker thread: waiting inside the thread
+        would tie up the event loop's small thread pool, which every other trigger needs. Later
+        requests in the block wait for their own slot; a slot that no request used ends with the block.
+        """
+        previous = getattr(self._prepaid, "slots", 0)
+        self._prepaid.slots = 1
+        try:
+            yield
+        finally:
+            self._prepaid.slots = previous
+
     def _take_budget(self, tier: str) -> None:
-        prepaid = getattr(self._prepaid, "count", 0)
-        if prepaid:  # the async hook already waited for this request's slot
-            self._prepaid.count = prepaid - 1
+        """Take a budget slot of ``tier`` for the request about to be sent (or use the prepaid one)."""
+        if getattr(self._prepaid, "slots", 0):
+            self._prepaid.slots -= 1
         elif self.budget is not None:
             self.budget.acquire(tier)
 
@@ -286,6 +301,32 @@ class SchematicsHook(BaseHook):
             self.log.warning("%d workspaces are named %r; using the newest", len(matches), name)
         matches.sort(key=lambda w: w.get("created_at") or "", reverse=True)
         return matches[0]
+
+    def resolve_workspace(
+        self, workspace_id: str | None, workspace_name: str | None, *, skip_draft: bool = False
+    ) -> str | None:
+        """The workspace's id: ``workspace_id`` as it is, else the one named ``workspace_name``.
+
+        An id costs no request (a deleted workspace answers the next call with 404). By name, the
+        newest match; ``skip_draft`` treats a ``DRAFT`` workspace (one that never received a
+        template, so it has nothing to plan or destroy) as none. None when there is no such workspace.
+        """
+        if workspace_id:
+            return workspace_id
+        if not workspace_name:
+            return None
+        found = self.find_workspace_by_name(workspace_name)
+        if not found:
+            return None
+        if skip_draft:
+            try:
+                workspace = self.get_workspace(found["id"])
+            except IbmCloudNotFoundError:
+                return None
+            if str(workspace.get("status") or "").upper() == "DRAFT":
+                self.log.info("Workspace %s never received a template (DRAFT)", found["id"])
+                return None
+        return found["id"]
 
     def get_workspace(self, workspace_id: str, *, tier: str | None = None) -> dict[str, Any]:
         return self._result(
@@ -450,7 +491,12 @@ class SchematicsHook(BaseHook):
         return list((result or {}).get("actions") or [])
 
     def _submit(
-        self, command: str, workspace_id: str, send: Callable[[str], Any], tier: str | None = None
+        self,
+        command: str,
+        workspace_id: str,
+        send: Callable[[str], Any],
+        tier: str | None = None,
+        wait_on_lock: bool = True,
     ) -> str:
         """Start a job; on a 5xx/transport error look for the job the server may have started anyway.
 
@@ -475,44 +521,59 @@ class SchematicsHook(BaseHook):
             return activity_id
 
         activity_id = self._call(
-            f"{command} workspace {workspace_id}", do, wait_on_lock=True, recover=recover, tier=tier
+            f"{command} workspace {workspace_id}", do, wait_on_lock=wait_on_lock, recover=recover, tier=tier
         )
         self.log.info("Schematics %s job %s started on workspace %s", command, activity_id, workspace_id)
         return activity_id
 
-    def plan(self, workspace_id: str) -> str:
+    def plan(self, workspace_id: str, *, wait_on_lock: bool = True) -> str:
         return self._submit(
             "plan",
             workspace_id,
             lambda rt: self.client.plan_workspace_command(workspace_id, rt, timeout=self.request_timeout),
+            wait_on_lock=wait_on_lock,
         )
 
-    def apply(self, workspace_id: str) -> str:
+    def apply(self, workspace_id: str, *, wait_on_lock: bool = True) -> str:
         return self._submit(
             "apply",
             workspace_id,
             lambda rt: self.client.apply_workspace_command(workspace_id, rt, timeout=self.request_timeout),
+            wait_on_lock=wait_on_lock,
         )
 
-    def destroy(self, workspace_id: str) -> str:
+    def destroy(self, workspace_id: str, *, wait_on_lock: bool = True) -> str:
         return self._submit(
             "destroy",
             workspace_id,
             lambda rt: self.client.destroy_workspace_command(workspace_id, rt, timeout=self.request_timeout),
             tier=TEARDOWN,
+            wait_on_lock=wait_on_lock,
         )
 
-    def refresh(self, workspace_id: str) -> str:
+    def refresh(self, workspace_id: str, *, wait_on_lock: bool = True) -> str:
         return self._submit(
             "refresh",
             workspace_id,
             lambda rt: self.client.refresh_workspace_command(workspace_id, rt, timeout=self.request_timeout),
+            wait_on_lock=wait_on_lock,
         )
 
-    def run_command(self, command: str, workspace_id: str) -> str:
+    def run_command(self, command: str, workspace_id: str, *, wait_on_lock: bool = True) -> str:
+        """Submit ``command``; with ``wait_on_lock=False`` a locked workspace raises (HTTP 409) at once."""
         if command not in ("plan", "apply", "destroy", "refresh"):
             raise ValueError(f"unknown Schematics command {command!r}")
-        return getattr(self, command)(workspace_id)
+        return getattr(self, command)(workspace_id, wait_on_lock=wait_on_lock)
+
+    def running_job(self, workspace_id: str, command: str) -> str | None:
+        """The id of a ``command`` job still running on the workspace, if there is one."""
+        for act in self.list_activities(workspace_id):
+            name = str(act.get("name") or "").upper()
+            if name.endswith(command.upper()) and str(act.get("status") or "").upper() not in (
+                TERMINAL_JOB_STATUSES
+            ):
+                return act["action_id"]
+        return None
 
     def get_activity(self, workspace_id: str, activity_id: str) -> dict[str, Any]:
         return self._result(
@@ -619,80 +680,6 @@ class SchematicsHook(BaseHook):
                         outputs[name] = spec
         return outputs
 
-    # -- leases on adopted workspaces ----------------------------------------------------------
-    def acquire_lease(
-        self, workspace_id: str, holder: str, *, wait_s: float = 1800.0, poll_s: float = 30.0
-    ) -> dict[str, Any]:
-        """Tag ``airflow-lease:<holder>`` onto a shared workspace, waiting while another holder has one."""
-        tag = LEASE_TAG_PREFIX + holder
-        deadline = time.monotonic() + wait_s
-        while True:
-            workspace = self.get_workspace(workspace_id)
-            tags = list(workspace.get("tags") or [])
-            others = [t for t in tags if t.startswith(LEASE_TAG_PREFIX) and t != tag]
-            if not others:
-                if tag not in tags:
-                    self.set_workspace_tags(workspace_id, [*tags, tag])
-                    workspace = self.get_workspace(workspace_id)
-                    tags = list(workspace.get("tags") or [])
-                    others = [t for t in tags if t.startswith(LEASE_TAG_PREFIX) and t != tag]
-                if tag in tags and not others:
-                    self.log.info("Holding lease %r on workspace %s", tag, workspace_id)
-                    return workspace
-                if tag in tags and others and min([tag, *others]) != tag:
-                    # Two holders raced; the smaller tag wins, the other backs off.
-                    self.set_workspace_tags(workspace_id, [t for t in tags if t != tag])
-            if time.monotonic() + poll_s > deadline:
-                raise IbmCloudApiError(
-                    f"workspace {workspace_id} is leased by {others} for more than {wait_s:.0f} s; wait for "
-                    "that run to finish or release the lease tag"
-                )
-            self.log.info("Workspace %s is leased by %s; waiting %.0f s", workspace_id, others, poll_s)
-            self._sleep(poll_s)
-
-    def release_lease(self, workspace_id: str, holder: str | None = None) -> bool:
-        """Remove ``airflow-lease:<holder>`` (or every lease tag when ``holder`` is None)."""
-        try:
-            workspace = self.get_workspace(workspace_id)
-        except IbmCloudNotFoundError:
-            return False
-        tags = list(workspace.get("tags") or [])
-        keep = [
-            t
-            for t in tags
-            if not (t.startswith(LEASE_TAG_PREFIX) and (holder is None or t == LEASE_TAG_PREFIX + holder))
-        ]
-        if keep == tags:
-            return False
-        self.set_workspace_tags(workspace_id, keep)
-        self.log.info("Released lease on workspace %s", workspace_id)
-        return True
-
-
-def workspace_to_destroy(hook: SchematicsHook, workspace_id: Any, workspace_name: Any) -> str | None:
-    """The workspace a destroy runs on, or None when there is nothing to destroy.
-
-    An id (from a create that uploaded the template) is used as it is: no look-up stands before
-    the servers' teardown, and a deleted workspace answers the destroy itself with 404. Without
-    one, the workspace named ``workspace_name`` is looked up; none, a deleted one or a ``DRAFT``
-    one (it never received a template) means there is nothing to destroy.
-    """
-    if not is_blank_id(workspace_id):
-        return str(workspace_id)
-    if is_blank_id(workspace_name):
-        return None
-    found = hook.find_workspace_by_name(str(workspace_name))
-    if not found:
-        return None
-    try:
-        workspace = hook.get_workspace(found["id"])
-    except IbmCloudNotFoundError:
-        return None
-    if str(workspace.get("status") or "").upper() == "DRAFT":
-        hook.log.info("Workspace %s never received a template (DRAFT)", found["id"])
-        return None
-    return found["id"]
-
 
 def _as_text(result: Any) -> str:
     if result is None:
@@ -718,23 +705,21 @@ class SchematicsAsyncHook:
         """Wait for the request's budget slot here, on the event loop, then call in a thread.
 
         Waiting inside the thread would tie up the loop's small thread pool, which every other
-        trigger in the triggerer (the COS sensors too) needs.
+        trigger in the triggerer (the COS sensors too) needs. So the call runs in the sync hook's
+        :meth:`~SchematicsHook.prepaid_request`: its first request uses the slot taken here.
         """
         from asgiref.sync import sync_to_async
 
         hook = await sync_to_async(self._get_hook, thread_sensitive=False)()
-        budget = hook.budget
+        method = getattr(hook, name)
+        if hook.budget is None:
+            return await sync_to_async(method, thread_sensitive=False)(*args, **kwargs)
+        await hook.budget.acquire_async(tier)
 
         def call() -> Any:
-            if budget is not None:
-                hook._prepaid.count = 1
-            try:
-                return getattr(hook, name)(*args, **kwargs)
-            finally:
-                hook._prepaid.count = 0
+            with hook.prepaid_request():
+                return method(*args, **kwargs)
 
-        if budget is not None:
-            await budget.acquire_async(tier)
         return await sync_to_async(call, thread_sensitive=False)()
 
     def _get_hook(self) -> SchematicsHook:
@@ -747,6 +732,9 @@ class SchematicsAsyncHook:
     async def get_activity(self, workspace_id: str, activity_id: str) -> dict[str, Any]:
         return await self._run("get_activity", workspace_id, activity_id)
 
+    async def list_activities(self, workspace_id: str) -> list[dict[str, Any]]:
+        return await self._run("list_activities", workspace_id, tier=WORK)
+
     async def get_activity_log(
         self, workspace_id: str, activity_id: str, activity: Mapping[str, Any] | None = None
     ) -> str:
@@ -755,21 +743,22 @@ class SchematicsAsyncHook:
     async def get_outputs(self, workspace_id: str) -> dict[str, Any]:
         return await self._run("get_outputs", workspace_id, tier=WORK)
 
-    async def run_command(self, command: str, workspace_id: str) -> str:
+    async def run_command(self, command: str, workspace_id: str, *, wait_on_lock: bool = True) -> str:
         tier = TEARDOWN if command == "destroy" else WORK
-        return await self._run("run_command", workspace_id=workspace_id, command=command, tier=tier)
+        return await self._run("run_command", command, workspace_id, wait_on_lock=wait_on_lock, tier=tier)
 
-    async def workspace_to_destroy(self, workspace_id: Any, workspace_name: Any) -> str | None:
-        """:func:`workspace_to_destroy`; an id needs no request at all."""
-        if not is_blank_id(workspace_id):
-            return str(workspace_id)
+    async def resolve_workspace(
+        self, workspace_id: str | None, workspace_name: str | None, *, skip_draft: bool = False
+    ) -> str | None:
+        """:meth:`SchematicsHook.resolve_workspace`; an id needs no request, so no thread either."""
+        if workspace_id:
+            return workspace_id
+        return await self._run(
+            "resolve_workspace", workspace_id, workspace_name, skip_draft=skip_draft, tier=WORK
+        )
 
-        def find() -> str | None:
-            return workspace_to_destroy(self._get_hook(), workspace_id, workspace_name)
-
-        from asgiref.sync import sync_to_async
-
-        return await sync_to_async(find, thread_sensitive=False)()
+    async def running_job(self, workspace_id: str, command: str) -> str | None:
+        return await self._run("running_job", workspace_id, command, tier=WORK)
 
     async def stop_activity(
         self, workspace_id: str, activity_id: str, *, timeout: float | None = None

@@ -2,11 +2,13 @@
 
 Job operators (plan/apply/destroy) are deferrable by default and re-attach to their job after a
 retry or a worker restart: the job id is written to ``context["task_state_store"]`` right after
-the job is submitted and before any waiting. See ``docs/provider.md``.
+the job is submitted and before any waiting. Given ``plan_task_id``, the operators take their
+values from that task's plan (:mod:`ibm_cloud_airflow.utils.plan`). See ``docs/provider.md``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -14,47 +16,17 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from ibm_cloud_airflow.hooks.budget import TEARDOWN, WORK
 from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
-from ibm_cloud_airflow.utils.ids import is_blank_id as _blank
+from ibm_cloud_airflow.utils.plan import from_plan, native_by_default, typed
 
 # The hooks, the trigger and the IBM SDKs are imported where a task runs, not at module level:
 # the dag-processor imports this module again at every parse of the DAG file.
 if TYPE_CHECKING:
     from ibm_cloud_airflow.hooks.schematics import SchematicsHook
-
-_EVENT_TO_STATUS = {"success": "COMPLETED", "failed": "FAILED", "stopped": "STOPPED"}
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _state_store(context: Any) -> Any:
-    """``context["task_state_store"]`` (Airflow 3.3+) or ``None`` where it does not exist."""
-    try:
-        return context.get("task_state_store") if hasattr(context, "get") else None
-    except Exception:
-        return None
-
-
-def _try_number(context: Any) -> int | None:
-    ti = context.get("ti") if hasattr(context, "get") else None
-    return getattr(ti, "try_number", None)
-
-
-def _resolve_workspace_id(hook: SchematicsHook, workspace_id: Any, workspace_name: Any) -> str | None:
-    if not _blank(workspace_id):
-        return str(workspace_id)
-    if not _blank(workspace_name):
-        found = hook.find_workspace_by_name(str(workspace_name))
-        if found:
-            return found["id"]
-    return None
+    from ibm_cloud_airflow.utils.schematics_job import JobOutcome, SchematicsJob
 
 
 class SchematicsCreateWorkspaceOperator(BaseOperator):
@@ -68,6 +40,10 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
 
     Returns the workspace id (XCom ``return_value``).
 
+    :param plan_task_id: take every value below that is not given from this task's plan
+        (:class:`~ibm_cloud_airflow.utils.plan.WorkspacePlan`: ``workspace_name``,
+        ``terraform_variables``, ``secure_variable_refs``, ``tags``, ``region``,
+        ``existing_workspace_id``, ``workspace_description``).
     :param workspace_name: workspace name, e.g. ``airflow-<slug>`` (templated).
     :param template_dir: local Terraform folder, sent as a tar (templated).
     :param variables: Terraform variables (templated); must not hold secrets.
@@ -105,8 +81,9 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
     def __init__(
         self,
         *,
-        workspace_name: str,
         template_dir: str,
+        workspace_name: str | None = None,
+        plan_task_id: str | None = None,
         variables: dict[str, Any] | None = None,
         secure_variables: dict[str, str] | None = None,
         tags: list[str] | None = None,
@@ -121,17 +98,17 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
         ibm_conn_id: str = "ibm_cloud_default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.workspace_name = workspace_name
+        super().__init__(**native_by_default(kwargs))
+        self.workspace_name = from_plan(workspace_name, plan_task_id, "workspace_name")
         self.template_dir = template_dir
-        self.variables = variables
-        self.secure_variables = secure_variables
-        self.tags = tags
-        self.location = location
+        self.variables = from_plan(variables, plan_task_id, "terraform_variables")
+        self.secure_variables = from_plan(secure_variables, plan_task_id, "secure_variable_refs")
+        self.tags = from_plan(tags, plan_task_id, "tags")
+        self.location = from_plan(location, plan_task_id, "region")
         self.resource_group = resource_group
         self.terraform_version = terraform_version
-        self.workspace_id = workspace_id
-        self.description = description
+        self.workspace_id = from_plan(workspace_id, plan_task_id, "existing_workspace_id")
+        self.description = from_plan(description, plan_task_id, "workspace_description")
         self.lease_wait = lease_wait
         self.lease_poll_interval = lease_poll_interval
         self.ready_timeout = ready_timeout
@@ -148,44 +125,60 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
     def execute(self, context: Any) -> str:
         from ibm_cloud_airflow.utils.secrets import resolve_secret_references
 
-        secure = resolve_secret_references(self.secure_variables)
-        _refuse_leaked_secrets(self.variables or {}, secure)
+        name = typed(self.task_id, "workspace_name", self.workspace_name, str)
+        if not name:
+            from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
+
+            raise IbmCloudConfigError(f"{self.task_id}: workspace_name is empty; pass the workspace name")
+        variables = typed(self.task_id, "variables", self.variables, dict) or {}
+        refs = typed(self.task_id, "secure_variables", self.secure_variables, dict)
+        secure = resolve_secret_references(refs)
+        _refuse_leaked_secrets(variables, secure)
         hook = self.hook
         hook.config  # noqa: B018 - fail fast on a bad connection before any call
-        if not _blank(self.workspace_id):
-            workspace_id = str(self.workspace_id)
-            SchematicsWorkspaceLink.persist(context, workspace_id)
-            hook.acquire_lease(
-                workspace_id,
-                self.workspace_name,
-                wait_s=self.lease_wait.total_seconds(),
-                poll_s=self.lease_poll_interval,
-            )
-            hook.wait_for_workspace_ready(workspace_id, timeout=self.ready_timeout.total_seconds())
-            from ibm_cloud_airflow.hooks.schematics import build_template_tar
-
-            hook.upload_template(workspace_id, build_template_tar(self.template_dir))
-            hook.update_variables(workspace_id, self.variables, secure)
-            hook.wait_for_workspace_ready(workspace_id, timeout=self.ready_timeout.total_seconds())
-            self.log.info("Adopted workspace %s for %s", workspace_id, self.workspace_name)
-            return workspace_id
+        workspace_id = typed(self.task_id, "workspace_id", self.workspace_id, str)
+        if workspace_id:
+            return self._adopt(context, workspace_id, name, variables, secure)
         workspace = hook.create_workspace(
-            name=self.workspace_name,
+            name=name,
             template_dir=self.template_dir,
-            variables=self.variables,
+            variables=variables,
             secure_variables=secure,
-            tags=self.tags,
-            location=self.location,
-            resource_group=self.resource_group,
+            tags=typed(self.task_id, "tags", self.tags, list),
+            location=self.location or None,
+            resource_group=self.resource_group or None,
             terraform_version=self.terraform_version,
             description=self.description or None,
             ready_timeout=self.ready_timeout.total_seconds(),
             # Only an earlier try can have created it (a failed create request is looked up anyway).
-            reuse_existing=_try_number(context) != 1,
+            reuse_existing=context["ti"].try_number != 1,
         )
         SchematicsWorkspaceLink.persist(context, workspace["id"])
         self.log.info("Workspace %s is %s", workspace["id"], workspace.get("status"))
         return workspace["id"]
+
+    def _adopt(
+        self, context: Any, workspace_id: str, name: str, variables: dict[str, Any], secure: dict[str, str]
+    ) -> str:
+        from ibm_cloud_airflow.hooks.schematics import build_template_tar
+        from ibm_cloud_airflow.utils.leases import acquire_lease
+
+        hook = self.hook
+        SchematicsWorkspaceLink.persist(context, workspace_id)
+        acquire_lease(
+            hook,
+            workspace_id,
+            name,
+            wait_s=self.lease_wait.total_seconds(),
+            poll_s=self.lease_poll_interval,
+        )
+        ready_s = self.ready_timeout.total_seconds()
+        hook.wait_for_workspace_ready(workspace_id, timeout=ready_s)
+        hook.upload_template(workspace_id, build_template_tar(self.template_dir))
+        hook.update_variables(workspace_id, variables, secure)
+        hook.wait_for_workspace_ready(workspace_id, timeout=ready_s)
+        self.log.info("Adopted workspace %s for %s", workspace_id, name)
+        return workspace_id
 
 
 def _refuse_leaked_secrets(variables: dict[str, Any], secrets: dict[str, str]) -> None:
@@ -203,7 +196,30 @@ def _refuse_leaked_secrets(variables: dict[str, Any], secrets: dict[str, str]) -
 
 
 class _SchematicsJobOperator(BaseOperator):
-    """Shared logic of plan/apply/destroy: submit or re-attach, wait (deferred or polling), finish."""
+    """Shared logic of plan/apply/destroy: submit or re-attach, defer (or wait here), finish.
+
+    The job itself (submit, re-attach, poll, logs, outcome) is a
+    :class:`~ibm_cloud_airflow.utils.schematics_job.SchematicsJob`, which the trigger drives too;
+    :meth:`execute_complete` alone decides what its outcome means for the task.
+
+    :param workspace_id: the workspace (templated); blank means the one named ``workspace_name``.
+    :param workspace_name: the workspace's name, looked up when there is no id (templated).
+    :param plan_task_id: take ``workspace_name`` (and the apply's ``skip``: ``plan_only``) from the
+        plan this task returned (:mod:`ibm_cloud_airflow.utils.plan`).
+    :param ibm_conn_id: IBM Cloud connection (templated).
+    :param deferrable: wait in the triggerer (no worker slot while the job runs).
+    :param start_from_trigger: with ``deferrable``, submit in the triggerer too: no worker start
+        at all on the way to success (``dag.test()`` ignores it). The job id is not in
+        ``task_state_store`` then: a restarted trigger submits again, and attaches to the job it
+        finds running (HTTP 409 on the workspace).
+    :param end_from_trigger: a completed job ends the task in the triggerer, with the XComs
+        ``execute_complete`` would push; any other outcome resumes the task on a worker.
+    :param poll_interval: seconds between job polls.
+    :param job_timeout: how long the job may run; then it is stopped and the task fails.
+    :param stream_logs: copy the job's log into the task log.
+    :param job_retries: submit a failed job again this many times before failing the task.
+    :param log_tail_lines: job-log lines in a failure's message.
+    """
 
     command: ClassVar[str] = ""
     #: A failed job raises AirflowFailException (no task retry) when True.
@@ -212,11 +228,16 @@ class _SchematicsJobOperator(BaseOperator):
     budget_tier: ClassVar[str] = WORK
     #: The task's return value is the Terraform outputs (apply) rather than the job id.
     returns_outputs: ClassVar[bool] = False
-    #: How long a job may run when ``job_timeout`` is not given (subclasses set their own, so
-    #: that they need no ``__init__``: each one costs a copy of the DAG's params at parse time).
+    #: No workspace means nothing to do (destroy), rather than a configuration error.
+    nothing_without_workspace: ClassVar[bool] = False
+    #: The plan field that skips this task when true (apply: ``plan_only``).
+    skip_field: ClassVar[str | None] = None
+    # Defaults per command, as class attributes: the subclasses need no __init__ (each one costs a
+    # copy of the DAG's params at parse time).
     default_job_timeout: ClassVar[timedelta] = timedelta(hours=1)
+    default_job_retries: ClassVar[int] = 0
 
-    template_fields: Sequence[str] = ("workspace_id", "ibm_conn_id")
+    template_fields: Sequence[str] = ("workspace_id", "workspace_name", "skip", "ibm_conn_id")
     operator_extra_links = (SchematicsWorkspaceLink(),)
     ui_color = "#c6e2ff"
 
@@ -224,35 +245,59 @@ class _SchematicsJobOperator(BaseOperator):
         self,
         *,
         workspace_id: str | None = None,
+        workspace_name: str | None = None,
+        plan_task_id: str | None = None,
+        skip: bool | None = None,
         ibm_conn_id: str = "ibm_cloud_default",
         deferrable: bool = True,
+        start_from_trigger: bool = False,
+        end_from_trigger: bool = False,
         poll_interval: float = 30.0,
         job_timeout: timedelta | None = None,
         stream_logs: bool = True,
-        job_retries: int = 0,
+        job_retries: int | None = None,
         log_tail_lines: int = 40,
-        end_from_trigger: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.end_from_trigger = end_from_trigger
+        super().__init__(**native_by_default(kwargs))
         self.workspace_id = workspace_id
+        self.workspace_name = from_plan(workspace_name, plan_task_id, "workspace_name")
+        self.skip = from_plan(skip, plan_task_id if self.skip_field else None, self.skip_field or "")
         self.ibm_conn_id = ibm_conn_id
         self.deferrable = deferrable
+        self.end_from_trigger = end_from_trigger
         self.poll_interval = poll_interval
         self.job_timeout = job_timeout or self.default_job_timeout
         self.stream_logs = stream_logs
-        self.job_retries = job_retries
+        self.job_retries = self.default_job_retries if job_retries is None else job_retries
         self.log_tail_lines = log_tail_lines
         if poll_interval <= 0:
             raise ValueError("poll_interval must be positive")
-        if job_retries < 0:
+        if self.job_retries < 0:
             raise ValueError("job_retries must be >= 0")
-        self._workspace_id: str | None = None
-        self._activity_id: str | None = None
-        self._killed = False
-        self._finished_job: dict[str, Any] | None = None
-        self._event_log_tail: list[str] | None = None
+        self._job: SchematicsJob | None = None
+        self.start_from_trigger = start_from_trigger and deferrable
+        if self.start_from_trigger:
+            from airflow.triggers.base import StartTriggerArgs
+
+            # Keys named like template fields are rendered by the triggerer into the trigger.
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls="ibm_cloud_airflow.triggers.schematics.SchematicsJobTrigger",
+                trigger_kwargs={
+                    "command": self.command,
+                    "workspace_id": self.workspace_id,
+                    "workspace_name": self.workspace_name,
+                    "ibm_conn_id": self.ibm_conn_id,
+                    "poll_interval": self.poll_interval,
+                    "job_timeout_s": self.job_timeout.total_seconds(),
+                    "stream_logs": self.stream_logs,
+                    "read_outputs": self.returns_outputs,
+                    "end_from_trigger": self.end_from_trigger,
+                },
+                next_method="execute_complete",
+                next_kwargs=None,
+                timeout=self.job_timeout + timedelta(minutes=10),
+            )
 
     @cached_property
     def hook(self) -> SchematicsHook:
@@ -264,304 +309,151 @@ class _SchematicsJobOperator(BaseOperator):
     def state_key(self) -> str:
         return f"ibm_schematics_{self.command}_job"
 
-    # -- hooks for subclasses ------------------------------------------------------------------
-    def resolve_workspace(self, context: Any) -> str | None:
-        from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
+    def _new_job(self) -> SchematicsJob:
+        from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook
+        from ibm_cloud_airflow.utils.schematics_job import SchematicsJob
 
-        if _blank(self.workspace_id):
-            raise IbmCloudConfigError(f"{self.task_id}: workspace_id is empty; pass the workspace id")
-        return str(self.workspace_id)
-
-    def on_job_success(self, context: Any, workspace_id: str, activity_id: str) -> Any:
-        return activity_id
-
-    def start_job(self, workspace_id: str) -> str | None:
-        """Submit the job; its id, or None when there is nothing to run it on."""
-        return self.hook.run_command(self.command, workspace_id)
-
-    # -- execute -----------------------------------------------------------------------------
-    def execute(self, context: Any) -> Any:
-        from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES
-
-        workspace_id = self.resolve_workspace(context)
-        if workspace_id is None:
-            return None
-        self._workspace_id = workspace_id
-        SchematicsWorkspaceLink.persist(context, workspace_id)
-        store = _state_store(context)
-        saved = self._reattach(store, workspace_id)
-        if saved is not None:
-            activity_id, status, attempt, submitted_at = saved
-            self._activity_id = activity_id
-            if status in TERMINAL_JOB_STATUSES:
-                return self._finish(context, workspace_id, activity_id, status, attempt, submitted_at)
-            return self._wait(context, workspace_id, activity_id, attempt, submitted_at)
-        return self._submit_and_wait(context, workspace_id, attempt=0)
-
-    def _store_get(self, store: Any) -> dict[str, Any] | None:
-        if store is None:
-            return None
-        try:
-            value = store.get(self.state_key)
-        except Exception as exc:  # the store is an optimisation; never fail the task for it
-            self.log.warning("task_state_store unavailable (%s); a retry will submit a new job", exc)
-            return None
-        return value if isinstance(value, dict) else None
-
-    def _store_set(self, store: Any, value: dict[str, Any]) -> None:
-        if store is None:
-            return
-        try:
-            store.set(self.state_key, value)
-        except Exception as exc:
-            self.log.warning("Could not save the job id in task_state_store (%s)", exc)
-
-    def _reattach(self, store: Any, workspace_id: str) -> tuple[str, str, int, float] | None:
-        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
-        from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES
-
-        saved = self._store_get(store)
-        if not saved or saved.get("workspace_id") != workspace_id or not saved.get("activity_id"):
-            return None
-        activity_id = saved["activity_id"]
-        attempt = int(saved.get("attempt") or 0)
-        submitted_at = float(saved.get("submitted_at") or time.time())
-        try:
-            activity = self.hook.get_activity(workspace_id, activity_id)
-        except IbmCloudNotFoundError:
-            self.log.info("Saved %s job %s no longer exists; submitting a new one", self.command, activity_id)
-            return None
-        status = str(activity.get("status") or "").upper()
-        if status not in TERMINAL_JOB_STATUSES:
-            self.log.info("Re-attaching to running %s job %s (%s)", self.command, activity_id, status)
-            return activity_id, status, attempt, submitted_at
-        if status == "COMPLETED" and not self._superseded(workspace_id, activity):
-            self.log.info("%s job %s already completed; not submitting it again", self.command, activity_id)
-            return activity_id, status, attempt, submitted_at
-        self.log.info("Saved %s job %s ended %s; submitting a new one", self.command, activity_id, status)
-        return None
-
-    def _superseded(self, workspace_id: str, activity: dict[str, Any]) -> bool:
-        """True when another job ran on the workspace after this one (its result may be stale)."""
-        when = str(activity.get("performed_at") or "")
-        for other in self.hook.list_activities(workspace_id):
-            if (
-                other.get("action_id") != activity.get("action_id")
-                and str(other.get("performed_at") or "") > when
-            ):
-                return True
-        return False
-
-    def _submit_and_wait(self, context: Any, workspace_id: str, attempt: int) -> Any:
-        store = _state_store(context)
-        activity_id = self.start_job(workspace_id)
-        if activity_id is None:
-            return None
-        submitted_at = time.time()
-        self._activity_id = activity_id
-        # Save before waiting: a retry or a restarted worker re-attaches instead of submitting again.
-        self._store_set(
-            store,
-            {
-                "workspace_id": workspace_id,
-                "activity_id": activity_id,
-                "attempt": attempt,
-                "submitted_at": submitted_at,
-            },
+        return SchematicsJob(
+            SchematicsAsyncHook(self.ibm_conn_id, default_tier=self.budget_tier),
+            self.command,
+            typed(self.task_id, "workspace_id", self.workspace_id, str) or None,
+            poll_interval=self.poll_interval,
+            job_timeout_s=self.job_timeout.total_seconds(),
+            stream_logs=self.stream_logs,
+            read_outputs=self.returns_outputs,
+            log=self.log,
         )
-        context["ti"].xcom_push(key="activity_id", value=activity_id)
-        return self._wait(context, workspace_id, activity_id, attempt, submitted_at)
 
-    def _deadline(self, submitted_at: float) -> float:
-        return submitted_at + self.job_timeout.total_seconds()
+    def execute(self, context: Any) -> Any:
+        if typed(self.task_id, "skip", self.skip, bool):
+            raise AirflowSkipException(f"{self.task_id}: skipped ({self.skip_field})")
+        return self._start(context, attempt=0)
 
-    def _wait(
-        self, context: Any, workspace_id: str, activity_id: str, attempt: int, submitted_at: float
-    ) -> Any:
-        from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
+    def _start(self, context: Any, attempt: int) -> Any:
+        """Re-attach to this task's earlier job (first attempt only) or submit one; then wait."""
+        store = _state_store(context)
+        saved = _store_get(store, self.state_key, self.log) if attempt == 0 else None
+        job = self._job = self._new_job()
+        name = typed(self.task_id, "workspace_name", self.workspace_name, str)
+        if not asyncio.run(_attach_or_submit(job, name, saved)):
+            if self.nothing_without_workspace:
+                return None
+            from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
 
-        deadline = self._deadline(submitted_at)
+            raise IbmCloudConfigError(
+                f"{self.task_id}: no workspace to {self.command} (workspace_id {self.workspace_id!r}, "
+                f"workspace_name {self.workspace_name!r}); pass the workspace id"
+            )
+        SchematicsWorkspaceLink.persist(context, job.workspace_id)
+        # Saved before waiting: a retry or a restarted worker re-attaches instead of submitting again.
+        _store_set(
+            store,
+            self.state_key,
+            {
+                "workspace_id": job.workspace_id,
+                "activity_id": job.activity_id,
+                "attempt": attempt,
+                "deadline": job.deadline,
+            },
+            self.log,
+        )
         if self.deferrable:
-            remaining = max(0.0, deadline - time.time())
+            from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
+
             self.defer(
                 trigger=SchematicsJobTrigger(
-                    workspace_id=workspace_id,
-                    activity_id=activity_id,
+                    self.command,
+                    job.workspace_id,
+                    job.activity_id,
                     ibm_conn_id=self.ibm_conn_id,
                     poll_interval=self.poll_interval,
-                    deadline=deadline,
-                    log_offset=0,
+                    deadline=job.deadline,
                     stream_logs=self.stream_logs,
+                    read_outputs=self.returns_outputs,
                     end_from_trigger=self.end_from_trigger,
-                    return_outputs=self.returns_outputs,
                 ),
                 method_name="execute_complete",
-                kwargs={"attempt": attempt, "submitted_at": submitted_at},
+                kwargs={"attempt": attempt},
                 # A safety net only: the trigger's own deadline fires first and stops the job.
-                timeout=timedelta(seconds=remaining + 300),
+                timeout=timedelta(seconds=max(0.0, (job.deadline or time.time()) - time.time()) + 300),
             )
-        status = self._poll(workspace_id, activity_id, deadline)
-        if status is None:
-            self._on_timeout(workspace_id, activity_id)
-        return self._finish(context, workspace_id, activity_id, status, attempt, submitted_at)
+        return self._finish(context, asyncio.run(job.wait()), attempt)
 
-    def _poll(self, workspace_id: str, activity_id: str, deadline: float) -> str | None:
-        """Poll in-process; returns the terminal status, or None at the deadline."""
-        from ibm_cloud_airflow.hooks.schematics import TERMINAL_JOB_STATUSES, job_summary
-        from ibm_cloud_airflow.triggers.schematics import LOG_EVERY_POLLS
+    def execute_complete(self, context: Any, event: dict[str, Any], attempt: int = 0) -> Any:
+        from ibm_cloud_airflow.utils.schematics_job import JobOutcome
 
-        offset, polls = 0, 0
-        while True:
-            if self._killed:
-                raise AirflowException(f"{self.command} job {activity_id}: task was killed; stop requested")
-            activity = self.hook.get_activity(workspace_id, activity_id)
-            status = str(activity.get("status") or "").upper()
-            polls += 1
-            if status in TERMINAL_JOB_STATUSES or polls % LOG_EVERY_POLLS == 0:
-                offset = self._stream_log(workspace_id, activity, offset)
-            if status in TERMINAL_JOB_STATUSES:
-                self._finished_job = job_summary(activity)
-                return status
-            now = time.time()
-            if now >= deadline:
-                return None
-            self.log.info("Schematics %s job %s: %s", self.command, activity_id, status or "(pending)")
-            time.sleep(max(0.0, min(self.poll_interval, deadline - now)))
+        return self._finish(context, JobOutcome.from_event(event), attempt)
 
-    def _stream_log(self, workspace_id: str, activity: dict[str, Any], offset: int) -> int:
-        from ibm_cloud_airflow.triggers.schematics import new_log_lines
+    def _finish(self, context: Any, outcome: JobOutcome, attempt: int) -> Any:
+        """The one place that turns a job's outcome into the task's result or error."""
+        from ibm_cloud_airflow.utils.schematics_job import ERROR, NOTHING, TIMEOUT, job_result
 
-        if not self.stream_logs:
-            return offset
-        activity_id = str(activity.get("action_id") or self._activity_id)
-        try:
-            text = self.hook.get_activity_log(workspace_id, activity_id, activity)
-        except Exception as exc:
-            self.log.warning("Could not read the job log yet: %s", exc)
-            return offset
-        lines, offset = new_log_lines(text, offset)
-        for line in lines:
-            self.log.info("[schematics %s] %s", activity_id[:8], line)
-        return offset
+        what = f"Schematics {self.command} job {outcome.activity_id}"
+        if outcome.status in ("COMPLETED", NOTHING):
+            if outcome.status == "COMPLETED":
+                self.log.info("%s completed", what)
+            value, xcoms = job_result(outcome, returns_outputs=self.returns_outputs)
+            for key, xcom in xcoms.items():
+                context["ti"].xcom_push(key=key, value=xcom)
+            return value
+        if outcome.status == ERROR:
+            from ibm_cloud_airflow.hooks.base import IbmCloudApiError
 
-    def execute_complete(
-        self, context: Any, event: dict[str, Any] | str, attempt: int = 0, submitted_at: float | None = None
-    ) -> Any:
-        from ibm_cloud_airflow.hooks.base import IbmCloudApiError
-
-        if not isinstance(event, dict):
-            event = self._ended_by_trigger(context, event)
-        if event.get("status") == "nothing":  # started in the triggerer, found no workspace
-            return None
-        workspace_id = event.get("workspace_id") or self._workspace_id
-        activity_id = event.get("activity_id") or self._activity_id
-        self._finished_job = event.get("job")
-        self._event_log_tail = event.get("log_tail")
-        self._workspace_id, self._activity_id = workspace_id, activity_id
-        status = event.get("status")
-        if status == "error":
             raise IbmCloudApiError(
-                f"Waiting for Schematics {self.command} job {activity_id} failed: {event.get('message')}; "
-                "a retry re-attaches to the job"
+                f"Waiting for {what} failed: {outcome.message}; a retry re-attaches to the job"
             )
-        if status == "timeout":
-            self._on_timeout(workspace_id, activity_id)
-        if status not in _EVENT_TO_STATUS:
-            raise AirflowException(f"Unexpected trigger event {event!r}")
-        return self._finish(
-            context, workspace_id, activity_id, _EVENT_TO_STATUS[status], attempt, submitted_at or time.time()
-        )
-
-    def _ended_by_trigger(self, context: Any, payload: Any) -> dict[str, Any]:
-        """``dag.test()`` resumes a task whose trigger ended it (``TaskSuccessEvent``) with only the
-        event's payload, ``"success"``: finish it here from the job saved at submit time."""
-        if str(payload) != "success":
-            raise AirflowException(f"Unexpected trigger event {payload!r}")
-        saved = self._store_get(_state_store(context)) or {}
-        activity_id = saved.get("activity_id") or context["ti"].xcom_pull(
-            task_ids=self.task_id, key="activity_id"
-        )
-        workspace_id = saved.get("workspace_id") or self.workspace_id
-        return {"status": "success", "workspace_id": workspace_id, "activity_id": activity_id}
-
-    def _on_timeout(self, workspace_id: str, activity_id: str) -> None:
-        try:
-            self.hook.stop_activity(workspace_id, activity_id)
-        except Exception as exc:
-            self.log.error("Could not stop job %s after its timeout: %s", activity_id, exc)
-        raise AirflowException(
-            f"Schematics {self.command} job {activity_id} did not finish within {self.job_timeout}; "
-            "a stop was requested"
-        )
-
-    def _job_summary(self, workspace_id: str, activity_id: str) -> dict[str, Any]:
-        """The finished job's summary: from the trigger's event when deferred, else one more read."""
-        from ibm_cloud_airflow.hooks.schematics import job_summary
-
-        if self._finished_job is None:
-            self._finished_job = job_summary(self.hook.get_activity(workspace_id, activity_id))
-        return {**self._finished_job, "activity_id": activity_id}
-
-    def _log_tail(self, workspace_id: str, activity_id: str) -> str:
-        if self._event_log_tail is not None:  # the trigger read the final log already
-            return "\n".join(self._event_log_tail[-self.log_tail_lines :])
-        try:
-            lines = self.hook.get_activity_log(workspace_id, activity_id).splitlines()
-        except Exception as exc:
-            return f"(job log unavailable: {exc})"
-        return "\n".join(lines[-self.log_tail_lines :])
-
-    def _finish(
-        self,
-        context: Any,
-        workspace_id: str,
-        activity_id: str,
-        status: str,
-        attempt: int,
-        submitted_at: float,
-    ) -> Any:
-        if status == "COMPLETED":
-            self.log.info("Schematics %s job %s completed", self.command, activity_id)
-            context["ti"].xcom_push(key="job", value=self._job_summary(workspace_id, activity_id))
-            return self.on_job_success(context, workspace_id, activity_id)
-        tail = self._log_tail(workspace_id, activity_id)
-        if status == "FAILED" and attempt < self.job_retries:
+        if outcome.status == TIMEOUT:
+            self._stop(outcome.workspace_id, outcome.activity_id)
+            raise AirflowException(f"{what} did not finish within {self.job_timeout}; a stop was requested")
+        tail = "\n".join(outcome.log_tail[-self.log_tail_lines :]) or "(the job log was not read)"
+        if outcome.status == "FAILED" and attempt < self.job_retries:
             self.log.warning(
-                "Schematics %s job %s failed (try %d of %d); submitting it again. Log tail:\n%s",
-                self.command,
-                activity_id,
+                "%s failed (try %d of %d); submitting it again. Log tail:\n%s",
+                what,
                 attempt + 1,
                 self.job_retries + 1,
                 tail,
             )
-            return self._submit_and_wait(context, workspace_id, attempt + 1)
-        # Terraform's first "Error:" line goes on the first line: what a one-line summary shows
-        errors = (line.split("Error:", 1)[1].strip() for line in tail.splitlines() if "Error:" in line)
-        error = next(errors, "")
+            return self._start(context, attempt + 1)
+        error = outcome.first_error
         message = (
-            f"Schematics {self.command} job {activity_id} on workspace {workspace_id} ended {status}"
+            f"{what} on workspace {outcome.workspace_id} ended {outcome.status}"
             f"{': ' + error if error else ''}. Last lines of the job log:\n{tail}"
         )
         if self.fail_without_retry:
             raise AirflowFailException(message)
         raise AirflowException(message)
 
+    def _stop(self, workspace_id: str | None, activity_id: str | None, timeout: float | None = None) -> None:
+        if not (workspace_id and activity_id):
+            return
+        try:
+            self.hook.stop_activity(workspace_id, activity_id, timeout=timeout)
+        except Exception as exc:
+            self.log.error("Could not stop Schematics job %s: %s", activity_id, exc)
+
     def on_kill(self) -> None:
-        """Sync mode: ask Schematics to stop the running job (one quick request; no waiting)."""
-        self._killed = True
-        if self._workspace_id and self._activity_id:
-            try:
-                self.hook.stop_activity(self._workspace_id, self._activity_id, timeout=3.0)
-            except Exception as exc:
-                self.log.error("Could not stop Schematics job %s: %s", self._activity_id, exc)
+        """Waiting here (not deferred): ask Schematics to stop the job (one quick request)."""
+        if self._job is not None:
+            self._stop(self._job.workspace_id, self._job.activity_id, timeout=3.0)
+
+
+async def _attach_or_submit(job: SchematicsJob, workspace_name: str | None, saved: dict | None) -> bool:
+    """Resolve the workspace, then re-attach to the saved job or submit; False when there is no workspace."""
+    if not await job.resolve(workspace_name):
+        return False
+    saved = saved or {}
+    same_workspace = saved.get("workspace_id") == job.workspace_id and saved.get("activity_id")
+    if same_workspace and await job.attach(saved["activity_id"]):
+        job.deadline = saved.get("deadline") or (time.time() + (job.job_timeout_s or 0))
+        return True
+    return await job.submit()
 
 
 class SchematicsPlanOperator(_SchematicsJobOperator):
     """Run ``terraform plan`` in a Schematics workspace; a failed plan fails the task without retry.
 
-    Returns the plan job id. See :class:`_SchematicsJobOperator` parameters: ``workspace_id``
-    (templated), ``ibm_conn_id`` (templated), ``deferrable``, ``poll_interval``, ``job_timeout``,
-    ``stream_logs``, ``job_retries``, ``log_tail_lines``.
+    Returns the plan job id. Parameters: see :class:`_SchematicsJobOperator`.
     """
 
     command = "plan"
@@ -572,94 +464,59 @@ class SchematicsPlanOperator(_SchematicsJobOperator):
 class SchematicsApplyOperator(_SchematicsJobOperator):
     """Run ``terraform apply``; returns the Terraform outputs (also XCom key ``outputs``).
 
-    Sensitive outputs are replaced by ``"<sensitive>"``. XCom ``activity_id`` holds the job id.
+    Sensitive outputs are replaced by ``"<sensitive>"``. XCom ``activity_id`` holds the job id,
+    ``job`` its summary. With ``plan_task_id``, a plan whose ``plan_only`` is true skips the task
+    (``skip``, templated, does the same without a plan).
     """
 
     command = "apply"
     returns_outputs = True
+    skip_field = "plan_only"
     default_job_timeout = timedelta(hours=2)
-
-    def on_job_success(self, context: Any, workspace_id: str, activity_id: str) -> dict[str, Any]:
-        outputs = self.hook.get_outputs(workspace_id)
-        context["ti"].xcom_push(key="outputs", value=outputs)
-        self.log.info("Terraform outputs: %s", sorted(outputs))
-        return outputs
 
 
 class SchematicsDestroyOperator(_SchematicsJobOperator):
     """Run ``terraform destroy``; idempotent and safe to run when nothing exists.
 
-    The workspace is ``workspace_id`` or, when that is empty (e.g. rendered as ``""``/``"None"`` because
-    the create task failed), the workspace named ``workspace_name``. No workspace, a deleted workspace or
-    a never-uploaded (``DRAFT``) one means there is nothing to destroy: the task succeeds. A failed
-    destroy job is submitted again ``job_retries`` times (default 1) before the task fails.
-
-    With ``start_from_trigger=True`` (and ``deferrable``) no worker is started to submit the
-    destroy: the scheduler hands the task to the triggerer, which renders ``workspace_id`` and
-    ``workspace_name``, submits the job and waits for it (``SchematicsJobTrigger`` with
-    ``command="destroy"``). A failed job comes back to a worker for ``job_retries``. The job id is
-    not in ``task_state_store`` then: a trigger restarted mid-job (triggerer restart) submits
-    again, which waits for the workspace lock and destroys nothing more. ``dag.test()`` ignores
-    ``start_from_trigger``.
-
-    :param workspace_name: fallback lookup by name (templated).
-    :param start_from_trigger: submit and wait in the triggerer, with no worker start.
+    The workspace is ``workspace_id`` or, when that is empty (the create task failed), the one
+    named ``workspace_name``. No workspace, a deleted one or a never-uploaded (``DRAFT``) one means
+    there is nothing to destroy: the task succeeds. A failed destroy job is submitted again
+    ``job_retries`` times (default 1) before the task fails. Its requests use the teardown share of
+    the request budget, which work and polls cannot exhaust.
     """
 
     command = "destroy"
     budget_tier = TEARDOWN
-    template_fields: Sequence[str] = ("workspace_id", "workspace_name", "ibm_conn_id")
+    nothing_without_workspace = True
+    default_job_retries = 1
 
-    def __init__(
-        self,
-        *,
-        workspace_name: str | None = None,
-        job_retries: int = 1,
-        start_from_trigger: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(job_retries=job_retries, **kwargs)
-        self.workspace_name = workspace_name
-        self.start_from_trigger = start_from_trigger and self.deferrable
-        if self.start_from_trigger:
-            from airflow.triggers.base import StartTriggerArgs
 
-            # Keys named like template fields are rendered by the triggerer into the trigger.
-            self.start_trigger_args = StartTriggerArgs(
-                trigger_cls="ibm_cloud_airflow.triggers.schematics.SchematicsJobTrigger",
-                trigger_kwargs={
-                    "workspace_id": self.workspace_id,
-                    "workspace_name": workspace_name,
-                    "ibm_conn_id": self.ibm_conn_id,
-                    "command": self.command,
-                    "poll_interval": self.poll_interval,
-                    "job_timeout_s": self.job_timeout.total_seconds(),
-                    "stream_logs": self.stream_logs,
-                    "end_from_trigger": self.end_from_trigger,
-                },
-                next_method="execute_complete",
-                next_kwargs=None,
-                timeout=self.job_timeout + timedelta(minutes=10),
-            )
+def _state_store(context: Any) -> Any:
+    """``context["task_state_store"]`` (Airflow 3.3+) or ``None`` where it does not exist."""
+    try:
+        return context.get("task_state_store") if hasattr(context, "get") else None
+    except Exception:
+        return None
 
-    def resolve_workspace(self, context: Any) -> str | None:
-        from ibm_cloud_airflow.hooks.schematics import workspace_to_destroy
 
-        workspace_id = workspace_to_destroy(self.hook, self.workspace_id, self.workspace_name)
-        if workspace_id is None:
-            self.log.info(
-                "No workspace (id %r, name %r): nothing to destroy", self.workspace_id, self.workspace_name
-            )
-        return workspace_id
+def _store_get(store: Any, key: str, log: Any) -> dict[str, Any] | None:
+    if store is None:
+        return None
+    try:
+        value = store.get(key)
+    except Exception as exc:  # the store is an optimisation; never fail the task for it
+        log.warning("task_state_store unavailable (%s); a retry will submit a new job", exc)
+        return None
+    return value if isinstance(value, dict) else None
 
-    def start_job(self, workspace_id: str) -> str | None:
-        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
 
-        try:
-            return super().start_job(workspace_id)
-        except IbmCloudNotFoundError:
-            self.log.info("Workspace %s does not exist: nothing to destroy", workspace_id)
-            return None
+def _store_set(store: Any, key: str, value: dict[str, Any], log: Any) -> None:
+    if store is None:
+        return
+    try:
+        store.set(key, value)
+    except Exception as exc:
+        log.warning("Could not save the job id in task_state_store (%s)", exc)
 
 
 class SchematicsDeleteWorkspaceOperator(BaseOperator):
@@ -668,11 +525,11 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
     When the workspace carries any ``airflow-lease:`` tag, or ``keep_workspace`` is True, it is not
     deleted: the lease ``airflow-lease:<workspace_name>`` is removed instead.
 
-    :param workspace_id: the workspace (templated); blank/``"None"`` falls back to ``workspace_name``.
+    :param workspace_id: the workspace (templated); blank falls back to ``workspace_name``.
     :param workspace_name: the workspace name, and the lease holder name (templated).
+    :param plan_task_id: take ``workspace_name`` and ``keep_workspace`` from this task's plan.
     :param destroy_resources: let Schematics destroy resources first (normally the destroy task did).
-    :param keep_workspace: never delete, only release the lease (templated; ``"True"``/``"False"``
-        strings are accepted).
+    :param keep_workspace: never delete, only release the lease (templated).
     :param check_leases: read the workspace's tags first and keep it when another run leased it;
         ``False`` deletes at once (one request less), for a workspace the run created itself.
     :param ibm_conn_id: IBM Cloud connection (templated).
@@ -687,17 +544,18 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
         *,
         workspace_id: str | None = None,
         workspace_name: str | None = None,
+        plan_task_id: str | None = None,
         destroy_resources: bool = False,
-        keep_workspace: bool | str = False,
+        keep_workspace: bool | None = None,
         check_leases: bool = True,
         ibm_conn_id: str = "ibm_cloud_default",
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**native_by_default(kwargs))
         self.workspace_id = workspace_id
-        self.workspace_name = workspace_name
+        self.workspace_name = from_plan(workspace_name, plan_task_id, "workspace_name")
         self.destroy_resources = destroy_resources
-        self.keep_workspace = keep_workspace
+        self.keep_workspace = from_plan(keep_workspace, plan_task_id, "keep_workspace")
         self.check_leases = check_leases
         self.ibm_conn_id = ibm_conn_id
 
@@ -709,29 +567,30 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
 
     def execute(self, context: Any) -> bool:
         from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
-        from ibm_cloud_airflow.hooks.schematics import LEASE_TAG_PREFIX
+        from ibm_cloud_airflow.utils.leases import lease_tags, release_lease
 
         hook = self.hook
-        workspace_id = _resolve_workspace_id(hook, self.workspace_id, self.workspace_name)
+        name = typed(self.task_id, "workspace_name", self.workspace_name, str)
+        keep = bool(typed(self.task_id, "keep_workspace", self.keep_workspace, bool))
+        workspace_id = hook.resolve_workspace(
+            typed(self.task_id, "workspace_id", self.workspace_id, str) or None, name
+        )
         if workspace_id is None:
-            self.log.info(
-                "No workspace (id %r, name %r): nothing to delete", self.workspace_id, self.workspace_name
-            )
+            self.log.info("No workspace (id %r, name %r): nothing to delete", self.workspace_id, name)
             return False
         SchematicsWorkspaceLink.persist(context, workspace_id)
-        if not self.check_leases and not _truthy(self.keep_workspace):
+        if not self.check_leases and not keep:
             return hook.delete_workspace(workspace_id, destroy_resources=self.destroy_resources)
         try:
             workspace = hook.get_workspace(workspace_id)
         except IbmCloudNotFoundError:
             self.log.info("Workspace %s is already gone", workspace_id)
             return False
-        leases = [t for t in workspace.get("tags") or [] if str(t).startswith(LEASE_TAG_PREFIX)]
-        if _truthy(self.keep_workspace) or leases:
-            holder = None if _blank(self.workspace_name) else str(self.workspace_name)
-            if holder is None and leases:
+        leases = lease_tags(workspace)
+        if keep or leases:
+            if not name and leases:
                 self.log.warning("No workspace_name given: releasing every lease on %s", workspace_id)
-            hook.release_lease(workspace_id, holder)
+            release_lease(hook, workspace_id, name or None)
             self.log.info("Kept workspace %s (adopted/shared); lease released", workspace_id)
             return False
         return hook.delete_workspace(workspace_id, destroy_resources=self.destroy_resources)

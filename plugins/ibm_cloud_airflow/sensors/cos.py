@@ -12,14 +12,8 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 from airflow.triggers.base import StartTriggerArgs
 
-from ibm_cloud_airflow.triggers.cos import (
-    CosKeyTrigger,
-    as_keys,
-    as_seconds,
-    check_markers,
-    check_servers,
-    new_state,
-)
+from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, check_servers, key_list, new_state
+from ibm_cloud_airflow.utils.plan import from_plan, native_by_default, plan_field, typed
 
 if TYPE_CHECKING:  # imported where the sensor runs, not at every parse of the DAG file
     from ibm_cloud_airflow.hooks.cos import CosHook
@@ -43,13 +37,17 @@ class CosKeySensor(BaseSensorOperator):
       waits, and marks the task successful itself. Only a failure comes back to a worker, to raise
       the error. ``dag.test()`` ignores it and runs the deferrable path.
 
+    :param plan_task_id: take every value below that is not given from this task's plan
+        (:class:`~ibm_cloud_airflow.utils.plan.CosWaitPlan`: ``bucket``, ``marker_keys``,
+        ``server_prefixes``, ``slug``, ``stall_timeout_s``, ``max_runtime_s``).
+    :param outputs_task_id: the apply task whose Terraform outputs name the servers'
+        ``trusted_profile_id`` (the explanation of a server that stopped).
     :param bucket_name: the bucket (templated).
     :param bucket_key: one key or a list of keys (templated).
     :param cos_conn_id: COS connection (templated).
     :param stall_timeout: seconds without progress before failing; ``None`` disables the check
-        (templated; a rendered string such as ``"1800"`` is accepted).
-    :param timeout: as for every sensor (seconds or timedelta); a Jinja string is accepted too and is
-        then treated as ``wait_timeout``.
+        (templated, a number).
+    :param timeout: as for every sensor (seconds or timedelta).
     :param wait_timeout: templated override of ``timeout`` in seconds, applied at execute time.
     :param deferrable: wait in the triggerer.
     :param start_from_trigger: start (and succeed) in the triggerer, without a worker.
@@ -78,8 +76,10 @@ class CosKeySensor(BaseSensorOperator):
     def __init__(
         self,
         *,
-        bucket_name: str,
-        bucket_key: str | list[str],
+        bucket_name: str | None = None,
+        bucket_key: str | list[str] | None = None,
+        plan_task_id: str | None = None,
+        outputs_task_id: str | None = None,
         cos_conn_id: str = "ibm_cos_default",
         stall_timeout: float | str | None = 1800.0,
         deferrable: bool = True,
@@ -87,26 +87,27 @@ class CosKeySensor(BaseSensorOperator):
         check_failed: bool = True,
         wait_timeout: float | str | None = None,
         timeout: Any = None,
-        watch_prefixes: str | list[str] | None = None,
+        watch_prefixes: list[str] | None = None,
         ibm_conn_id: str | None = None,
         server_name_prefix: str | None = None,
-        trusted_profile_id: str = "",
+        trusted_profile_id: str | None = None,
         server_check_interval: float = 30.0,
         **kwargs: Any,
     ) -> None:
-        # BaseSensorOperator needs a number at construction; a templated timeout waits for execute.
-        templated_timeout = isinstance(timeout, str)
-        super().__init__(timeout=None if templated_timeout else timeout, **kwargs)
-        self.wait_timeout = timeout if templated_timeout and wait_timeout is None else wait_timeout
-        self.bucket_name = bucket_name
-        self.bucket_key = bucket_key
+        super().__init__(timeout=timeout, **native_by_default(kwargs))
+        self.wait_timeout = from_plan(wait_timeout, plan_task_id, "max_runtime_s")
+        self.bucket_name = from_plan(bucket_name, plan_task_id, "bucket")
+        self.bucket_key = from_plan(bucket_key, plan_task_id, "marker_keys")
         self.cos_conn_id = cos_conn_id
-        self.stall_timeout = stall_timeout
+        # with a plan, the plan's stall timeout (None there disables the check)
+        self.stall_timeout = plan_field(plan_task_id, "stall_timeout_s") if plan_task_id else stall_timeout
         self.deferrable = deferrable
         self.check_failed = check_failed
-        self.watch_prefixes = watch_prefixes
+        self.watch_prefixes = from_plan(watch_prefixes, plan_task_id, "server_prefixes")
         self.ibm_conn_id = ibm_conn_id
-        self.server_name_prefix = server_name_prefix
+        self.server_name_prefix = from_plan(server_name_prefix, plan_task_id, "slug")
+        if trusted_profile_id is None and outputs_task_id is not None:
+            trusted_profile_id = plan_field(outputs_task_id, "trusted_profile_id")
         self.trusted_profile_id = trusted_profile_id
         self.server_check_interval = server_check_interval
         self._next_server_check = 0.0
@@ -119,17 +120,17 @@ class CosKeySensor(BaseSensorOperator):
             self.start_trigger_args = StartTriggerArgs(
                 trigger_cls="ibm_cloud_airflow.triggers.cos.CosKeyTrigger",
                 trigger_kwargs={
-                    "bucket_name": bucket_name,
-                    "bucket_key": bucket_key,
+                    "bucket_name": self.bucket_name,
+                    "bucket_key": self.bucket_key,
                     "cos_conn_id": cos_conn_id,
-                    "stall_timeout": stall_timeout,
+                    "stall_timeout": self.stall_timeout,
                     "wait_timeout": self.wait_timeout if self.wait_timeout is not None else self.timeout,
                     "poke_interval": self.poke_interval,
                     "check_failed": check_failed,
                     "end_from_trigger": True,
-                    "watch_prefixes": watch_prefixes,
+                    "watch_prefixes": self.watch_prefixes,
                     "ibm_conn_id": ibm_conn_id,
-                    "server_name_prefix": server_name_prefix,
+                    "server_name_prefix": self.server_name_prefix,
                     "server_check_interval": server_check_interval,
                 },
                 next_method="execute_complete",
@@ -145,21 +146,19 @@ class CosKeySensor(BaseSensorOperator):
 
     @property
     def keys(self) -> list[str]:
-        keys = as_keys(self.bucket_key)
+        keys = key_list(typed(self.task_id, "bucket_key", self.bucket_key, (str, list)))
         if not keys or any(not k for k in keys):
             raise AirflowFailException(f"{self.task_id}: bucket_key is empty; pass the marker key(s)")
         return keys
 
+    @property
+    def watch(self) -> list[str]:
+        return key_list(typed(self.task_id, "watch_prefixes", self.watch_prefixes, list))
+
     def _apply_rendered_timeouts(self) -> None:
+        """The rendered timeouts are numbers (a plan's, or given); the sensor's own follows them."""
         for name in ("wait_timeout", "stall_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                try:
-                    setattr(self, name, as_seconds(value))
-                except ValueError as exc:
-                    raise AirflowFailException(
-                        f"{self.task_id}: {name} = {value!r} is not a number of seconds"
-                    ) from exc
+            typed(self.task_id, name, getattr(self, name), (int, float))
         if self.wait_timeout is not None:
             self.timeout = float(self.wait_timeout)
 
@@ -198,7 +197,7 @@ class CosKeySensor(BaseSensorOperator):
             state,
             stall_timeout=self.stall_timeout,
             check_failed=self.check_failed,
-            watch=as_keys(self.watch_prefixes),
+            watch=self.watch,
         )
         if repr(state) != before:
             self._save_state()
@@ -245,7 +244,7 @@ class CosKeySensor(BaseSensorOperator):
             from ibm_cloud_airflow.hooks.iam import explain_stopped_servers
 
             why = explain_stopped_servers(
-                str(self.ibm_conn_id), str(self.trusted_profile_id or ""), str(self.bucket_name)
+                str(self.ibm_conn_id), self.trusted_profile_id or "", str(self.bucket_name)
             )
             raise AirflowFailException(f"{result.get('message')}; {why}")
         if status == "timeout":
@@ -263,13 +262,13 @@ class CosKeySensor(BaseSensorOperator):
         self.defer(
             trigger=CosKeyTrigger(
                 bucket_name=self.bucket_name,
-                bucket_keys=self.keys,
+                bucket_key=self.keys,
                 cos_conn_id=self.cos_conn_id,
                 poke_interval=self.poke_interval,
                 stall_timeout=self.stall_timeout,
                 check_failed=self.check_failed,
                 state=self._state,
-                watch_prefixes=as_keys(self.watch_prefixes),
+                watch_prefixes=self.watch,
                 ibm_conn_id=self.ibm_conn_id,
                 server_name_prefix=self.server_name_prefix,
                 server_check_interval=self.server_check_interval,

@@ -6,7 +6,6 @@ in poke/reschedule mode, so all three modes behave the same.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import posixpath
 import time
@@ -14,6 +13,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
+
+from ibm_cloud_airflow.triggers.native import NativeTemplatesMixin, push_xcoms
 
 FAILED_MARKER = "_FAILED"
 PROGRESS_FILE = "progress.json"
@@ -179,54 +180,41 @@ def check_servers(vpc_hook: Any, slug: str, keys: list[str], state: dict[str, An
     }
 
 
-def as_keys(value: Any) -> list[str]:
-    """Marker keys from a list, one key, or a list rendered as text (``"['a', 'b']"``)."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            value = ast.literal_eval(text)
-        else:
-            return [text] if text else []
-    return [str(k) for k in value or []]
+def key_list(value: str | list[str] | None) -> list[str]:
+    """One key or a list of keys, as a list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(k) for k in value]
 
 
-def as_seconds(value: Any) -> float | None:
-    """Seconds from a number or from rendered text; ``None``/empty/``"None"`` mean no limit."""
-    if isinstance(value, str):
-        value = value.strip()
-        if value.lower() in ("", "none"):
-            return None
-    return None if value is None else float(value)
-
-
-class CosKeyTrigger(BaseTrigger):
-    """Waits until every key in ``bucket_keys`` exists in ``bucket_name``.
+class CosKeyTrigger(NativeTemplatesMixin, BaseTrigger):
+    """Waits until every key in ``bucket_key`` exists in ``bucket_name``.
 
     Fails early (``status: failed``) when a ``_FAILED`` appears next to a key or in one of the
     ``watch_prefixes`` folders, and (``status: stalled``) when a folder's ``progress.json`` did not
-    change for ``stall_timeout`` seconds (see :func:`check_markers`). New progress is logged as it
-    appears. COS calls run in worker threads (``asyncio.to_thread``).
+    change for ``stall_timeout`` seconds (see :func:`check_markers`); ``status: timeout`` when
+    ``wait_timeout`` seconds pass. New progress is logged as it appears. COS calls run in worker
+    threads (``asyncio.to_thread``).
 
     For a sensor that starts in the triggerer (``start_from_trigger``), the triggerer renders the
-    sensor's templated fields into the attributes of the same name, as text: ``bucket_key`` (the
-    key or keys), ``stall_timeout`` and ``wait_timeout`` (seconds; ``status: timeout`` when it
-    passes). With ``end_from_trigger`` the task ends here on success, without a worker.
+    sensor's templated fields into the attributes of the same name, as Python objects
+    (:class:`~ibm_cloud_airflow.triggers.native.NativeTemplatesMixin`). With ``end_from_trigger``
+    the task ends here on success, without a worker.
     """
 
     def __init__(
         self,
         bucket_name: str,
-        bucket_keys: list[str] | None = None,
+        bucket_key: str | list[str] | None = None,
         cos_conn_id: str = "ibm_cos_default",
         poke_interval: float = 60.0,
-        stall_timeout: float | str | None = None,
+        stall_timeout: float | None = None,
         check_failed: bool = True,
         state: dict[str, Any] | None = None,
         max_consecutive_errors: int = 3,
-        bucket_key: str | list[str] | None = None,
-        wait_timeout: float | str | None = None,
+        wait_timeout: float | None = None,
         end_from_trigger: bool = False,
-        watch_prefixes: str | list[str] | None = None,
+        watch_prefixes: list[str] | None = None,
         ibm_conn_id: str | None = None,
         server_name_prefix: str | None = None,
         server_check_interval: float = 30.0,
@@ -236,7 +224,6 @@ class CosKeyTrigger(BaseTrigger):
         self.server_name_prefix = server_name_prefix
         self.server_check_interval = server_check_interval
         self.bucket_name = bucket_name
-        self.bucket_keys = list(bucket_keys or [])
         self.bucket_key = bucket_key
         self.cos_conn_id = cos_conn_id
         self.poke_interval = poke_interval
@@ -253,14 +240,13 @@ class CosKeyTrigger(BaseTrigger):
             "ibm_cloud_airflow.triggers.cos.CosKeyTrigger",
             {
                 "bucket_name": self.bucket_name,
-                "bucket_keys": self.bucket_keys,
+                "bucket_key": self.bucket_key,
                 "cos_conn_id": self.cos_conn_id,
                 "poke_interval": self.poke_interval,
                 "stall_timeout": self.stall_timeout,
                 "check_failed": self.check_failed,
                 "state": self.state,
                 "max_consecutive_errors": self.max_consecutive_errors,
-                "bucket_key": self.bucket_key,
                 "wait_timeout": self.wait_timeout,
                 "end_from_trigger": self.end_from_trigger,
                 "watch_prefixes": self.watch_prefixes,
@@ -294,12 +280,11 @@ class CosKeyTrigger(BaseTrigger):
         state = dict(self.state) if self.state else new_state()
         errors = 0
         try:
-            keys = self.bucket_keys or as_keys(self.bucket_key)
+            keys = key_list(self.bucket_key)
             if not keys or not all(keys):
                 raise ValueError(f"no marker keys to wait for (bucket_key {self.bucket_key!r})")
-            stall_timeout = as_seconds(self.stall_timeout)
-            wait_timeout = as_seconds(self.wait_timeout)
-            watch = as_keys(self.watch_prefixes)
+            stall_timeout, wait_timeout = self.stall_timeout, self.wait_timeout
+            watch = key_list(self.watch_prefixes)
             hook = await asyncio.to_thread(self._make_hook)
         except Exception as exc:
             yield TriggerEvent({"status": "error", "message": str(exc)})
@@ -334,7 +319,8 @@ class CosKeyTrigger(BaseTrigger):
                 self.log.error("%s\n--- workload log tail ---\n%s", result["message"], result.get("log_tail"))
             if status == "success" and self.end_from_trigger:
                 self.log.info("All markers present: %s", keys)
-                yield TaskSuccessEvent(xcoms={"return_value": keys})
+                await push_xcoms(self.task_instance, {"return_value": keys})
+                yield TaskSuccessEvent()
                 return
             if status == "waiting" and time.monotonic() >= next_server_check:
                 next_server_check = time.monotonic() + self.server_check_interval

@@ -2,6 +2,7 @@
 
 Mocked (autospec of SchematicsHook) because these tests pin the operator's decisions: re-attach vs
 submit, what is stored before waiting, what is raised; the sandbox tests run the same paths over HTTP.
+The job operators drive the job through the async hook, which here awaits the same mock.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
 
+from ibm_cloud_airflow.hooks import schematics as hooks_module
 from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudConfigError, IbmCloudNotFoundError
 from ibm_cloud_airflow.hooks.schematics import SchematicsHook
 from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
@@ -26,11 +28,33 @@ from ibm_cloud_airflow.operators.schematics import (
     SchematicsPlanOperator,
 )
 from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
+from ibm_cloud_airflow.utils.plan import plan_field
+from ibm_cloud_airflow.utils.schematics_job import JobOutcome
 
-from .conftest import CANARY_TF_SECRET, FakeStore, make_context
+from ..conftest import CANARY_TF_SECRET, FakeStore, make_context
 
-TF = str(Path(__file__).parent / "fixtures" / "tf_small")
+TF = str(Path(__file__).parents[1] / "fixtures" / "tf_small")
 AID = "b" * 32
+
+
+class AsyncOf:
+    """The async hook's interface over the sync mock: every call is recorded on the mock."""
+
+    def __init__(self, sync):
+        self.sync = sync
+
+    def __getattr__(self, name):
+        method = getattr(self.sync, name)
+
+        async def call(*args, **kwargs):
+            return method(*args, **kwargs)
+
+        return call
+
+    async def resolve_workspace(self, workspace_id, workspace_name, *, skip_draft=False):
+        if workspace_id:
+            return workspace_id
+        return self.sync.resolve_workspace(workspace_id, workspace_name, skip_draft=skip_draft)
 
 
 @pytest.fixture
@@ -45,17 +69,24 @@ def hook():
     h.get_activity_log.return_value = "init\nplan line\nError: boom\n"
     h.get_outputs.return_value = {"vpc_id": "r006-1"}
     h.list_activities.return_value = []
+    h.running_job.return_value = None
     h.get_workspace.return_value = {"id": "ws", "status": "INACTIVE", "tags": []}
+    h.resolve_workspace.side_effect = lambda ws, name, skip_draft=False: ws or None
     with (
         mock.patch.object(ops.SchematicsCreateWorkspaceOperator, "hook", new=h),
         mock.patch.object(ops._SchematicsJobOperator, "hook", new=h),
         mock.patch.object(ops.SchematicsDeleteWorkspaceOperator, "hook", new=h),
+        mock.patch.object(hooks_module, "SchematicsAsyncHook", side_effect=lambda *a, **k: AsyncOf(h)),
     ):
         yield h
 
 
 def apply_op(**kw):
     return SchematicsApplyOperator(**{"task_id": "apply", "workspace_id": "ws", "poll_interval": 0.01, **kw})
+
+
+def outcome(status, **kw):
+    return JobOutcome(command="apply", status=status, workspace_id="ws", activity_id=AID, **kw).to_event()
 
 
 class TestJobOperators:
@@ -73,8 +104,8 @@ class TestJobOperators:
         assert trig.deadline == pytest.approx(time.time() + 600, abs=5)
         saved = store.data["ibm_schematics_apply_job"]
         assert saved["activity_id"] == AID and saved["workspace_id"] == "ws"
-        hook.run_command.assert_called_once_with("apply", "ws")
-        ctx["ti"].xcom_push.assert_any_call(key="activity_id", value=AID)
+        assert saved["deadline"] == trig.deadline  # a re-attached job keeps its first deadline
+        hook.run_command.assert_called_once_with("apply", "ws", wait_on_lock=False)
         ctx["ti"].xcom_push.assert_any_call(
             key=SchematicsWorkspaceLink().xcom_key, value="https://cloud.ibm.com/schematics/workspaces/ws"
         )
@@ -83,11 +114,12 @@ class TestJobOperators:
         store = FakeStore()
         store.set(
             "ibm_schematics_apply_job",
-            {"workspace_id": "ws", "activity_id": AID, "submitted_at": time.time()},
+            {"workspace_id": "ws", "activity_id": AID, "deadline": time.time() + 99},
         )
         with pytest.raises(TaskDeferred) as exc:
             apply_op().execute(make_context(store))
         assert exc.value.trigger.activity_id == AID
+        assert exc.value.trigger.deadline == store.data["ibm_schematics_apply_job"]["deadline"]
         hook.run_command.assert_not_called()
 
     def test_completed_job_is_not_resubmitted(self, hook):
@@ -95,7 +127,7 @@ class TestJobOperators:
         store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": AID, "submitted_at": 1})
         hook.get_activity.return_value = {"action_id": AID, "status": "COMPLETED", "performed_at": "1"}
         ctx = make_context(store)
-        assert apply_op().execute(ctx) == {"vpc_id": "r006-1"}
+        assert apply_op(deferrable=False).execute(ctx) == {"vpc_id": "r006-1"}
         hook.run_command.assert_not_called()
         ctx["ti"].xcom_push.assert_any_call(key="outputs", value={"vpc_id": "r006-1"})
 
@@ -135,32 +167,32 @@ class TestJobOperators:
 
     def test_execute_complete_paths(self, hook):
         op = apply_op()
-        ev = {"workspace_id": "ws", "activity_id": AID}
         ctx = make_context()
-        assert op.execute_complete(ctx, {**ev, "status": "success"}) == {"vpc_id": "r006-1"}
-        with pytest.raises(AirflowException, match="Error: boom") as err:
-            op.execute_complete(ctx, {**ev, "status": "failed"})
+        done = outcome("COMPLETED", outputs={"vpc_id": "r006-1"}, job={"resources_added": 7})
+        assert op.execute_complete(ctx, done) == {"vpc_id": "r006-1"}
+        ctx["ti"].xcom_push.assert_any_call(key="outputs", value={"vpc_id": "r006-1"})
+        ctx["ti"].xcom_push.assert_any_call(key="job", value={"resources_added": 7, "activity_id": AID})
+        hook.get_outputs.assert_not_called()  # the outcome carries them: no request on the worker
+        tail = ["init", "Error: boom"]
+        with pytest.raises(AirflowException, match="ended FAILED: boom") as err:
+            op.execute_complete(ctx, outcome("FAILED", log_tail=tail))
         assert not isinstance(err.value, AirflowFailException)  # apply may be retried
         with pytest.raises(AirflowException, match="ended STOPPED"):
-            op.execute_complete(ctx, {**ev, "status": "stopped"})
+            op.execute_complete(ctx, outcome("STOPPED"))
         with pytest.raises(IbmCloudApiError, match="re-attaches"):
-            op.execute_complete(ctx, {**ev, "status": "error", "message": "503"})
+            op.execute_complete(ctx, outcome("ERROR", message="503"))
 
     def test_timeout_stops_the_job(self, hook):
         with pytest.raises(AirflowException, match="did not finish within"):
-            apply_op().execute_complete(
-                make_context(), {"workspace_id": "ws", "activity_id": AID, "status": "timeout"}
-            )
-        hook.stop_activity.assert_called_once_with("ws", AID)
+            apply_op().execute_complete(make_context(), outcome("TIMEOUT"))
+        hook.stop_activity.assert_called_once_with("ws", AID, timeout=None)
 
     def test_plan_failure_is_not_retried_and_shows_log_tail(self, hook):
         op = SchematicsPlanOperator(task_id="plan", workspace_id="ws")
         with pytest.raises(AirflowFailException, match="Error: boom"):
-            op.execute_complete(
-                make_context(), {"workspace_id": "ws", "activity_id": AID, "status": "failed"}
-            )
+            op.execute_complete(make_context(), outcome("FAILED", log_tail=["Error: boom"]))
 
-    def test_sync_mode_polls_streams_and_finishes(self, hook, capsys):
+    def test_sync_mode_polls_streams_and_finishes(self, hook, capsys, caplog):
         summary = {"status": "COMPLETED", "templates": [{"log_summary": {"resources_added": 7}}]}
         hook.get_activity.side_effect = [{"status": "INPROGRESS"}, summary]  # no extra read for the summary
         hook.get_activity_log.side_effect = ["a\nb\n"]  # read once, when the job has ended
@@ -180,14 +212,14 @@ class TestJobOperators:
                 "resources_destroyed": None,
             },
         )
-        out = capsys.readouterr().out
+        out = capsys.readouterr().out + caplog.text
         assert out.count("] a") == 1 and out.count("] b") == 1
 
     def test_sync_mode_timeout(self, hook):
         op = apply_op(deferrable=False, job_timeout=timedelta(seconds=0.05))
         with pytest.raises(AirflowException, match="did not finish"):
             op.execute(make_context(FakeStore()))
-        hook.stop_activity.assert_called_once_with("ws", AID)
+        hook.stop_activity.assert_called_once_with("ws", AID, timeout=None)
 
     def test_job_retries_resubmit_failed_destroy(self, hook):
         hook.get_activity.side_effect = [
@@ -212,13 +244,11 @@ class TestJobOperators:
     def test_on_kill_sends_stop(self, hook):
         op = apply_op(deferrable=False)
         op.on_kill()
-        hook.stop_activity.assert_not_called()
-        op._workspace_id, op._activity_id = "ws", AID
+        hook.stop_activity.assert_not_called()  # nothing submitted yet
+        op._job = op._new_job()
+        op._job.activity_id = AID
         op.on_kill()
         hook.stop_activity.assert_called_once_with("ws", AID, timeout=3.0)
-        assert op._killed
-        with pytest.raises(AirflowException, match="killed"):
-            op._poll("ws", AID, time.time() + 60)
 
     def test_bad_arguments(self):
         with pytest.raises(ValueError):
@@ -227,25 +257,44 @@ class TestJobOperators:
             apply_op(job_retries=-1)
 
     def test_apply_without_workspace_fails_clearly(self, hook):
-        with pytest.raises(IbmCloudConfigError, match="workspace_id is empty"):
-            SchematicsApplyOperator(task_id="a", workspace_id="None").execute(make_context())
+        with pytest.raises(IbmCloudConfigError, match="no workspace to apply"):
+            SchematicsApplyOperator(task_id="a", workspace_id=None).execute(make_context())
+
+    def test_a_workspace_id_rendered_as_text_from_a_list_is_refused(self, hook):
+        with pytest.raises(IbmCloudConfigError, match="render_template_as_native_obj"):
+            SchematicsApplyOperator(task_id="a", workspace_id=["ws"]).execute(make_context())
+
+    def test_the_operators_render_natively_unless_told_otherwise(self):
+        assert apply_op().render_template_as_native_obj is True
+        assert apply_op(render_template_as_native_obj=False).render_template_as_native_obj is False
+
+    def test_a_plan_only_run_skips_the_apply_without_a_request(self, hook):
+        op = SchematicsApplyOperator(task_id="apply", workspace_id="ws", plan_task_id="validate")
+        assert op.skip == plan_field("validate", "plan_only")
+        op.skip = True  # as rendered from the plan
+        with pytest.raises(AirflowSkipException):
+            op.execute(make_context())
+        hook.run_command.assert_not_called()
+        assert SchematicsPlanOperator(task_id="plan", plan_task_id="validate").skip is None
 
 
 class TestDestroyNoops:
-    @pytest.mark.parametrize("ws_id", ["", "None", None, "null"])
+    @pytest.mark.parametrize("ws_id", ["", None])
     def test_no_workspace(self, hook, ws_id):
-        hook.find_workspace_by_name.return_value = None
+        hook.resolve_workspace.side_effect = None
+        hook.resolve_workspace.return_value = None
         op = SchematicsDestroyOperator(task_id="d", workspace_id=ws_id, workspace_name="airflow-x")
         assert op.execute(make_context()) is None
         hook.run_command.assert_not_called()
-        hook.find_workspace_by_name.assert_called_once_with("airflow-x")
+        hook.resolve_workspace.assert_called_once_with(None, "airflow-x", skip_draft=True)
 
     def test_name_fallback_finds_workspace(self, hook):
-        hook.find_workspace_by_name.return_value = {"id": "ws"}
-        op = SchematicsDestroyOperator(task_id="d", workspace_id="None", workspace_name="airflow-x")
+        hook.resolve_workspace.side_effect = None
+        hook.resolve_workspace.return_value = "ws"
+        op = SchematicsDestroyOperator(task_id="d", workspace_id=None, workspace_name="airflow-x")
         with pytest.raises(TaskDeferred):
             op.execute(make_context())
-        hook.run_command.assert_called_once_with("destroy", "ws")
+        hook.run_command.assert_called_once_with("destroy", "ws", wait_on_lock=False)
 
     def test_deleted_workspace_is_nothing_to_destroy(self, hook):
         # With an id the destroy is submitted at once (no look-up first); 404 means it is gone.
@@ -253,37 +302,31 @@ class TestDestroyNoops:
         assert SchematicsDestroyOperator(task_id="d", workspace_id="ws").execute(make_context()) is None
         hook.get_workspace.assert_not_called()
 
-    def test_draft_workspace_found_by_name_is_nothing_to_destroy(self, hook):
-        hook.find_workspace_by_name.return_value = {"id": "ws"}
-        hook.get_workspace.return_value = {"id": "ws", "status": "DRAFT"}
-        op = SchematicsDestroyOperator(task_id="d", workspace_id="None", workspace_name="airflow-x")
-        assert op.execute(make_context()) is None
-        hook.run_command.assert_not_called()
+    def test_a_job_that_runs_when_a_retry_comes_is_attached_to(self, hook):
+        # The worker died between the submission and saving the job id: the retry's submission
+        # finds the workspace locked by that very job and waits for it instead of queuing another.
+        hook.run_command.side_effect = IbmCloudApiError("locked", status_code=409)
+        hook.running_job.return_value = "first-apply"
+        with pytest.raises(TaskDeferred) as deferred:
+            apply_op().execute(make_context(FakeStore()))
+        assert deferred.value.trigger.activity_id == "first-apply"
+        hook.run_command.assert_called_once()
 
 
 class TestEndedByTrigger:
-    def test_dag_test_resumes_with_the_success_payload_and_the_task_finishes_from_the_saved_job(self, hook):
-        # dag.test() resumes a task whose trigger sent TaskSuccessEvent with only "success".
-        store = FakeStore()
-        store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": AID, "attempt": 0})
-        hook.get_activity.return_value = {"status": "COMPLETED"}
-        op = apply_op(end_from_trigger=True)
-        assert op.execute_complete(make_context(store), "success") == {"vpc_id": "r006-1"}
-        hook.get_activity.assert_called_once_with("ws", AID)
-
     def test_the_trigger_is_told_to_end_the_task(self, hook):
         with pytest.raises(TaskDeferred) as deferred:
             apply_op(end_from_trigger=True).execute(make_context(FakeStore()))
         trigger = deferred.value.trigger
-        assert trigger.end_from_trigger is True and trigger.return_outputs is True
+        assert trigger.end_from_trigger is True and trigger.read_outputs is True
 
 
 class TestDestroyFromTheTriggerer:
     def test_the_triggerer_renders_the_workspace_and_submits_the_destroy(self):
         op = SchematicsDestroyOperator(
             task_id="destroy",
-            workspace_id="{{ ti.xcom_pull(task_ids='create_workspace', map_indexes=-1) or '' }}",
-            workspace_name="{{ params.name }}",
+            workspace_id="{{ ti.xcom_pull(task_ids='create_workspace', map_indexes=-1) }}",
+            plan_task_id="validate",
             start_from_trigger=True,
             end_from_trigger=True,
         )
@@ -296,15 +339,31 @@ class TestDestroyFromTheTriggerer:
 
         class TI:
             def xcom_pull(self, task_ids, map_indexes):
-                return "us-south.workspace.w1"
+                return {
+                    "create_workspace": "us-south.workspace.w1",
+                    "validate": {"workspace_name": "airflow-x"},
+                }[task_ids]
 
-        trigger.render_template_fields(context={"ti": TI(), "params": {"name": "airflow-x"}})
+        trigger.render_template_fields(context={"ti": TI()})
         assert (trigger.workspace_id, trigger.workspace_name) == ("us-south.workspace.w1", "airflow-x")
         assert trigger.command == "destroy" and trigger.activity_id is None and trigger.end_from_trigger
 
+    def test_with_no_plan_and_no_workspace_the_fields_render_as_none(self):
+        op = SchematicsDestroyOperator(
+            task_id="destroy",
+            workspace_id="{{ ti.xcom_pull(task_ids='create_workspace', map_indexes=-1) }}",
+            plan_task_id="validate",
+            start_from_trigger=True,
+        )
+        trigger = SchematicsJobTrigger(**op.start_trigger_args.trigger_kwargs)
+        trigger.task_instance = mock.MagicMock(task=op, task_id=op.task_id)
+        trigger.render_template_fields(context={"ti": mock.MagicMock(xcom_pull=lambda **kw: None)})
+        assert (trigger.workspace_id, trigger.workspace_name) == (None, None)
+
     def test_nothing_found_in_the_triggerer_ends_the_task(self, hook):
         op = SchematicsDestroyOperator(task_id="destroy", workspace_id="", start_from_trigger=True)
-        assert op.execute_complete(make_context(), {"status": "nothing"}) is None
+        nothing = JobOutcome(command="destroy", status="NOTHING").to_event()
+        assert op.execute_complete(make_context(), nothing) is None
         hook.run_command.assert_not_called()
 
 
@@ -324,10 +383,8 @@ class TestDelete:
         hook.delete_workspace.assert_called_once_with("ws", destroy_resources=False)
 
     def test_noops(self, hook):
-        hook.find_workspace_by_name.return_value = None
         assert (
-            SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="None").execute(make_context())
-            is False
+            SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id=None).execute(make_context()) is False
         )
         hook.get_workspace.side_effect = IbmCloudNotFoundError("gone")
         assert (
@@ -339,7 +396,7 @@ class TestDelete:
         hook.get_workspace.return_value = {"id": "ws", "tags": ["airflow-lease:airflow-run1"]}
         op = SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws", workspace_name="airflow-run1")
         assert op.execute(make_context()) is False
-        hook.release_lease.assert_called_once_with("ws", "airflow-run1")
+        hook.set_workspace_tags.assert_called_once_with("ws", [])  # the run's lease released
         hook.delete_workspace.assert_not_called()
 
     def test_keep_workspace_flag(self, hook):
@@ -402,6 +459,9 @@ class TestCreate:
         hook.create_workspace.assert_not_called()
 
     def test_adopt_existing_workspace_takes_lease(self, hook, ibm_env):
+        tags = []
+        hook.get_workspace.side_effect = lambda ws: {"id": ws, "status": "INACTIVE", "tags": list(tags)}
+        hook.set_workspace_tags.side_effect = lambda ws, new: tags.extend(new)
         op = SchematicsCreateWorkspaceOperator(
             task_id="ws",
             workspace_name="airflow-x",
@@ -410,7 +470,7 @@ class TestCreate:
             workspace_id="shared",
         )
         assert op.execute(make_context()) == "shared"
-        hook.acquire_lease.assert_called_once_with("shared", "airflow-x", wait_s=1800.0, poll_s=30.0)
+        hook.set_workspace_tags.assert_called_once_with("shared", ["airflow-lease:airflow-x"])
         hook.upload_template.assert_called_once()
         hook.update_variables.assert_called_once_with("shared", {"run_id": "x"}, {})
         hook.create_workspace.assert_not_called()
@@ -429,13 +489,31 @@ class TestCreate:
         )
 
 
-def test_keep_workspace_templated_string(hook):
-    op = SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws", keep_workspace="True")
-    assert op.execute(make_context()) is False
-    hook.delete_workspace.assert_not_called()
-    hook.delete_workspace.return_value = True
-    op = SchematicsDeleteWorkspaceOperator(task_id="x", workspace_id="ws", keep_workspace="False")
-    assert op.execute(make_context()) is True
+def test_values_from_a_plan():
+    create = SchematicsCreateWorkspaceOperator(task_id="c", template_dir=TF, plan_task_id="validate")
+    assert create.workspace_name == plan_field("validate", "workspace_name")
+    assert create.variables == plan_field("validate", "terraform_variables")
+    assert create.secure_variables == plan_field("validate", "secure_variable_refs")
+    assert create.location == plan_field("validate", "region")
+    assert create.workspace_id == plan_field("validate", "existing_workspace_id")
+    given = SchematicsCreateWorkspaceOperator(
+        task_id="c", template_dir=TF, plan_task_id="validate", workspace_name="explicit"
+    )
+    assert given.workspace_name == "explicit"  # a value given wins over the plan
+    delete = SchematicsDeleteWorkspaceOperator(task_id="d", plan_task_id="validate")
+    assert delete.keep_workspace == plan_field("validate", "keep_workspace")
+
+
+def test_plan_field_renders_typed_values_natively():
+    from airflow.sdk.definitions._internal.templater import create_template_env
+
+    template = create_template_env(native=True).from_string(plan_field("validate", "marker_keys"))
+    ti = mock.MagicMock()
+    ti.xcom_pull.return_value = {"marker_keys": ["a/_SUCCESS", "b/_SUCCESS"]}
+    assert template.render(ti=ti) == ["a/_SUCCESS", "b/_SUCCESS"]
+    ti.xcom_pull.assert_called_once_with(task_ids="validate", map_indexes=-1)
+    ti.xcom_pull.return_value = None  # validate failed: no plan
+    assert template.render(ti=ti) is None
 
 
 def test_hook_validate_is_offline(ibm_env):

@@ -1,0 +1,48 @@
+"""What the provider's triggers share: typed template values, and XComs written through the Task SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+
+
+class NativeTemplatesMixin:
+    """Render a start-from-trigger task's fields as Python objects, not text.
+
+    The triggerer renders the fields of a task that starts there (``StartTriggerArgs``) with the
+    trigger's own Jinja environment, which by default is a text one: a list or a number pulled from
+    an XCom would arrive as its text. The provider's operators take typed values from an upstream
+    plan (``ibm_cloud_airflow.utils.plan``) and render natively, and so do their triggers.
+    """
+
+    # Airflow's templater renders natively when the object (operator or trigger) says so.
+    render_template_as_native_obj = True
+
+    def get_template_env(self, dag: Any = None) -> jinja2.Environment:
+        from airflow.sdk.definitions._internal.templater import create_template_env
+
+        return create_template_env(native=True)
+
+
+async def push_xcoms(task_instance: Any, xcoms: dict[str, Any]) -> None:
+    """Write a task's XComs from the triggerer, through the Task SDK as a worker would.
+
+    A ``TaskSuccessEvent(xcoms=...)`` would have the triggerer store them itself, and Airflow 3.3
+    then stores each value JSON-encoded once more (a worker pulls a dict back as its JSON text).
+    Writing them here, before the event, stores them exactly as ``execute_complete`` would.
+    ``None`` values are left out, as Airflow leaves out a task's ``None`` return value.
+    """
+    from airflow.sdk.execution_time.xcom import XCom
+    from asgiref.sync import sync_to_async
+
+    ti = task_instance
+
+    def write() -> None:
+        for key, value in xcoms.items():
+            if value is not None:
+                XCom.set(
+                    key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
+                )
+
+    await sync_to_async(write, thread_sensitive=False)()
