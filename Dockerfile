@@ -11,6 +11,11 @@ USER airflow
 
 COPY --chown=airflow:0 requirements.txt build-constraints.txt /opt/airflow/project/
 COPY --chown=airflow:0 deploy/check-secrets.sh /opt/airflow/project/check-secrets.sh
+# The IBM Cloud provider (ibm_cloud_airflow only, not gpu_pipeline), installed as a package so that
+# `airflow providers list` shows it and the UI offers its connection types. It comes before the
+# mounted plugins/ on sys.path: rebuild the image (`docker compose build`) after changing it.
+COPY --chown=airflow:0 plugins/pyproject.toml /opt/airflow/project/provider/pyproject.toml
+COPY --chown=airflow:0 plugins/ibm_cloud_airflow /opt/airflow/project/provider/ibm_cloud_airflow
 # Constraints, chosen deliberately: the image's packages were installed under Airflow's own tested
 # constraint set for 3.3.2, and pinning apache-airflow keeps pip from moving them. The project's
 # constraints.txt is NOT used here: it locks the development venv (test tools included: moto pins
@@ -20,5 +25,7 @@ COPY --chown=airflow:0 deploy/check-secrets.sh /opt/airflow/project/check-secret
 RUN pip install --no-cache-dir "pip==26.3" \
     && pip install --no-cache-dir "apache-airflow==3.3.2" \
         -r /opt/airflow/project/requirements.txt \
+        /opt/airflow/project/provider \
         --build-constraint /opt/airflow/project/build-constraints.txt \
+    && rm -rf /opt/airflow/project/provider \
     && pip check

@@ -34,10 +34,14 @@ help:
 
 # ibm-schematics 1.1.0 ships only an sdist whose build needs setuptools<72; a recent pip
 # applies that limit to the isolated build environment alone (--build-constraint).
-$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt build-constraints.txt
+# The IBM Cloud provider (plugins/pyproject.toml: ibm_cloud_airflow only) is installed editable, so
+# `airflow providers list` shows it and the UI offers its connection types; the code stays in plugins/.
+PROVIDER := plugins/pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt build-constraints.txt $(PROVIDER)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "pip==$(PIP_VERSION)"
-	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt --build-constraint build-constraints.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -e ./plugins -c constraints.txt \
+	  --build-constraint build-constraints.txt
 	$(PY) -m pip check
 	touch $@
 
@@ -91,13 +95,14 @@ lint: install $(CHECKOV_VENV)/.installed
 	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download -d terraform --framework terraform
 
 # The cluster's Airflow runs from the runtime requirements alone, as in the Docker image:
-# requirements.txt plus the packages the official image ships for Celery, PostgreSQL and FAB.
+# requirements.txt plus the packages the official image ships for Celery, PostgreSQL and FAB,
+# plus the IBM Cloud provider (editable, as in .venv; the image installs it as a wheel).
 CLUSTER_VENV := .venv-cluster
-$(CLUSTER_VENV)/.installed: requirements.txt requirements-cluster.txt constraints.txt build-constraints.txt
+$(CLUSTER_VENV)/.installed: requirements.txt requirements-cluster.txt constraints.txt build-constraints.txt $(PROVIDER)
 	test -x $(CLUSTER_VENV)/bin/python || $(PYTHON) -m venv $(CLUSTER_VENV)
 	$(CLUSTER_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "pip==$(PIP_VERSION)"
 	$(CLUSTER_VENV)/bin/python -m pip install --quiet -r requirements.txt -r requirements-cluster.txt \
-	  -c constraints.txt --build-constraint build-constraints.txt
+	  -e ./plugins -c constraints.txt --build-constraint build-constraints.txt
 	$(CLUSTER_VENV)/bin/python -m pip check
 	touch $@
 
@@ -121,4 +126,4 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(WORKLOAD_VENV) $(CHECKOV_VENV) .sandbox .airflow demo-output bench/results.json \
-	  .cluster-deps.installed $(CLUSTER_VENV)
+	  .cluster-deps.installed $(CLUSTER_VENV) plugins/build plugins/*.egg-info

@@ -274,7 +274,7 @@ class Sandbox:
         """Env vars defining ``ibm_cloud_default`` and ``ibm_cos_default`` for this sandbox."""
         ep = self.endpoints
         cloud = {
-            "conn_type": "generic",
+            "conn_type": "ibm_cloud",
             "password": ep["api_key"],
             "extra": {
                 "region": ep["region"],
@@ -286,7 +286,7 @@ class Sandbox:
             },
         }
         cos = {
-            "conn_type": "generic",
+            "conn_type": "ibm_cos",
             "login": ep["cos_hmac"]["access_key_id"],
             "password": ep["cos_hmac"]["secret_access_key"],
             "extra": {

@@ -50,7 +50,14 @@ def airflow_env(home: Path, connections: dict[str, str], poll_seconds: float = 2
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "IBM_GPU_WORKLOAD_POLL_SECONDS": str(poll_seconds),
-            "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "plugins")]),
+            # the caller's PYTHONPATH after the project's (e.g. a provider install made with --target)
+            "PYTHONPATH": os.pathsep.join(
+                [
+                    str(REPO),
+                    str(REPO / "plugins"),
+                    *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+                ]
+            ),
             **connections,
         }
     )

@@ -56,7 +56,7 @@ def api_error(
 
 def ibm_conn_json(**extra: Any) -> str:
     return json.dumps(
-        {"conn_type": "generic", "password": CANARY_API_KEY, "extra": {"region": "us-south", **extra}}
+        {"conn_type": "ibm_cloud", "password": CANARY_API_KEY, "extra": {"region": "us-south", **extra}}
     )
 
 
@@ -68,7 +68,7 @@ def ibm_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "AIRFLOW_CONN_IBM_COS_DEFAULT",
         json.dumps(
             {
-                "conn_type": "generic",
+                "conn_type": "ibm_cos",
                 "login": "AKIDCANARY",
                 "password": CANARY_HMAC_SECRET,
                 "extra": {"endpoint_url": "http://127.0.0.1:9", "region": "us-south"},

@@ -30,7 +30,7 @@ def hook(moto_url, monkeypatch):
         "AIRFLOW_CONN_COS_TEST",
         json.dumps(
             {
-                "conn_type": "generic",
+                "conn_type": "ibm_cos",
                 "login": "testing",
                 "password": "testing",
                 "extra": {"endpoint_url": moto_url},
@@ -88,7 +88,7 @@ def test_bad_json_and_errors(hook, moto_url, monkeypatch):
         "AIRFLOW_CONN_COS_DOWN",
         json.dumps(
             {
-                "conn_type": "generic",
+                "conn_type": "generic",  # deployments from before the ibm_cos type keep working
                 "login": "a",
                 "password": "b",
                 "extra": {"endpoint_url": "http://127.0.0.1:9"},

@@ -78,7 +78,7 @@ def test_python_api_helpers(sandbox):
     assert json.loads(sandbox.endpoints_file.read_text()) == sandbox.endpoints
     conns = sandbox.airflow_connections()
     cloud = json.loads(conns["AIRFLOW_CONN_IBM_CLOUD_DEFAULT"])
-    assert cloud["conn_type"] == "generic" and cloud["password"] == sandbox.api_key
+    assert cloud["conn_type"] == "ibm_cloud" and cloud["password"] == sandbox.api_key
     assert cloud["extra"]["schematics_url"] == sandbox.endpoints["schematics"]
     assert cloud["extra"]["iam_identity_url"] == sandbox.endpoints["iam_identity"]
     assert cloud["extra"]["tagging_url"] == sandbox.endpoints["tagging"]

@@ -7,6 +7,7 @@ in file order and share one deployment; each pipeline run they start is checked 
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.parse
@@ -321,3 +322,78 @@ def test_a_failed_run_shows_destroy_green_and_the_verdict_red(page: Page, local_
     expect(graph_node(page, "wait_for_output")).to_contain_text("failed")
     save_screenshot(page, "run-failed-graph")
     assert live_resources(box) == []
+
+
+# -- the connection form (the provider's connection types) ---------------------------------------------------
+def open_new_connection_form(page: Page, conn_type: str) -> Any:
+    """Admin > Connections > Add, with ``conn_type`` (its display name) picked."""
+    page.goto("/connections")
+    page.get_by_role("button", name="Add Connection").click()
+    form = page.get_by_role("dialog")
+    # react-select: its input, not the placeholder drawn over it, takes the typing
+    form.get_by_role("combobox").first.fill(conn_type)
+    page.get_by_role("option", name=conn_type, exact=True).click()
+    expect(form.get_by_text("Standard Fields")).to_be_visible()
+    return form
+
+
+def open_section(form: Any, trigger_id: str) -> None:
+    """Open one section of the form's accordion (one is open at a time): standardFields, Extra Fields."""
+    trigger = form.locator(f"[id$=':trigger:{trigger_id}']")
+    if trigger.get_attribute("aria-expanded") != "true":
+        trigger.click()
+    expect(trigger).to_have_attribute("aria-expanded", "true")
+
+
+def field_label(form: Any, label: str) -> Any:
+    """A field's label, with or without the required marker (``Region *``)."""
+    return form.locator("label").filter(has_text=re.compile(rf"^{re.escape(label)}\s*\*?$"))
+
+
+def extra_field_names(form: Any) -> set[str]:
+    names = form.locator("[name^=element_]").evaluate_all("els => els.map(e => e.name)")
+    return {name.removeprefix("element_") for name in names}
+
+
+def test_the_connection_form_offers_ibm_cloud_and_ibm_cos_with_their_fields(page: Page, local_ui) -> None:
+    """The installed provider's connection types (make install), drawn from its declared fields."""
+    from ibm_cloud_airflow.get_provider_info import get_provider_info
+
+    declared = {c["connection-type"]: set(c["conn-fields"]) for c in get_provider_info()["connection-types"]}
+    _, af = local_ui
+    form = open_new_connection_form(page, "IBM Cloud")
+    form.locator("input[name=connection_id]").fill("ibm_cloud_from_form")
+    form.locator("input[name=connection_id]").press("Tab")  # the form validates on blur
+    open_section(form, "standardFields")
+    expect(field_label(form, "API key")).to_be_visible()  # the relabelled password
+    expect(form.locator("input[name=password]")).to_have_attribute("type", "password")
+    for hidden in ("host", "port", "login", "schema"):
+        expect(form.locator(f"input[name={hidden}]")).to_have_count(0)
+    expect(field_label(form, "Schema")).to_have_count(0)
+    form.locator("input[name=password]").fill("form-api-key")
+    form.locator("input[name=password]").press("Tab")
+    open_section(form, "Extra Fields")
+    for label in ("Region", "Resource group ID", "IAM endpoint", "Schematics endpoint", "VPC endpoint"):
+        expect(field_label(form, label)).to_be_visible()
+    assert extra_field_names(form) == declared["ibm_cloud"]
+    expect(form.locator("[name=element_region]")).to_have_value("us-south")  # a choice, with its default
+
+    # Saved, the form's fields are in extra under the keys the hooks parse
+    form.get_by_role("button", name="Save").click()
+    expect(form).to_have_count(0)
+    saved = af.api("GET", "/connections/ibm_cloud_from_form")
+    assert saved["conn_type"] == "ibm_cloud"
+    assert json.loads(saved["extra"])["region"] == "us-south"
+
+    form = open_new_connection_form(page, "IBM Cloud Object Storage")
+    open_section(form, "standardFields")
+    expect(field_label(form, "HMAC access key ID")).to_be_visible()
+    expect(field_label(form, "HMAC secret access key or API key")).to_be_visible()
+    expect(form.locator("input[name=password]")).to_have_attribute("type", "password")
+    for hidden in ("host", "port", "schema"):
+        expect(form.locator(f"input[name={hidden}]")).to_have_count(0)
+    open_section(form, "Extra Fields")
+    for label in ("COS endpoint", "COS endpoint for the servers", "COS region", "COS instance CRN"):
+        expect(field_label(form, label)).to_be_visible()
+    assert extra_field_names(form) == declared["ibm_cos"]
+    expect(form.locator("[name=element_auth_type]")).to_have_value("hmac")

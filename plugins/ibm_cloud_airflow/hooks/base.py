@@ -2,12 +2,15 @@
 
 Connections (see ``docs/provider.md``):
 
-* ``ibm_cloud_default`` (conn type ``generic``): password = IBM Cloud API key; extra ``region``
-  (required), ``resource_group`` (optional id), optional ``iam_url``, ``schematics_url``, ``vpc_url``,
-  ``iam_identity_url``, ``tagging_url`` (the reaper's services).
-* ``ibm_cos_default`` (conn type ``generic``): extra ``endpoint_url`` (required), optional
-  ``vm_endpoint_url``, ``region``, ``instance_crn``; HMAC keys as login/password, or
-  ``extra.auth_type = "iam"`` with the API key as password (optional ``iam_url``).
+* ``ibm_cloud_default`` (conn type ``ibm_cloud``; ``generic`` works too): password = IBM Cloud API
+  key; extra ``region`` (required), ``resource_group`` (optional id), optional ``iam_url``,
+  ``schematics_url``, ``vpc_url``, ``iam_identity_url``, ``tagging_url`` (the reaper's services).
+* ``ibm_cos_default`` (conn type ``ibm_cos``; ``generic`` works too): extra ``endpoint_url``
+  (required), optional ``vm_endpoint_url``, ``region``, ``instance_crn``; HMAC keys as
+  login/password, or ``extra.auth_type = "iam"`` with the API key as password (optional ``iam_url``).
+
+The parsing reads the password, login and ``extra`` only, never the conn type: the UI forms of the
+``ibm_cloud`` and ``ibm_cos`` types (``get_provider_info.py``) store their fields under these keys.
 
 Everything here is free of network calls and of heavy SDK imports at module level.
 """

@@ -37,7 +37,7 @@ class CosHook(BaseHook):
 
     conn_name_attr = "cos_conn_id"
     default_conn_name = "ibm_cos_default"
-    conn_type = "generic"
+    conn_type = "ibm_cos"
     hook_name = "IBM Cloud Object Storage"
 
     def __init__(

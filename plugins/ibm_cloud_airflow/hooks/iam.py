@@ -33,7 +33,7 @@ WORKLOAD_COS_ACTIONS = (
 class IamPolicyHook(BaseHook):
     conn_name_attr = "ibm_conn_id"
     default_conn_name = "ibm_cloud_default"
-    conn_type = "generic"
+    conn_type = "ibm_cloud"
     hook_name = "IBM Cloud IAM policies"
 
     def __init__(self, ibm_conn_id: str = default_conn_name, *, request_timeout: float = 30.0) -> None:

@@ -28,7 +28,7 @@ from ibm_cloud_airflow.hooks.base import (
 class _PlatformHook(BaseHook):
     conn_name_attr = "ibm_conn_id"
     default_conn_name = "ibm_cloud_default"
-    conn_type = "generic"
+    conn_type = "ibm_cloud"
 
     def __init__(
         self, ibm_conn_id: str = default_conn_name, *, retry_policy: RetryPolicy | None = None

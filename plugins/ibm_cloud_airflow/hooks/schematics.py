@@ -143,8 +143,8 @@ class SchematicsHook(BaseHook):
 
     conn_name_attr = "ibm_conn_id"
     default_conn_name = "ibm_cloud_default"
-    conn_type = "generic"
-    hook_name = "IBM Cloud Schematics"
+    conn_type = "ibm_cloud"
+    hook_name = "IBM Cloud"
 
     def __init__(
         self,

@@ -49,7 +49,7 @@ class VpcHook(BaseHook):
 
     conn_name_attr = "ibm_conn_id"
     default_conn_name = "ibm_cloud_default"
-    conn_type = "generic"
+    conn_type = "ibm_cloud"
     hook_name = "IBM Cloud VPC"
 
     def __init__(
