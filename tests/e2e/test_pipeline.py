@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-WORK = ("validate", "upload_bundle", "create_workspace", "plan", "apply", "wait_for_output")
+WORK = ("validate", "create_workspace", "plan", "apply", "wait_for_output")
 
 
 def object_keys(sandbox, bucket: str, prefix: str) -> set[str]:
@@ -44,8 +44,7 @@ def assert_cleanup_ran(result: dict[str, Any]) -> None:
     tasks = result["tasks"]
     assert tasks["destroy"] == "success", tasks
     assert tasks["delete_workspace"] == "success", tasks
-    assert tasks["leak_check"] == "success", tasks
-    assert tasks["report"] == "success", tasks
+    assert tasks["report"] == "success", tasks  # it fails when anything of the run is still live
 
 
 def test_happy_path_trains_reports_and_destroys_everything(sandbox, run_pipeline):

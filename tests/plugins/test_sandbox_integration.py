@@ -114,9 +114,11 @@ def test_trigger_run_streams_log_and_completes(box: Any, hook: SchematicsHook, c
     ws, _ = new_workspace(hook, "trigger")
     aid = hook.plan(ws)
     event = run_trigger(
-        SchematicsJobTrigger(workspace_id=ws, activity_id=aid, poll_interval=0.1, deadline=time.time() + 60)
+        SchematicsJobTrigger(
+            "plan", workspace_id=ws, activity_id=aid, poll_interval=0.1, deadline=time.time() + 60
+        )
     )
-    assert event["status"] == "success" and event["job_status"] == "COMPLETED"
+    assert event["status"] == "COMPLETED" and event["job"]["status"] == "COMPLETED"
     assert event["log_offset"] > 0
     out = capsys.readouterr().out
     assert out.count("Plan: 1 to add, 0 to change, 0 to destroy.") == 1  # each log line once
@@ -129,7 +131,8 @@ def test_trigger_on_kill_stops_job(
     hook = SchematicsHook()
     ws, _ = new_workspace(hook, "kill", vpc_count=5)
     aid = hook.apply(ws)
-    trigger = SchematicsJobTrigger(workspace_id=ws, activity_id=aid, poll_interval=0.1)
+    trigger = SchematicsJobTrigger("apply", workspace_id=ws, activity_id=aid, poll_interval=0.1)
+    trigger._job = trigger._new_job()  # as run() makes it
     asyncio.run(trigger.on_kill())
     assert wait_job(hook, ws, aid) == "STOPPED"
 
@@ -225,7 +228,7 @@ def test_short_tokens_mid_job(sandbox_factory: Callable[..., Any], monkeypatch: 
         SchematicsDestroyOperator(task_id="destroy", workspace_id=ws, poll_interval=0.3).execute(
             make_context(store)
         )
-    assert run_trigger(deferred.value.trigger)["status"] == "success"
+    assert run_trigger(deferred.value.trigger)["status"] == "COMPLETED"
     counts = box.request_counts()
     assert counts["iam POST /identity/token"] >= 3  # tokens were renewed during the jobs
     assert VpcHook().find_run_resources(slug) == []
@@ -273,12 +276,12 @@ def test_cos_trigger_against_sandbox(box: Any) -> None:
         "provider-test", "p/vm-1/_FAILED", '{"error": "GPU fell off the bus", "log_tail": "xid 79"}'
     )
     ok = run_trigger(
-        CosKeyTrigger(bucket_name="provider-test", bucket_keys=["p/vm-0/_SUCCESS"], poke_interval=0.1)
+        CosKeyTrigger(bucket_name="provider-test", bucket_key=["p/vm-0/_SUCCESS"], poke_interval=0.1)
     )
     assert ok["status"] == "success"
     failed = run_trigger(
         CosKeyTrigger(
-            bucket_name="provider-test", bucket_keys=["p/vm-0/_SUCCESS", "p/vm-1/_SUCCESS"], poke_interval=0.1
+            bucket_name="provider-test", bucket_key=["p/vm-0/_SUCCESS", "p/vm-1/_SUCCESS"], poke_interval=0.1
         )
     )
     assert failed["status"] == "failed" and failed["error"] == "GPU fell off the bus"

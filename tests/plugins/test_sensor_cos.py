@@ -14,8 +14,10 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout, TaskDeferred
 from airflow.triggers.base import TaskSuccessEvent
 
+from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
 from ibm_cloud_airflow.sensors.cos import CosKeySensor
 from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, new_state
+from ibm_cloud_airflow.utils.plan import plan_field
 
 from .conftest import FakeStore, make_context
 
@@ -164,7 +166,7 @@ def test_sensor_defers_with_timeout(cos):
     assert exc.value.timeout == timedelta(seconds=60)
     path, kwargs = trig.serialize()
     assert path == "ibm_cloud_airflow.triggers.cos.CosKeyTrigger"
-    assert kwargs["bucket_keys"] == KEYS and kwargs["stall_timeout"] == 30
+    assert kwargs["bucket_key"] == KEYS and kwargs["stall_timeout"] == 30
     assert CosKeyTrigger(**kwargs).serialize() == (path, kwargs)
 
 
@@ -217,7 +219,7 @@ def test_execute_complete():
 
 
 async def test_trigger_run_waits_then_succeeds(cos):
-    trig = CosKeyTrigger(bucket_name="b", bucket_keys=KEYS[:1], poke_interval=0.01, stall_timeout=100)
+    trig = CosKeyTrigger(bucket_name="b", bucket_key=KEYS[:1], poke_interval=0.01, stall_timeout=100)
     calls = {"n": 0}
 
     def head(bucket, key):
@@ -235,38 +237,48 @@ async def test_trigger_run_waits_then_succeeds(cos):
 
 async def test_trigger_failed_and_errors(cos):
     cos.put("p/vm-0/_FAILED", json.dumps({"error": "boom", "log_tail": "tail"}))
-    trig = CosKeyTrigger(bucket_name="b", bucket_keys=KEYS[:1], poke_interval=0.01)
+    trig = CosKeyTrigger(bucket_name="b", bucket_key=KEYS[:1], poke_interval=0.01)
     with mock.patch.object(trig, "_make_hook", return_value=cos):
         event = await trig.run().asend(None)
     assert event.payload["status"] == "failed" and event.payload["log_tail"] == "tail"
     broken = mock.MagicMock()
     broken.head.side_effect = RuntimeError("COS 503")
-    trig = CosKeyTrigger(bucket_name="b", bucket_keys=KEYS[:1], poke_interval=0.01, max_consecutive_errors=2)
+    trig = CosKeyTrigger(bucket_name="b", bucket_key=KEYS[:1], poke_interval=0.01, max_consecutive_errors=2)
     with mock.patch.object(trig, "_make_hook", return_value=broken):
         event = await trig.run().asend(None)
     assert event.payload == {"status": "error", "message": "COS 503"}
-    trig = CosKeyTrigger(bucket_name="b", bucket_keys=KEYS[:1], poke_interval=0.01)
+    trig = CosKeyTrigger(bucket_name="b", bucket_key=KEYS[:1], poke_interval=0.01)
     with mock.patch.object(trig, "_make_hook", side_effect=RuntimeError("no conn")):
         event = await trig.run().asend(None)
     assert event.payload["status"] == "error"
 
 
-def test_templated_timeouts(cos):
-    s = sensor(timeout="{{ params.max_runtime_minutes * 60 }}", stall_timeout="{{ x }}")
-    assert s.wait_timeout == "{{ params.max_runtime_minutes * 60 }}"
+def test_timeouts_from_templates_are_numbers(cos):
+    s = sensor(wait_timeout="{{ params.max_runtime_minutes * 60 }}", stall_timeout="{{ x }}")
     assert {"stall_timeout", "wait_timeout"} <= set(CosKeySensor.template_fields)
-    s.wait_timeout, s.stall_timeout = "120", "30"  # what rendering produces
+    s.wait_timeout, s.stall_timeout = 120, 30  # what native rendering produces
     with pytest.raises(TaskDeferred) as exc:
         s.execute(make_context())
-    assert exc.value.timeout == timedelta(seconds=120) and exc.value.trigger.stall_timeout == 30.0
+    assert exc.value.timeout == timedelta(seconds=120) and exc.value.trigger.stall_timeout == 30
     s = sensor(wait_timeout=90, stall_timeout=None)
-    s.wait_timeout, s.stall_timeout = 45, "None"  # native rendering
     with pytest.raises(TaskDeferred) as exc:
         s.execute(make_context())
-    assert exc.value.timeout == timedelta(seconds=45) and exc.value.trigger.stall_timeout is None
-    s = sensor(stall_timeout="soon")
-    with pytest.raises(AirflowFailException, match="not a number"):
+    assert exc.value.timeout == timedelta(seconds=90) and exc.value.trigger.stall_timeout is None
+    s = sensor(stall_timeout="1800")  # text: a template rendered without native rendering
+    with pytest.raises(IbmCloudConfigError, match="render_template_as_native_obj"):
         s.execute(make_context())
+
+
+def test_values_from_a_plan():
+    s = CosKeySensor(task_id="wait", plan_task_id="validate", outputs_task_id="apply")
+    assert s.bucket_name == plan_field("validate", "bucket")
+    assert s.bucket_key == plan_field("validate", "marker_keys")
+    assert s.watch_prefixes == plan_field("validate", "server_prefixes")
+    assert s.server_name_prefix == plan_field("validate", "slug")
+    assert s.stall_timeout == plan_field("validate", "stall_timeout_s")
+    assert s.wait_timeout == plan_field("validate", "max_runtime_s")
+    assert s.trusted_profile_id == plan_field("apply", "trusted_profile_id")
+    assert s.render_template_as_native_obj is True
 
 
 def _as_the_triggerer_builds_it(sensor_task, context):
@@ -281,34 +293,29 @@ def _as_the_triggerer_builds_it(sensor_task, context):
     return trig
 
 
-def _templated_sensor():
-    return sensor(
-        bucket_name="{{ params.bucket }}",
-        bucket_key="{{ ti.xcom_pull(task_ids='validate', map_indexes=-1)['marker_keys'] }}",
-        stall_timeout="{{ params.progress_stall_minutes * 60 }}",
-        timeout="{{ params.max_runtime_minutes * 60 }}",
-        watch_prefixes="{{ ti.xcom_pull(task_ids='validate', map_indexes=-1)['server_prefixes'] }}",
-        start_from_trigger=True,
+def _plan_sensor():
+    return CosKeySensor(
+        task_id="wait", plan_task_id="validate", poke_interval=0.01, timeout=60, start_from_trigger=True
     )
 
 
-class _PlanTI:
-    """The validate task's XCom, as a task instance in the triggerer returns it."""
+def _context(max_runtime_s=3600.0):
+    """The validate task's plan, as a task instance in the triggerer returns it."""
+    ti = mock.MagicMock()
+    ti.xcom_pull.return_value = {
+        "bucket": "b",
+        "marker_keys": KEYS,
+        "server_prefixes": SERVERS,
+        "slug": "run-1",
+        "stall_timeout_s": 120.0,
+        "max_runtime_s": max_runtime_s,
+    }
+    return {"ti": ti}
 
-    def xcom_pull(self, task_ids, map_indexes):
-        assert (task_ids, map_indexes) == ("validate", -1)
-        return {"marker_keys": KEYS, "server_prefixes": SERVERS}
 
-
-def _context(max_runtime_minutes=60):
-    ti = _PlanTI()
-    params = {"bucket": "b", "progress_stall_minutes": 2, "max_runtime_minutes": max_runtime_minutes}
-    return {"ti": ti, "params": params}
-
-
-async def test_started_from_the_triggerer_it_renders_its_fields_and_ends_the_task_there(cos):
-    trig = _as_the_triggerer_builds_it(_templated_sensor(), _context())
-    # The triggerer renders as text: a list of keys arrives as "['...', '...']".
+async def test_started_from_the_triggerer_it_renders_the_plans_fields_typed_and_ends_the_task_there(cos):
+    context = _context()
+    trig = _as_the_triggerer_builds_it(_plan_sensor(), context)
     rendered = {
         "bucket_name",
         "bucket_key",
@@ -319,39 +326,40 @@ async def test_started_from_the_triggerer_it_renders_its_fields_and_ends_the_tas
         "watch_prefixes",
     }
     assert set(trig.template_fields) == rendered
-    assert trig.bucket_name == "b" and trig.bucket_key == str(KEYS) and trig.wait_timeout == "3600"
-    assert trig.watch_prefixes == str(SERVERS)
+    # Rendered as Python objects: a list stays a list, a number a number.
+    assert trig.bucket_name == "b" and trig.bucket_key == KEYS and trig.watch_prefixes == SERVERS
+    assert trig.wait_timeout == 3600.0 and trig.stall_timeout == 120.0 and trig.server_name_prefix == "run-1"
+    context["ti"].xcom_pull.assert_called_with(task_ids="validate", map_indexes=-1)
     for k in KEYS:
         cos.put(k, "x")
-    with mock.patch.object(trig, "_make_hook", return_value=cos):
+    pushed = {}
+
+    async def push(ti, xcoms):
+        pushed.update(xcoms)
+
+    with (
+        mock.patch.object(trig, "_make_hook", return_value=cos),
+        mock.patch("ibm_cloud_airflow.triggers.cos.push_xcoms", side_effect=push),
+    ):
         event = await trig.run().asend(None)
-    # Success ends the task in the triggerer (no worker), with the keys as its XCom.
-    assert isinstance(event, TaskSuccessEvent) and event.xcoms == {"return_value": KEYS}
+    # Success ends the task in the triggerer (no worker); the keys are written through the SDK.
+    assert isinstance(event, TaskSuccessEvent) and event.xcoms is None and pushed == {"return_value": KEYS}
 
 
 async def test_started_from_the_triggerer_a_failure_returns_to_a_worker_to_raise(cos):
     cos.put("p/vm-1/_FAILED", json.dumps({"error": "CUDA OOM"}))
-    trig = _as_the_triggerer_builds_it(_templated_sensor(), _context())
+    trig = _as_the_triggerer_builds_it(_plan_sensor(), _context())
     with mock.patch.object(trig, "_make_hook", return_value=cos):
         event = await trig.run().asend(None)
     assert not isinstance(event, TaskSuccessEvent) and event.payload["status"] == "failed"
     with pytest.raises(AirflowFailException, match="CUDA OOM"):
-        _templated_sensor().execute_complete(make_context(), event.payload)
+        sensor().execute_complete(make_context(), event.payload)
 
 
-async def test_started_from_the_triggerer_the_rendered_timeout_is_kept(cos):
-    context = _context(max_runtime_minutes=0.001)  # 0.06 s
-    trig = _as_the_triggerer_builds_it(_templated_sensor(), context)
-    trig.poke_interval = 0.01
+async def test_started_from_the_triggerer_the_plans_timeout_is_kept(cos):
+    trig = _as_the_triggerer_builds_it(_plan_sensor(), _context(max_runtime_s=0.06))
     with mock.patch.object(trig, "_make_hook", return_value=cos):
         event = await trig.run().asend(None)
     assert event.payload["status"] == "timeout"
     with pytest.raises(AirflowSensorTimeout, match="did not all appear"):
-        _templated_sensor().execute_complete(make_context(), event.payload)
-
-
-def test_rendered_text_is_read_back_as_keys_and_seconds():
-    from ibm_cloud_airflow.triggers.cos import as_keys, as_seconds
-
-    assert as_keys("['a', 'b']") == ["a", "b"] and as_keys("a") == ["a"] and as_keys(["a"]) == ["a"]
-    assert as_seconds("None") is None and as_seconds(" 12 ") == 12.0 and as_seconds(3) == 3.0
+        sensor().execute_complete(make_context(), event.payload)

@@ -59,7 +59,7 @@ def add_servers(box: Any, roles: list[str], stopped: tuple[int, ...] = (0,)) -> 
 def run_trigger(**kwargs: Any) -> dict[str, Any]:
     trigger = CosKeyTrigger(
         bucket_name=BUCKET,
-        bucket_keys=KEYS,
+        bucket_key=KEYS,
         poke_interval=0.05,
         ibm_conn_id="ibm_cloud_default",
         server_name_prefix=SLUG,

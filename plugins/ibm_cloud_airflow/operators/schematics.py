@@ -357,7 +357,7 @@ class _SchematicsJobOperator(BaseOperator):
             },
             self.log,
         )
-        if self.deferrable:
+        if self.deferrable and not job.finished:
             from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
 
             self.defer(

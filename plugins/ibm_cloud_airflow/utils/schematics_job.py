@@ -132,6 +132,8 @@ class SchematicsJob:
         self.read_outputs = read_outputs
         self.log_offset = log_offset
         self.log = log or logging.getLogger(__name__)
+        #: an attached job had already completed: waiting for it takes one poll
+        self.finished = False
 
     def outcome(self, status: str, **details: Any) -> JobOutcome:
         return JobOutcome(
@@ -172,6 +174,7 @@ class SchematicsJob:
         if status not in TERMINAL or (status == "COMPLETED" and not await self._superseded(activity)):
             self.log.info("Re-attaching to %s job %s (%s)", self.command, activity_id, status)
             self.activity_id = activity_id
+            self.finished = status == "COMPLETED"
             return True
         self.log.info("Saved %s job %s ended %s; submitting a new one", self.command, activity_id, status)
         return False

@@ -127,7 +127,7 @@ class TestJobOperators:
         store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": AID, "submitted_at": 1})
         hook.get_activity.return_value = {"action_id": AID, "status": "COMPLETED", "performed_at": "1"}
         ctx = make_context(store)
-        assert apply_op(deferrable=False).execute(ctx) == {"vpc_id": "r006-1"}
+        assert apply_op().execute(ctx) == {"vpc_id": "r006-1"}  # no deferral for a finished job
         hook.run_command.assert_not_called()
         ctx["ti"].xcom_push.assert_any_call(key="outputs", value={"vpc_id": "r006-1"})
 
