@@ -40,7 +40,7 @@ _ID = re.compile(r"(?<=/)(?=[^/]*\d)[A-Za-z0-9._-]{16,}(?=/|$)")  # workspace, t
 
 @dataclass
 class ScenarioConfig:
-    mode: str = "deferrable"  # IBM_GPU_WORKLOAD_SENSOR_MODE: deferrable | poke | reschedule
+    mode: str = "deferrable"  # deferrable (the DAG as shipped) | poke (bench/poke_policy)
     runs: int = 10
     sensor_poke_s: float = 1.0  # IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS
     schematics_poll_s: float = 10.0  # IBM_GPU_WORKLOAD_POLL_SECONDS
@@ -53,13 +53,20 @@ class ScenarioConfig:
     nice_servers: bool = True  # simulated servers at nice 19: the cloud's CPUs are not Airflow's
 
     def dag_env(self) -> dict[str, str]:
-        return {
-            "IBM_GPU_WORKLOAD_SENSOR_MODE": self.mode,
+        env = {
             "IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS": str(self.sensor_poke_s),
             "IBM_GPU_WORKLOAD_POLL_SECONDS": str(self.schematics_poll_s),
             "IBM_GPU_WORKLOAD_SCHEDULE": "None",
             "IBM_GPU_WORKLOAD_MAX_ACTIVE_RUNS": str(self.runs),
         }
+        if self.mode == "poke":
+            # A cluster policy turns the sensor into a poke-mode one: the DAG itself has no switch.
+            policy = REPO / "bench" / "poke_policy"
+            env["PYTHONPATH"] = os.pathsep.join([str(policy), str(REPO), str(REPO / "plugins")])
+            env["BENCH_POKE_SECONDS"] = str(self.sensor_poke_s)
+        elif self.mode != "deferrable":
+            raise ValueError(f"unknown sensor mode {self.mode!r}: deferrable or poke")
+        return env
 
 
 def ts(value: str | None) -> float | None:

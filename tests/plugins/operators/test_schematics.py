@@ -332,7 +332,7 @@ class TestDestroyFromTheTriggerer:
         )
         args = op.start_trigger_args
         assert op.start_from_trigger and args.next_method == "execute_complete"
-        # What Airflow 3.3's triggerer does for a task that starts there (see test_sensor_cos.py).
+        # What Airflow 3.3's triggerer does for a task that starts there (see sensors/test_cos.py).
         trigger = SchematicsJobTrigger(**args.trigger_kwargs)
         trigger.task_instance = mock.MagicMock(task=op, task_id=op.task_id)
         assert set(trigger.template_fields) == {"workspace_id", "workspace_name", "ibm_conn_id"}

@@ -147,7 +147,7 @@ class TestPrepaidRequest:
         assert hook.budget.taken == []
 
     def test_a_retry_takes_a_slot_of_its_own(self, metered_hook):
-        from .conftest import api_error
+        from ..conftest import api_error
 
         hook = metered_hook
         outcomes = iter([api_error(503), "ok"])

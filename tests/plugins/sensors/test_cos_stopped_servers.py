@@ -13,7 +13,7 @@ from ibm_cloud_airflow.hooks.iam import explain_stopped_servers
 from ibm_cloud_airflow.sensors.cos import CosKeySensor
 from ibm_cloud_airflow.triggers.cos import CosKeyTrigger
 
-from .test_sandbox_integration import start_box
+from ..test_sandbox_integration import start_box
 
 pytestmark = pytest.mark.sandbox
 

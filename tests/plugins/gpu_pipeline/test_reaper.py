@@ -19,7 +19,7 @@ from ibm_cloud_airflow.utils.run_identity import format_deadline, run_descriptio
 
 pytestmark = pytest.mark.sandbox
 
-TF = Path(__file__).parent / "fixtures" / "tf_small"
+TF = Path(__file__).parents[1] / "fixtures" / "tf_small"
 PAST = datetime.now(UTC) - timedelta(hours=2)
 FUTURE = datetime.now(UTC) + timedelta(hours=2)
 

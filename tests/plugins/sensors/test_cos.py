@@ -19,7 +19,7 @@ from ibm_cloud_airflow.sensors.cos import CosKeySensor
 from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, new_state
 from ibm_cloud_airflow.utils.plan import plan_field
 
-from .conftest import FakeStore, make_context
+from ..conftest import FakeStore, make_context
 
 KEYS = ["p/vm-0/_SUCCESS", "p/vm-1/_SUCCESS"]
 

@@ -26,9 +26,9 @@ from ibm_cloud_airflow.hooks.schematics import (
     build_variablestore,
 )
 
-from .conftest import api_error
+from ..conftest import api_error
 
-FIXTURE_TF = Path(__file__).parent / "fixtures" / "tf_small"
+FIXTURE_TF = Path(__file__).parents[1] / "fixtures" / "tf_small"
 
 
 def resp(value):

@@ -25,7 +25,7 @@ from ibm_cloud_airflow.hooks.base import (
     validate_ibm_connection,
 )
 
-from .conftest import CANARY_API_KEY, CANARY_HMAC_SECRET, api_error
+from ..conftest import CANARY_API_KEY, CANARY_HMAC_SECRET, api_error
 
 
 def conn(password="k-123", login=None, conn_id="ibm_cloud_default", **extra):  # noqa: S107
