@@ -265,6 +265,7 @@ def run_scenario(cfg: ScenarioConfig, work: Path, log=print) -> dict[str, Any]:
                 }
                 for run_id in run_ids
             }
+            reports = {run_id: _run_report(af, run_id) for run_id in run_ids}
             log(f"[{cfg.mode}] runs done ({'timed out' if timed_out else 'all terminal'}); collecting")
         tap.remember()
         markers = marker_times(bucket)
@@ -276,9 +277,8 @@ def run_scenario(cfg: ScenarioConfig, work: Path, log=print) -> dict[str, Any]:
         slug = run_slug(DAG_ID, run_id)
         ws_id = next((w for w, e in tap.workspaces.items() if e["name"] == f"airflow-{slug}"), None)
         run_markers = [t for key, t in markers.items() if f"/{slug}/" in key]
-        per_run.append(
-            _run_figures(run_id, runs.get(run_id, {}), tis.get(run_id, {}), tap, ws_id, run_markers)
-        )
+        figures = _run_figures(run_id, runs.get(run_id, {}), tis.get(run_id, {}), tap, ws_id, run_markers)
+        per_run.append({**figures, "report": reports.get(run_id)})
     return {
         "config": asdict(cfg),
         "timed_out": timed_out,
@@ -291,6 +291,15 @@ def run_scenario(cfg: ScenarioConfig, work: Path, log=print) -> dict[str, Any]:
         "servers_reniced": len(sampler.reniced),
         "scenario_s": round(time.time() - started, 1),
     }
+
+
+def _run_report(af: AirflowCluster, run_id: str) -> Any:
+    """The run's report as the ``report`` task returned it (its XCom), or None."""
+    path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/report/xcomEntries/return_value"
+    try:
+        return af.api("GET", path, params={"deserialize": "true"}).get("value")
+    except Exception:  # a run whose report task failed has none: the figures say why
+        return None
 
 
 def _run_figures(
