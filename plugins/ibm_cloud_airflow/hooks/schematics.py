@@ -41,10 +41,6 @@ TAR_EXCLUDED_SUFFIXES = (".tfstate", ".tfstate.backup", ".tfplan")
 JOB_CLOCK_SKEW_S = 5
 
 
-def console_url(workspace_id: str) -> str:
-    return f"https://cloud.ibm.com/schematics/workspaces/{workspace_id}"
-
-
 def build_template_tar(template_dir: str | os.PathLike[str]) -> bytes:
     """Pack a Terraform folder as an uncompressed tar for ``template_repo_upload``.
 
