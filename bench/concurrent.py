@@ -54,6 +54,8 @@ class ScenarioConfig:
     # One short run first, not measured: the api-server's and the triggerer's execution API are
     # built at their first request (several seconds each), a cost per process start, not per run.
     warmup: bool = True
+    # Sandbox faults for the whole scenario (tests; the benchmark runs none).
+    faults: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def dag_env(self) -> dict[str, str]:
         env = {
@@ -236,7 +238,8 @@ def run_scenario(cfg: ScenarioConfig, work: Path, log=print) -> dict[str, Any]:
     limit = cfg.rate_limit_per_min or None  # 0: no limit
     # An account that runs this many GPU servers at once has had its GPU quota raised (16 per region).
     gpus = cfg.runs * int(conf.get("vm_count", 1))
-    with Sandbox(rate_limit_per_min=limit, state_dir=work / "sandbox", gpu_quota=max(16, gpus)) as sandbox:
+    box = {"state_dir": work / "sandbox", "gpu_quota": max(16, gpus), "faults": cfg.faults or None}
+    with Sandbox(rate_limit_per_min=limit, **box) as sandbox:
         sandbox.ensure_bucket(bucket)
         tap = SchematicsTap(sandbox)
         with AirflowCluster(

@@ -59,9 +59,10 @@ POLL_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_POLL_SECONDS", "30"))
 SENSOR_POKE_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS", "1"))
 # How often the sensor lists the run's servers (one VPC API call) to catch one that stopped.
 SERVER_CHECK_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SERVER_CHECK_SECONDS", "30"))
-# Plan, destroy and the sensor start in the triggerer, and finished jobs end their tasks there: no
-# worker start on the way. Airflow refuses that where listener plugins (e.g. OpenLineage) are
-# installed: the provider's Airflow option [ibm_cloud] end_from_trigger = False turns it off.
+# The sensor starts and ends in the triggerer, and a Schematics job still running after its first
+# check ends its task there: no worker start on the way. Airflow refuses that where listener
+# plugins (e.g. OpenLineage) are installed: the Airflow option [ibm_cloud] end_from_trigger = False
+# turns it off.
 IN_TRIGGERER = conf.getboolean("ibm_cloud", "end_from_trigger", fallback=True)
 
 
@@ -143,12 +144,12 @@ with DAG(
         "end_from_trigger": IN_TRIGGERER,
     }
 
-    # Submitted from the triggerer: a plan's second submission (a restarted triggerer) is harmless.
-    plan_job = SchematicsPlanOperator(
-        task_id="plan", job_timeout=timedelta(minutes=30), start_from_trigger=IN_TRIGGERER, **schematics_job
-    )
-    # Submitted from a worker, whose task_state_store keeps the job id: a retry re-attaches to the
-    # apply instead of starting a second one. A plan-only run skips it.
+    # Jobs are submitted from a worker, whose task_state_store keeps the job id (a retry re-attaches
+    # instead of submitting again), checked once a moment later (a job that ended finishes there),
+    # then waited for in the triggerer. A worker starts in under a second; the triggerer picks up a
+    # task that starts there in about two (it renders the task from the serialized DAG).
+    plan_job = SchematicsPlanOperator(task_id="plan", job_timeout=timedelta(minutes=30), **schematics_job)
+    # A plan-only run skips the apply.
     apply_job = SchematicsApplyOperator(task_id="apply", job_timeout=timedelta(minutes=90), **schematics_job)
 
     wait_for_output = CosKeySensor(
@@ -183,8 +184,6 @@ with DAG(
         job_timeout=timedelta(minutes=90),
         trigger_rule=TriggerRule.ALL_DONE,
         retries=4,
-        # Submitted from the triggerer: no worker start between the servers' _SUCCESS and the destroy.
-        start_from_trigger=IN_TRIGGERER,
         **schematics_job,
     )
 

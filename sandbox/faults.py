@@ -23,6 +23,7 @@ FAULT_NAMES = (
     "short_tokens",
     "worker_dies",
     "api_key_missing_policy",
+    "slow_jobs",
 )
 
 

@@ -1,10 +1,11 @@
 """One run under a real Airflow: api-server, scheduler (LocalExecutor), dag-processor and triggerer.
 
 ``dag.test()`` runs every task in its own process and ignores ``start_from_trigger``; only a real
-scheduler hands the plan, the sensor and the destroy straight to the triggerer, and only a real
-triggerer renders their fields (natively, from validate's plan) and ends them there, writing their
-XComs through the Task SDK. This test proves that path against the sandbox, with the benchmark's
-harness.
+scheduler hands the sensor straight to the triggerer, only a real triggerer renders its fields
+(natively, from validate's plan), and only there do deferred Schematics jobs end their tasks,
+writing their XComs through the Task SDK. This test proves those paths against the sandbox, with
+the benchmark's harness. Its Schematics jobs take a few seconds (``slow_jobs``), as IBM's take
+minutes: each outlives the operator's first check, so every job is waited for in the triggerer.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from bench.concurrent import ScenarioConfig, run_scenario
 
 
 @pytest.mark.timeout(900)
-def test_under_a_real_scheduler_the_plan_sensor_and_destroy_never_use_a_worker(tmp_path):
+def test_under_a_real_scheduler_the_sensor_and_the_job_waits_never_use_a_worker(tmp_path):
     cfg = ScenarioConfig(
         mode="deferrable",
         runs=1,
         schematics_poll_s=2,
         conf={"epochs": 3, "progress_stall_minutes": 5},
         timeout_s=600,
+        faults={"slow_jobs": {"seconds": 3}},
     )
     result = run_scenario(cfg, tmp_path, log=print)
 
@@ -31,11 +33,21 @@ def test_under_a_real_scheduler_the_plan_sensor_and_destroy_never_use_a_worker(t
     # On success the hold is skipped by the scheduler: nothing runs between the sensor and destroy.
     assert run["tasks"]["hold_on_failure"] == "skipped"
     logs = tmp_path / "airflow/logs/dag_id=ibm_gpu_workload" / f"run_id={run['run_id']}"
-    # The sensor waited in the triggerer and ended there, and the plan and the destroy were
-    # submitted and waited for there: no worker ever ran them (a worker writes attempt=1.log).
-    for task_id in ("plan", "wait_for_output", "destroy"):
-        names = sorted(p.name for p in (logs / f"task_id={task_id}").iterdir())
-        assert names and all(".log.trigger." in name for name in names), (task_id, names)
+
+    def log_files(task_id: str) -> list[str]:
+        return sorted(p.name for p in (logs / f"task_id={task_id}").iterdir())
+
+    # The sensor waited in the triggerer and ended there: no worker ever ran it (a worker writes
+    # attempt=1.log, a trigger attempt=1.log.trigger.<id>.log).
+    names = log_files("wait_for_output")
+    assert names and all(".log.trigger." in name for name in names), names
+    # Each job was submitted on a worker, outlived its first check there, and was waited for and
+    # ended in the triggerer: one worker start per job, and nothing on a worker after the submission.
+    for task_id in ("plan", "apply", "destroy"):
+        names = log_files(task_id)
+        assert "attempt=1.log" in names and any(".log.trigger." in n for n in names), (task_id, names)
+        worker_log = (logs / f"task_id={task_id}" / "attempt=1.log").read_text()
+        assert "Pausing task as DEFERRED" in worker_log, task_id
     assert result["slots"]["slot_seconds_all_running_sensors"] == 0
     # The destroy was submitted after the workload's _SUCCESS (and so, the servers' teardown).
     assert run["teardown_latency_s"] is not None and run["teardown_latency_s"] > 0

@@ -359,7 +359,13 @@ class _SchematicsJobOperator(BaseOperator):
         )
         if self.deferrable and not job.finished:
             from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
+            from ibm_cloud_airflow.utils.schematics_job import FIRST_POLL_AFTER_SUBMIT_S
 
+            # One check first (the first poll the trigger would make): a job that ends within
+            # moments finishes here, without a round trip through the triggerer.
+            early = asyncio.run(job.check(after=FIRST_POLL_AFTER_SUBMIT_S))
+            if early is not None:
+                return self._finish(context, early, attempt)
             self.defer(
                 trigger=SchematicsJobTrigger(
                     self.command,
@@ -368,6 +374,7 @@ class _SchematicsJobOperator(BaseOperator):
                     ibm_conn_id=self.ibm_conn_id,
                     poll_interval=self.poll_interval,
                     deadline=job.deadline,
+                    next_poll_at=time.time() + self.poll_interval,
                     stream_logs=self.stream_logs,
                     read_outputs=self.returns_outputs,
                     end_from_trigger=self.end_from_trigger,

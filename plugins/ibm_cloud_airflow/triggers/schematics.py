@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +30,7 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
     :param activity_id: the job to wait for. Without one, the trigger submits ``command`` first (a
         task that starts in the triggerer): no such workspace means nothing to run (``NOTHING``).
     :param deadline: epoch seconds; or ``job_timeout_s`` counted from the submission.
+    :param next_poll_at: epoch seconds of the first poll (the operator has just polled); None: at once.
     :param read_outputs: read the Terraform outputs when the job completes (apply).
     :param end_from_trigger: end the task here when the job completed (or there was nothing to
         run), with the XComs ``execute_complete`` would push (:func:`job_result`), written through
@@ -46,6 +48,7 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
         poll_interval: float = 30.0,
         job_timeout_s: float | None = None,
         deadline: float | None = None,
+        next_poll_at: float | None = None,
         log_offset: int = 0,
         stream_logs: bool = True,
         read_outputs: bool = False,
@@ -60,6 +63,7 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
         self.poll_interval = poll_interval
         self.job_timeout_s = job_timeout_s
         self.deadline = deadline
+        self.next_poll_at = next_poll_at
         self.log_offset = log_offset
         self.stream_logs = stream_logs
         self.read_outputs = read_outputs
@@ -78,6 +82,7 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "job_timeout_s": self.job_timeout_s,
                 "deadline": self.deadline,
+                "next_poll_at": self.next_poll_at,
                 "log_offset": self.log_offset,
                 "stream_logs": self.stream_logs,
                 "read_outputs": self.read_outputs,
@@ -103,7 +108,8 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         job = self._job = self._new_job()
         if self.activity_id:
-            outcome = await job.wait()
+            first_poll_after = None if self.next_poll_at is None else self.next_poll_at - time.time()
+            outcome = await job.wait(first_poll_after=first_poll_after)
         else:
             try:
                 started = await job.resolve(self.workspace_name) and await job.submit()

@@ -32,8 +32,9 @@ TIMEOUT, ERROR, NOTHING = "TIMEOUT", "ERROR", "NOTHING"
 LOG_EVERY_POLLS = 10
 LOG_TAIL_LINES = 40
 # A poll right after the submission finds every job still running, and the next one comes a whole
-# interval later: the first poll comes after a moment (same number of requests).
-FIRST_POLL_AFTER_SUBMIT_S = 2.0
+# interval later: the first poll comes after a moment instead (the same number of requests), so
+# that a job with nothing to do (an empty destroy, an unchanged plan) is seen at once.
+FIRST_POLL_AFTER_SUBMIT_S = 1.0
 
 
 @dataclass
@@ -220,28 +221,19 @@ class SchematicsJob:
 
     async def wait(self, *, first_poll_after: float | None = None) -> JobOutcome:
         """Poll until the job ends or the deadline passes; never raises (ERROR carries the reason)."""
-        from ibm_cloud_airflow.hooks.schematics import job_summary
-
         try:
             if first_poll_after is not None:
-                await asyncio.sleep(min(self.poll_interval, first_poll_after))
+                await asyncio.sleep(max(0.0, min(self.poll_interval, first_poll_after)))
             polls = 0
             while True:
-                activity = await self.hook.get_activity(self.workspace_id, self.activity_id)
-                status = str(activity.get("status") or "").upper()
+                outcome, activity = await self._poll()
                 polls += 1
-                if status in TERMINAL:
-                    self.log.info("Schematics %s job %s ended: %s", self.command, self.activity_id, status)
-                    text = await self._copy_log(activity)
-                    tail = [] if text is None else text.splitlines()[-LOG_TAIL_LINES:]
-                    outputs = None
-                    if status == "COMPLETED" and self.read_outputs:
-                        outputs = await self.hook.get_outputs(self.workspace_id)
-                        self.log.info("Terraform outputs: %s", sorted(outputs))
-                    return self.outcome(status, job=job_summary(activity), log_tail=tail, outputs=outputs)
+                if outcome is not None:
+                    return outcome
                 if polls % LOG_EVERY_POLLS == 0:
                     await self._copy_log(activity)
                 now = time.time()
+                status = str(activity.get("status") or "").upper()
                 if self.deadline is not None and now >= self.deadline:
                     self.log.error("Schematics job %s still %s at its deadline", self.activity_id, status)
                     return self.outcome(TIMEOUT, message=f"still {status or 'pending'} at its deadline")
@@ -253,6 +245,38 @@ class SchematicsJob:
         except Exception as exc:
             self.log.exception("Waiting for Schematics %s job %s failed", self.command, self.activity_id)
             return self.outcome(ERROR, message=str(exc))
+
+    async def check(self, *, after: float) -> JobOutcome | None:
+        """One poll ``after`` seconds from now: the outcome when the job has ended, else None.
+
+        An operator checks once before it defers: a job that ends within moments finishes the task
+        where it runs, without a round trip through the triggerer. A failing request means None:
+        the trigger polls again.
+        """
+        await asyncio.sleep(after)
+        try:
+            outcome, _ = await self._poll()
+        except Exception as exc:
+            self.log.warning("Checking Schematics %s job %s failed: %s", self.command, self.activity_id, exc)
+            return None
+        return outcome
+
+    async def _poll(self) -> tuple[JobOutcome | None, dict[str, Any]]:
+        """Read the job once; when it has ended, also its log and outputs, and return its outcome."""
+        from ibm_cloud_airflow.hooks.schematics import job_summary
+
+        activity = await self.hook.get_activity(self.workspace_id, self.activity_id)
+        status = str(activity.get("status") or "").upper()
+        if status not in TERMINAL:
+            return None, activity
+        self.log.info("Schematics %s job %s ended: %s", self.command, self.activity_id, status)
+        text = await self._copy_log(activity)
+        tail = [] if text is None else text.splitlines()[-LOG_TAIL_LINES:]
+        outputs = None
+        if status == "COMPLETED" and self.read_outputs:
+            outputs = await self.hook.get_outputs(self.workspace_id)
+            self.log.info("Terraform outputs: %s", sorted(outputs))
+        return self.outcome(status, job=job_summary(activity), log_tail=tail, outputs=outputs), activity
 
     async def _copy_log(self, activity: dict[str, Any]) -> str | None:
         """Copy the log's new lines into the task log; the whole log, or None when it was not read."""

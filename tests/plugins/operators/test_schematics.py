@@ -28,6 +28,7 @@ from ibm_cloud_airflow.operators.schematics import (
     SchematicsPlanOperator,
 )
 from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
+from ibm_cloud_airflow.utils import schematics_job as job_module
 from ibm_cloud_airflow.utils.plan import plan_field
 from ibm_cloud_airflow.utils.schematics_job import JobOutcome
 
@@ -77,6 +78,7 @@ def hook():
         mock.patch.object(ops._SchematicsJobOperator, "hook", new=h),
         mock.patch.object(ops.SchematicsDeleteWorkspaceOperator, "hook", new=h),
         mock.patch.object(hooks_module, "SchematicsAsyncHook", side_effect=lambda *a, **k: AsyncOf(h)),
+        mock.patch.object(job_module, "FIRST_POLL_AFTER_SUBMIT_S", 0.0),
     ):
         yield h
 
@@ -131,10 +133,33 @@ class TestJobOperators:
         hook.run_command.assert_not_called()
         ctx["ti"].xcom_push.assert_any_call(key="outputs", value={"vpc_id": "r006-1"})
 
+    def test_deferrable_checks_once_and_a_job_that_ended_finishes_without_the_triggerer(self, hook):
+        # The check is the first poll the trigger would have made: no request is added.
+        hook.get_activity.return_value = {"action_id": AID, "status": "COMPLETED", "performed_at": "1"}
+        ctx = make_context(FakeStore())
+        assert apply_op().execute(ctx) == {"vpc_id": "r006-1"}
+        assert hook.get_activity.call_count == 1
+        ctx["ti"].xcom_push.assert_any_call(key="outputs", value={"vpc_id": "r006-1"})
+
+    def test_a_job_still_running_at_the_check_defers_with_the_next_poll_one_interval_later(self, hook):
+        with pytest.raises(TaskDeferred) as exc:
+            apply_op(poll_interval=30).execute(make_context(FakeStore()))
+        assert hook.get_activity.call_count == 1
+        assert exc.value.trigger.next_poll_at == pytest.approx(time.time() + 30, abs=5)
+
+    def test_a_failing_check_defers_rather_than_failing_the_task(self, hook):
+        hook.get_activity.side_effect = IbmCloudApiError("GET activity: HTTP 503", status_code=503)
+        with pytest.raises(TaskDeferred):
+            apply_op().execute(make_context(FakeStore()))
+
     def test_completed_but_superseded_job_is_resubmitted(self, hook):
         store = FakeStore()
         store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": "old", "submitted_at": 1})
-        hook.get_activity.return_value = {"action_id": "old", "status": "COMPLETED", "performed_at": "1"}
+        hook.get_activity.side_effect = lambda ws, aid, *a, **k: {
+            "action_id": aid,
+            "status": "COMPLETED" if aid == "old" else "INPROGRESS",
+            "performed_at": "1",
+        }
         hook.list_activities.return_value = [{"action_id": "d", "name": "DESTROY", "performed_at": "2"}]
         with pytest.raises(TaskDeferred):
             apply_op().execute(make_context(store))
@@ -144,7 +169,10 @@ class TestJobOperators:
     def test_failed_saved_job_is_resubmitted(self, hook, status):
         store = FakeStore()
         store.set("ibm_schematics_apply_job", {"workspace_id": "ws", "activity_id": "old", "submitted_at": 1})
-        hook.get_activity.return_value = {"action_id": "old", "status": status}
+        hook.get_activity.side_effect = lambda ws, aid, *a, **k: {
+            "action_id": aid,
+            "status": status if aid == "old" else "INPROGRESS",
+        }
         with pytest.raises(TaskDeferred):
             apply_op().execute(make_context(store))
         assert store.data["ibm_schematics_apply_job"]["activity_id"] == AID

@@ -61,6 +61,16 @@ def test_serialize_roundtrip():
     assert SchematicsJobTrigger(**kwargs).serialize() == (path, kwargs)
 
 
+async def test_the_first_poll_waits_for_next_poll_at_after_the_operators_check():
+    # The operator polled just before deferring: the trigger keeps the poll interval's cadence.
+    hook = fake_hook(["COMPLETED"])
+    started = time.monotonic()
+    event, _ = await run(make(next_poll_at=time.time() + 0.3, poll_interval=5), hook)
+    assert time.monotonic() - started >= 0.25
+    assert JobOutcome.from_event(event.payload).status == "COMPLETED"
+    assert make(next_poll_at=12.5).serialize()[1]["next_poll_at"] == 12.5
+
+
 async def test_a_finished_job_is_reported_as_its_outcome():
     event, pushed = await run(make(), fake_hook(["INPROGRESS", "FAILED"]))
     assert isinstance(event, TriggerEvent) and not pushed
