@@ -29,7 +29,14 @@ CANARIES = (CANARY_API_KEY, CANARY_HMAC_SECRET)
 def canary_box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     from sandbox import Sandbox
 
-    box = Sandbox(state_dir=tmp_path / "sandbox", rate_limit_per_min=None, resource_delay_s=0.05)
+    # Jobs that outlive the operators' first check (as IBM's do): every job is waited for by its
+    # trigger, whose logs must not leak either.
+    box = Sandbox(
+        state_dir=tmp_path / "sandbox",
+        rate_limit_per_min=None,
+        resource_delay_s=0.05,
+        faults={"slow_jobs": {"seconds": 2}},
+    )
     # The sandbox draws random credentials; give it our canaries before it starts.
     box.api_key = CANARY_API_KEY
     box.cos_hmac["secret_access_key"] = CANARY_HMAC_SECRET
