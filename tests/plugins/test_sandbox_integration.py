@@ -140,7 +140,8 @@ def test_trigger_on_kill_stops_job(
 def test_reattach_after_worker_restart_deferred(
     sandbox_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    start_box(sandbox_factory, monkeypatch, resource_delay_s=0.3)
+    # The apply outlives both operators' first checks (as IBM's jobs do), so both defer.
+    start_box(sandbox_factory, monkeypatch, resource_delay_s=0.3, faults={"slow_jobs": {"seconds": 4}})
     hook = SchematicsHook()
     ws, _ = new_workspace(hook, "reattach", vpc_count=4)
     store = FakeStore()

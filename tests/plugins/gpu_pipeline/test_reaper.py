@@ -76,10 +76,11 @@ def test_the_vpc_api_refuses_what_ibm_refuses_and_deletes_with_ibm_status_codes(
         delete_resource(hook, "vpc", by_name["lost-run-0badf00d-vpc"]["id"])
     with pytest.raises(VpcResourceInUseError, match="still use it"):  # an instance uses the subnet
         delete_resource(hook, "subnet", by_name["lost-run-0badf00d-subnet"]["id"])
-    status = hook.client.delete_instance(by_name["lost-run-0badf00d-vm-0"]["id"]).get_status_code()
-    assert status == 204
+    instance = hook.client.delete("instances", by_name["lost-run-0badf00d-vm-0"]["id"], timeout=10)
+    assert instance.get_status_code() == 204
     assert "lost-run-0badf00d-vm-0-boot" not in {r["name"] for r in box.inventory.list()}  # went with it
-    assert hook.client.delete_subnet(by_name["lost-run-0badf00d-subnet"]["id"]).get_status_code() == 202
+    subnet = hook.client.delete("subnets", by_name["lost-run-0badf00d-subnet"]["id"], timeout=10)
+    assert subnet.get_status_code() == 202
     assert delete_resource(hook, "subnet", by_name["lost-run-0badf00d-subnet"]["id"]) is False  # 404: gone
 
 

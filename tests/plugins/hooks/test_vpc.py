@@ -1,4 +1,8 @@
-"""VpcHook.find_run_resources with the VpcV1 client mocked (pins paging and the name-matching rule)."""
+"""VpcHook.find_run_resources with the API client mocked (pins paging and the name-matching rule).
+
+The client's requests themselves (paths, ``version``/``generation``, IAM) run against the sandbox's
+VPC API in tests/plugins/test_sandbox_integration.py and the reaper's tests.
+"""
 
 from __future__ import annotations
 
@@ -10,30 +14,17 @@ from ibm_cloud_airflow.hooks.vpc import VpcHook, belongs_to_run
 
 SLUG = "manual-2026-abc-1a2b3c4d"
 
-
-def resp(v):
-    r = mock.MagicMock()
-    r.get_result.return_value = v
-    return r
-
-
-@pytest.fixture
-def hook(ibm_env):
-    h = VpcHook()
-    h.__dict__["client"] = mock.MagicMock(name="VpcV1")
-    c = h.client
-    c.list_instances.side_effect = [
-        resp(
-            {
-                "instances": [
-                    {"id": "i0", "name": f"{SLUG}-vm-0", "boot_volume_attachment": {"volume": {"id": "v0"}}}
-                ],
-                "next": {"href": "https://x/v1/instances?start=abc&limit=100"},
-            }
-        ),
-        resp({"instances": [{"id": "i9", "name": "other-run-vm-0"}]}),
-    ]
-    c.list_volumes.return_value = resp(
+PAGES = {
+    "instances": [
+        {
+            "instances": [
+                {"id": "i0", "name": f"{SLUG}-vm-0", "boot_volume_attachment": {"volume": {"id": "v0"}}}
+            ],
+            "next": {"href": "https://x/v1/instances?start=abc&limit=100"},
+        },
+        {"instances": [{"id": "i9", "name": "other-run-vm-0"}]},
+    ],
+    "volumes": [
         {
             "volumes": [
                 {"id": "v0", "name": "boot-random-name"},
@@ -45,13 +36,22 @@ def hook(ibm_env):
                 {"id": "v9", "name": "other"},
             ]
         }
-    )
-    c.list_floating_ips.return_value = resp({"floating_ips": []})
-    c.list_public_gateways.return_value = resp({"public_gateways": [{"id": "g", "name": f"{SLUG}-pgw"}]})
-    c.list_subnets.return_value = resp({"subnets": [{"id": "s", "name": f"{SLUG}-subnet"}]})
-    c.list_security_groups.return_value = resp({"security_groups": [{"id": "sg", "name": f"{SLUG}x-sg"}]})
-    c.list_keys.return_value = resp({"keys": []})
-    c.list_vpcs.return_value = resp({"vpcs": [{"id": "vpc", "name": f"{SLUG}-vpc"}]})
+    ],
+    "floating_ips": [{"floating_ips": []}],
+    "public_gateways": [{"public_gateways": [{"id": "g", "name": f"{SLUG}-pgw"}]}],
+    "subnets": [{"subnets": [{"id": "s", "name": f"{SLUG}-subnet"}]}],
+    "security_groups": [{"security_groups": [{"id": "sg", "name": f"{SLUG}x-sg"}]}],
+    "keys": [{"keys": []}],
+    "vpcs": [{"vpcs": [{"id": "vpc", "name": f"{SLUG}-vpc"}]}],
+}
+
+
+@pytest.fixture
+def hook(ibm_env):
+    h = VpcHook()
+    pages = {collection: iter(listing) for collection, listing in PAGES.items()}
+    h.__dict__["client"] = mock.MagicMock(name="VpcApi")
+    h.client.list.side_effect = lambda collection, **params: next(pages[collection])
     return h
 
 
@@ -65,13 +65,24 @@ def test_find_run_resources(hook):
         ("subnet", "s"),
         ("vpc", "vpc"),
     ]
-    assert hook.client.list_instances.call_args_list[1].kwargs["start"] == "abc"
+    instance_calls = [c for c in hook.client.list.call_args_list if c.args[0] == "instances"]
+    assert instance_calls[1].kwargs["start"] == "abc"
 
 
 def test_client_uses_connection_url(ibm_env):
     h = VpcHook()
     assert h.client.service_url == "https://us-south.iaas.cloud.ibm.com/v1"
     assert h.client.version == h.version
+
+
+def test_the_hook_does_not_import_the_generated_vpc_sdk():
+    # Its 9 MB module costs about 0.7 s in every task process that lists resources.
+    import subprocess
+    import sys
+
+    code = "import ibm_cloud_airflow.hooks.vpc as v, sys; v._vpc_api_class(); print('ibm_vpc' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_belongs_to_run():
