@@ -143,7 +143,9 @@ def run_cluster_test(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "IBM_GPU_WORKLOAD_POLL_SECONDS": "10",
     }
     summary: dict[str, Any] = {"executor": "CeleryExecutor", "schedulers": 2}
-    with Sandbox(state_dir=work / "sandbox") as box:
+    # Jobs that take seconds, as IBM's take minutes: each outlives the operator's first check and is
+    # waited for in a triggerer, so that the kills land mid-job (re-attach, resubmission checks).
+    with Sandbox(state_dir=work / "sandbox", faults={"slow_jobs": {"seconds": 5}}) as box:
         box.ensure_bucket(DEMO_BUCKET)
         with CeleryCluster(work / "airflow", connections=box.airflow_connections(), extra_env=env) as cluster:
             summary.update(database=cluster.postgres.version(), broker=cluster.redis.version())
