@@ -1,8 +1,8 @@
 """One run under a real Airflow: api-server, scheduler (LocalExecutor), dag-processor and triggerer.
 
 ``dag.test()`` runs every task in its own process and ignores ``start_from_trigger``; only a real
-scheduler hands the sensor straight to the triggerer, only a real triggerer renders its fields
-(natively, from validate's plan), and only there do deferred Schematics jobs end their tasks,
+scheduler hands the sensor and the destroy straight to the triggerer, only a real triggerer renders
+their fields (natively, from validate's plan), and only there do deferred Schematics jobs end their tasks,
 writing their XComs through the Task SDK. This test proves those paths against the sandbox, with
 the benchmark's harness. Its Schematics jobs take a few seconds (``slow_jobs``), as IBM's take
 minutes: each outlives the operator's first check, so every job is waited for in the triggerer.
@@ -16,7 +16,7 @@ from bench.concurrent import ScenarioConfig, run_scenario
 
 
 @pytest.mark.timeout(900)
-def test_under_a_real_scheduler_the_sensor_and_the_job_waits_never_use_a_worker(tmp_path):
+def test_under_a_real_scheduler_the_sensor_destroy_and_job_waits_never_use_a_worker(tmp_path):
     cfg = ScenarioConfig(
         mode="deferrable",
         runs=1,
@@ -37,13 +37,14 @@ def test_under_a_real_scheduler_the_sensor_and_the_job_waits_never_use_a_worker(
     def log_files(task_id: str) -> list[str]:
         return sorted(p.name for p in (logs / f"task_id={task_id}").iterdir())
 
-    # The sensor waited in the triggerer and ended there: no worker ever ran it (a worker writes
-    # attempt=1.log, a trigger attempt=1.log.trigger.<id>.log).
-    names = log_files("wait_for_output")
-    assert names and all(".log.trigger." in name for name in names), names
-    # Each job was submitted on a worker, outlived its first check there, and was waited for and
-    # ended in the triggerer: one worker start per job, and nothing on a worker after the submission.
-    for task_id in ("plan", "apply", "destroy"):
+    # The sensor and the destroy started in the triggerer and ended there: no worker ever ran them
+    # (a worker writes attempt=1.log, a trigger attempt=1.log.trigger.<id>.log).
+    for task_id in ("wait_for_output", "destroy"):
+        names = log_files(task_id)
+        assert names and all(".log.trigger." in name for name in names), (task_id, names)
+    # Plan and apply were submitted on a worker, outlived their first check there, and were waited
+    # for and ended in the triggerer: nothing ran on a worker after the submission.
+    for task_id in ("plan", "apply"):
         names = log_files(task_id)
         assert "attempt=1.log" in names and any(".log.trigger." in n for n in names), (task_id, names)
         worker_log = (logs / f"task_id={task_id}" / "attempt=1.log").read_text()
