@@ -1,13 +1,13 @@
 """``make bench``: every benchmark against a baseline measured in the same run.
 
-    python -m bench                      # parse + both cluster scenarios (about 10-15 minutes)
+    python -m bench                      # parse + all four cluster scenarios (about 30 minutes)
     python -m bench --only parse         # parse time only (about 20 s)
     python -m bench --runs 4 --poll-seconds 5
 
 Sizes come from flags or environment variables (flag wins): ``BENCH_PARSES`` (20), ``BENCH_RUNS``
 (10), ``BENCH_POLL_SECONDS`` (10: Schematics job polling in both scenarios), ``BENCH_POKE_SECONDS``
 (60: the poke-mode baseline's poke interval, Airflow's default), ``BENCH_SENSOR_SECONDS`` (1: the
-deferrable sensor's poll interval, the DAG's default), ``BENCH_SCENARIO_TIMEOUT`` (600 s per
+deferrable sensor's poll interval, the DAG's default), ``BENCH_SCENARIO_TIMEOUT`` (1200 s per
 scenario), ``BENCH_EPOCHS`` (150: training epochs per run, so that the trainings outlast the
 orchestration, as real ones do, and the sensors really wait),
 ``BENCH_RATE_LIMIT`` (50: the sandbox's Schematics requests per minute; 0 turns the limit off),
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-seconds", type=float, default=_env_num("BENCH_POLL_SECONDS", 10))
     parser.add_argument("--poke-seconds", type=float, default=_env_num("BENCH_POKE_SECONDS", 60))
     parser.add_argument("--sensor-seconds", type=float, default=_env_num("BENCH_SENSOR_SECONDS", 1))
-    parser.add_argument("--scenario-timeout", type=float, default=_env_num("BENCH_SCENARIO_TIMEOUT", 600))
+    parser.add_argument("--scenario-timeout", type=float, default=_env_num("BENCH_SCENARIO_TIMEOUT", 1200))
     parser.add_argument("--epochs", type=int, default=int(_env_num("BENCH_EPOCHS", 150)))
     parser.add_argument(
         "--rate-limit",
