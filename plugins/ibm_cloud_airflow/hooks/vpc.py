@@ -16,7 +16,7 @@ checks in the triggerer) for the nine list and eight delete calls made here.
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -46,7 +46,9 @@ RESOURCE_LISTS: dict[str, str] = {
 }
 
 
+@cache
 def _vpc_api_class() -> type:
+    """The client class, defined at first use: the SDK core is imported only where a task lists."""
     from ibm_cloud_sdk_core import BaseService
 
     class VpcApi(BaseService):
