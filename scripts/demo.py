@@ -28,7 +28,14 @@ from sandbox.faults import FAULT_NAMES
 from scripts.local_run import DEMO_BUCKET, REPO, prepare_home, read_result, start_run
 
 # Faults the pipeline must survive (the run still succeeds) and faults that must fail the run.
-SURVIVABLE = ("api_errors", "rate_limited", "workspace_locked", "destroy_fails_once", "short_tokens")
+SURVIVABLE = (
+    "api_errors",
+    "rate_limited",
+    "workspace_locked",
+    "destroy_fails_once",
+    "short_tokens",
+    "slow_jobs",
+)
 RUN_FAILING = (
     "plan_fails",
     "apply_fails_midway",

@@ -80,7 +80,8 @@ def test_happy_path_trains_reports_and_destroys_everything(sandbox, run_pipeline
 
 
 @pytest.mark.parametrize(
-    "fault", ["api_errors", "rate_limited", "workspace_locked", "destroy_fails_once", "short_tokens"]
+    "fault",
+    ["api_errors", "rate_limited", "workspace_locked", "destroy_fails_once", "short_tokens", "slow_jobs"],
 )
 def test_the_pipeline_survives(fault, sandbox_factory, run_pipeline):
     sandbox = sandbox_factory(faults=[fault])

@@ -140,20 +140,18 @@ def test_trigger_on_kill_stops_job(
 def test_reattach_after_worker_restart_deferred(
     sandbox_factory: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The apply outlives both operators' first checks (as IBM's jobs do), so both defer.
+    # The apply outlives both operators' first checks (as IBM's jobs do), so both defer. Polls every
+    # second: each request takes a slot of the Schematics request budget (45 a minute).
     start_box(sandbox_factory, monkeypatch, resource_delay_s=0.3, faults={"slow_jobs": {"seconds": 4}})
     hook = SchematicsHook()
     ws, _ = new_workspace(hook, "reattach", vpc_count=4)
     store = FakeStore()
+    apply = partial(SchematicsApplyOperator, task_id="apply", workspace_id=ws, poll_interval=1)
     with pytest.raises(TaskDeferred) as first:
-        SchematicsApplyOperator(task_id="apply", workspace_id=ws, poll_interval=0.1).execute(
-            make_context(store)
-        )
+        apply().execute(make_context(store))
     # The worker dies while deferred; the retry runs a *new* operator object with the same state store.
     with pytest.raises(TaskDeferred) as second:
-        SchematicsApplyOperator(task_id="apply", workspace_id=ws, poll_interval=0.1).execute(
-            make_context(store)
-        )
+        apply().execute(make_context(store))
     assert second.value.trigger.activity_id == first.value.trigger.activity_id
     event = run_trigger(second.value.trigger)
     op = SchematicsApplyOperator(task_id="apply", workspace_id=ws)
