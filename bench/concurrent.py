@@ -238,8 +238,12 @@ def run_scenario(cfg: ScenarioConfig, work: Path, log=print) -> dict[str, Any]:
     limit = cfg.rate_limit_per_min or None  # 0: no limit
     # An account that runs this many GPU servers at once has had its GPU quota raised (16 per region).
     gpus = cfg.runs * int(conf.get("vm_count", 1))
-    box = {"state_dir": work / "sandbox", "gpu_quota": max(16, gpus), "faults": cfg.faults or None}
-    with Sandbox(rate_limit_per_min=limit, **box) as sandbox:
+    with Sandbox(
+        rate_limit_per_min=limit,
+        state_dir=work / "sandbox",
+        gpu_quota=max(16, gpus),
+        faults=cfg.faults or None,
+    ) as sandbox:
         sandbox.ensure_bucket(bucket)
         tap = SchematicsTap(sandbox)
         with AirflowCluster(

@@ -60,9 +60,9 @@ SENSOR_POKE_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS
 # How often the sensor lists the run's servers (one VPC API call) to catch one that stopped.
 SERVER_CHECK_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_SERVER_CHECK_SECONDS", "30"))
 # The sensor and the destroy start and end in the triggerer, and a Schematics job still running
-# after its first check ends its task there: no worker start on the way. Airflow refuses that where listener
-# plugins (e.g. OpenLineage) are installed: the Airflow option [ibm_cloud] end_from_trigger = False
-# turns it off.
+# after its first check ends its task there: no worker start on the way. Airflow refuses that
+# where listener plugins (e.g. OpenLineage) are installed: the Airflow option
+# [ibm_cloud] end_from_trigger = False turns it off.
 IN_TRIGGERER = conf.getboolean("ibm_cloud", "end_from_trigger", fallback=True)
 
 
