@@ -36,6 +36,7 @@ from sandbox.errors import json_response, schematics_error
 from sandbox.faults import FaultSet
 from sandbox.iam import TokenAuthority
 from sandbox.inventory import Inventory
+from sandbox.template_files import removal_reason
 from sandbox.wsgi import ApiError, Rule, ServiceApp
 
 DEFAULT_TF_TYPE = "terraform_v1.13"
@@ -600,12 +601,22 @@ class SchematicsService(ServiceApp):
             dest = self.state_dir / "workspaces" / w_id / t_id
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir(parents=True)
+            removed: list[str] = []
             try:
                 with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-                    tar.extractall(dest, filter="data")
+                    kept = []
+                    for member in tar.getmembers():
+                        why = removal_reason(member.name, member.size) if member.isfile() else None
+                        if why is None:
+                            kept.append(member)
+                        else:
+                            removed.append(f"{member.name} ({why})")
+                    tar.extractall(dest, members=kept, filter="data")
             except (tarfile.TarError, OSError, EOFError) as err:
                 shutil.rmtree(dest, ignore_errors=True)
                 raise ApiError(400, f"The uploaded file is not a valid tar archive: {err}") from err
+            # Schematics' file allowlist (sandbox/template_files.py): what it drops, Terraform never sees.
+            tpl["removed_files"] = removed
             tpl["dir"] = dest
             tpl["metadata_cache"] = None
             ws["template_repo"]["has_uploadedgitrepotar"] = True
@@ -956,6 +967,8 @@ class SchematicsService(ServiceApp):
                 for v in tpl["variablestore"]
             }
         if outcome != "STOPPED":
+            for removed in tpl.get("removed_files") or []:
+                lines.append(f"{_log_ts()} Removed template file not on Schematics' allowlist: {removed}")
             lines.append(f"{_log_ts()} Starting command: terraform {job.command}")
             try:
                 run = _run_class()(

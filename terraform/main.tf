@@ -214,7 +214,7 @@ resource "ibm_is_instance" "vm" {
   default_trusted_profile_target    = one(ibm_iam_trusted_profile.vm[*].id)
   default_trusted_profile_auto_link = local.trusted_profile ? true : null
 
-  user_data = templatefile("${path.module}/cloud-init.yaml.tftpl", {
+  user_data = templatefile("${path.module}/cloud-init.yaml.tpl", {
     run_id                     = var.run_id
     run_deadline               = var.run_ttl
     instance_index             = count.index

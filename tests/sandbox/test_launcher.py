@@ -213,7 +213,7 @@ def test_real_terraform_user_data_boots_the_fake_bootstrap(tmp_path, faults, mon
     template = tmp_path / "tf"
     template.mkdir()
     for f in (REPO / "terraform").iterdir():
-        if f.suffix in {".tf", ".tftpl", ".json"}:
+        if f.suffix in {".tf", ".tpl", ".json"}:
             (template / f.name).write_text(f.read_text())
     (template / "bootstrap.sh").write_text(SCRIPT)
     launcher = ServerLauncher(tmp_path / "venv", tmp_path / "state", "http://127.0.0.1:1", faults)

@@ -87,8 +87,8 @@ def test_every_file_parses_with_python_hcl2(path):
 
 def test_expected_files_exist_and_template_parses():
     assert {p.name for p in TF_FILES} == {"versions.tf", "variables.tf", "main.tf", "outputs.tf"}
-    template = (TF / "cloud-init.yaml.tftpl").read_text()
-    assert parse_template(template, "cloud-init.yaml.tftpl")
+    template = (TF / "cloud-init.yaml.tpl").read_text()
+    assert parse_template(template, "cloud-init.yaml.tpl")
     load_module(TF)  # the sandbox loads it without unsupported constructs
 
 
@@ -331,7 +331,7 @@ def test_outputs_expose_no_secret():
 
 
 def test_cloud_init_template_writes_exactly_the_contract_keys():
-    text = (TF / "cloud-init.yaml.tftpl").read_text()
+    text = (TF / "cloud-init.yaml.tpl").read_text()
     keys = re.findall(r"^\s+([A-Z_]+)=\$\{", text, flags=re.M)
     assert keys == [
         "RUN_ID", "RUN_DEADLINE", "INSTANCE_INDEX", "INSTANCE_COUNT", "COS_ENDPOINT", "COS_BUCKET",

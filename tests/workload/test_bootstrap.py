@@ -311,7 +311,7 @@ def test_bootstrap_rejects_a_missing_run_env(wl, tmp_path):
 
 def test_sandbox_launcher_boots_bootstrap_and_stopping_leaves_no_marker(cloud, wl, tmp_path):
     """The sandbox's own launcher (cloud-init write_files + runcmd, process group) boots bootstrap.sh
-    from a user_data like terraform/cloud-init.yaml.tftpl renders; stopping the server (destroy)
+    from a user_data like terraform/cloud-init.yaml.tpl renders; stopping the server (destroy)
     ends the job without a marker, and no process is left behind."""
     env = cloud("trusted_profile")
     if env.kind != "sandbox":
