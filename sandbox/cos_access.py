@@ -242,6 +242,13 @@ def policies_from_terraform(records: Iterable[dict[str, Any]]) -> list[Policy]:
 
 
 def terraform_rule(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The rule the provider sends for ``rule_conditions`` blocks, as ``flex.GeneratePolicyRule`` builds it.
+
+    One block without nested ``conditions`` becomes the rule itself (IAM's single-attribute rule);
+    several blocks become ``{"operator": rule_operator, "conditions": [...]}``. One block *with*
+    nested conditions keeps only its operator: GeneratePolicyRule copies key, operator and value of
+    the single condition, and a nested one has no key or value (v2.5.0, ibm/flex/structures.go).
+    """
     conditions = attrs.get("rule_conditions") or []
     if not conditions:
         return None
@@ -249,12 +256,65 @@ def terraform_rule(attrs: dict[str, Any]) -> dict[str, Any] | None:
     for cond in conditions:
         nested = cond.get("conditions") or []
         if nested:
-            rules.append({"operator": cond.get("operator", "and"), "conditions": list(nested)})
+            rules.append({"operator": cond.get("operator") or "", "conditions": list(nested)})
         else:
             rules.append({name: cond.get(name) for name in ("key", "operator", "value")})
     if len(rules) == 1:
-        return rules[0]
-    return {"operator": attrs.get("rule_operator") or "and", "conditions": rules}
+        return {name: rules[0].get(name) for name in ("key", "operator", "value") if rules[0].get(name)}
+    return {"operator": attrs.get("rule_operator") or "", "conditions": rules}
+
+
+#: The operators of IAM's single-attribute rule (``V2PolicyRuleRuleAttribute.Operator``, the IAM
+#: Policy Management API's model in IBM/platform-services-java-sdk).
+RULE_ATTRIBUTE_OPERATORS = frozenset(
+    {
+        "stringEquals", "stringExists", "stringEqualsAnyOf", "stringMatchAnyOf", "stringMatch",
+        "timeLessThan", "timeLessThanOrEquals", "timeGreaterThan", "timeGreaterThanOrEquals",
+        "dateLessThan", "dateLessThanOrEquals", "dateGreaterThan", "dateGreaterThanOrEquals",
+        "dateTimeLessThan", "dateTimeLessThanOrEquals", "dateTimeGreaterThan",
+        "dateTimeGreaterThanOrEquals", "dayOfWeekEquals", "dayOfWeekAnyOf",
+    }
+)  # fmt: skip
+#: The operators over nested conditions (``V2PolicyRuleRuleWithNestedConditions``: ``and``, ``or``).
+RULE_NESTED_OPERATORS = frozenset({"and", "or"})
+
+
+def rule_problems(rule: dict[str, Any] | None, depth: int = 0) -> list[str]:
+    """Why IAM would refuse ``rule`` (a policy's v2 rule); [] when it is well formed.
+
+    IAM's v2 rule is either one attribute (``key``, ``operator``, ``value``, all required) or
+    ``operator`` (``and``/``or``) over ``conditions``, whose entries may nest once more (the API's
+    ``V2PolicyRule``/``NestedCondition`` models).
+    """
+    if rule is None:
+        return []
+    if "conditions" in rule:
+        problems = []
+        if rule.get("operator") not in RULE_NESTED_OPERATORS:
+            problems.append(
+                f"a rule over conditions needs operator 'and' or 'or', not {rule.get('operator')!r}"
+                + (" (set rule_operator)" if depth == 0 else "")
+            )
+        if not rule.get("conditions"):
+            problems.append("a rule over conditions needs at least one condition")
+        if depth >= 2:
+            problems.append("conditions nest at most two levels")
+        for cond in rule.get("conditions") or []:
+            problems.extend(rule_problems(cond, depth + 1))
+        return problems
+    missing = [name for name in ("key", "operator", "value") if rule.get(name) in (None, "", [])]
+    if missing:
+        return [
+            f"a rule condition needs key, operator and value; {', '.join(missing)} missing"
+            + (
+                " (one rule_conditions block with nested conditions sends only its operator)"
+                if depth == 0
+                else ""
+            )
+        ]
+    if rule["operator"] not in RULE_ATTRIBUTE_OPERATORS:
+        return [f"operator {rule['operator']!r} is not an IAM rule operator"]
+    return []
 
 
 def invalid_roles(roles: Iterable[str]) -> list[str]:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandbox.api_key_access import forbidden_message
-from sandbox.cos_access import invalid_roles
+from sandbox.cos_access import invalid_roles, rule_problems, terraform_rule
 from sandbox.faults import FaultSet
 from sandbox.inventory import Inventory
 from sandbox.terraform.config import (
@@ -749,6 +749,12 @@ class TerraformEngine:
                     f"creating {address}: [ERROR] Error creating trusted profile policy: Request failed with "
                     f"status code: 400, ServerErrorResponse: invalid role name(s) {unknown} for service "
                     f"cloud-object-storage"
+                )
+            problems = rule_problems(terraform_rule(cfg))
+            if problems:
+                raise TerraformError(
+                    f"creating {address}: [ERROR] Error creating trusted profile policy: Request failed with "
+                    f"status code: 400, ServerErrorResponse: invalid policy rule: {'; '.join(problems)}"
                 )
 
     def _create(self, run: TerraformRun, res: Resource, address: str, index: int | None, cfg: dict) -> dict:
