@@ -36,7 +36,12 @@ def dagbag(airflow_db):
 
 def test_every_dag_file_imports_without_errors(parse_result):
     assert parse_result["import_errors"] == {}
-    assert {"ibm_gpu_workload", "ibm_gpu_reaper"} <= set(parse_result["dag_ids"])
+    assert {
+        "ibm_gpu_workload",
+        "ibm_gpu_reaper",
+        "ibm_gpu_promote",
+        "example_ingest_train_evaluate",
+    } <= set(parse_result["dag_ids"])
 
 
 def test_plugins_folder_loads_without_errors(parse_result):
@@ -68,10 +73,49 @@ def test_cleanup_runs_whatever_happened_before(dagbag):
     assert dag.get_task("destroy").upstream_task_ids == {"hold_on_failure"}
     # apply must not be a setup task: a teardown is skipped when its setup fails.
     assert not dag.get_task("apply").is_setup
-    assert dag.get_task("run_verdict").trigger_rule == "one_failed"
+    # The verdict is the only leaf: it waits for every task, fails on any failure, and succeeds
+    # (emitting the model asset event) otherwise, so that tasks after a training group run only
+    # on a good model.
+    assert dag.get_task("run_verdict").trigger_rule == "all_done"
     assert set(dag.get_task("run_verdict").upstream_task_ids) == {
         t.task_id for t in dag.tasks if t.task_id != "run_verdict"
     }
+    assert [t.task_id for t in dag.leaves] == ["run_verdict"]
+    # Nothing is created before a costly run is approved.
+    assert dag.get_task("create_workspace").upstream_task_ids == {"approve"}
+    assert dag.get_task("approve").upstream_task_ids == {"validate"}
+
+
+def test_the_model_asset_links_training_and_promotion(dagbag):
+    from gpu_pipeline.model_asset import MODEL_ASSET
+
+    training = dagbag.get_dag("ibm_gpu_workload")
+    assert training.get_task("run_verdict").outlets == [MODEL_ASSET]
+    promote = dagbag.get_dag("ibm_gpu_promote")
+    assert list(promote.timetable.asset_condition.objects) == [MODEL_ASSET]
+
+
+def test_the_example_dag_uses_the_training_group_as_one_step(dagbag):
+    dag = dagbag.get_dag("example_ingest_train_evaluate")
+    group = dag.task_group_dict["train"]
+    ids = {t.task_id for t in dag.tasks}
+    assert {"train.validate", "train.apply", "train.destroy", "train.run_verdict"} <= ids
+    assert dag.get_task("train.validate").upstream_task_ids == {"ingest"}
+    assert dag.get_task("evaluate").upstream_task_ids == {"train.run_verdict"}
+    assert [t.task_id for t in group.get_leaves()] == ["train.run_verdict"]
+    # Inside the group, the operators read the group's own tasks.
+    create = dag.get_task("train.create_workspace")
+    templates = " ".join(str(getattr(create, field)) for field in create.template_fields)
+    assert "task_ids='train.validate'" in templates and "task_ids='validate'" not in templates
+    assert dag.get_task("train.hold_on_failure").watched_task_ids[0] == "train.validate"
+
+
+def test_the_training_group_refuses_a_dag_without_its_parameters():
+    from airflow.sdk import DAG
+    from gpu_pipeline.training_group import ibm_gpu_training
+
+    with DAG("no_params", schedule=None), pytest.raises(ValueError, match="lacks the training parameters"):
+        ibm_gpu_training(workload_dir=REPO / "workload", terraform_dir=REPO / "terraform")
 
 
 def test_the_reaper_destroys_through_the_provider_and_always_reports(dagbag):

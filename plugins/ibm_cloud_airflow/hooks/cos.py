@@ -175,6 +175,15 @@ class CosHook(BaseHook):
             f"upload {path} to cos://{bucket}/{key}", lambda: self.client.upload_file(str(path), bucket, key)
         )
 
+    def copy(self, bucket: str, source_key: str, dest_key: str) -> None:
+        """Server-side copy inside ``bucket`` (COS copies the bytes; nothing passes through Airflow)."""
+        self._call(
+            f"copy cos://{bucket}/{source_key} to {dest_key}",
+            lambda: self.client.copy_object(
+                Bucket=bucket, Key=dest_key, CopySource={"Bucket": bucket, "Key": source_key}
+            ),
+        )
+
     def delete_keys(self, bucket: str, keys: list[str]) -> None:
         """Delete ``keys`` (absent keys are fine), in batches of the S3 limit of 1000."""
         for start in range(0, len(keys), 1000):

@@ -1,0 +1,255 @@
+"""``ibm_gpu_training()``: the whole training chain as one task group that any DAG can drop in.
+
+    from gpu_pipeline.params import training_params
+    from gpu_pipeline.training_group import ibm_gpu_training
+
+    with DAG("ingest_train_deploy", params=training_params(epochs=10), ...):
+        ingest() >> ibm_gpu_training(workload_dir=..., terraform_dir=...) >> deploy()
+
+The group keeps every guarantee of the shipped DAG: per-run isolation, a validated run before
+anything exists, approval of costly runs, always destroy, a leak check, and a verdict. The verdict is
+the group's one leaf: it succeeds only when the run trained and left nothing behind (then it emits
+the model asset event), so that tasks after the group run only on a good model.
+
+A DAG holds at most one such group: the run's cloud objects are named after the DAG run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Asset, TaskGroup, TriggerRule, chain, task
+from airflow.sdk.bases.notifier import BaseNotifier
+
+from gpu_pipeline.hold import CostApprovalOperator, HoldOnFailureOperator
+from gpu_pipeline.params import PARAMS
+from ibm_cloud_airflow.operators.schematics import (
+    SchematicsApplyOperator,
+    SchematicsCreateWorkspaceOperator,
+    SchematicsDeleteWorkspaceOperator,
+    SchematicsDestroyOperator,
+    SchematicsPlanOperator,
+)
+from ibm_cloud_airflow.sensors.cos import CosKeySensor
+
+# The group's tasks, in order; the first five are its work: any failure among them fails the run.
+WORK_TASKS = ("validate", "approve", "create_workspace", "plan", "apply", "wait_for_output")
+TASKS = (*WORK_TASKS, "hold_on_failure", "destroy", "delete_workspace", "report", "run_verdict")
+
+
+@dataclass(frozen=True)
+class TrainingTaskIds:
+    """The full task ids of one group's tasks (prefixed with the group id unless told otherwise)."""
+
+    ids: dict[str, str]
+
+    def __getitem__(self, name: str) -> str:
+        return self.ids[name]
+
+    @property
+    def work(self) -> list[str]:
+        return [self.ids[name] for name in WORK_TASKS]
+
+
+def ibm_gpu_training(
+    group_id: str = "ibm_gpu_training",
+    *,
+    workload_dir: str | Path,
+    terraform_dir: str | Path,
+    ibm_conn_id: str = "ibm_cloud_default",
+    cos_conn_id: str = "ibm_cos_default",
+    model_asset: Asset | None = None,
+    poll_interval: float = 30.0,
+    sensor_poke_interval: float = 1.0,
+    server_check_interval: float = 30.0,
+    end_from_trigger: bool | None = None,
+    notifiers: Sequence[BaseNotifier] = (),
+    prefix_group_id: bool = True,
+    tooltip: str = "Train on short-lived IBM Cloud GPU servers, then destroy them",
+) -> TaskGroup:
+    """Add the training chain to the current DAG as a task group, and return the group.
+
+    :param workload_dir: the folder uploaded to COS and run on the servers (``bootstrap.sh``, ``train.py``).
+    :param terraform_dir: the Terraform folder each run's Schematics workspace is created from.
+    :param ibm_conn_id: the IBM Cloud connection (API key, region): Schematics, VPC, IAM.
+    :param cos_conn_id: the COS connection: the bucket the bundle, the results and the report go to.
+    :param model_asset: the asset a successful run updates (default ``<dag_id>.model``).
+    :param poll_interval: seconds between Schematics job polls (they count against IBM's rate limit).
+    :param sensor_poke_interval: seconds between COS marker polls (how soon _SUCCESS starts the destroy).
+    :param server_check_interval: seconds between VPC listings of the run's servers (a stopped one fails
+        the wait).
+    :param end_from_trigger: let deferred tasks end in the triggerer; default: wherever Airflow allows it
+        (not where listeners such as OpenLineage are installed).
+    :param notifiers: called when a person is asked to approve a run or to decide about a failed run.
+    :param prefix_group_id: prefix the tasks' ids with ``group_id`` (Airflow's default); the shipped DAG
+        keeps its historical ids with False.
+    """
+    from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+    dag = DagContext.get_current()
+    if dag is None:
+        raise ValueError("ibm_gpu_training() adds tasks to a DAG: call it inside `with DAG(...)`.")
+    missing = sorted(set(PARAMS) - set(dag.params))
+    if missing:
+        raise ValueError(
+            f"DAG {dag.dag_id!r} lacks the training parameters {missing}: declare "
+            "params=gpu_pipeline.params.training_params(...) (or a superset) on the DAG."
+        )
+    if end_from_trigger is None:
+        end_from_trigger = _triggerer_endings_allowed()
+    asset = model_asset if model_asset is not None else _default_asset(dag.dag_id)
+    workload_dir, terraform_dir = Path(workload_dir), Path(terraform_dir)
+
+    with TaskGroup(group_id, prefix_group_id=prefix_group_id, tooltip=tooltip) as group:
+        ids = TrainingTaskIds({name: group.child_id(name) for name in TASKS})
+        schematics_job = {
+            "ibm_conn_id": ibm_conn_id,
+            "workspace_id": f"{{{{ ti.xcom_pull(task_ids='{ids['create_workspace']}', map_indexes=-1) }}}}",
+            "plan_task_id": ids["validate"],
+            "poll_interval": poll_interval,
+            "end_from_trigger": end_from_trigger,
+        }
+
+        # One XCom, the typed plan (a TypedDict would otherwise be pushed key by key too).
+        @task(task_id="validate", multiple_outputs=False)
+        def validate(params: dict, dag_run=None) -> dict[str, Any]:
+            """Check parameters and connections and plan the run; then upload the workload bundle.
+
+            Nothing is created when a check fails (and a check's failure is not retried). A cleared or
+            re-run run reuses its prefix: its old markers go first, so that the sensor can never take
+            a previous attempt's _SUCCESS for this one's.
+            """
+            from gpu_pipeline.validation import plan_run
+            from ibm_cloud_airflow.hooks.cos import CosHook
+
+            plan = plan_run(params, dag_run=dag_run, ibm_conn_id=ibm_conn_id, cos_conn_id=cos_conn_id)
+            cos = CosHook(cos_conn_id=cos_conn_id)
+            stale = [
+                k
+                for k in cos.list_keys(plan["bucket"], plan["prefix"])
+                if k.endswith(("/_SUCCESS", "/_FAILED"))
+            ]
+            cos.delete_keys(plan["bucket"], stale)
+            cos.upload_directory_as_targz(plan["bucket"], workload_dir, plan["bundle_key"])
+            return plan
+
+        approve = CostApprovalOperator(task_id="approve", notifiers=list(notifiers), retries=0)
+
+        create_workspace = SchematicsCreateWorkspaceOperator(
+            task_id="create_workspace",
+            plan_task_id=ids["validate"],
+            template_dir=str(terraform_dir),
+            ibm_conn_id=ibm_conn_id,
+        )
+        # Plan and apply are submitted from a worker, whose task_state_store keeps the job id (a retry
+        # re-attaches instead of submitting again), checked once a moment later (a job that ended
+        # finishes there), then waited for in the triggerer.
+        plan_job = SchematicsPlanOperator(task_id="plan", job_timeout=timedelta(minutes=30), **schematics_job)
+        # A plan-only run skips the apply.
+        apply_job = SchematicsApplyOperator(
+            task_id="apply", job_timeout=timedelta(minutes=90), **schematics_job
+        )
+        wait_for_output = CosKeySensor(
+            task_id="wait_for_output",
+            plan_task_id=ids["validate"],
+            cos_conn_id=cos_conn_id,
+            poke_interval=sensor_poke_interval,
+            deferrable=True,
+            # Straight to the triggerer and done there: no worker slot, and no worker start-up
+            # between _SUCCESS and the destroy.
+            start_from_trigger=end_from_trigger,
+            retries=0,
+            # A server that cannot write to COS powers off: seen through the VPC API, explained from
+            # its trusted profile's IAM policies (the apply's outputs name the profile).
+            ibm_conn_id=ibm_conn_id,
+            outputs_task_id=ids["apply"],
+            server_check_interval=server_check_interval,
+        )
+        # Runs only after a failure: on success the scheduler skips it, and destroy starts at once.
+        hold = HoldOnFailureOperator(
+            task_id="hold_on_failure",
+            watched_task_ids=ids.work,
+            minutes="{{ params.keep_on_failure_minutes }}",
+            decision_minutes="{{ params.hold_decision_minutes }}",
+            notifiers=list(notifiers),
+            trigger_rule=TriggerRule.ONE_FAILED,
+            retries=0,
+        )
+        # By id, or by the run's workspace name when create_workspace failed after creating it.
+        destroy = SchematicsDestroyOperator(
+            task_id="destroy",
+            job_timeout=timedelta(minutes=90),
+            trigger_rule=TriggerRule.ALL_DONE,
+            retries=4,
+            # Submitted from the triggerer: its warm process beats a worker start (DAG parse, SDK
+            # imports, a new IAM token) between _SUCCESS and the destroy.
+            start_from_trigger=end_from_trigger,
+            **schematics_job,
+        )
+        # Only after a successful destroy: a workspace whose destroy failed is kept for a retry.
+        delete_workspace = SchematicsDeleteWorkspaceOperator(
+            task_id="delete_workspace",
+            ibm_conn_id=ibm_conn_id,
+            workspace_id=schematics_job["workspace_id"],
+            plan_task_id=ids["validate"],
+            # A workspace this run created carries no other run's lease: delete without a look-up.
+            check_leases=False,
+        )
+
+        # Cleanup-side tasks read the plan themselves: when validate failed there is none, and
+        # there is nothing to check, rather than an XCom that cannot be resolved.
+        @task(task_id="report", trigger_rule=TriggerRule.ALL_DONE, retries=3)
+        def report(dag_run=None, ti=None) -> dict | None:
+            """List what is still live for the run (VPC API), write run-report.json, fail on a leak."""
+            from gpu_pipeline.report import write_run_report
+
+            return write_run_report(
+                ti.xcom_pull(task_ids=ids["validate"]),
+                dag_run=dag_run,
+                ti=ti,
+                cos_conn_id=cos_conn_id,
+                ibm_conn_id=ibm_conn_id,
+                task_ids=ids.ids,
+            )
+
+        @task(task_id="run_verdict", trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[asset])
+        def run_verdict(ti=None, outlet_events=None) -> dict | None:
+            """Fail when any step failed, even though cleanup succeeded; else announce the model."""
+            from gpu_pipeline.verdict import judge
+
+            return judge(ti, ids, asset=asset, outlet_events=outlet_events)
+
+        chain(
+            validate(),
+            approve,
+            create_workspace,
+            plan_job,
+            apply_job,
+            wait_for_output,
+            hold,
+            destroy,
+            delete_workspace,
+            report(),
+        )
+        # The verdict waits for every task of the group: its only leaf.
+        verdict = run_verdict().operator
+        for child in list(group.children.values()):
+            if child is not verdict:
+                child >> verdict
+    return group
+
+
+def _default_asset(dag_id: str) -> Asset:
+    from gpu_pipeline.model_asset import model_asset
+
+    return model_asset(dag_id)
+
+
+def _triggerer_endings_allowed() -> bool:
+    from airflow.sdk import conf
+
+    return conf.getboolean("ibm_cloud", "end_from_trigger", fallback=True)
