@@ -77,8 +77,11 @@ class WorstCase:
 
 
 def worst_case(params: dict[str, Any]) -> WorstCase:
-    """The most a run can cost: every server up for the whole TTL plus the hold after a failure."""
-    hours = (params["max_runtime_minutes"] + params.get("keep_on_failure_minutes", 0)) / 60
+    """The most a run can cost: every server up for the whole TTL plus the hold after a failure
+    (the time to decide in the UI, then the minutes kept)."""
+    keep = params.get("keep_on_failure_minutes", 0)
+    decide = params.get("hold_decision_minutes", 0) if keep else 0
+    hours = (params["max_runtime_minutes"] + decide + keep) / 60
     rate = hourly_rate(params["gpu_profile"], params["vm_count"], debug_mode=bool(params.get("debug_mode")))
     return WorstCase(
         usd=round(rate.total * hours, 2),

@@ -27,6 +27,8 @@ def _profile_choices() -> dict[str, str]:
 
 
 MAX_KEEP_ON_FAILURE_MINUTES = 240
+# How long a question in the UI (approve a run, keep a failed run's servers) may wait.
+MAX_DECISION_MINUTES = 60
 # IBM's COS service roles (ibm-cloud-docs/cloud-object-storage iam.md); terraform/variables.tf
 # validates cos_profile_roles against the same list.
 COS_SERVICE_ROLES = ["Object Writer", "Object Reader", "Content Reader", "Reader", "Writer", "Manager"]
@@ -221,7 +223,8 @@ PARAMS: dict[str, Param] = {
         title="Budget (USD)",
         section=LIMITS,
         description="validate fails, before anything is created, when the worst case is over this: "
-        "vm_count x the profile's hourly price x (max_runtime_minutes + keep_on_failure_minutes) / 60, "
+        "vm_count x the profile's hourly price x (max_runtime_minutes + the hold after a failure: "
+        "hold_decision_minutes + keep_on_failure_minutes, when the latter is above 0) / 60, "
         "plus boot volumes, gateway and floating IPs. List prices, no discounts, no taxes.",
     ),
     "plan_only": param(
@@ -238,7 +241,36 @@ PARAMS: dict[str, Param] = {
         maximum=MAX_KEEP_ON_FAILURE_MINUTES,
         title="Keep on failure (minutes)",
         section=LIMITS,
-        description="After a failure, wait this long before destroying, for debugging. Bounded.",
+        description="After a failure, offer in the UI to keep the servers this long for debugging "
+        "(0: destroy at once, nobody is asked). Bounded.",
+    ),
+    "hold_decision_minutes": param(
+        10,
+        type="integer",
+        minimum=1,
+        maximum=MAX_DECISION_MINUTES,
+        title="Time to decide on a failed run's servers (minutes)",
+        section=LIMITS,
+        description="With keep_on_failure_minutes above 0, how long the 'Destroy now' / 'Keep' question "
+        "waits for an answer; without one, the servers are destroyed.",
+    ),
+    "approval_above_usd": param(
+        None,
+        type=["null", "number"],
+        exclusiveMinimum=0,
+        title="Ask for approval above (USD)",
+        section=LIMITS,
+        description="A run whose worst case is above this waits for a person's approval in the UI "
+        "before anything is created (empty: never ask).",
+    ),
+    "approval_timeout_minutes": param(
+        60,
+        type="integer",
+        minimum=1,
+        maximum=MAX_DECISION_MINUTES * 24,
+        title="Time to approve (minutes)",
+        section=LIMITS,
+        description="How long a run waits for approval; without an answer it is rejected.",
     ),
     "existing_workspace_id": param(
         None,
@@ -300,3 +332,17 @@ PARAMS: dict[str, Param] = {
 def optional_text(params: dict, name: str) -> str:
     """An optional text parameter as a string: ``None`` (an empty form field) and ``""`` alike."""
     return params.get(name) or ""
+
+
+def training_params(**defaults: Any) -> dict[str, Param]:
+    """:data:`PARAMS` with some defaults changed, for a DAG that uses the training task group.
+
+    ``training_params(epochs=10, gpu_profile="gx3-24x120x1l40s")``; unknown names are refused.
+    """
+    unknown = sorted(set(defaults) - set(PARAMS))
+    if unknown:
+        raise ValueError(f"training_params: unknown parameter(s) {unknown}; known: {sorted(PARAMS)}")
+    return {
+        name: Param(defaults[name], description=p.description, **p.schema) if name in defaults else p
+        for name, p in PARAMS.items()
+    }
