@@ -27,12 +27,14 @@ PHASE_TASKS = {
 }
 
 
-def _task_summary(ti: Any) -> dict[str, dict[str, Any]]:
+def _task_summary(ti: Any, task_ids: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The group's tasks by their pipeline names (a DAG's other tasks are not the run's)."""
+    names = {task_id: name for name, task_id in task_ids.items()}
     crumbs = ti.get_task_breadcrumbs(dag_id=ti.dag_id, run_id=ti.run_id)
     return {
-        c["task_id"]: {"state": str(c["state"]), "duration_s": c.get("duration")}
+        names.get(c["task_id"], c["task_id"]): {"state": str(c["state"]), "duration_s": c.get("duration")}
         for c in crumbs
-        if c.get("map_index", -1) in (-1, None)
+        if c.get("map_index", -1) in (-1, None) and (not names or c["task_id"] in names)
     }
 
 
@@ -134,13 +136,21 @@ def estimate_cost(
 
 
 def write_run_report(
-    plan: dict[str, Any] | None, *, dag_run: Any, ti: Any, cos_conn_id: str, ibm_conn_id: str
+    plan: dict[str, Any] | None,
+    *,
+    dag_run: Any,
+    ti: Any,
+    cos_conn_id: str,
+    ibm_conn_id: str,
+    task_ids: dict[str, str] | None = None,
 ) -> dict | None:
     """Check for leaks, write the report to ``<prefix>run-report.json`` and return it (to XCom).
 
     Raises after writing it when anything of the run is still live, or when the leak check itself
-    failed (a retry checks again).
+    failed (a retry checks again). ``task_ids`` maps the pipeline's task names to their ids in the DAG
+    (a task group prefixes them); the report names tasks by the former.
     """
+    task_ids = task_ids or {}
     if not plan:
         return None  # validate failed: the run never had a plan, its log says why
     from gpu_pipeline.validation import find_leaks, leak_error
@@ -166,14 +176,14 @@ def write_run_report(
     queued_s = None
     if dag_run.start_date and dag_run.run_after:
         queued_s = max(0.0, (dag_run.start_date - dag_run.run_after).total_seconds())
-    apply_job = ti.xcom_pull(task_ids="apply", key="job")
-    destroy_job = ti.xcom_pull(task_ids="destroy", key="job")
+    apply_job = ti.xcom_pull(task_ids=task_ids.get("apply", "apply"), key="job")
+    destroy_job = ti.xcom_pull(task_ids=task_ids.get("destroy", "destroy"), key="job")
     work_ended = max(markers).isoformat() if markers else None
     report = build_run_report(
         plan,
-        tasks=_task_summary(ti),
+        tasks=_task_summary(ti, task_ids),
         queued_s=queued_s,
-        outputs=ti.xcom_pull(task_ids="apply"),
+        outputs=ti.xcom_pull(task_ids=task_ids.get("apply", "apply")),
         metrics=metrics,
         apply_job=apply_job,
         destroy_job=destroy_job,
