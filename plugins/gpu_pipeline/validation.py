@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,8 +16,20 @@ from gpu_pipeline.run_plan import InvalidRunParameters, RunPlan, build_run_plan,
 log = logging.getLogger(__name__)
 
 
-def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn_id: str) -> RunPlan:
-    """Validate parameters and connections, and return the run plan (one read: the image's status)."""
+def plan_run(
+    params: dict[str, Any],
+    *,
+    dag_run: Any,
+    ibm_conn_id: str,
+    cos_conn_id: str,
+    known_params: Iterable[str] | None = None,
+) -> RunPlan:
+    """Validate parameters and connections, and return the run plan (one read: the image's status).
+
+    ``known_params``: the parameter names a run's conf may set (default: those the running task's
+    DAG and the task declare). Airflow takes any conf key as a parameter; a run that names an
+    unknown one (a typo such as ``epoch``) is refused here, before anything exists.
+    """
     from ibm_cloud_airflow.hooks.base import (
         CosConnectionConfig,
         IbmCloudConfigError,
@@ -24,6 +38,10 @@ def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn
     )
 
     problems: list[str] = []
+    run_conf = getattr(dag_run, "conf", None) or {}
+    if run_conf:
+        known = declared_params() if known_params is None else known_params
+        problems.extend(unknown_conf_problems(run_conf, known))
     try:
         cloud = IbmCloudConnectionConfig.from_connection(get_connection(ibm_conn_id))
     except IbmCloudConfigError as err:
@@ -78,6 +96,25 @@ def plan_run(params: dict[str, Any], *, dag_run: Any, ibm_conn_id: str, cos_conn
         )
     plan["secure_variable_refs"] = secure_variable_refs(params["cos_auth_mode"], cos_conn_id)
     return plan
+
+
+def declared_params() -> set[str]:
+    """The parameters that the running task's DAG and the task itself declare."""
+    from airflow.sdk import get_current_context
+
+    context = get_current_context()
+    return set(context["dag"].params) | set(context["task"].params or {})
+
+
+def unknown_conf_problems(run_conf: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """One problem per run conf key that is no declared parameter, naming the closest known one."""
+    names = sorted(known)
+    problems = []
+    for key in sorted(set(run_conf) - set(names)):
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f": did you mean {close[0]!r}?" if close else f"; the parameters are {', '.join(names)}."
+        problems.append(f"unknown parameter {key!r}{hint}")
+    return problems
 
 
 def image_problems(name: str, region: str, *, ibm_conn_id: str) -> list[str]:

@@ -148,6 +148,18 @@ def test_invalid_parameters_are_rejected_before_anything_is_created(sandbox, run
     assert_nothing_left(sandbox)
 
 
+def test_an_unknown_parameter_is_refused_at_validate_with_the_closest_name(sandbox, run_pipeline):
+    """Airflow takes any conf key as a parameter: `{"epoch": 2}` would train the default 5 epochs."""
+    (result,) = run_pipeline(sandbox, conf={"epoch": 2})
+
+    assert result["dag_run_state"] == "failed"
+    assert result["tasks"]["validate"] == "failed"
+    assert "unknown parameter 'epoch': did you mean 'epochs'?" in result["failures"]["validate"]
+    assert result["tasks"]["create_workspace"] == "upstream_failed"
+    assert workspace_creates(sandbox) == 0
+    assert_nothing_left(sandbox)
+
+
 def test_a_read_only_trusted_profile_fails_the_run_at_once_and_says_why(sandbox, run_pipeline):
     """The servers may read but not write: their first write is denied, they power off, the sensor
     sees a stopped server through the VPC API and names the denied access from IAM's policies."""
