@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from sandbox.faults import parse_fault_spec
-from sandbox.vpc_rules import DEFAULT_GPU_QUOTA
+from sandbox.vpc_rules import DEFAULT_QUOTAS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +35,18 @@ def main(argv: list[str] | None = None) -> int:
         default="Writer",
         help="COS role of the HMAC credential (Writer; Reader cannot write)",
     )
+    # The region's quotas, all instances together (IBM's defaults, ibm-cloud-docs/vpc quotas.md).
     parser.add_argument(
-        "--gpu-quota", type=int, default=DEFAULT_GPU_QUOTA, help="GPUs per region, all instances together"
+        "--gpu-quota", type=int, default=DEFAULT_QUOTAS.gpus, help="GPUs per region, all instances together"
+    )
+    parser.add_argument(
+        "--vcpu-quota", type=int, default=DEFAULT_QUOTAS.vcpu, help="vCPUs per region, all instances together"
+    )
+    parser.add_argument(
+        "--memory-quota",
+        type=int,
+        default=DEFAULT_QUOTAS.memory_gb,
+        help="memory (GB) per region, all instances together",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -61,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             state_dir=args.state_dir,
             workload_venv=args.workload_venv,
             gpu_quota=args.gpu_quota,
+            vcpu_quota=args.vcpu_quota,
+            memory_quota_gb=args.memory_quota,
             cos_hmac_role=args.cos_hmac_role,
         )
     except (UnknownFaultError, ValueError) as err:

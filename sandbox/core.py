@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.api_key_access import DEFAULT_API_KEY_POLICIES, ApiKeyAccess, ServicePolicy
+from sandbox.capacity import Quotas
 from sandbox.control import ControlApp
 from sandbox.cos import CosApp, reset_moto_s3
 from sandbox.cos_access import SERVICE as COS_SERVICE
@@ -26,7 +27,7 @@ from sandbox.schematics import SchematicsService
 from sandbox.server import ServiceServer
 from sandbox.tagging import TaggingApp
 from sandbox.vpc import VpcApp
-from sandbox.vpc_rules import DEFAULT_GPU_QUOTA
+from sandbox.vpc_rules import DEFAULT_QUOTAS
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def default_engine_factory(
     workload_venv: Path,
     state_dir: Path,
     region: str,
-    gpu_quota: int = DEFAULT_GPU_QUOTA,
+    quotas: Quotas = DEFAULT_QUOTAS,
     api_key_access: ApiKeyAccess | None = None,
     caller_iam_id: str = "",
 ) -> Any:
@@ -79,7 +80,7 @@ def default_engine_factory(
         resource_delay_s=resource_delay_s,
         metadata_url=metadata_url,
         region=region,
-        gpu_quota=gpu_quota,
+        quotas=quotas,
         api_key_access=api_key_access,
         caller_iam_id=caller_iam_id,
     )
@@ -107,7 +108,9 @@ class Sandbox:
         workload_venv: Path = Path(".venv-workload"),
         *,
         region: str = "us-south",
-        gpu_quota: int = DEFAULT_GPU_QUOTA,
+        gpu_quota: int = DEFAULT_QUOTAS.gpus,
+        vcpu_quota: int = DEFAULT_QUOTAS.vcpu,
+        memory_quota_gb: int = DEFAULT_QUOTAS.memory_gb,
         engine_factory: Callable[..., Any] | None = None,
         api_key_policies: tuple[ServicePolicy, ...] | list[ServicePolicy] = DEFAULT_API_KEY_POLICIES,
         cos_hmac_role: str = "Writer",
@@ -115,7 +118,8 @@ class Sandbox:
         self.state_dir = Path(state_dir).resolve()
         self.workload_venv = Path(workload_venv).resolve()
         self.region = region
-        self.gpu_quota = gpu_quota  # GPUs per region, all instances together (IBM's default: 16)
+        # The region's quotas, all instances together (IBM's defaults: 200 vCPU, 5600 GB, 16 GPUs).
+        self.quotas = Quotas(vcpu=vcpu_quota, memory_gb=memory_quota_gb, gpus=gpu_quota)
         self.token_ttl_s = token_ttl_s
         self.rate_limit_per_min = rate_limit_per_min
         self.resource_delay_s = resource_delay_s
@@ -179,7 +183,7 @@ class Sandbox:
                 workload_venv=self.workload_venv,
                 state_dir=self.state_dir,
                 region=self.region,
-                gpu_quota=self.gpu_quota,
+                quotas=self.quotas,
                 api_key_access=self.api_key_access,
                 caller_iam_id=authority.user["iam_id"],
             )

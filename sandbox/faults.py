@@ -24,6 +24,7 @@ FAULT_NAMES = (
     "worker_dies",
     "api_key_missing_policy",
     "slow_jobs",
+    "profile_not_offered",
 )
 
 

@@ -16,9 +16,10 @@ instances, floating IPs, public gateways, security groups and keys; 202 (accepte
 subnets, VPCs and volumes; 404 ``not_found`` for an unknown id; 409 when a precondition fails: a
 public gateway attached to a subnet, a subnet an instance uses, a security group an instance uses, a
 volume attached to an instance, a VPC that still has instances, subnets or public gateways.
-Deleting an instance deletes its boot volume (``delete_volume_on_instance_delete``) and stops its
-simulated server; deleting a security group deletes its rules; deleting a VPC deletes its security
-groups (the API deletes "all security groups and network ACLs associated with the VPC").
+Deleting an instance deletes its boot volume (``delete_volume_on_instance_delete``), unbinds its
+reserved and floating IPs (``sandbox.vpc_rules.delete_instance``) and stops its simulated server;
+deleting a security group deletes its rules; deleting a VPC deletes its security groups (the API
+deletes "all security groups and network ACLs associated with the VPC").
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from werkzeug.wrappers import Request, Response
 from sandbox.errors import json_response
 from sandbox.iam import TokenAuthority
 from sandbox.inventory import Inventory
-from sandbox.vpc_rules import IMAGES, Image, zones_of
+from sandbox.vpc_rules import IMAGES, Image, delete_instance, zones_of
 from sandbox.wsgi import ApiError, Rule, VpcStyleApp
 
 COLLECTIONS = {
@@ -199,9 +200,7 @@ class VpcApp(VpcStyleApp):
         if collection == "instances":
             if self.on_instance_deleted is not None:
                 self.on_instance_deleted(rid)
-            for vol in self.inventory.list(kind="boot_volume"):
-                if vol["attrs"].get("instance_id") == rid and vol["attrs"].get("auto_delete_volume", True):
-                    self.inventory.remove(vol["id"])
+            delete_instance(self.inventory, rid)  # its boot volume, reserved and floating IPs
         if collection == "security_groups":
             self._remove_where("ibm_is_security_group_rule", "group", rid)
         if collection == "vpcs":

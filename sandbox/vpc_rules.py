@@ -7,8 +7,13 @@ ranges) are in ``sandbox/terraform/provider_schema.py`` and fail the plan instea
 
 Sources (also in docs/sandbox.md, "What the sandbox enforces, and what it doesn't"):
 
-- GPU profiles, the zones that offer them and IBM's default GPU quota (16 per region): the
-  project's table ``plugins/gpu_pipeline/gpu_profiles.py`` (IBM's docs, dated there);
+- GPU profiles and the zones that offer them: the project's table
+  ``plugins/gpu_pipeline/gpu_profiles.py`` (IBM's docs, dated there); the VPC API refuses a
+  profile a zone does not support (ibm-cloud-docs/vpc api-change-log.md); the fault
+  ``profile_not_offered`` takes more pairs out (``sandbox/capacity.py``);
+- quotas per region, all instances together: vCPU 200, memory 5600 GB, GPU 16 by default
+  (ibm-cloud-docs/vpc quotas.md, the same table), refused with ``over_quota``
+  (``sandbox/capacity.py``);
 - subnets: "a power of 2 and the minimum value is 8" (ibm-cloud-docs/vpc subnets-create-subnet.md);
   an automatic address prefix is a /18, so at most 16384 addresses;
 - SSH keys: the API defaults ``type`` to rsa and refuses an ed25519 key then ("public key provided
@@ -19,9 +24,10 @@ Sources (also in docs/sandbox.md, "What the sandbox enforces, and what it doesn'
 - images: servers are provisioned from ``available``, ``partially_available`` or ``deprecated``
   images, so an ``obsolete`` one is refused (ibm-cloud-docs/vpc bare_metal_server_create.md); the
   provider's image data source only warns about ``deprecated`` (data_source_ibm_is_image.go);
-- no capacity: the instance is created, then goes ``failed`` with status reason
-  ``cannot_start_capacity`` ("Insufficient capacity within the selected zone", ibm-vpc SDK
-  ``InstanceStatusReason``); the provider taints it (resource_ibm_is_instance.go).
+- no capacity: the instance is created, then goes ``failed`` with a status reason such as
+  ``cannot_start_capacity`` (``sandbox/capacity.py``); the provider taints it
+  (resource_ibm_is_instance.go);
+- deleting an instance releases what was bound to it (:func:`delete_instance`).
 
 IBM does not document the error codes of every refusal; codes marked "sandbox" in docs/sandbox.md
 are the sandbox's picks in IBM's snake_case style, in the VPC error shape.
@@ -40,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sandbox.capacity import Quotas, over_quota_message, profile_not_offered
+from sandbox.faults import FaultSet
 from sandbox.inventory import Inventory
 
 GPU_TABLE_PATH = Path(__file__).resolve().parents[1] / "plugins" / "gpu_pipeline" / "gpu_profiles.py"
@@ -57,6 +65,11 @@ def _load_gpu_table() -> Any:
 GPU_TABLE = _load_gpu_table()
 GPU_PROFILES: dict[str, dict[str, Any]] = GPU_TABLE.PROFILES
 DEFAULT_GPU_QUOTA = int(GPU_TABLE.GPU_QUOTA_PER_REGION)
+DEFAULT_QUOTAS = Quotas(
+    vcpu=int(GPU_TABLE.VCPU_QUOTA_PER_REGION),
+    memory_gb=int(GPU_TABLE.MEMORY_GB_QUOTA_PER_REGION),
+    gpus=DEFAULT_GPU_QUOTA,
+)
 
 # Non-GPU profile names (bx2-2x8, cx3d-4x10, bxf-2x8, mx2-16x128, ...): accepted in every zone.
 _OTHER_PROFILE = re.compile(r"^(?!gx)[a-z]{2}[0-9f][a-z]*-[0-9]+x[0-9]+$")
@@ -96,6 +109,61 @@ def zones_of(region: str) -> tuple[str, ...]:
     return tuple(f"{region}-{i}" for i in (1, 2, 3))
 
 
+def profile_size(profile: Any) -> dict[str, int]:
+    """What one instance of ``profile`` counts against the quotas: vcpu, memory_gb, gpus.
+
+    From the GPU table, else from the name (``bx2-2x8``: 2 vCPU, 8 GB), as IBM names profiles.
+    """
+    spec = GPU_PROFILES.get(str(profile))
+    if spec is not None:
+        return {"vcpu": spec["vcpu"], "memory_gb": spec["memory_gib"], "gpus": spec["gpu_count"]}
+    try:
+        vcpu, memory = str(profile).split("-")[1].split("x")[:2]
+        return {"vcpu": int(vcpu), "memory_gb": int(memory), "gpus": 0}
+    except (IndexError, ValueError):
+        return {"vcpu": 0, "memory_gb": 0, "gpus": 0}
+
+
+def nic_ids(attrs: dict[str, Any]) -> set[str]:
+    """The ids of an instance's network interfaces (primary and others)."""
+    nics = list(attrs.get("primary_network_interface") or []) + list(attrs.get("network_interfaces") or [])
+    return {str(n["id"]) for n in nics if isinstance(n, dict) and n.get("id")}
+
+
+def delete_instance(inventory: Inventory, instance_id: str) -> list[str]:
+    """Delete an instance as the VPC API does, releasing every binding; returns the ids removed.
+
+    Its boot volume goes with it when ``auto_delete_volume`` (else it stays, detached); a reserved
+    IP bound to one of its network interfaces is unbound, and deleted when its ``auto_delete`` is
+    true; a floating IP bound to one is unbound ("Any floating IPs associated with instance network
+    interfaces are implicitly disassociated", ibm-vpc ``VpcV1.delete_instance``; a reserved IP's
+    ``auto_delete``: "deleted when either target is deleted, or the reserved IP is unbound").
+    """
+    record = inventory.get(instance_id)
+    if record is None:
+        return []
+    removed = [instance_id]
+    nics = nic_ids(record["attrs"])
+    for vol in inventory.list(kind="boot_volume"):
+        if vol["attrs"].get("instance_id") == instance_id:
+            if vol["attrs"].get("auto_delete_volume", True):
+                inventory.remove(vol["id"])
+                removed.append(vol["id"])
+            else:
+                inventory.update_attrs(vol["id"], instance_id="")
+    for kind in ("ibm_is_subnet_reserved_ip", "ibm_is_floating_ip"):
+        for bound in inventory.list(kind=kind):
+            if bound["attrs"].get("target") not in nics:
+                continue
+            if kind == "ibm_is_subnet_reserved_ip" and bound["attrs"].get("auto_delete"):
+                inventory.remove(bound["id"])
+                removed.append(bound["id"])
+            else:
+                inventory.update_attrs(bound["id"], target="")
+    inventory.remove(instance_id)
+    return removed
+
+
 class VpcApiError(Exception):
     """A refused VPC API call, rendered like the provider reports it (``<Call> failed: ...``)."""
 
@@ -119,12 +187,19 @@ def _is_address_or_cidr(text: str) -> bool:
 
 
 class VpcRules:
-    """The account's view for create checks: live resources, the region's zones, the GPU quota."""
+    """The account's view for create checks: live resources, the region's zones, its quotas."""
 
-    def __init__(self, inventory: Inventory, region: str, gpu_quota: int = DEFAULT_GPU_QUOTA) -> None:
+    def __init__(
+        self,
+        inventory: Inventory,
+        region: str,
+        quotas: Quotas = DEFAULT_QUOTAS,
+        faults: FaultSet | None = None,
+    ) -> None:
         self.inventory = inventory
         self.region = region
-        self.gpu_quota = gpu_quota
+        self.quotas = quotas
+        self.faults = faults or FaultSet()
         self.lock = threading.Lock()  # a quota check and its create are one step
 
     def check_create(self, rtype: str, cfg: dict[str, Any], warn: Callable[[str], None]) -> None:
@@ -234,7 +309,8 @@ class VpcRules:
             raise VpcApiError(
                 call, 404, "instance_profile_not_found", f"Instance profile {profile} not found."
             )
-        if spec is not None and _known(zone) and zone not in spec["zones"]:
+        offered = spec is None or zone in spec["zones"]
+        if _known(zone) and (not offered or profile_not_offered(self.faults, self.region, zone, profile)):
             raise VpcApiError(
                 call,
                 400,
@@ -256,17 +332,12 @@ class VpcRules:
                 )
             if image.status == "deprecated":
                 warn(f"Warning: image {image.name} is deprecated and soon will be obsolete.")
-        gpus = int(spec["gpu_count"]) if spec else 0
-        if gpus:
-            used = sum(
-                int(GPU_PROFILES.get(r["attrs"].get("profile"), {}).get("gpu_count", 0))
-                for r in self.inventory.list("ibm_is_instance")
-            )
-            if used + gpus > self.gpu_quota:
-                raise VpcApiError(
-                    call,
-                    403,
-                    "over_quota",
-                    f"Quota exceeded for GPU in region {self.region}: {used} in use + {gpus} requested "
-                    f"> quota {self.gpu_quota}. Delete instances or ask IBM support to raise the quota.",
-                )
+        # Every live instance of the region counts, whatever its status or workspace.
+        used = {"vcpu": 0, "memory_gb": 0, "gpus": 0}
+        for live in self.inventory.list("ibm_is_instance"):
+            for key, n in profile_size(live["attrs"].get("profile")).items():
+                used[key] += n
+        over = self.quotas.over(used, profile_size(profile))
+        if over:
+            name, _, allocated, requested, quota = over[0]
+            raise VpcApiError(call, 400, "over_quota", over_quota_message(name, allocated, requested, quota))

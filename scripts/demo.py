@@ -40,6 +40,7 @@ RUN_FAILING = (
     "plan_fails",
     "apply_fails_midway",
     "no_capacity",
+    "profile_not_offered",
     "workload_fails",
     "workload_hangs",
     "api_key_missing_policy",

@@ -26,8 +26,11 @@ SOURCES = {
     "v100": "not in IBM's docs: skypilot-org/skypilot-catalog catalogs/v7/ibm/vms.csv (IBM's API listed)",
     "gpu_quota": f"{_DOCS}quotas.md: GPU, 16 per region",
 }
-#: IBM's default GPU quota per region (all instances of the account together).
+#: IBM's default compute quotas per region, all instances of the account together
+#: (``quotas.md``: vCPU 200, RAM 5600 GB, GPU 16 per region); IBM support raises them per account.
 GPU_QUOTA_PER_REGION = 16
+VCPU_QUOTA_PER_REGION = 200
+MEMORY_GB_QUOTA_PER_REGION = 5600
 
 
 def _zones(*regions: str) -> tuple[str, ...]:

@@ -20,7 +20,13 @@ What it does, in the order Terraform does it:
 
 Faults (``sandbox.faults``): ``plan_fails`` fails plan (and apply, which plans first);
 ``apply_fails_midway`` creates some resources (option ``after``, default half) then fails, the
-state keeping what exists; ``destroy_fails_once`` (``faults.take``) fails a destroy partway once.
+state keeping what exists; ``destroy_fails_once`` (``faults.take``) fails a destroy partway once;
+``no_capacity`` makes instances fail to start in some zones (``sandbox/capacity.py``).
+
+An instance that fails to start is kept in the state, *tainted*, as the IBM provider leaves it;
+the next apply replaces it the way Terraform replaces a tainted resource: it destroys the old one
+first, which releases what was bound to it (its reserved IP, its boot volume), then creates the new
+one; with ``lifecycle { create_before_destroy = true }`` it creates the new one first.
 
 State layout (JSON-serialisable)::
 
@@ -42,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sandbox.api_key_access import forbidden_message
+from sandbox.capacity import Quotas, capacity_failure
 from sandbox.cos_access import invalid_roles, rule_problems, terraform_rule
 from sandbox.faults import FaultSet
 from sandbox.inventory import Inventory
@@ -68,7 +75,16 @@ from sandbox.terraform.expr import (
 )
 from sandbox.terraform.hcl import Call, ObjectExpr, TupleExpr, Var
 from sandbox.terraform.provider_schema import schema_errors
-from sandbox.vpc_rules import DEFAULT_GPU_QUOTA, IMAGES, Image, VpcApiError, VpcRules, image_by_name
+from sandbox.vpc_rules import (
+    DEFAULT_QUOTAS,
+    IMAGES,
+    Image,
+    VpcApiError,
+    VpcRules,
+    delete_instance,
+    image_by_name,
+    nic_ids,
+)
 
 if TYPE_CHECKING:
     from sandbox.launcher import ServerLauncher
@@ -400,12 +416,6 @@ class _Context:
 # -- the engine ----------------------------------------------------------------------------------
 
 _META_ARGS = {"count", "depends_on", "provider", "for_each"}
-# ibm-vpc InstanceStatusReason: what a failed instance reports when the zone has no capacity
-_CAPACITY_REASON = {
-    "code": "cannot_start_capacity",
-    "message": "Insufficient capacity within the selected zone",
-    "more_info": "https://cloud.ibm.com/docs/vpc?topic=vpc-instance-status-messages",
-}
 _DEFAULT_TF_VERSION = "1.13.4"
 
 
@@ -425,7 +435,7 @@ class TerraformEngine:
         resource_delay_s: float = 0.05,
         metadata_url: str = "",
         region: str = "us-south",
-        gpu_quota: int = DEFAULT_GPU_QUOTA,
+        quotas: Quotas = DEFAULT_QUOTAS,
         api_key_access: Any = None,
         caller_iam_id: str = "",
     ) -> None:
@@ -438,7 +448,7 @@ class TerraformEngine:
         self.resource_delay_s = resource_delay_s
         self.metadata_url = metadata_url
         self.region = region
-        self.rules = VpcRules(inventory, region, gpu_quota)
+        self.rules = VpcRules(inventory, region, quotas, faults)
 
     # public API -------------------------------------------------------------------------------
     def plan(self, run: TerraformRun) -> dict[str, int]:
@@ -480,9 +490,9 @@ class TerraformEngine:
                 )
             self._walk(run, ctx, order, create=False)  # validate everything before touching anything
             run.state.setdefault("resources", [])
-            stats = {"added": 0}
+            stats = {"added": 0, "destroyed": 0}
             desired = self._walk(run, ctx, order, create=True, stats=stats)
-            destroyed = 0
+            destroyed = stats["destroyed"]  # the tainted objects replaced on the way
             for entry in reversed(list(run.state["resources"])):
                 if entry["address"] not in desired:
                     self._destroy_entry(run, entry)
@@ -699,10 +709,16 @@ class TerraformEngine:
                         raise TerraformError("\n".join(f"{p} {where}" for p in problems))
                 desired.append(address)
                 entry = state_by_address.get(address)
+                replaced = None  # a tainted object, destroyed after its replacement exists
                 if entry is not None and entry.get("tainted") and create:
                     run.log(f"{address}: tainted, so must be replaced")
-                    self._destroy_entry(run, entry)
-                    created -= 1
+                    if _create_before_destroy(res):
+                        replaced = entry
+                    else:  # Terraform's default: destroy first, then create the replacement
+                        self._destroy_entry(run, entry)
+                        created -= 1
+                        if stats is not None:
+                            stats["destroyed"] += 1
                     entry = None
                 if entry is not None:
                     values.append(entry["attrs"])
@@ -726,6 +742,11 @@ class TerraformEngine:
                 created += 1
                 if stats is not None:
                     stats["added"] += 1
+                if replaced is not None:
+                    self._destroy_entry(run, replaced)
+                    created -= 1
+                    if stats is not None:
+                        stats["destroyed"] += 1
                 values.append(entry["attrs"])
             target = (
                 ctx.data_values.setdefault(res.type, {})
@@ -766,8 +787,9 @@ class TerraformEngine:
         name = str(cfg.get("name") or address)
         if res.type == "ibm_is_subnet_reserved_ip":
             attrs["address"] = _reserve_address(run, cfg)
-        elif res.type == "ibm_is_instance":
-            _bind_reserved_ip(run, cfg, attrs)
+        reserved = None
+        if res.type == "ibm_is_instance":
+            reserved = _reserved_ip_to_bind(run, self.inventory, cfg, attrs)
         record_attrs = {k: v for k, v in attrs.items() if k not in {"id", "tags"}}
         record_attrs["tf_address"] = address
         inventory_ids: list[str] = []
@@ -783,18 +805,21 @@ class TerraformEngine:
                 profile=cfg.get("profile"),
                 status="running",
             )
-        no_capacity = res.type == "ibm_is_instance" and self._no_capacity(run)
-        if no_capacity:
-            # the create is accepted, then the instance fails to start (the provider taints it)
-            record_attrs.update(status="failed", status_reasons=[_CAPACITY_REASON])
         with self.rules.lock:  # the quota check and the create are one step
             try:
                 self.rules.check_create(res.type, cfg, run.log)
             except VpcApiError as exc:
                 raise TerraformError(f"{exc} (with {address})") from exc
+            reason = self._start_failure(res.type, cfg)
+            if reason is not None:
+                # the create is accepted, then the instance fails to start (the provider taints it)
+                record_attrs.update(status="failed", status_reasons=[reason])
+                attrs.update(status="failed", status_reasons=[reason])
             record = self.inventory.add(
                 res.type, name, tags=tags, workspace_id=run.workspace_id, attrs=record_attrs, resource_id=rid
             )
+        if reserved is not None:  # the instance exists: its network interface holds the address
+            _bind(self.inventory, reserved, attrs["primary_network_interface"][0]["id"])
         inventory_ids.append(record["id"])
         if res.type == "ibm_is_instance":
             boot = attrs["boot_volume"][0]
@@ -825,14 +850,15 @@ class TerraformEngine:
         run.state.setdefault("resources", []).append(entry)
         if self.resource_delay_s:
             time.sleep(self.resource_delay_s)
-        if no_capacity:
+        if reason is not None:
             entry["tainted"] = True
             raise TerraformError(
                 # the provider's message, on one line: the reason is what a summary must show
                 f"[ERROR] Instance ({rid}) went into failed state during the operation "
-                f"({json.dumps([_CAPACITY_REASON])}) [WARNING] Running terraform apply again will remove "
+                f"({json.dumps([reason])}) [WARNING] Running terraform apply again will remove "
                 "the tainted instance and attempt to create the instance again replacing the previous "
-                f"configuration (with {address}; sandbox fault no_capacity)"
+                f"configuration (with {address}, zone {cfg.get('zone')}, profile {cfg.get('profile')}; "
+                "sandbox fault no_capacity)"
             )
         if res.type == "ibm_is_instance" and self.launcher is not None:
             try:
@@ -843,28 +869,43 @@ class TerraformEngine:
         run.log(f"{address}: Creation complete after {elapsed}s [id={attrs['id']}]")
         return entry
 
-    def _no_capacity(self, run: TerraformRun) -> bool:
-        """The fault ``no_capacity``: instances after the first ``after`` (default 0) fail to start."""
-        if not self.faults.active("no_capacity"):
-            return False
-        after = int(self.faults.options("no_capacity").get("after", 0))
-        started = sum(1 for r in run.state.get("resources", []) if r["type"] == "ibm_is_instance")
-        return started >= after
+    def _start_failure(self, rtype: str, cfg: dict[str, Any]) -> dict[str, str] | None:
+        """The status reason a new instance fails to start with (no capacity), or None."""
+        if rtype != "ibm_is_instance":
+            return None
+        zone, profile = cfg.get("zone"), cfg.get("profile")
+        running_here = sum(
+            1
+            for r in self.inventory.list("ibm_is_instance")
+            if r["attrs"].get("zone") == zone
+            and r["attrs"].get("profile") == profile
+            and r["attrs"].get("status") != "failed"
+        )
+        try:
+            return capacity_failure(self.faults, self.region, zone, profile, running_here)
+        except ValueError as exc:
+            raise TerraformError(f"sandbox fault {exc}") from exc
 
     def _destroy_entry(self, run: TerraformRun, entry: dict) -> None:
         run.log(f"{entry['address']}: Destroying... [id={entry['id']}]")
         started = time.monotonic()
-        if entry["type"] == "ibm_is_instance" and self.launcher is not None:
-            try:
-                self.launcher.stop(entry["inventory_ids"][0])
-            except Exception as exc:
-                run.log(f"{entry['address']}: Warning: stopping the simulated server failed: {exc}")
+        if entry["type"] == "ibm_is_instance":
+            if self.launcher is not None:
+                try:
+                    self.launcher.stop(entry["inventory_ids"][0])
+                except Exception as exc:
+                    run.log(f"{entry['address']}: Warning: stopping the simulated server failed: {exc}")
+            # The VPC API's delete releases what was bound to the instance; the state follows.
+            gone = set(delete_instance(self.inventory, entry["inventory_ids"][0]))
+            _release_in_state(run, nic_ids(entry["attrs"]), gone)
         for rid in entry.get("inventory_ids", []):
             self.inventory.remove(rid)
         if self.resource_delay_s:
             time.sleep(self.resource_delay_s)
         run.state["resources"] = [
-            r for r in run.state.get("resources", []) if r["address"] != entry["address"]
+            r
+            for r in run.state.get("resources", [])
+            if not (r["address"] == entry["address"] and r["id"] == entry["id"])
         ]
         elapsed = int(time.monotonic() - started)
         run.log(f"{entry['address']}: Destruction complete after {elapsed}s")
@@ -931,25 +972,59 @@ def _reserve_address(run: TerraformRun, cfg: dict[str, Any]) -> str:
     raise TerraformError(f"subnet {network} has no free address left for a reserved IP")
 
 
-def _bind_reserved_ip(run: TerraformRun, cfg: dict[str, Any], attrs: dict[str, Any]) -> None:
-    """An instance whose primary_ip names a reserved IP gets that address (and binds it)."""
+def _reserved_ip_to_bind(
+    run: TerraformRun, inventory: Inventory, cfg: dict[str, Any], attrs: dict[str, Any]
+) -> dict | None:
+    """The reserved IP an instance's primary_ip names (its state entry), checked as the VPC API
+    checks it; the instance's network interface gets its address. :func:`_bind` binds it once the
+    instance exists. None when the instance names no reserved IP."""
     configured = (cfg.get("primary_network_interface") or [{}])[0]
     wanted = ((configured.get("primary_ip") or [{}])[0] or {}).get("reserved_ip")
     if not wanted:
-        return
+        return None
     nic = attrs["primary_network_interface"][0]
     for entry in run.state.get("resources", []):
         if entry["type"] == "ibm_is_subnet_reserved_ip" and entry["attrs"].get("reserved_ip") == wanted:
             reserved = entry["attrs"]
-            if reserved.get("target"):
-                raise TerraformError(f"reserved IP {wanted} is already bound to {reserved['target']}")
+            live = inventory.get((entry.get("inventory_ids") or [""])[0])
+            target = (live or {}).get("attrs", {}).get("target") or reserved.get("target")
+            if target:  # the cloud's binding, not only the state's
+                raise TerraformError(f"reserved IP {wanted} is already bound to {target}")
             if reserved.get("subnet") != nic.get("subnet"):
                 raise TerraformError(f"reserved IP {wanted} is not in the network interface's subnet")
-            reserved["target"] = nic["id"]
             nic["primary_ip"] = [{"address": reserved["address"], "reserved_ip": wanted}]
             nic["primary_ipv4_address"] = reserved["address"]
-            return
+            return entry
     raise TerraformError(f"primary_ip.reserved_ip {wanted!r}: no such reserved IP")
+
+
+def _bind(inventory: Inventory, reserved: dict, nic_id: str) -> None:
+    reserved["attrs"]["target"] = nic_id
+    for rid in reserved.get("inventory_ids") or []:
+        inventory.update_attrs(rid, target=nic_id)
+
+
+def _release_in_state(run: TerraformRun, nics: set[str], deleted: set[str]) -> None:
+    """What a refresh would read after an instance's delete: its reserved and floating IPs unbound
+    (a reserved IP with ``auto_delete`` is gone, so it leaves the state)."""
+    kept = []
+    for other in run.state.get("resources", []):
+        if other["type"] in ("ibm_is_subnet_reserved_ip", "ibm_is_floating_ip"):
+            if set(other.get("inventory_ids") or []) & deleted:
+                run.log(f"{other['address']}: deleted with the instance it was bound to (auto_delete)")
+                continue
+            if other["attrs"].get("target") in nics:
+                other["attrs"]["target"] = ""
+        kept.append(other)
+    run.state["resources"] = kept
+
+
+def _create_before_destroy(res: Resource) -> bool:
+    """``lifecycle { create_before_destroy = true }`` (a literal, as Terraform requires)."""
+    for block in res.body.blocks:
+        if block.type == "lifecycle" and "create_before_destroy" in block.body.attrs:
+            return literal_string(block.body.attrs["create_before_destroy"], "create_before_destroy") is True
+    return False
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -309,7 +309,8 @@ def test_the_gpu_quota_counts_every_workspace_of_the_region(sandbox_factory, mak
 
     second, status, log = run(client, instance(profile="gx3-32x160x2l4"), "apply", name="airflow-q2")
     assert status == "FAILED"
-    assert "over_quota" in log and "Quota exceeded for GPU in region us-south: 2 in use + 2 requested" in log
+    assert "code over_quota" in log, log
+    assert "will put the user over quota (instance-gpu). Allocated: 2, Requested: 2, Quota: 3" in log
     assert destroy_and_count_left(client, box, second) == 0
 
     _, status, log = run(client, instance(profile="gx3-16x80x1l4"), "apply", name="airflow-q3")
