@@ -24,6 +24,8 @@ write_files:
       CLUSTER_HOSTS=${cluster_hosts}
       TRAINING_PORT=${training_port}
       COLLECTIVE_TIMEOUT_S=${collective_timeout_seconds}
+      EXPECTED_GPU_COUNT=${expected_gpu_count}
+      NVSWITCH=${nvswitch ? 1 : 0}
 %{~ if cos_auth == "hmac" }
       COS_HMAC_ACCESS_KEY_ID=${cos_hmac_access_key_id}
       COS_HMAC_SECRET_ACCESS_KEY=${cos_hmac_secret_access_key}

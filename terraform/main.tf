@@ -13,6 +13,10 @@ locals {
   trusted_profile = var.cos_auth_mode == "trusted_profile"
   # crn:v1:bluemix:public:cloud-object-storage:global:a/<account>:<instance guid>::
   cos_instance_guid = local.trusted_profile ? split(":", var.cos_instance_crn)[7] : ""
+
+  # The profile's GPUs, which bootstrap.sh checks before training, and whether they sit on NVSwitch
+  # (Fabric Manager needed): the project's profile table (plugins/gpu_pipeline/gpu_profiles.py).
+  gpu_spec = jsondecode(file("${path.module}/gpu_profiles.json")).profiles[var.gpu_profile]
 }
 
 data "ibm_is_image" "image" {
@@ -235,6 +239,8 @@ resource "ibm_is_instance" "vm" {
     cluster_hosts              = join(",", ibm_is_subnet_reserved_ip.vm[*].address)
     training_port              = var.training_port
     collective_timeout_seconds = var.collective_timeout_seconds
+    expected_gpu_count         = local.gpu_spec.gpu_count
+    nvswitch                   = local.gpu_spec.nvswitch
     cos_hmac_access_key_id     = var.cos_hmac_access_key_id
     cos_hmac_secret_access_key = var.cos_hmac_secret_access_key
     bootstrap_b64              = filebase64("${path.module}/bootstrap.sh")

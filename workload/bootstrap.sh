@@ -7,13 +7,17 @@
 #   2. enforce RUN_DEADLINE: a poweroff timer plus a watchdog that stops the job and writes _FAILED
 #   3. install the resume unit (gpu-workload.service)
 #   4. fetch the workload bundle from COS with curl
-#   5. install the NVIDIA driver, create the venv from requirements-gpu.txt
-#   6. run train.py; make sure a marker exists at the end (write _FAILED here if train.py could not)
+#   5. install the NVIDIA driver (and Fabric Manager on NVSwitch systems; apt waits for its lock),
+#      create the venv from requirements-gpu.txt
+#   6. check that the GPUs the profile promises are all usable; else _FAILED and power off
+#   7. run train.py; make sure a marker exists at the end (write _FAILED here if train.py could not)
 # State (done markers per step) lives in /var/lib/gpu-workload.
 #
 # Sandbox mode (GPU_WORKLOAD_SANDBOX=1, set by the local sandbox only): paths live under
-# GPU_WORKLOAD_ROOT; the driver, apt, venv creation (GPU_WORKLOAD_VENV is used), systemd and
-# poweroff/reboot are skipped; bundle fetch, training, markers and the TTL watchdog run for real.
+# GPU_WORKLOAD_ROOT; the driver, Fabric Manager, the GPU check, apt, venv creation (GPU_WORKLOAD_VENV
+# is used), systemd and poweroff/reboot are skipped; bundle fetch, training, markers and the TTL
+# watchdog run for real. GPU_WORKLOAD_GPU_STEPS=1 runs the GPU steps in sandbox mode too (tests put
+# stub nvidia-smi, lspci, systemctl, apt-get, ... on PATH).
 set -euo pipefail
 
 readonly IMS_VERSION=2025-08-26
@@ -376,24 +380,80 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 5. NVIDIA driver and the Python environment (real VM only)
+# 5. NVIDIA driver, Fabric Manager (NVSwitch systems) and the Python environment (docs/workload.md)
 # ---------------------------------------------------------------------------------------------
+# EXPECTED_GPU_COUNT: the profile's GPUs (run.env, from terraform/gpu_profiles.json); NVSWITCH=1 on
+# the 8-GPU H100/H200 profiles, whose GPUs talk over NVSwitch: CUDA does not initialise there until
+# NVIDIA Fabric Manager, of the driver's exact version, runs. The simulated servers of the sandbox
+# are CPUs: these steps are skipped there, unless GPU_WORKLOAD_GPU_STEPS=1 (tests, with stub commands).
+EXPECTED_GPU_COUNT="${EXPECTED_GPU_COUNT:-0}"
+[[ "$EXPECTED_GPU_COUNT" =~ ^[0-9]+$ ]] || EXPECTED_GPU_COUNT=0
+NVSWITCH="${NVSWITCH:-0}"
+GPU_STEPS=1
+if ((SANDBOX)) && [[ "${GPU_WORKLOAD_GPU_STEPS:-0}" != "1" ]]; then
+  GPU_STEPS=0
+fi
+# apt and dpkg wait for a lock held by someone else (unattended-upgrades at first boot) instead of
+# failing at once, for at most APT_LOCK_TIMEOUT_S: apt's DPkg::Lock::Timeout, also written to
+# apt.conf.d so that ubuntu-drivers (python-apt) waits the same.
+APT_LOCK_TIMEOUT_S="${APT_LOCK_TIMEOUT_S:-600}"
+APT_GET=(apt-get -o "DPkg::Lock::Timeout=$APT_LOCK_TIMEOUT_S" -y -q)
+
+apt_wait_for_lock() {
+  mkdir -p "$ROOT/etc/apt/apt.conf.d"
+  printf 'DPkg::Lock::Timeout "%s";\n' "$APT_LOCK_TIMEOUT_S" >"$ROOT/etc/apt/apt.conf.d/80gpu-workload-lock"
+}
+
+has_nvidia_device() {
+  if command -v lspci >/dev/null 2>&1; then
+    lspci -n -d 10de: 2>/dev/null | grep -q .
+  else
+    grep -qs 0x10de /sys/bus/pci/devices/*/vendor
+  fi
+}
+
+driver_version() { nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 || true; }
+
+smi_gpu_count() { nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | grep -c . || true; }
+
+# What TensorFlow (CUDA) sees: on an NVSwitch system without Fabric Manager nvidia-smi lists the
+# GPUs, but CUDA reports "system not yet initialized" and TensorFlow sees none.
+tf_gpu_count() {
+  "$VENV/bin/python" -c 'import tensorflow as tf; print(len(tf.config.list_physical_devices("GPU")))' \
+    2>/dev/null | tail -n 1 || true
+}
+
+fabricmanager_active() { systemctl is-active --quiet nvidia-fabricmanager; }
+
+# gpu_failure REASON: the server cannot train as its profile promises; say why in _FAILED and stop
+# it, instead of training on CPU at the price of a GPU server.
+gpu_failure() {
+  write_failed "GPU check failed: $1"
+  echo "failed $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$STATE_DIR/finished"
+  MARKER_DONE=1
+  poweroff_now
+  exit 1
+}
+
 STEP=driver
-if ((SANDBOX)); then
-  log "sandbox: skipping the NVIDIA driver, apt and venv creation; using $VENV"
+if ((!GPU_STEPS)); then
+  log "sandbox: skipping the NVIDIA driver, Fabric Manager and the GPU check (the simulated server is a CPU)"
+elif ((EXPECTED_GPU_COUNT == 0)); then
+  log "the profile has no GPU; skipping the NVIDIA driver"
 elif [[ ! -f "$STATE_DIR/driver.done" ]]; then
   export DEBIAN_FRONTEND=noninteractive
+  apt_wait_for_lock
   # Minimum drivers (reference §3.2): V100 535; L4/L40S/A100/H100 550; H200 570; B300 590.
   branch="${NVIDIA_DRIVER_BRANCH:-570}"
-  if ! grep -qs 0x10de /sys/bus/pci/devices/*/vendor; then
-    log "no NVIDIA device on the PCI bus; training will run on CPU"
+  if ! has_nvidia_device; then
+    gpu_failure "device missing: the profile has $EXPECTED_GPU_COUNT GPU(s), but no NVIDIA device is on the PCI bus"
   elif ! nvidia-smi >/dev/null 2>&1; then
     log "installing the NVIDIA $branch-server driver"
-    apt-get update -q
-    apt-get install -y -q ubuntu-drivers-common
+    "${APT_GET[@]}" update
+    "${APT_GET[@]}" install ubuntu-drivers-common
     ubuntu-drivers install --gpgpu "nvidia:$branch-server" ||
-      apt-get install -y -q "nvidia-driver-$branch-server"
-    apt-get install -y -q "nvidia-utils-$branch-server" # nvidia-smi (not part of --gpgpu)
+      "${APT_GET[@]}" install "nvidia-driver-$branch-server"
+    "${APT_GET[@]}" install "nvidia-utils-$branch-server" # nvidia-smi (not part of --gpgpu)
     modprobe nvidia || true
     if ! nvidia-smi; then
       if [[ ! -f "$STATE_DIR/driver-reboot" ]]; then
@@ -403,16 +463,36 @@ elif [[ ! -f "$STATE_DIR/driver.done" ]]; then
         systemctl reboot
         exit 0
       fi
-      log "nvidia-smi fails even after a reboot"
-      exit 1
+      gpu_failure "driver: nvidia-smi fails even after a reboot (NVIDIA $branch-server driver)"
     fi
   fi
   touch "$STATE_DIR/driver.done"
 fi
 
+STEP=fabricmanager
+if ((GPU_STEPS && EXPECTED_GPU_COUNT > 0 && NVSWITCH == 1)) && [[ ! -f "$STATE_DIR/fabricmanager.done" ]]; then
+  apt_wait_for_lock
+  version="$(driver_version)"
+  fm_branch="${version%%.*}"
+  if [[ -z "$fm_branch" ]]; then
+    gpu_failure "driver: nvidia-smi reports no driver version, so no matching Fabric Manager can be installed"
+  fi
+  log "NVSwitch system: installing NVIDIA Fabric Manager $fm_branch for driver $version"
+  "${APT_GET[@]}" install "nvidia-fabricmanager-$fm_branch" ||
+    gpu_failure "fabric manager: could not install nvidia-fabricmanager-$fm_branch (driver $version)"
+  fm_version="$(nv-fabricmanager --version 2>/dev/null | grep -o '[0-9][0-9]*\.[0-9][0-9.]*' | head -n 1 || true)"
+  if [[ "$fm_version" != "$version" ]]; then
+    gpu_failure "fabric manager: version '${fm_version:-unknown}' does not match driver $version"
+  fi
+  systemctl enable --now nvidia-fabricmanager ||
+    gpu_failure "fabric manager: the nvidia-fabricmanager service does not start"
+  touch "$STATE_DIR/fabricmanager.done"
+fi
+
 STEP=venv
 if ((!SANDBOX)) && [[ ! -f "$STATE_DIR/venv.done" ]]; then
-  apt-get install -y -q python3-venv python3-pip
+  apt_wait_for_lock
+  "${APT_GET[@]}" install python3-venv python3-pip
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
@@ -425,7 +505,29 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 6. Train
+# 6. Before training, at every boot: the GPUs the profile promises are all usable
+# ---------------------------------------------------------------------------------------------
+STEP=gpu-check
+if ((GPU_STEPS && EXPECTED_GPU_COUNT > 0)); then
+  smi_count="$(smi_gpu_count)"
+  tf_count="$(tf_gpu_count)"
+  tf_count="${tf_count:-0}"
+  log "GPUs: the profile has $EXPECTED_GPU_COUNT, nvidia-smi sees $smi_count, TensorFlow sees $tf_count"
+  if ((tf_count != EXPECTED_GPU_COUNT)); then
+    if ! nvidia-smi >/dev/null 2>&1; then
+      gpu_failure "driver: nvidia-smi fails; TensorFlow sees $tf_count of $EXPECTED_GPU_COUNT GPU(s)"
+    elif ((smi_count < EXPECTED_GPU_COUNT)); then
+      gpu_failure "device missing: nvidia-smi sees $smi_count of $EXPECTED_GPU_COUNT GPU(s)"
+    elif ((NVSWITCH == 1)) && ! fabricmanager_active; then
+      gpu_failure "fabric manager: nvidia-fabricmanager is not running, so CUDA cannot use the NVSwitch GPUs (TensorFlow sees $tf_count of $EXPECTED_GPU_COUNT)"
+    else
+      gpu_failure "driver: TensorFlow sees $tf_count of $EXPECTED_GPU_COUNT GPU(s) while nvidia-smi sees $smi_count (CUDA or driver version)"
+    fi
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 7. Train
 # ---------------------------------------------------------------------------------------------
 STEP=train
 attempts=0

@@ -48,6 +48,9 @@ _H200 = ("us-east-2", "us-east-3", "ca-tor-3", "eu-de-2", "eu-gb-2", "au-syd-3",
 
 def _profile(gpu: str, count: int, vcpu: int, memory_gib: int, zones: tuple[str, ...], **extra: str) -> dict:
     spec = {"gpu": gpu, "gpu_count": count, "vcpu": vcpu, "memory_gib": memory_gib}
+    # 8-GPU HGX boards (H100, H200): the GPUs talk over NVSwitch, so NVIDIA Fabric Manager must run
+    # (vsi-profile-details-accelerated.md: "NVLink: Yes"; workload/bootstrap.sh installs it).
+    spec["nvswitch"] = gpu in ("H100", "H200") and count == 8
     spec["availability"] = extra.get("availability", "generally_available")
     spec["zones_source"] = extra.get("source", "regions")
     spec["zones"] = sorted(zones)

@@ -22,7 +22,7 @@ RUN_ENV_KEYS = [
     "RUN_ID", "RUN_DEADLINE", "INSTANCE_INDEX", "INSTANCE_COUNT", "COS_ENDPOINT", "COS_BUCKET",
     "COS_OUTPUT_PREFIX", "WORKLOAD_BUNDLE_KEY", "COS_AUTH", "TRUSTED_PROFILE_ID", "DATASET", "EPOCHS",
     "BATCH_SIZE", "LEARNING_RATE", "SEED", "DISTRIBUTION", "CLUSTER_HOSTS", "TRAINING_PORT",
-    "COLLECTIVE_TIMEOUT_S",
+    "COLLECTIVE_TIMEOUT_S", "EXPECTED_GPU_COUNT", "NVSWITCH",
 ]  # fmt: skip
 HMAC_KEYS = ["COS_HMAC_ACCESS_KEY_ID", "COS_HMAC_SECRET_ACCESS_KEY"]
 BASE_RESOURCES = 9  # vpc, gateway, subnet, sg, 3 egress rules, trusted profile, policy
@@ -209,6 +209,8 @@ def test_user_data_implements_the_boot_contract(engine, inventory):
             "CLUSTER_HOSTS": "10.240.0.4,10.240.0.5",  # the reserved IPs, known before boot
             "TRAINING_PORT": "23456",
             "COLLECTIVE_TIMEOUT_S": "300",
+            "EXPECTED_GPU_COUNT": "1",  # the default profile, gx3-16x80x1l4
+            "NVSWITCH": "0",
         }
 
 

@@ -337,7 +337,8 @@ def test_cloud_init_template_writes_exactly_the_contract_keys():
         "RUN_ID", "RUN_DEADLINE", "INSTANCE_INDEX", "INSTANCE_COUNT", "COS_ENDPOINT", "COS_BUCKET",
         "COS_OUTPUT_PREFIX", "WORKLOAD_BUNDLE_KEY", "COS_AUTH", "TRUSTED_PROFILE_ID", "DATASET", "EPOCHS",
         "BATCH_SIZE", "LEARNING_RATE", "SEED", "DISTRIBUTION", "CLUSTER_HOSTS", "TRAINING_PORT",
-        "COLLECTIVE_TIMEOUT_S", "COS_HMAC_ACCESS_KEY_ID", "COS_HMAC_SECRET_ACCESS_KEY",
+        "COLLECTIVE_TIMEOUT_S", "EXPECTED_GPU_COUNT", "NVSWITCH", "COS_HMAC_ACCESS_KEY_ID",
+        "COS_HMAC_SECRET_ACCESS_KEY",
     ]  # fmt: skip
     assert 'if cos_auth == "hmac"' in text
 
