@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,29 +39,79 @@ LOCAL_CONF: dict[str, Any] = {
 }
 
 
-def airflow_env(home: Path, connections: dict[str, str], poll_seconds: float = 2.0) -> dict[str, str]:
-    """The environment of one local Airflow: its own home and DB, the sandbox's connections."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "IBM_GPU_WORKLOAD_POLL_SECONDS": str(poll_seconds),
-            # the caller's PYTHONPATH after the project's (e.g. a provider install made with --target)
-            "PYTHONPATH": os.pathsep.join(
-                [
-                    str(REPO),
-                    str(REPO / "plugins"),
-                    *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
-                ]
-            ),
-            **connections,
-        }
-    )
+# Of the caller's environment, the Airflow configuration (every AIRFLOW__<SECTION>__<KEY>, e.g.
+# OpenLineage's [openlineage] section) and OpenLineage's own variables reach every local Airflow;
+# the other AIRFLOW_* variables (AIRFLOW_HOME, AIRFLOW_CONFIG, AIRFLOW_CONN_*, AIRFLOW_VAR_*) do not.
+PASSED_PREFIXES = ("AIRFLOW__", "OPENLINEAGE_")
+
+
+def passed_through(owned: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The caller's settings that a launcher passes on: those it does not set itself.
+
+    An owned setting is held back in its ``_CMD`` and ``_SECRET`` forms too (Airflow reads those
+    when the plain variable is absent).
+    """
+    environ = os.environ if environ is None else environ
+    held = {form for key in owned for form in (key, f"{key}_CMD", f"{key}_SECRET")}
+    return {k: v for k, v in environ.items() if k.startswith(PASSED_PREFIXES) and k not in held}
+
+
+_announced: set[tuple[str, ...]] = set()
+
+
+def announce_passed_through(names: Iterable[str]) -> None:
+    """Say once, on stderr, which of the caller's settings a local Airflow gets (names only)."""
+    names = tuple(sorted(names))
+    if names and names not in _announced:
+        _announced.add(names)
+        print(f"local Airflow: passing through your settings {', '.join(names)}", file=sys.stderr, flush=True)
+
+
+def home_settings(home: Path) -> dict[str, str]:
+    """What every local launcher owns: where the deployment's state lives and which code it runs."""
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+    }
+
+
+def airflow_env(
+    home: Path,
+    connections: dict[str, str],
+    poll_seconds: float = 2.0,
+    *,
+    defaults: Mapping[str, str] | None = None,
+    owned: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of one local Airflow: its own home and DB, the sandbox's connections.
+
+    Lowest first: the launcher's ``defaults``, then the caller's ``AIRFLOW__*`` and
+    ``OPENLINEAGE_*`` settings, then what the launcher owns (home, DB, DAG and plugin folders, the
+    connections, and ``owned``: ports, URLs, executor, login).
+    """
+    own = {
+        **home_settings(home),
+        "IBM_GPU_WORKLOAD_POLL_SECONDS": str(poll_seconds),
+        # the caller's PYTHONPATH after the project's (e.g. a provider install made with --target)
+        "PYTHONPATH": os.pathsep.join(
+            [
+                str(REPO),
+                str(REPO / "plugins"),
+                *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep)),
+            ]
+        ),
+        **connections,
+        **(owned or {}),
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", *PASSED_PREFIXES))}
+    env.update({"AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO", **(defaults or {})})
+    callers = passed_through(own)
+    announce_passed_through(callers)
+    env.update(callers)
+    env.update(own)
     return env
 
 
@@ -92,10 +143,10 @@ def start_run(
     ``new_session`` makes the child the leader of its own process group (so that it can be killed
     with everything it started, as the ``airflow_lost`` demo does).
     """
-    env = airflow_env(home, connections)
     # dag.test() resumes a task that a trigger ended (TaskSuccessEvent) with the event's bare
-    # payload, and ignores start_from_trigger: its runs take the worker path all the way.
-    env["AIRFLOW__IBM_CLOUD__END_FROM_TRIGGER"] = "False"
+    # payload, and ignores start_from_trigger: its runs take the worker path all the way, whatever
+    # the caller's setting.
+    env = airflow_env(home, connections, owned={"AIRFLOW__IBM_CLOUD__END_FROM_TRIGGER": "False"})
     cmd = [sys.executable, "-m", "scripts.local_run", "--conf", json.dumps(conf), "--result", str(result)]
     if dag_id != DAG_ID:
         cmd += ["--dag-id", dag_id]
