@@ -7,8 +7,9 @@ login; Ctrl-C stops everything, including any training job a run started.
 
     python -m scripts.airflow_ui [--port 8080] [--home .airflow/ui]
 
-The DAG's weekly schedule is shown but not acted upon here (``use_job_schedule`` off): runs start
-when you trigger them or start a backfill, never by surprise on start-up.
+The time-based schedules are off here (``IBM_GPU_WORKLOAD_SCHEDULE`` and ``IBM_GPU_REAPER_SCHEDULE``
+are ``None``): runs start when you trigger them or start a backfill, never by surprise on start-up.
+The scheduler still creates asset-triggered runs: each trained model starts ``ibm_gpu_promote``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ USER = "admin"
 def ui_env(poll_seconds: float = 2.0) -> dict[str, str]:
     """What a local UI deployment sets on top of the launcher's defaults."""
     return {
-        # Only triggered and backfilled runs: no scheduled run appears on start-up.
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        # Only triggered, backfilled and asset-triggered runs: no scheduled run appears on start-up.
+        # (Not use_job_schedule=False: the scheduler would then create no asset-triggered run either.)
+        "IBM_GPU_WORKLOAD_SCHEDULE": "None",
+        "IBM_GPU_REAPER_SCHEDULE": "None",
         "IBM_GPU_WORKLOAD_POLL_SECONDS": str(poll_seconds),
         # A laptop busy training (or a shared CI core) can keep the api-server from answering a
         # task's start within Airflow's default 5 s, which fails the task before it runs.
@@ -62,7 +65,9 @@ def local_airflow_ui(
         with AirflowCluster(
             work / "airflow",
             connections=box.airflow_connections(),
-            extra_env={**ui_env(), **(extra_env or {})},
+            # the UI's defaults: the caller's AIRFLOW__* settings override them
+            default_env=ui_env(),
+            extra_env=extra_env,
             port=port,
             login=login,
             parallelism=8,

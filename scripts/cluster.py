@@ -35,7 +35,7 @@ import httpx
 import yaml
 
 from scripts.local_airflow import AirflowCluster, ClusterError, _kill_session, _signal_group, free_port
-from scripts.local_run import DAG_ID, DEMO_BUCKET, REPO
+from scripts.local_run import DAG_ID, DEMO_BUCKET, REPO, home_settings, passed_through
 
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 # The compose settings that name the other containers: here they point at the local servers.
@@ -214,24 +214,28 @@ class CeleryCluster(AirflowCluster):
         self.admin_password = secrets.token_urlsafe(12)
         self.login = (ADMIN_USER, self.admin_password)
         # Start from the LocalExecutor environment of the benchmark (home, folders, connections,
-        # API host and port), drop what compose decides, then take every compose setting.
+        # API host and port), drop what compose decides, then take every compose setting, then the
+        # caller's AIRFLOW__* and OPENLINEAGE_* settings but those the cluster owns.
+        compose = compose_airflow_settings()
+        owned = {
+            "AIRFLOW__CORE__EXECUTOR": compose["AIRFLOW__CORE__EXECUTOR"],
+            "AIRFLOW__CORE__AUTH_MANAGER": compose["AIRFLOW__CORE__AUTH_MANAGER"],
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url.replace("+psycopg2", ""),
+            "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
+            "IBM_CLOUD_AIRFLOW_BUDGET_DIR": str(home / "budget"),
+            "PATH": os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "")]),
+            **(extra_env or {}),
+        }
         env = {k: v for k, v in self.env.items() if not k.startswith("AIRFLOW__CORE__SIMPLE_AUTH")}
-        env.update(compose_airflow_settings())
-        env.update(
-            {
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
-                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.postgres.url.replace("+psycopg2", ""),
-                "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-                "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
-                "IBM_CLOUD_AIRFLOW_BUDGET_DIR": str(home / "budget"),
-                # Every component shares one host's CPUs here: give the execution API longer than
-                # the 5 s default to answer a task before it counts as a failure.
-                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
-                "PATH": os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "")]),
-                **(extra_env or {}),
-            }
-        )
+        env.update(compose)
+        # Every component shares one host's CPUs here: give the execution API longer than the 5 s
+        # default to answer a task before it counts as a failure.
+        env["AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT"] = "30"
+        env.update(passed_through({*home_settings(home), *self.owned, *owned}))
+        env.update(owned)
         self.env = env
         # name -> (airflow arguments, the environment that is the component's own)
         self.specs: dict[str, tuple[list[str], dict[str, str]]] = {"api-server": (

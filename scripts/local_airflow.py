@@ -4,7 +4,9 @@ triggerer as subprocesses against a fresh ``AIRFLOW_HOME``.
 One launcher for everything that needs a running Airflow: ``make airflow`` (scripts/airflow_ui.py),
 the browser tests (tests/ui), the benchmarks (bench/concurrent.py) and the end-to-end scheduler test.
 A multi-process variant (e.g. Celery workers) passes its own ``executor``, ``components`` and
-``extra_env``.
+``extra_env``. The caller's Airflow settings (``AIRFLOW__*``) and OpenLineage variables
+(``OPENLINEAGE_*``) reach every component, except those the launcher owns (home, database, folders,
+executor, login, ports and URLs, ``extra_env``); ``default_env`` holds settings they may override.
 
 SQLite is enough here: in Airflow 3 workers and triggers talk to the api-server (execution API), not
 to the DB, and Airflow 3.3 accepts the LocalExecutor on SQLite (``airflow standalone`` does the
@@ -68,6 +70,7 @@ class AirflowCluster:
         dags_folder: Path = REPO / "dags",
         connections: dict[str, str] | None = None,
         extra_env: dict[str, str] | None = None,
+        default_env: dict[str, str] | None = None,
         parallelism: int = 16,
         api_workers: int = 2,
         start_timeout_s: float = 180.0,
@@ -82,34 +85,37 @@ class AirflowCluster:
         self.start_timeout_s = start_timeout_s
         self.login = login
         self.components = components
-        env = airflow_env(home, connections or {})
-        env.update(
-            {
-                "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-                "AIRFLOW__CORE__EXECUTOR": executor,
-                "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": str(login is None),
-                # SimpleAuthManager users are "name:role"; their passwords come from this file.
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{login[0]}:admin" if login else "",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(self.port),
-                "AIRFLOW__API__BASE_URL": self.base_url,
-                "AIRFLOW__API__WORKERS": str(api_workers),
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
-                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-                # Find the DAG file soon after start; re-parse it rarely (it does not change).
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
-                "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-                **(extra_env or {}),
-            }
-        )
-        self.env = env
+        # What this deployment decides itself: which code, which executor, its login, and how its
+        # processes find each other (ports, URLs, secrets). The caller's other AIRFLOW__* settings
+        # and OPENLINEAGE_* variables override the defaults below (scripts/local_run.airflow_env).
+        self.owned = {
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+            "AIRFLOW__CORE__EXECUTOR": executor,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": str(login is None),
+            # SimpleAuthManager users are "name:role"; their passwords come from this file.
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{login[0]}:admin" if login else "",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.base_url,
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            **(extra_env or {}),
+        }
+        defaults = {
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__API__WORKERS": str(api_workers),
+            # Find the DAG file soon after start; re-parse it rarely (it does not change).
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
+            **(default_env or {}),
+        }
+        self.env = airflow_env(home, connections or {}, defaults=defaults, owned=self.owned)
         self.procs: dict[str, subprocess.Popen] = {}
         self._token: str | None = None
         self._http = httpx.Client(base_url=self.base_url, timeout=30.0)
