@@ -94,7 +94,6 @@ def airflow_env(
     """
     own = {
         **home_settings(home),
-        "IBM_GPU_WORKLOAD_POLL_SECONDS": str(poll_seconds),
         # the caller's PYTHONPATH after the project's (e.g. a provider install made with --target)
         "PYTHONPATH": os.pathsep.join(
             [
@@ -107,7 +106,13 @@ def airflow_env(
         **(owned or {}),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", *PASSED_PREFIXES))}
-    env.update({"AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO", **(defaults or {})})
+    env.update(
+        {
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "IBM_GPU_WORKLOAD_POLL_SECONDS": str(poll_seconds),
+            **(defaults or {}),
+        }
+    )
     callers = passed_through(own)
     announce_passed_through(callers)
     env.update(callers)
