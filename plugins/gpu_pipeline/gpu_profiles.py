@@ -94,24 +94,69 @@ def gpu_count(profile: str) -> int:
     return int(spec["gpu_count"]) if spec else 0
 
 
+#: IBM's zones for the 8-GPU profiles are *universal* (physical) zone names; each account maps its own
+#: zone names (us-south-1, ...) onto them differently (vsi-profile-details-accelerated.md,
+#: "Availability"). The VPC API gives an account's mapping: ``GET /regions/{region}/zones/{zone}``
+#: returns the zone's ``universal_name`` (``scripts/preflight.py`` asks it).
+UNIVERSAL_ZONES: dict[str, tuple[str, ...]] = {
+    "gx3d-160x1792x8h100": (
+        "us-south-dal10-a", "us-east-wdc06-a", "us-east-wdc07-a", "ca-tor-tor05-a", "br-sao-sao01-a",
+        "eu-de-fra04-a", "eu-gb-lon05-a", "eu-es-mad05-a", "au-syd-syd04-a", "jp-tok-tok05-a",
+    ),
+    "gx3d-160x1792x8h200": (
+        "us-east-wdc06-a", "us-east-wdc07-a", "ca-tor-tor05-a", "eu-de-fra04-a", "eu-gb-lon05-a",
+        "au-syd-syd05-a", "in-che-che02-a",
+    ),
+}  # fmt: skip
+
+
+def _regions(zones: tuple[str, ...]) -> list[str]:
+    return sorted({z.rsplit("-", 1)[0] for z in zones})
+
+
 def placement_problems(profile: str, region: str, zone: str) -> list[str]:
-    """Why ``profile`` cannot be created in ``zone`` of ``region``; each line says what to fix."""
+    """Why ``profile`` cannot be created in ``zone`` of ``region``; each line says what to fix.
+
+    Only what IBM publishes for every account is refused: an unknown profile, or a region that
+    offers the profile in none of its zones. Which *zone* of the region offers it depends on the
+    account (see :func:`placement_warnings`).
+    """
     if profile not in PROFILES:
         return [f"gpu_profile: '{profile}' is not a VPC GPU profile; use one of {', '.join(PROFILES)}."]
     zones = zones_offering(profile)
-    if zone in zones:
+    if zone in zones or any(z.startswith(f"{region}-") for z in zones):
         return []
-    same_region = [z for z in zones if z.startswith(f"{region}-")]
     here = [p for p in PROFILES if zone in zones_offering(p)]
-    if same_region:
-        hint = f"use zone {' or '.join(same_region)}"
-    else:
-        regions = sorted({z.rsplit("-", 1)[0] for z in zones})
-        hint = f"it is offered in region(s) {', '.join(regions)} only"
     alternatives = f"; zone '{zone}' offers {', '.join(here)}" if here else ""
     return [
         f"gpu_profile: '{profile}' is not offered in zone '{zone}' (IBM's profile table as of "
-        f"{AS_OF}): {hint}{alternatives}."
+        f"{AS_OF}): it is offered in region(s) {', '.join(_regions(zones))} only{alternatives}."
+    ]
+
+
+def placement_warnings(profile: str, region: str, zone: str) -> list[str]:
+    """Doubts about ``zone`` that IBM's tables cannot settle for every account; each names its source."""
+    spec = PROFILES.get(profile)
+    zones = zones_offering(profile)
+    same_region = [z for z in zones if z.startswith(f"{region}-")]
+    if spec is None or zone in zones or not same_region:
+        return []
+    if profile in UNIVERSAL_ZONES:
+        universal = ", ".join(z for z in UNIVERSAL_ZONES[profile] if z.startswith(f"{region}-"))
+        source = (
+            f"IBM lists it by universal zone ({universal}; {SOURCES['regions'].split(' ')[0]}), and "
+            "each account maps its zone names onto those differently"
+        )
+    elif spec["zones_source"] == "v100":
+        source = f"IBM publishes no zone list for V100 profiles (the table's zones: {SOURCES['v100']})"
+    else:
+        source = f"IBM lists regions only ({SOURCES['regions']})"
+    return [
+        f"gpu_profile: '{profile}' may not be offered in zone '{zone}': the project's table (as of "
+        f"{AS_OF}) lists {', '.join(same_region)} in {region}, but {source}. Confirm with "
+        "'make preflight' (it asks the VPC API for the zone's universal name) or the zone mapping on "
+        "the console's VPC Infrastructure Overview page; a zone that does not offer the profile fails "
+        "the apply before any server exists."
     ]
 
 

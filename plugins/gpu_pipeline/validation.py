@@ -11,6 +11,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from gpu_pipeline.cost import budget_problem
+from gpu_pipeline.gpu_profiles import placement_warnings
 from gpu_pipeline.run_plan import InvalidRunParameters, RunPlan, build_run_plan, secure_variable_refs
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ def plan_run(
     except InvalidRunParameters as err:
         problems.extend(str(err).splitlines())
         plan = None
+    # Zones only the account's own zone mapping can settle: warn, name the source and how to confirm.
+    for warning in placement_warnings(params["gpu_profile"], params["region"], params["zone"]):
+        log.warning("%s", warning)
     # The budget gate: the worst case is priced before anything exists (see gpu_pipeline/cost.py).
     over_budget = budget_problem(params)
     if over_budget:

@@ -436,6 +436,11 @@ def test_runs_in_parallel_threads(engine, inventory):
 # -- variables -----------------------------------------------------------------------------------
 
 
+def test_a_zone_of_a_region_that_offers_the_profile_passes_the_variables(engine, inventory):
+    """Zone names map to IBM's physical zones per account: only the region is checked here."""
+    engine.plan(make_run(gpu_profile="gx3d-160x1792x8h100", zone="us-south-2"))
+
+
 @pytest.mark.parametrize(
     ("overrides", "variable"),
     [
@@ -445,6 +450,7 @@ def test_runs_in_parallel_threads(engine, inventory):
         ({"vm_count": "two"}, "vm_count"),
         ({"gpu_profile": "bx2-2x8"}, "gpu_profile"),
         ({"gpu_profile": "gp2-24x224x2"}, "gpu_profile"),
+        ({"gpu_profile": "gx3d-160x1792x8h200"}, "gpu_profile"),  # no H200 in us-south at all
         ({"run_id": "Bad_Run"}, "run_id"),
         ({"run_ttl": "tomorrow"}, "run_ttl"),
         ({"run_ttl": "2026-12-01 17:03:00"}, "run_ttl"),

@@ -138,8 +138,8 @@ def test_cross_field_problems_name_the_parameter(overrides, named):
 @pytest.mark.parametrize(
     ("profile", "region", "zone", "fix"),
     [
-        # H200 is offered in us-east-2/3 only (IBM's table); us-east-1 gets the zones to use.
-        ("gx3d-160x1792x8h200", "us-east", "us-east-1", "use zone us-east-2 or us-east-3"),
+        # no H200 in Dallas at all (IBM's region list): the message names the regions that have it
+        ("gx3d-160x1792x8h200", "us-south", "us-south-1", "region(s) au-syd, ca-tor, eu-de, eu-gb"),
         # no A100 in Dallas at all: the message names the regions that have it
         ("gx3d-24x120x1a100p", "us-south", "us-south-1", "region(s) eu-de, eu-gb, jp-tok, us-east"),
     ],
@@ -151,6 +151,20 @@ def test_a_profile_the_zone_does_not_offer_is_refused_naming_what_to_use(profile
     assert message.startswith(f"gpu_profile: '{profile}' is not offered in zone '{zone}'")
     assert fix in message
     assert "gx3-16x80x1l4" in message  # what the zone does offer
+
+
+def test_a_zone_only_an_accounts_mapping_can_settle_warns_instead(caplog):
+    """H200 is in us-east (IBM lists universal zones); whether us-east-1 is one depends on the account."""
+    from gpu_pipeline.gpu_profiles import placement_warnings
+
+    check_params(defaults(gpu_profile="gx3d-160x1792x8h200", region="us-east", zone="us-east-1"))
+    [warning] = placement_warnings("gx3d-160x1792x8h200", "us-east", "us-east-1")
+    assert warning.startswith("gpu_profile: 'gx3d-160x1792x8h200' may not be offered in zone 'us-east-1'")
+    assert "us-east-wdc06-a" in warning and "vsi-profile-details-accelerated.md" in warning
+    assert "make preflight" in warning
+    [v100] = placement_warnings("gx2-8x64x1v100", "us-south", "us-south-9")
+    assert "IBM publishes no zone list for V100" in v100
+    assert placement_warnings("gx3d-160x1792x8h200", "us-east", "us-east-2") == []
 
 
 def test_the_valid_twins_pass():
