@@ -3,6 +3,14 @@
 Prices come from ``prices.py`` next to this module (one dated, editable table). The model is
 deliberately simple and says so in every result: list prices, no discounts, no taxes, no data
 transfer or COS charges; a server bills from when it exists until it is deleted.
+
+A *stopped* server is cheaper, not free (ibm-cloud-docs/vpc ``suspend-billing.md``, lastupdated
+2026-03-18, "Billing details"): vCPU, RAM, GPU and instance storage stop billing; floating IPs and
+VPC storage (the boot volume) keep billing. The page says so for an instance stopped "by using the
+IBM Cloud console, CLI, or API"; it does not say whether a server that powers itself off from its
+operating system (what ``workload/bootstrap.sh`` does at the deadline) counts, and its 2020 version
+said that one does not. So the worst case (the budget gate) prices every server running for the
+whole TTL, and :func:`run_cost` prices a stop only when it is given one (``servers_stopped``).
 """
 
 from __future__ import annotations
@@ -45,6 +53,12 @@ class HourlyRate:
     @property
     def total(self) -> float:
         return self.servers + self.boot_volumes + self.public_gateway + self.floating_ips
+
+    @property
+    def stopped(self) -> float:
+        """USD per hour while the servers are stopped: the profile's price (vCPU, RAM, GPU, instance
+        storage) stops, boot volumes, floating IPs and the gateway go on (suspend-billing.md)."""
+        return self.boot_volumes + self.public_gateway + self.floating_ips
 
 
 def hourly_rate(profile: str, vm_count: int, *, debug_mode: bool = False) -> HourlyRate:
@@ -141,27 +155,40 @@ def run_cost(
     servers_up: Any,
     work_ended: Any,
     servers_down: Any,
+    servers_stopped: Any = None,
 ) -> RunCost | None:
     """The estimated actual cost: servers' lifetime (end of apply to end of destroy) x hourly rate.
 
     ``work_ended`` (the last marker the servers wrote, or the destroy's start) splits the lifetime:
-    what follows it is teardown latency. None when the servers never came up or never went down.
+    what follows it is teardown latency. ``servers_stopped`` (when the VPC API showed every server
+    stopped, if it did) prices the rest of the lifetime at the stopped rate (:attr:`HourlyRate.stopped`).
+    None when the servers never came up or never went down.
     """
     up, down = _parse(servers_up), _parse(servers_down)
     if up is None or down is None or down < up:
         return None
     end_of_work = _parse(work_ended) or down
     end_of_work = min(max(end_of_work, up), down)
-    rate = hourly_rate(profile, vm_count, debug_mode=debug_mode).total
+    stopped = _parse(servers_stopped)
+    stopped = down if stopped is None else min(max(stopped, up), down)
+    hourly = hourly_rate(profile, vm_count, debug_mode=debug_mode)
+    rate = hourly.total
     lifetime = (down - up).total_seconds()
     teardown = (down - end_of_work).total_seconds()
-    usd = rate * lifetime / 3600
+
+    def cost(start: datetime, end: datetime) -> float:
+        """USD between ``start`` and ``end``: running until ``stopped``, the stopped rate after."""
+        running = max(0.0, (min(end, stopped) - start).total_seconds())
+        idle = max(0.0, (end - max(start, stopped)).total_seconds())
+        return (rate * running + hourly.stopped * idle) / 3600
+
+    usd = cost(up, down)
     return RunCost(
         usd=round(usd, 4),
         hourly_usd=round(rate, 4),
         lifetime_s=round(lifetime, 1),
         teardown_s=round(teardown, 1),
-        teardown_usd=round(rate * teardown / 3600, 4),
+        teardown_usd=round(cost(end_of_work, down), 4),
         teardown_share=round(teardown / lifetime, 3) if lifetime > 0 else 0.0,
         servers_up=up.isoformat(),
         servers_down=down.isoformat(),

@@ -81,3 +81,24 @@ def test_run_cost_prices_the_servers_lifetime_and_the_teardown_share():
         )
         is None
     )
+
+
+def test_a_stopped_server_bills_its_boot_volume_and_network_not_its_profile():
+    """suspend-billing.md: vCPU, RAM, GPU, instance storage stop; volumes and floating IPs go on."""
+    rate = hourly_rate("gx3d-160x1792x8h100", 1, debug_mode=True)
+    assert rate.stopped == pytest.approx(rate.boot_volumes + rate.public_gateway + rate.floating_ips)
+    assert 0 < rate.stopped < rate.total - rate.servers + 1e-9
+    cost = run_cost(
+        profile="gx3d-160x1792x8h100",
+        vm_count=1,
+        debug_mode=True,
+        servers_up="2026-12-02T10:00:00Z",
+        work_ended="2026-12-02T10:30:00Z",
+        servers_stopped="2026-12-02T10:30:00Z",  # powered off at the end of its work
+        servers_down="2026-12-02T11:00:00Z",
+    )
+    assert cost.usd == pytest.approx(rate.total / 2 + rate.stopped / 2, abs=1e-4)
+    assert cost.teardown_usd == pytest.approx(rate.stopped / 2, abs=1e-4)
+    # the budget gate stays conservative: every server runs for the whole TTL
+    worst = worst_case(defaults(gpu_profile="gx3d-160x1792x8h100", max_runtime_minutes=60))
+    assert worst.rate.total == pytest.approx(hourly_rate("gx3d-160x1792x8h100", 1).total)
