@@ -2,8 +2,9 @@
 
 Starts the IBM Cloud sandbox (this process) and Airflow's api-server, scheduler (LocalExecutor on
 SQLite), dag-processor and triggerer (scripts/local_airflow.py), with the connections
-``ibm_cloud_default`` and ``ibm_cos_default`` pointing at the sandbox. Prints the UI's URL and
-login; Ctrl-C stops everything, including any training job a run started.
+``ibm_cloud_default`` and ``ibm_cos_default`` pointing at the sandbox, stored in the metadata DB
+(Admin > Connections lists them). Prints the UI's URL and login; Ctrl-C stops everything,
+including any training job a run started.
 
     python -m scripts.airflow_ui [--port 8080] [--home .airflow/ui]
 
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\n  Airflow UI: {af.base_url}/dags/{DAG_ID}\n"
             f"  login:      {USER} / {password}\n"
+            f"  connections: {', '.join(sorted(c.removeprefix('AIRFLOW_CONN_').lower() for c in af.connections))}"
+            " (Admin > Connections), pointing at the sandbox\n"
             f"  logs:       {af.log_dir}\n"
             f"  sandbox:    {box.endpoints_file}\n\n"
             "Press Trigger to start a run. Ctrl-C stops everything.",

@@ -233,10 +233,24 @@ def run_once(conf: dict[str, Any], dag_id: str = DAG_ID) -> dict[str, Any]:
             "dag_run_state": str(dr.state),
             "run_id": dr.run_id,
             "tasks": tasks,
+            "asset_events": _asset_events(session, dag_id, dr.run_id),
             "plan": xcom("validate"),
             "report": xcom(REPORT_TASKS.get(dag_id, "report")),
             "duration_s": round(time.monotonic() - started, 2),
         }
+
+
+def _asset_events(session: Any, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The asset events the run emitted: the asset's name and the event's extra."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
+
+    rows = session.execute(
+        select(AssetModel.name, AssetEvent.extra)
+        .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+        .where(AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run_id)
+    ).all()
+    return [{"asset": name, "extra": extra} for name, extra in rows]
 
 
 def main() -> int:

@@ -18,7 +18,6 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from gpu_pipeline.params import MAX_KEEP_ON_FAILURE_MINUTES
 
-FAILED_STATES = {"failed", "upstream_failed"}
 APPROVE, REJECT = "Approve", "Reject"
 DESTROY_NOW = "Destroy now"
 
@@ -89,7 +88,7 @@ class HoldOnFailureOperator(HITLOperator):
     above 0; otherwise it passes at once. The options are "Destroy now" and "Keep for N minutes";
     without an answer within ``decision_minutes`` the servers are destroyed.
 
-    :param watched_task_ids: the work tasks whose failure starts the question.
+    :param watched_task_ids: the tasks whose failure leaves servers up (the apply, the wait).
     :param minutes: how long "Keep" holds (templated), at most ``MAX_KEEP_ON_FAILURE_MINUTES``.
     :param decision_minutes: how long the question waits for an answer (templated).
     """
@@ -130,7 +129,8 @@ class HoldOnFailureOperator(HITLOperator):
         states = ti.get_task_states(
             dag_id=ti.dag_id, task_ids=self.watched_task_ids, run_ids=[ti.run_id]
         ).get(ti.run_id, {})
-        failed = sorted(task_id for task_id, state in states.items() if state in FAILED_STATES)
+        # "failed", not "upstream_failed": an apply that never ran created no server.
+        failed = sorted(task_id for task_id, state in states.items() if state == "failed")
         if not failed:
             return None
         decision = int(self.decision_minutes)

@@ -170,9 +170,10 @@ def ibm_gpu_training(
             server_check_interval=server_check_interval,
         )
         # Runs only after a failure: on success the scheduler skips it, and destroy starts at once.
+        # It asks only when servers may exist: the apply or the wait failed.
         hold = HoldOnFailureOperator(
             task_id="hold_on_failure",
-            watched_task_ids=ids.work,
+            watched_task_ids=[ids["apply"], ids["wait_for_output"]],
             minutes="{{ params.keep_on_failure_minutes }}",
             decision_minutes="{{ params.hold_decision_minutes }}",
             notifiers=list(notifiers),

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from gpu_pipeline.cost import budget_problem
 from gpu_pipeline.gpu_profiles import placement_warnings
+from gpu_pipeline.quotas import quota_problems
 from gpu_pipeline.run_plan import InvalidRunParameters, RunPlan, build_run_plan, secure_variable_refs
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ def plan_run(
     # Zones only the account's own zone mapping can settle: warn, name the source and how to confirm.
     for warning in placement_warnings(params["gpu_profile"], params["region"], params["zone"]):
         log.warning("%s", warning)
+    # The region's quotas: a run over one can never be created, whatever it may cost (quotas.py).
+    problems.extend(quota_problems(params))
     # The budget gate: the worst case is priced before anything exists (see gpu_pipeline/cost.py).
     over_budget = budget_problem(params)
     if over_budget:

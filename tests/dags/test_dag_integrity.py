@@ -107,7 +107,7 @@ def test_the_example_dag_uses_the_training_group_as_one_step(dagbag):
     create = dag.get_task("train.create_workspace")
     templates = " ".join(str(getattr(create, field)) for field in create.template_fields)
     assert "task_ids='train.validate'" in templates and "task_ids='validate'" not in templates
-    assert dag.get_task("train.hold_on_failure").watched_task_ids[0] == "train.validate"
+    assert dag.get_task("train.hold_on_failure").watched_task_ids == ["train.apply", "train.wait_for_output"]
 
 
 def test_the_training_group_refuses_a_dag_without_its_parameters():

@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-WORK = ("validate", "create_workspace", "plan", "apply", "wait_for_output")
+WORK = ("validate", "approve", "create_workspace", "plan", "apply", "wait_for_output")
 
 
 def object_keys(sandbox, bucket: str, prefix: str) -> set[str]:
@@ -53,7 +53,7 @@ def test_happy_path_trains_reports_and_destroys_everything(sandbox, run_pipeline
     assert result["dag_run_state"] == "success", result["failures"]
     tasks = result["tasks"]
     assert all(tasks[t] == "success" for t in WORK), tasks
-    assert tasks["run_verdict"] == "skipped"
+    assert tasks["run_verdict"] == "success"
     assert_cleanup_ran(result)
     assert_nothing_left(sandbox)
 
@@ -77,6 +77,15 @@ def test_happy_path_trains_reports_and_destroys_everything(sandbox, run_pipeline
     assert all(report["phases_s"][p] is not None for p in ("plan", "apply", "train", "destroy"))
     # One workspace was created and it is gone again.
     assert workspace_creates(sandbox) == 1
+
+    # The verdict announced the model: one event on the model asset, saying where it is and how good.
+    (event,) = result["asset_events"]
+    assert event["asset"] == "ibm_gpu_workload.model"
+    extra = event["extra"]
+    assert extra["model_uri"] == f"cos://{plan['bucket']}/{plan['prefix']}vm-0/model.keras"
+    assert extra["metrics"]["test_accuracy"] == report["metrics"]["vm-0"]["test_accuracy"]
+    assert extra["cost"] == report["cost"] and extra["run_id"] == result["run_id"]
+    assert f"vm-0/{extra['model_key'].rsplit('/', 1)[-1]}" in keys
 
 
 @pytest.mark.parametrize(
