@@ -94,11 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     password = secrets.token_urlsafe(9)
     print("starting the sandbox and Airflow (about a minute) ...", flush=True)
     with local_airflow_ui(args.home.resolve(), port=args.port, login=(USER, password)) as (box, af):
+        connections = ", ".join(sorted(name.removeprefix("AIRFLOW_CONN_").lower() for name in af.connections))
         print(
             f"\n  Airflow UI: {af.base_url}/dags/{DAG_ID}\n"
             f"  login:      {USER} / {password}\n"
-            f"  connections: {', '.join(sorted(c.removeprefix('AIRFLOW_CONN_').lower() for c in af.connections))}"
-            " (Admin > Connections), pointing at the sandbox\n"
+            f"  connections: {connections} (Admin > Connections), pointing at the sandbox\n"
             f"  logs:       {af.log_dir}\n"
             f"  sandbox:    {box.endpoints_file}\n\n"
             "Press Trigger to start a run. Ctrl-C stops everything.",

@@ -227,6 +227,8 @@ class CeleryCluster(AirflowCluster):
             "AIRFLOW__CORE__FERNET_KEY": _fernet_key(),
             "IBM_CLOUD_AIRFLOW_BUDGET_DIR": str(home / "budget"),
             "PATH": os.pathsep.join([str(Path(python).parent), os.environ.get("PATH", "")]),
+            # as the compose file's .env gives them: AIRFLOW_CONN_* variables
+            **(connections or {}),
             **(extra_env or {}),
         }
         env = {k: v for k, v in self.env.items() if not k.startswith("AIRFLOW__CORE__SIMPLE_AUTH")}

@@ -115,7 +115,10 @@ class AirflowCluster:
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
             **(default_env or {}),
         }
-        self.env = airflow_env(home, connections or {}, defaults=defaults, owned=self.owned)
+        # Connections go into the metadata DB at start (Admin > Connections lists them, the UI can
+        # edit them); as environment variables they would be invisible there and shadow any edit.
+        self.connections = dict(connections or {})
+        self.env = airflow_env(home, {}, defaults=defaults, owned=self.owned)
         self.procs: dict[str, subprocess.Popen] = {}
         self._token: str | None = None
         self._http = httpx.Client(base_url=self.base_url, timeout=30.0)
@@ -141,6 +144,7 @@ class AirflowCluster:
         if self.login:
             user, password = self.login
             (self.home / "passwords.json").write_text(json.dumps({user: password}))
+        store_connections(sys.executable, self.env, self.connections, self.home)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for component in self.components:
             args = [component] if component != "api-server" else [component, "--port", str(self.port)]
@@ -236,6 +240,53 @@ class AirflowCluster:
         params: list[tuple[str, Any]] = [("limit", 1000)] + [("state", s) for s in states]
         data = self.api("GET", f"/dags/{dag_id}/dagRuns/~/taskInstances", params=params)
         return data.get("task_instances") or []
+
+
+def store_connections(python: str, env: dict[str, str], connections: dict[str, str], home: Path) -> list[str]:
+    """Put ``connections`` (``AIRFLOW_CONN_<ID>``: JSON or a URI) into the metadata DB of ``env``.
+
+    ``airflow connections import --overwrite``, as an operator would: the same connections again
+    at each start. The file it reads is the owner's alone and removed at once; no value is printed.
+    Returns the connection ids.
+    """
+    entries: dict[str, Any] = {}
+    for name, value in connections.items():
+        conn: Any = json.loads(value) if value.lstrip().startswith("{") else value
+        if isinstance(conn, dict) and isinstance(conn.get("extra"), dict):
+            conn = {**conn, "extra": json.dumps(conn["extra"])}
+        entries[name.removeprefix("AIRFLOW_CONN_").lower()] = conn
+    if not entries:
+        return []
+    path = home / "connections.json"
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        json.dump(entries, file)
+    try:
+        result = subprocess.run(
+            [python, "-m", "airflow", "connections", "import", "--overwrite", str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        path.unlink(missing_ok=True)
+    if result.returncode != 0:
+        said = result.stderr[-1500:]
+        for secret in _secret_values(entries.values()):
+            said = said.replace(secret, "***")
+        raise ClusterError(f"storing the connections {sorted(entries)} failed ({result.returncode}): {said}")
+    return sorted(entries)
+
+
+def _secret_values(connections: Any) -> list[str]:
+    """Whatever of the connections an error message must not show: logins, passwords, URIs."""
+    values: list[str] = []
+    for conn in connections:
+        if isinstance(conn, str):
+            values.append(conn)
+        else:
+            values.extend(str(conn[k]) for k in ("login", "password") if conn.get(k))
+    return values
 
 
 def _kill_session(sid: int) -> None:
