@@ -35,6 +35,7 @@ from ibm_cloud_airflow.operators.schematics import (
     SchematicsPlanOperator,
 )
 from ibm_cloud_airflow.sensors.cos import CosKeySensor
+from ibm_cloud_airflow.utils.triggerer import can_end_from_trigger
 
 # The group's tasks, in order; the first five are its work: any failure among them fails the run.
 WORK_TASKS = ("validate", "approve", "create_workspace", "plan", "apply", "wait_for_output")
@@ -100,7 +101,7 @@ def ibm_gpu_training(
             "params=gpu_pipeline.params.training_params(...) (or a superset) on the DAG."
         )
     if end_from_trigger is None:
-        end_from_trigger = _triggerer_endings_allowed()
+        end_from_trigger = can_end_from_trigger()
     asset = model_asset if model_asset is not None else _default_asset(dag.dag_id)
     workload_dir, terraform_dir = Path(workload_dir), Path(terraform_dir)
 
@@ -248,9 +249,3 @@ def _default_asset(dag_id: str) -> Asset:
     from gpu_pipeline.model_asset import model_asset
 
     return model_asset(dag_id)
-
-
-def _triggerer_endings_allowed() -> bool:
-    from airflow.sdk import conf
-
-    return conf.getboolean("ibm_cloud", "end_from_trigger", fallback=True)
