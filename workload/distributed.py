@@ -10,6 +10,10 @@ Training is a custom loop rather than ``model.fit``: Keras 3's ``fit`` cannot re
 under a multi-worker strategy (it calls ``strategy.reduce(..., axis=0)`` on scalars), so each step
 runs under ``strategy.run`` and sums loss and correct predictions across replicas itself.
 
+Checkpoints (``checkpoints.py``): the chief alone saves them, to its own ``vm-0/checkpoints/``;
+at the start every worker restores the same one: the chief picks the newest valid checkpoint, an
+all-reduce tells every worker its epoch, and each worker loads that epoch's checkpoint.
+
 Every collective carries ``COLLECTIVE_TIMEOUT_S``: when a server dies, its peers' next gradient
 exchange fails (at once when the connection is refused or reset, at the latest after the timeout),
 ``train.py`` writes ``_FAILED`` with the reason, and the process exits instead of hanging.
@@ -120,6 +124,18 @@ def local_eval(model: Any, x: Any, y: Any, batch: int) -> tuple[float, float]:
     return float(np.concatenate(losses).mean()), correct / len(x)
 
 
+def agree_on_epoch(tf: Any, strategy: Any, epoch: int, is_chief: bool) -> int:
+    """The chief's ``epoch``, on every worker (one all-reduce: MAX of the chief's value and -1s)."""
+    value = float(epoch if is_chief else -1)
+
+    @tf.function
+    def chief_value() -> Any:
+        per_replica = strategy.run(lambda: tf.constant(value))
+        return strategy.reduce("MAX", per_replica, axis=None)
+
+    return int(chief_value())
+
+
 def fit_multi_worker(
     *,
     tf: Any,
@@ -137,6 +153,7 @@ def fit_multi_worker(
     workers: int,
     is_chief: bool,
     on_epoch_end: Any,
+    resume: Any = None,
 ) -> dict[str, Any]:
     """Train ``build_model()`` over the cluster; the same weights end up on every worker.
 
@@ -145,7 +162,14 @@ def fit_multi_worker(
     the number of replicas in the whole cluster. Every worker runs the same number of steps per
     epoch (``len(x_fit) // global_batch``) so no collective waits for a worker that ran dry.
     Validation runs on the chief only, locally. Returns the history and the throughput figures.
+
+    ``resume(model, optimizer)`` (checkpoints enabled) restores the same checkpoint on every
+    worker and returns ``(epoch, history)``; training then continues at that epoch, with the data
+    order an uninterrupted run would have had. ``on_epoch_end(epoch, logs, model, optimizer,
+    history)`` runs after every epoch (progress, the chief's checkpoints).
     """
+    from checkpoints import epoch_index_batches
+
     replicas = strategy.num_replicas_in_sync
     global_batch = per_replica_batch * replicas
     steps = len(x_fit) // global_batch
@@ -154,18 +178,32 @@ def fit_multi_worker(
             f"the training set ({len(x_fit)} examples) is smaller than one global batch "
             f"({per_replica_batch} per replica x {replicas} replicas = {global_batch}); lower batch_size"
         )
-    x_fit = x_fit.astype("float32")
+    x_fit_t, y_fit_t = tf.constant(x_fit.astype("float32")), tf.constant(y_fit)
 
-    def dataset_fn(ctx: Any) -> Any:
-        ds = tf.data.Dataset.from_tensor_slices((x_fit, y_fit))
-        ds = ds.shard(ctx.num_input_pipelines, ctx.input_pipeline_id)
-        ds = ds.shuffle(len(x_fit), seed=seed, reshuffle_each_iteration=True).repeat()
-        return ds.batch(ctx.get_per_replica_batch_size(global_batch), drop_remainder=True).prefetch(2)
-
-    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     with strategy.scope():
         model = build_model()
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        if resume is not None:  # a restore assigns the optimizer's variables: create them now
+            optimizer.build(model.trainable_variables)
+    start_epoch, history = resume(model, optimizer) if resume is not None else (0, {})
+    history = {k: list(v) for k, v in history.items()}
+
+    def dataset_fn(ctx: Any) -> Any:
+        # This worker's shard of the examples, in the order of (seed, epoch): see checkpoints.py.
+        shard = list(range(ctx.input_pipeline_id, len(x_fit), ctx.num_input_pipelines))
+        ds = epoch_index_batches(
+            tf,
+            shard,
+            seed,
+            start_epoch,
+            epochs,
+            ctx.get_per_replica_batch_size(global_batch),
+            steps=steps,
+            drop_remainder=True,
+        )
+        return ds.map(lambda idx: (tf.gather(x_fit_t, idx), tf.gather(y_fit_t, idx))).prefetch(2)
+
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     per_example = keras.losses.SparseCategoricalCrossentropy(reduction=None)
 
     @tf.function
@@ -182,9 +220,10 @@ def fit_multi_worker(
         loss, correct = strategy.run(step, args=next(it))
         return strategy.reduce("SUM", loss, axis=None), strategy.reduce("SUM", correct, axis=None)
 
-    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
+    history.setdefault("loss", [])
+    history.setdefault("accuracy", [])
     train_seconds = 0.0
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
         started = time.monotonic()
         loss_sum, correct_sum = 0.0, 0.0
         for _ in range(steps):
@@ -197,9 +236,9 @@ def fit_multi_worker(
             logs["val_loss"], logs["val_accuracy"] = local_eval(model, x_val, y_val, global_batch)
         for key, value in logs.items():
             history.setdefault(key, []).append(float(value))
-        on_epoch_end(epoch, logs)
+        on_epoch_end(epoch, logs, model, optimizer, history)
 
-    examples = steps * global_batch * epochs
+    examples = steps * global_batch * (epochs - start_epoch)
     total_eps = examples / train_seconds if train_seconds > 0 else 0.0
     return {
         "model": model,
@@ -213,4 +252,5 @@ def fit_multi_worker(
             "per_worker": round(total_eps / workers, 2),
         },
         "train_seconds": round(train_seconds, 3),
+        "resumed_from_epoch": start_epoch,
     }

@@ -27,6 +27,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import shutil
@@ -40,6 +41,8 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from checkpoints import Checkpoint, Checkpoints, checkpoint_folder, epoch_index_batches
 
 LOG = logging.getLogger("gpu_workload.train")
 
@@ -92,6 +95,8 @@ class Params:
     seed: int = 42
     validation_split: float = 0.1
     test_fraction: float = 0.2
+    # 0 disables checkpoints (docs/workload.md, "Checkpoints")
+    checkpoint_every_epochs: int = 1
     cos_endpoint: str = ""
     cos_bucket: str = ""
     cos_output_prefix: str = ""
@@ -157,6 +162,13 @@ def parse_args(argv: list[str] | None = None) -> Params:
         type=float,
         default=float(_env("TEST_FRACTION", str(d.test_fraction))),
         help="held-out share when the dataset has no test split",
+    )
+    p.add_argument(
+        "--checkpoint-every-epochs",
+        type=int,
+        default=int(_env("CHECKPOINT_EVERY_EPOCHS", str(d.checkpoint_every_epochs))),
+        help="save a checkpoint to COS every N epochs and resume from the latest valid one; "
+        "0 disables both (env CHECKPOINT_EVERY_EPOCHS)",
     )
     p.add_argument("--cos-endpoint", default=_env("COS_ENDPOINT"))
     p.add_argument("--cos-bucket", default=_env("COS_BUCKET"))
@@ -225,6 +237,8 @@ def parse_args(argv: list[str] | None = None) -> Params:
         )
     if params.cos_auth == "hmac" and not (params.hmac_access_key_id and params.hmac_secret_access_key):
         p.error("COS_AUTH=hmac needs COS_HMAC_ACCESS_KEY_ID and COS_HMAC_SECRET_ACCESS_KEY in the env")
+    if params.checkpoint_every_epochs < 0:
+        p.error("--checkpoint-every-epochs must be 0 (off) or more")
     if params.multipart_chunksize < 5 * MiB:
         p.error("--multipart-chunksize must be at least 5 MiB (S3 minimum part size)")
     if params.distribution == "multi_worker":
@@ -309,35 +323,54 @@ class CosWriter:
         self.seq += 1
         return {"seq": str(self.seq), "written-at": utcnow()}
 
-    def _record(self, name: str, meta: dict[str, str]) -> dict[str, Any]:
-        entry = {"key": self.key(name), "seq": int(meta["seq"]), "written_at": meta["written-at"]}
+    def _record(self, key: str, meta: dict[str, str]) -> dict[str, Any]:
+        entry = {"key": key, "seq": int(meta["seq"]), "written_at": meta["written-at"]}
         self.writes.append(entry)
         return entry
 
     def put_bytes(self, name: str, body: bytes, content_type: str) -> dict[str, Any]:
+        return self.put_bytes_at(self.key(name), body, content_type)
+
+    def put_bytes_at(self, key: str, body: bytes, content_type: str) -> dict[str, Any]:
         meta = self._meta()
         self.client.put_object(
-            Bucket=self.bucket, Key=self.key(name), Body=body, ContentType=content_type, Metadata=meta
+            Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, Metadata=meta
         )
-        return self._record(name, meta)
+        return self._record(key, meta)
 
     def put_json(self, name: str, obj: Any) -> dict[str, Any]:
-        return self.put_bytes(name, json.dumps(obj, indent=2, sort_keys=True).encode(), "application/json")
+        return self.put_json_at(self.key(name), obj)
+
+    def put_json_at(self, key: str, obj: Any) -> dict[str, Any]:
+        return self.put_bytes_at(key, json.dumps(obj, indent=2, sort_keys=True).encode(), "application/json")
 
     def upload_file(self, name: str, path: Path, content_type: str) -> dict[str, Any]:
+        return self.upload_file_at(self.key(name), path, content_type)
+
+    def upload_file_at(self, key: str, path: Path, content_type: str) -> dict[str, Any]:
         """Upload a local file; files above the multipart threshold go up in parts."""
         meta = self._meta()
         self.client.upload_file(
             str(path),
             self.bucket,
-            self.key(name),
+            key,
             ExtraArgs={"ContentType": content_type, "Metadata": meta},
             Config=self.transfer,
         )
-        return self._record(name, meta)
+        return self._record(key, meta)
 
     def download(self, key: str, path: Path) -> None:
         self.client.download_file(self.bucket, key, str(path), Config=self.transfer)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """The object's body, or None when there is no such object (a GET: Object Reader suffices)."""
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
 
     def reset(self, epochs: int) -> None:
         """Announce a (re-)run: a fresh ``progress.json`` (epoch 0) tells a stall detector it is alive.
@@ -560,15 +593,27 @@ def write_progress(
 
 
 def make_progress_callback(
-    keras, cos: CosWriter, epochs: int, started: float, index: int = 0, count: int = 1
+    keras,
+    cos: CosWriter,
+    epochs: int,
+    started: float,
+    index: int = 0,
+    count: int = 1,
+    checkpoints: Checkpoints | None = None,
+    history: dict[str, list[float]] | None = None,
 ):
     params_index, params_count = index, count
+    history = {} if history is None else history
 
     class CosProgress(keras.callbacks.Callback):
-        """Overwrites progress.json after every epoch; applies the sandbox's fault hooks."""
+        """Overwrites progress.json after every epoch, keeps the whole history (the epochs of an
+        earlier attempt included), saves the checkpoints that are due; applies the sandbox's fault
+        hooks last (a checkpoint due at epoch 1 is in COS before a fault fires)."""
 
         def on_epoch_end(self, epoch, logs=None):
             metrics = {k: float(v) for k, v in (logs or {}).items()}
+            for key, value in metrics.items():
+                history.setdefault(key, []).append(value)
             cos.put_json(
                 PROGRESS,
                 {
@@ -587,6 +632,8 @@ def make_progress_callback(
                 epochs,
                 " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
             )
+            if checkpoints is not None and checkpoints.due(epoch + 1):
+                checkpoints.save(epoch + 1, self.model, self.model.optimizer, history)
             fault = _fault()
             _maybe_die(fault, params_index, params_count)
             if fault == "fail":
@@ -714,16 +761,19 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
-    def pipeline(x, y, shuffle: bool):
+    def pipeline(x, y):
         ds = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=params.seed, reshuffle_each_iteration=True)
         return ds.batch(global_batch).prefetch(autotune).with_options(options)
 
-    train_ds = pipeline(x_fit, y_fit, shuffle=True)
-    val_ds = pipeline(x_train[:n_val], y_train[:n_val], shuffle=False) if n_val else None
-    test_ds = pipeline(data.x_test, data.y_test, shuffle=False)
+    val_ds = pipeline(x_train[:n_val], y_train[:n_val]) if n_val else None
+    test_ds = pipeline(data.x_test, data.y_test)
 
+    checkpoints = Checkpoints(
+        cos,
+        checkpoint_folder(params.cos_output_prefix, params.distribution, params.instance_index),
+        params.checkpoint_every_epochs,
+        work_dir,
+    )
     with strategy.scope():
         model = build_model(keras, tuple(x_train.shape[1:]), num_classes, data.scale)
         model.compile(
@@ -731,27 +781,53 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=["accuracy"],
         )
-    fit_started = time.monotonic()
-    fit = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=params.epochs,
-        verbose=2,
-        shuffle=False,  # tf.data shuffles
-        callbacks=[
-            make_progress_callback(
-                keras, cos, params.epochs, started, params.instance_index, params.instance_count
-            )
-        ],
+        if checkpoints.enabled:  # a restore assigns the optimizer's variables: create them now
+            model.optimizer.build(model.trainable_variables)
+    resumed = resume(checkpoints, params, cos, started, model, model.optimizer)
+    start = resumed.epoch if resumed else 0
+    history = dict(resumed.history) if resumed else {}
+
+    # Every epoch's order is a function of (seed, epoch) alone: a resumed run gets the batches an
+    # uninterrupted one would have had (checkpoints.epoch_index_batches).
+    x_fit_t, y_fit_t = tf.constant(x_fit.astype("float32")), tf.constant(y_fit)
+    steps = math.ceil(len(x_fit) / global_batch)
+    train_ds = (
+        epoch_index_batches(tf, len(x_fit), params.seed, start, params.epochs, global_batch)
+        .map(lambda idx: (tf.gather(x_fit_t, idx), tf.gather(y_fit_t, idx)), num_parallel_calls=autotune)
+        .prefetch(autotune)
+        .with_options(options)
     )
+    fit_started = time.monotonic()
+    if start < params.epochs:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=start,
+            epochs=params.epochs,
+            steps_per_epoch=steps,
+            verbose=2,
+            shuffle=False,  # the order is the dataset's
+            callbacks=[
+                make_progress_callback(
+                    keras,
+                    cos,
+                    params.epochs,
+                    started,
+                    params.instance_index,
+                    params.instance_count,
+                    checkpoints=checkpoints,
+                    history=history,
+                )
+            ],
+        )
     fit_seconds = time.monotonic() - fit_started
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     test_loss, test_accuracy = (float(v) for v in model.evaluate(test_ds, verbose=0))
     extra = {
         "global_batch_size": global_batch,
         "workers": 1,
-        "examples_per_second": _throughput(len(x_fit) * params.epochs, fit_seconds, 1),
+        "examples_per_second": _throughput(len(x_fit) * (params.epochs - start), fit_seconds, 1),
         "samples": {"train": len(x_fit), "validation": n_val, "test": len(data.x_test)},
+        **resume_summary(params, start),
     }
     return publish(
         params,
@@ -769,6 +845,41 @@ def train_and_publish(params: Params, cos: CosWriter, work_dir: Path, log_path: 
     )
 
 
+def resume(
+    checkpoints: Checkpoints, params: Params, cos: CosWriter, started: float, model: Any, optimizer: Any
+) -> Checkpoint | None:
+    """Restore the newest valid checkpoint into ``model`` and ``optimizer`` (built); None: fresh.
+
+    A checkpoint that is partial, corrupt or of another model is skipped with a warning and the
+    one before it is tried (checkpoints.py).
+    """
+    found = checkpoints.latest(params.epochs, accept=lambda c: c.restore(model, optimizer))
+    if found is None:
+        if checkpoints.enabled:
+            LOG.info("no checkpoint in %s/: training from epoch 0", checkpoints.folder)
+        return None
+    LOG.info(
+        "resuming after epoch %d/%d from %s/slot-%d/ (saved %s)",
+        found.epoch,
+        params.epochs,
+        checkpoints.folder,
+        found.slot,
+        found.manifest.get("created_at", "?"),
+    )
+    last = {k: v[-1] for k, v in found.history.items() if v}
+    write_progress(cos, params, found.epoch, last, started, status="resumed")
+    return found
+
+
+def resume_summary(params: Params, start: int) -> dict[str, Any]:
+    """What metrics.json says about checkpoints: where this attempt started, what it trained."""
+    return {
+        "resumed_from_epoch": start,
+        "epochs_trained": params.epochs - start,
+        "checkpoint_every_epochs": params.checkpoint_every_epochs,
+    }
+
+
 def _throughput(examples: int, seconds: float, workers: int) -> dict[str, float]:
     total = examples / seconds if seconds > 0 else 0.0
     return {"total": round(total, 2), "per_worker": round(total / workers, 2)}
@@ -778,13 +889,21 @@ def _train_multi_worker(
     params, cos, work_dir, log_path, tf, keras, strategy, cluster, data, device, started_at, started, split
 ) -> dict[str, Any]:
     """One training over the cluster (workload/distributed.py); the chief publishes the results."""
-    from distributed import fit_multi_worker, local_eval
+    from distributed import agree_on_epoch, fit_multi_worker, local_eval
 
     x_fit, y_fit, x_val, y_val = split
 
     progress_metrics: dict[str, float] = {}
+    # The chief saves (to vm-0/checkpoints/); every worker reads the chief's.
+    checkpoints = Checkpoints(
+        cos,
+        checkpoint_folder(params.cos_output_prefix, params.distribution, params.instance_index),
+        params.checkpoint_every_epochs,
+        work_dir,
+        writes=cluster.is_chief,
+    )
 
-    def on_epoch_end(epoch: int, logs: dict[str, float]) -> None:
+    def on_epoch_end(epoch: int, logs: dict[str, float], model, optimizer, history) -> None:
         metrics = {k: float(v) for k, v in logs.items()}
         progress_metrics.update(metrics)
         write_progress(cos, params, epoch + 1, metrics, started)
@@ -794,7 +913,21 @@ def _train_multi_worker(
             params.epochs,
             " ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())),
         )
+        if checkpoints.due(epoch + 1):
+            checkpoints.save(epoch + 1, model, optimizer, history)
         _maybe_die(_fault(), params.instance_index, params.instance_count)
+
+    def restore_same_checkpoint(model, optimizer) -> tuple[int, dict[str, list[float]]]:
+        """The chief picks the newest valid checkpoint; every worker then loads that one."""
+        mine = resume(checkpoints, params, cos, started, model, optimizer) if cluster.is_chief else None
+        epoch = agree_on_epoch(tf, strategy, mine.epoch if mine else 0, cluster.is_chief)
+        if cluster.is_chief or epoch == 0:
+            return (mine.epoch, mine.history) if mine else (0, {})
+        found = checkpoints.load_epoch(epoch, params.epochs)  # CheckpointError: _FAILED, as any error
+        found.restore(model, optimizer)
+        LOG.info("resuming after epoch %d/%d, as the chief chose", epoch, params.epochs)
+        write_progress(cos, params, epoch, {}, started, status="resumed")
+        return epoch, found.history
 
     result = fit_multi_worker(
         tf=tf,
@@ -812,6 +945,7 @@ def _train_multi_worker(
         workers=cluster.size,
         is_chief=cluster.is_chief,
         on_epoch_end=on_epoch_end,
+        resume=restore_same_checkpoint if checkpoints.enabled else None,
     )
     # tf.distribute names it CollectiveAllReduceStrategy inside; report the public name
     device.update(
@@ -847,6 +981,7 @@ def _train_multi_worker(
             "test": len(data.x_test),
         },
         "cluster": [f"{h}:{cluster.port}" for h in cluster.hosts],
+        **resume_summary(params, result["resumed_from_epoch"]),
     }
     return publish(
         params,
