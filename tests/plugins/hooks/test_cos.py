@@ -121,3 +121,10 @@ def test_delete_keys_removes_exactly_those_keys(hook):
     hook.delete_keys("bkt", ["old/vm-0/_SUCCESS", "old/vm-1/_FAILED", "old/never-existed"])
     assert hook.list_keys("bkt", "old/") == ["old/vm-0/model.keras"]
     hook.delete_keys("bkt", [])  # nothing to do is not an error
+
+
+def test_copy_is_server_side_within_the_bucket(hook):
+    hook.upload_bytes("bkt", "runs/r1/vm-0/model.keras", b"weights")
+    hook.copy("bkt", "runs/r1/vm-0/model.keras", "champion/model.keras")
+    assert hook.read_bytes("bkt", "champion/model.keras") == b"weights"
+    assert hook.read_bytes("bkt", "runs/r1/vm-0/model.keras") == b"weights"  # a copy, not a move
