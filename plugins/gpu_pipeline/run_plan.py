@@ -19,6 +19,10 @@ from ibm_cloud_airflow.utils.plan import CosWaitPlan, WorkspacePlan
 from ibm_cloud_airflow.utils.run_identity import run_description, run_prefix, run_slug, run_tags
 
 BUNDLE_NAME = "bundle/workload.tar.gz"
+# What each server that writes a marker leaves beside it (workload/train.py: MODEL, METRICS): the
+# run's lineage outputs, with the dataset (when in COS) and the bundle its inputs.
+RESULT_NAMES = ("model.keras", "metrics.json")
+COS_DATASET = "cos://"
 # TensorFlow's gRPC port on each server (multi_worker); the security group opens it to the run only.
 TRAINING_PORT = 23456
 
@@ -205,6 +209,8 @@ def build_run_plan(
         bundle_key=bundle_key,
         marker_keys=markers,
         server_prefixes=servers,
+        lineage_inputs=[bundle_key, *cos_dataset_keys(params["dataset"])],
+        lineage_outputs=[f"{marker.rsplit('/', 1)[0]}/{name}" for marker in markers for name in RESULT_NAMES],
         report_key=f"{prefix}run-report.json",
         deadline=deadline,
         tags=run_tags(slug, deadline_dt),
@@ -215,6 +221,11 @@ def build_run_plan(
         max_runtime_s=params["max_runtime_minutes"] * 60,
         keep_on_failure_minutes=params["keep_on_failure_minutes"],
     )
+
+
+def cos_dataset_keys(dataset: str) -> list[str]:
+    """The dataset's key in the run's bucket (``cos://<key>``), or none (a built-in data set)."""
+    return [dataset.removeprefix(COS_DATASET)] if dataset.startswith(COS_DATASET) else []
 
 
 # Terraform variables that hold secrets: never in the plan above, always `secure` in Schematics,

@@ -139,6 +139,16 @@ def get_provider_info() -> dict:
             },
         ],
         "extra-links": ["ibm_cloud_airflow.links.schematics.SchematicsWorkspaceLink"],
+        # COS objects as Airflow assets (cos://<bucket>/<key>): what CosHook reports to the hook
+        # lineage collector, and how OpenLineage names them (s3://<bucket>, <key>).
+        "asset-uris": [
+            {
+                "schemes": ["cos"],
+                "handler": "ibm_cloud_airflow.utils.lineage.sanitize_uri",
+                "factory": "ibm_cloud_airflow.utils.lineage.create_asset",
+                "to_openlineage_converter": "ibm_cloud_airflow.utils.lineage.convert_asset_to_openlineage",
+            }
+        ],
         "connection-types": [
             {
                 "connection-type": IBM_CLOUD_CONN_TYPE,

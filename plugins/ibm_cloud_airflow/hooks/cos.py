@@ -22,6 +22,7 @@ from ibm_cloud_airflow.hooks.base import (
     IbmCloudPermanentError,
     get_connection,
 )
+from ibm_cloud_airflow.utils.lineage import report_read, report_write
 
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 _AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Unauthorized", "401"}
@@ -29,6 +30,10 @@ _AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMat
 
 class CosHook(BaseHook):
     """Reads and writes IBM COS objects.
+
+    Every object read or written is reported to Airflow's hook lineage collector (an asset
+    ``cos://<bucket>/<key>``; OpenLineage names it ``s3://<bucket>`` / ``<key>``): see
+    :mod:`ibm_cloud_airflow.utils.lineage`.
 
     :param cos_conn_id: the ``ibm_cos_default``-style connection (``endpoint_url`` + HMAC keys, or
         ``auth_type = "iam"`` and an API key).
@@ -146,7 +151,9 @@ class CosHook(BaseHook):
             )
         except IbmCloudNotFoundError:
             return None
-        return resp["Body"].read()
+        data = resp["Body"].read()
+        report_read(self, bucket, key)
+        return data
 
     def read_text(self, bucket: str, key: str) -> str | None:
         data = self.read_bytes(bucket, key)
@@ -169,11 +176,13 @@ class CosHook(BaseHook):
             f"upload cos://{bucket}/{key}",
             lambda: self.client.put_object(Bucket=bucket, Key=key, Body=body, **extra),
         )
+        report_write(self, bucket, key)
 
     def upload_file(self, bucket: str, key: str, path: str | os.PathLike[str]) -> None:
         self._call(
             f"upload {path} to cos://{bucket}/{key}", lambda: self.client.upload_file(str(path), bucket, key)
         )
+        report_write(self, bucket, key)
 
     def copy(self, bucket: str, source_key: str, dest_key: str) -> None:
         """Server-side copy inside ``bucket`` (COS copies the bytes; nothing passes through Airflow)."""
@@ -183,6 +192,8 @@ class CosHook(BaseHook):
                 Bucket=bucket, Key=dest_key, CopySource={"Bucket": bucket, "Key": source_key}
             ),
         )
+        report_read(self, bucket, source_key)
+        report_write(self, bucket, dest_key)
 
     def delete_keys(self, bucket: str, keys: list[str]) -> None:
         """Delete ``keys`` (absent keys are fine), in batches of the S3 limit of 1000."""
@@ -218,6 +229,7 @@ class CosHook(BaseHook):
                 f"download cos://{bucket}/{key}",
                 lambda k=key, t=target: self.client.download_file(bucket, k, str(t)),
             )
+            report_read(self, bucket, key)
             out.append(target)
         return out
 

@@ -43,6 +43,9 @@ class CosWaitPlan(TypedDict, total=False):
     slug: str
     stall_timeout_s: float | None
     max_runtime_s: float
+    #: keys in ``bucket`` that the awaited work reads and writes (its OpenLineage datasets)
+    lineage_inputs: list[str]
+    lineage_outputs: list[str]
 
 
 def plan_field(plan_task_id: str, name: str) -> str:
