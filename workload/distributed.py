@@ -125,15 +125,17 @@ def local_eval(model: Any, x: Any, y: Any, batch: int) -> tuple[float, float]:
 
 
 def agree_on_epoch(tf: Any, strategy: Any, epoch: int, is_chief: bool) -> int:
-    """The chief's ``epoch``, on every worker (one all-reduce: MAX of the chief's value and -1s)."""
-    value = float(epoch if is_chief else -1)
+    """The chief's ``epoch``, on every worker: one all-reduce (SUM) of ``[epoch, 1]`` from each of
+    the chief's replicas and ``[0, 0]`` from the others' (ReduceOp has no MAX)."""
+    mine = [float(epoch), 1.0] if is_chief else [0.0, 0.0]
 
     @tf.function
     def chief_value() -> Any:
-        per_replica = strategy.run(lambda: tf.constant(value))
-        return strategy.reduce("MAX", per_replica, axis=None)
+        per_replica = strategy.run(lambda: tf.constant(mine))
+        return strategy.reduce("SUM", per_replica, axis=None)
 
-    return int(chief_value())
+    total, chief_replicas = (float(v) for v in chief_value().numpy())
+    return round(total / chief_replicas)
 
 
 def fit_multi_worker(

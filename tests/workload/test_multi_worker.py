@@ -143,3 +143,37 @@ def test_a_dead_worker_fails_the_run_within_the_collective_timeout(cos, wl, tmp_
     progress = _json(cos, bucket, f"{PREFIX}/vm-1/progress.json")
     assert progress["epoch"] == 1  # it died mid-training, not before it began
     print(f"worker died; run failed after {elapsed:.1f} s")
+
+
+def test_a_cleared_run_resumes_every_worker_from_the_chiefs_checkpoint(cos, wl, tmp_path):
+    """Worker 1 dies after epoch 1 (the chief has saved epoch 1); the run fails. A new attempt on
+    the same prefix (a clear: validate removed the marker) resumes both workers at epoch 2."""
+    bucket = cos.new_bucket()
+    for attempt in ("a1", "a2"):
+        (tmp_path / attempt).mkdir()
+    first = _start_cluster(
+        wl,
+        cos,
+        bucket,
+        tmp_path / "a1",
+        EPOCHS="2",
+        COLLECTIVE_TIMEOUT_S="30",
+        GPU_WORKLOAD_FAULT="worker_dies",
+    )
+    rcs = _wait(first, timeout=300)
+    assert rcs == [1, -signal.SIGKILL], rcs
+    saved = _json(cos, bucket, f"{PREFIX}/vm-0/checkpoints/slot-1/manifest.json")
+    assert (saved["status"], saved["epoch"]) == ("complete", 1)
+    assert not cos.keys(bucket, f"{PREFIX}/vm-1/checkpoints/")  # the chief alone saves
+    cos.client.delete_object(Bucket=bucket, Key=f"{PREFIX}/vm-0/_FAILED")
+
+    rcs = _wait(_start_cluster(wl, cos, bucket, tmp_path / "a2", EPOCHS="2"), timeout=400)
+    logs = {i: (tmp_path / "a2" / f"vm-{i}.log").read_text() for i in (0, 1)}
+    assert rcs == [0, 0], "\n".join(text[-3000:] for text in logs.values())
+    assert "resuming after epoch 1/2 from" in logs[0]
+    assert "resuming after epoch 1/2, as the chief chose" in logs[1]
+    metrics = _json(cos, bucket, f"{PREFIX}/vm-0/metrics.json")
+    assert metrics["resumed_from_epoch"] == 1 and metrics["epochs_trained"] == 1
+    assert metrics["epochs_completed"] == 2  # epoch 1 from the checkpoint, epoch 2 trained now
+    assert metrics["history"]["loss"][0] == saved["history"]["loss"][0]
+    assert _json(cos, bucket, f"{PREFIX}/vm-1/progress.json")["status"] == "finished"
