@@ -7,6 +7,7 @@ PIP_VERSION := 26.3
 VENV := .venv
 WORKLOAD_VENV := .venv-workload
 CHECKOV_VENV := .venv-checkov
+OPENLINEAGE_VENV := .venv-openlineage
 PY := $(VENV)/bin/python
 FAULT ?=
 # run parameters for `make demo`, a JSON object merged over the demo's defaults: CONF='{"vm_count": 2}'
@@ -16,13 +17,15 @@ PYTEST_ARGS ?=
 
 CLUSTER_TEST_ARGS ?=
 
-.PHONY: help install test demo sandbox airflow ui-test ui-screenshots browser lint bench clean cluster-deps cluster cluster-test
+.PHONY: help install test demo sandbox preflight airflow ui-test ui-screenshots browser lint bench clean cluster-deps cluster cluster-test
 
 help:
 	@echo "make demo     run the whole pipeline once on the local sandbox (FAULT=<name> to inject a fault,"
 	@echo "              CONF='{\"vm_count\": 2}' to set run parameters)"
 	@echo "make test     run the test suite"
 	@echo "make sandbox  start the local IBM Cloud sandbox in the foreground"
+	@echo "make preflight  check your IBM Cloud account before the first paid run (docs/first-run.md;"
+	@echo "              SANDBOX=1 checks a local sandbox, CONF='{...}' the run parameters)"
 	@echo "make airflow  the sandbox and a local Airflow UI in the foreground (prints URL and login)"
 	@echo "make ui-test  browser tests of the Airflow UI (Playwright driving Debian's chromium)"
 	@echo "make ui-screenshots  regenerate docs/images/*.png from a real UI session"
@@ -59,17 +62,38 @@ $(CHECKOV_VENV)/.installed:
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==3.3.30"
 	touch $@
 
+# The OpenLineage provider registers a listener as soon as it is installed (and Airflow then refuses
+# triggerer endings), so it gets an environment of its own for tests/openlineage/: .venv's packages
+# (a .pth file adds .venv's site-packages behind its own) plus requirements-openlineage.txt.
+$(OPENLINEAGE_VENV)/.installed: $(VENV)/.installed requirements-openlineage.txt constraints.txt
+	test -x $(OPENLINEAGE_VENV)/bin/python || $(PYTHON) -m venv --without-pip $(OPENLINEAGE_VENV)
+	$(OPENLINEAGE_VENV)/bin/python -c 'import pathlib, sys, sysconfig; \
+	  pathlib.Path(sysconfig.get_path("purelib"), "venv-base.pth").write_text(f"import site; site.addsitedir({sys.argv[1]!r})\n")' \
+	  "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+	$(OPENLINEAGE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -r requirements-openlineage.txt -c constraints.txt
+	$(OPENLINEAGE_VENV)/bin/python -m pip check
+	touch $@
+
 install: $(VENV)/.installed $(WORKLOAD_VENV)/.installed
 
 # tests/ui (a browser, a whole Airflow, five pipeline runs) is `make ui-test`: see README, Development.
-test: install $(CHECKOV_VENV)/.installed
-	$(PY) -m pytest --ignore=tests/ui $(PYTEST_ARGS)
+# tests/openlineage runs in .venv-openlineage (the provider installed), the rest in .venv (without it).
+test: install $(CHECKOV_VENV)/.installed $(OPENLINEAGE_VENV)/.installed
+	$(PY) -m pytest --ignore=tests/ui --ignore=tests/openlineage $(PYTEST_ARGS)
+	$(OPENLINEAGE_VENV)/bin/python -m pytest tests/openlineage $(PYTEST_ARGS)
 
 demo: install
 	$(PY) -m scripts.demo $(if $(FAULT),--fault $(FAULT),) --conf "$$CONF"
 
 sandbox: install
 	$(PY) -m sandbox
+
+# Read-only checks of the account the DAG's connections point at, plus one plan-only workspace
+# that it deletes (docs/first-run.md). SANDBOX=1: against a local sandbox instead.
+SANDBOX ?=
+preflight: install
+	$(PY) -m scripts.preflight $(if $(SANDBOX),--sandbox,) --conf "$$CONF"
 
 airflow: install
 	$(PY) -m scripts.airflow_ui
@@ -125,5 +149,5 @@ bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(WORKLOAD_VENV) $(CHECKOV_VENV) .sandbox .airflow demo-output bench/results.json \
+	rm -rf $(VENV) $(WORKLOAD_VENV) $(CHECKOV_VENV) $(OPENLINEAGE_VENV) .sandbox .airflow demo-output bench/results.json \
 	  .cluster-deps.installed $(CLUSTER_VENV) plugins/build plugins/*.egg-info

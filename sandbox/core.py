@@ -155,7 +155,7 @@ class Sandbox:
         else:
             log.warning("another sandbox runs in this process: COS buckets are shared with it")
         try:
-            policies = PolicyApi(authority, self.inventory)
+            policies = PolicyApi(authority, self.inventory, api_key_access=self.api_key_access)
             iam = self._serve("iam", IamApp(authority, self.inventory, policies=policies))
             metadata = self._serve("metadata", MetadataApp(authority, self.inventory))
             authorizer = CosAuthorizer(

@@ -21,20 +21,27 @@ from sandbox.iam import InvalidTokenError, TokenAuthority
 from sandbox.inventory import Inventory
 from sandbox.wsgi import ApiError
 
+PLATFORM_ROLES = ("Viewer", "Operator", "Editor", "Administrator")
 
-def role_crn(role: str) -> str:
-    """IBM's role CRNs: the generic roles live under ``iam``, COS's own roles under the service."""
+
+def role_crn(role: str, service: str = SERVICE) -> str:
+    """IBM's role CRNs: platform roles (``role:``) and the generic service roles live under ``iam``,
+    a service's own roles under the service (``crn:v1:bluemix:public:iam-identity::::serviceRole:...``)."""
+    if role in PLATFORM_ROLES:
+        return f"crn:v1:bluemix:public:iam::::role:{role}"
     if role in ("Reader", "Writer", "Manager"):
         return f"crn:v1:bluemix:public:iam::::serviceRole:{role}"
-    return f"crn:v1:bluemix:public:{SERVICE}::::serviceRole:{role.replace(' ', '')}"
+    return f"crn:v1:bluemix:public:{service}::::serviceRole:{role.replace(' ', '')}"
 
 
 class PolicyApi:
     """The handler of ``/v2/policies`` and ``/v2/roles`` on :class:`sandbox.iam.IamApp`."""
 
-    def __init__(self, authority: TokenAuthority, inventory: Inventory) -> None:
+    def __init__(self, authority: TokenAuthority, inventory: Inventory, api_key_access: Any = None) -> None:
         self.authority = authority
         self.inventory = inventory
+        # the API key identity's own policies (sandbox/api_key_access.py), account-wide per service
+        self.api_key_access = api_key_access
 
     def __call__(self, request: Request) -> Response:
         try:
@@ -55,6 +62,32 @@ class PolicyApi:
     def policies(self, account: str, iam_id: str) -> Response:
         records = self.inventory.list(kind="ibm_iam_trusted_profile_policy")
         out = []
+        user = self.authority.user["iam_id"]
+        if self.api_key_access is not None and iam_id in ("", user):
+            for n, policy in enumerate(self.api_key_access.current()):
+                out.append(
+                    {
+                        "id": f"sandbox-api-key-policy-{n}",
+                        "type": "access",
+                        "subject": {
+                            "attributes": [{"key": "iam_id", "operator": "stringEquals", "value": user}]
+                        },
+                        "resource": {
+                            "attributes": [
+                                {"key": "accountId", "operator": "stringEquals", "value": account},
+                                {"key": "serviceName", "operator": "stringEquals", "value": policy.service},
+                            ]
+                        },
+                        "control": {
+                            "grant": {
+                                "roles": [
+                                    {"role_id": role_crn(r, policy.service)} for r in sorted(policy.roles)
+                                ]
+                            }
+                        },
+                        "state": "active",
+                    }
+                )
         for record, policy in ((r, p) for r in records for p in policies_from_terraform([r])):
             if iam_id and policy.subject != iam_id:
                 continue

@@ -34,6 +34,7 @@ from werkzeug.wrappers import Request, Response
 from sandbox.errors import json_response
 from sandbox.iam import TokenAuthority
 from sandbox.inventory import Inventory
+from sandbox.vpc_catalog import render_profile, render_zone, zone_of
 from sandbox.vpc_rules import IMAGES, Image, delete_instance, zones_of
 from sandbox.wsgi import ApiError, Rule, VpcStyleApp
 
@@ -75,6 +76,9 @@ class VpcApp(VpcStyleApp):
     ] + [
         Rule("/v1/images", endpoint="images", methods=["GET"]),
         Rule("/v1/images/<rid>", endpoint="images", methods=["GET"]),
+        Rule("/v1/instance/profiles/<name>", endpoint="instance_profile", methods=["GET"]),
+        Rule("/v1/regions/<region>/zones", endpoint="zones", methods=["GET"]),
+        Rule("/v1/regions/<region>/zones/<zone>", endpoint="zones", methods=["GET"]),
     ]
 
     def __init__(
@@ -126,6 +130,25 @@ class VpcApp(VpcStyleApp):
         if start + limit < len(items):
             body["next"] = {"href": f"{href}?{urlencode({'limit': limit, 'start': start + limit})}"}
         return json_response(body)
+
+    def ep_instance_profile(self, request: Request, claims: dict[str, Any], name: str) -> Response:
+        """One instance profile of the region (sandbox/vpc_catalog.py)."""
+        body = render_profile(self.base, name)
+        if body is None:
+            raise ApiError(404, f"Instance profile {name} not found.", "instance_profile_not_found")
+        return json_response(body)
+
+    def ep_zones(
+        self, request: Request, claims: dict[str, Any], region: str, zone: str | None = None
+    ) -> Response:
+        """The region's zones with their universal (physical) names (sandbox/vpc_catalog.py)."""
+        if region != self.inventory.region:
+            raise ApiError(404, f"Region {region} not found.", "not_found")
+        if zone is None:
+            return json_response({"zones": [render_zone(self.base, region, z) for z in zones_of(region)]})
+        if not zone_of(region, zone):
+            raise ApiError(404, f"Zone {zone} not found.", "not_found")
+        return json_response(render_zone(self.base, region, zone))
 
     def ep_images(self, request: Request, claims: dict[str, Any], rid: str | None = None) -> Response:
         """The stock image catalogue (``sandbox.vpc_rules.IMAGES``); filters name, status, visibility."""

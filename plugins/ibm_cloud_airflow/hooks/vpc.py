@@ -25,6 +25,7 @@ from airflow.sdk import BaseHook
 from ibm_cloud_airflow.hooks.base import (
     IbmCloudApiError,
     IbmCloudConnectionConfig,
+    IbmCloudNotFoundError,
     RetryPolicy,
     call_with_retries,
     get_connection,
@@ -69,6 +70,9 @@ def _vpc_api_class() -> type:
 
         def list(self, collection: str, *, timeout: float, **params: Any) -> dict[str, Any]:
             return self._call("GET", f"/{collection}", params, timeout).get_result() or {}
+
+        def get(self, path: str, *, timeout: float) -> dict[str, Any]:
+            return self._call("GET", path, {}, timeout).get_result() or {}
 
         def delete(self, collection: str, resource_id: str, *, timeout: float) -> Any:
             (path_id,) = self.encode_path_vars(resource_id)
@@ -150,6 +154,27 @@ class VpcHook(BaseHook):
         )
         images = (page or {}).get("images") or []
         return images[0] if images else None
+
+    def _get_or_none(self, path: str, what: str) -> dict[str, Any] | None:
+        try:
+            return call_with_retries(
+                lambda: self.client.get(path, timeout=self.request_timeout),
+                what=what,
+                policy=self.retry_policy,
+                conn_id=self.ibm_conn_id,
+            )
+        except IbmCloudNotFoundError:
+            return None
+
+    def instance_profile(self, name: str) -> dict[str, Any] | None:
+        """``GET /instance/profiles/{name}`` in the connection's region, or None when it has none."""
+        (name_path,) = self.client.encode_path_vars(name)
+        return self._get_or_none(f"/instance/profiles/{name_path}", f"get VPC instance profile {name}")
+
+    def zone(self, region: str, zone: str) -> dict[str, Any] | None:
+        """``GET /regions/{region}/zones/{zone}`` (with its ``universal_name``), or None when unknown."""
+        region_path, zone_path = self.client.encode_path_vars(region, zone)
+        return self._get_or_none(f"/regions/{region_path}/zones/{zone_path}", f"get VPC zone {zone}")
 
     def find_run_resources(self, slug: str) -> list[dict[str, str]]:
         """Live resources of the run ``slug`` as ``[{"kind", "id", "name"}]`` (instances first, VPCs last)."""
