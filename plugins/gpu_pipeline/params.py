@@ -197,6 +197,16 @@ PARAMS: dict[str, Param] = {
         title="Random seed",
         description="Seeds the data split, shuffling and weight initialisation on every server.",
     ),
+    "checkpoint_every_epochs": param(
+        1,
+        type="integer",
+        minimum=0,
+        maximum=1000,
+        title="Checkpoint every N epochs",
+        description="Save weights, optimizer state and the history to the run's COS prefix every N "
+        "epochs; a cleared, rebooted or replaced server resumes from the latest valid one "
+        "(0: no checkpoints, every attempt starts at epoch 0).",
+    ),
     "max_runtime_minutes": param(
         120,
         type="integer",
@@ -243,6 +253,14 @@ PARAMS: dict[str, Param] = {
         section=LIMITS,
         description="After a failure, offer in the UI to keep the servers this long for debugging "
         "(0: destroy at once, nobody is asked). Bounded.",
+    ),
+    "keep_checkpoints": param(
+        False,
+        type="boolean",
+        title="Keep checkpoints",
+        section=LIMITS,
+        description="Keep the training checkpoints in COS after the run's results are final (by "
+        "default they are deleted then; a failed run always keeps them, so that it can resume).",
     ),
     "hold_decision_minutes": param(
         10,

@@ -136,6 +136,8 @@ class RunPlan(WorkspacePlan, CosWaitPlan, total=False):
     distribution: str
     trials: list[dict[str, Any]]
     keep_on_failure_minutes: int
+    #: keep <server>checkpoints/ once the run's results are final (gpu_pipeline.checkpoints)
+    keep_checkpoints: bool
 
 
 def build_run_plan(
@@ -181,6 +183,8 @@ def build_run_plan(
         "batch_size": params["batch_size"],
         "learning_rate": params["learning_rate"],
         "seed": params["seed"],
+        # the workload saves a checkpoint every N epochs and resumes from the latest (0: never)
+        "checkpoint_every_epochs": params.get("checkpoint_every_epochs", 1),
         "cos_auth_mode": params["cos_auth_mode"],
         "debug_mode": params["debug_mode"],
         # Terraform's variables are strings: an empty form field (None) becomes "".
@@ -220,6 +224,7 @@ def build_run_plan(
         stall_timeout_s=params["progress_stall_minutes"] * 60,
         max_runtime_s=params["max_runtime_minutes"] * 60,
         keep_on_failure_minutes=params["keep_on_failure_minutes"],
+        keep_checkpoints=bool(params.get("keep_checkpoints", False)),
     )
 
 
