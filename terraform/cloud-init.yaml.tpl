@@ -20,6 +20,7 @@ write_files:
       BATCH_SIZE=${batch_size}
       LEARNING_RATE=${learning_rate}
       SEED=${seed}
+      CHECKPOINT_EVERY_EPOCHS=${checkpoint_every_epochs}
       DISTRIBUTION=${distribution}
       CLUSTER_HOSTS=${cluster_hosts}
       TRAINING_PORT=${training_port}

@@ -235,6 +235,7 @@ resource "ibm_is_instance" "vm" {
     batch_size                 = length(var.trials) > 0 ? var.trials[count.index].batch_size : var.batch_size
     learning_rate              = length(var.trials) > 0 ? var.trials[count.index].learning_rate : var.learning_rate
     seed                       = length(var.trials) > 0 ? var.trials[count.index].seed : var.seed
+    checkpoint_every_epochs    = var.checkpoint_every_epochs
     distribution               = var.distribution
     cluster_hosts              = join(",", ibm_is_subnet_reserved_ip.vm[*].address)
     training_port              = var.training_port

@@ -212,6 +212,17 @@ variable "seed" {
   }
 }
 
+variable "checkpoint_every_epochs" {
+  description = "The workload saves a training checkpoint to <cos_prefix>/vm-<i>/checkpoints/ every N epochs and resumes from the latest valid one (CHECKPOINT_EVERY_EPOCHS); 0 disables checkpoints."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.checkpoint_every_epochs >= 0 && floor(var.checkpoint_every_epochs) == var.checkpoint_every_epochs
+    error_message = "checkpoint_every_epochs must be a whole number >= 0 (0: no checkpoints)."
+  }
+}
+
 variable "distribution" {
   description = "How the servers share the work: single (each server trains on its own; the DAG uses it for one server), multi_worker (one data-parallel training over every server, MultiWorkerMirroredStrategy) or sweep (each server trains with its own entry of trials)."
   type        = string

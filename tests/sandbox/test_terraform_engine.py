@@ -21,8 +21,8 @@ COS_CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/sandbox0account:0
 RUN_ENV_KEYS = [
     "RUN_ID", "RUN_DEADLINE", "INSTANCE_INDEX", "INSTANCE_COUNT", "COS_ENDPOINT", "COS_BUCKET",
     "COS_OUTPUT_PREFIX", "WORKLOAD_BUNDLE_KEY", "COS_AUTH", "TRUSTED_PROFILE_ID", "DATASET", "EPOCHS",
-    "BATCH_SIZE", "LEARNING_RATE", "SEED", "DISTRIBUTION", "CLUSTER_HOSTS", "TRAINING_PORT",
-    "COLLECTIVE_TIMEOUT_S", "EXPECTED_GPU_COUNT", "NVSWITCH",
+    "BATCH_SIZE", "LEARNING_RATE", "SEED", "CHECKPOINT_EVERY_EPOCHS", "DISTRIBUTION", "CLUSTER_HOSTS",
+    "TRAINING_PORT", "COLLECTIVE_TIMEOUT_S", "EXPECTED_GPU_COUNT", "NVSWITCH",
 ]  # fmt: skip
 HMAC_KEYS = ["COS_HMAC_ACCESS_KEY_ID", "COS_HMAC_SECRET_ACCESS_KEY"]
 BASE_RESOURCES = 9  # vpc, gateway, subnet, sg, 3 egress rules, trusted profile, policy
@@ -205,6 +205,7 @@ def test_user_data_implements_the_boot_contract(engine, inventory):
             "BATCH_SIZE": "128",
             "LEARNING_RATE": "0.001",
             "SEED": "42",
+            "CHECKPOINT_EVERY_EPOCHS": "1",
             "DISTRIBUTION": "single",
             "CLUSTER_HOSTS": "10.240.0.4,10.240.0.5",  # the reserved IPs, known before boot
             "TRAINING_PORT": "23456",
@@ -538,7 +539,7 @@ def test_declared_variables_match_the_architecture_contract():
         "workload_bundle_key", "dataset", "epochs", "batch_size", "learning_rate", "seed",
         "cos_auth_mode", "cos_hmac_access_key_id", "cos_hmac_secret_access_key", "debug_mode",
         "debug_ssh_public_key", "debug_allowed_cidr", "cos_profile_roles", "distribution", "trials",
-        "training_port", "collective_timeout_seconds",
+        "training_port", "collective_timeout_seconds", "checkpoint_every_epochs",
     }  # fmt: skip
     assert declared["cos_profile_roles"]["default"] == ["Object Writer", "Object Reader"]
     assert declared["vm_count"]["type"] == "number" and declared["vm_count"]["default"] == 1

@@ -39,6 +39,27 @@ def test_terraform_variables_match_variables_tf_exactly():
     assert passed == declared
 
 
+def test_checkpoint_parameters_reach_the_servers_and_the_plan():
+    default = plan_for()
+    assert default["terraform_variables"]["checkpoint_every_epochs"] == 1  # on by default
+    assert default["keep_checkpoints"] is False  # deleted once the results are final
+    plan = plan_for(checkpoint_every_epochs=0, keep_checkpoints=True)
+    assert plan["terraform_variables"]["checkpoint_every_epochs"] == 0
+    assert plan["keep_checkpoints"] is True
+    # A conf from before these parameters existed (a cleared old run) keeps the defaults.
+    params = defaults()
+    del params["checkpoint_every_epochs"], params["keep_checkpoints"]
+    old = build_run_plan(
+        params,
+        dag_id="ibm_gpu_workload",
+        run_id="manual__old",
+        now=NOW,
+        cos_endpoint="https://s3.example",
+        cos_instance_crn="crn:v1:bluemix:public:cloud-object-storage:global:a/abc:def::",
+    )
+    assert (old["terraform_variables"]["checkpoint_every_epochs"], old["keep_checkpoints"]) == (1, False)
+
+
 def test_secure_variables_are_exactly_the_sensitive_ones():
     from sandbox.terraform import declared_variables
 
@@ -207,6 +228,9 @@ def test_params_validate_terraform_and_sandbox_share_one_profile_table():
         ("sweep", {"learning_rate": []}),
         ("sweep", {"learning_rate": [2.0]}),
         ("collective_timeout_seconds", 5),
+        ("checkpoint_every_epochs", -1),
+        ("checkpoint_every_epochs", 1.5),
+        ("keep_checkpoints", "yes"),
     ],
 )
 def test_json_schema_rejects_bad_values(name, bad):
