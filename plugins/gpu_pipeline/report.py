@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from gpu_pipeline.phases import task_durations
+
 # What the report keeps of each server's metrics.json.
 METRIC_KEYS = (
     "test_accuracy",
@@ -16,26 +18,27 @@ METRIC_KEYS = (
     "workers",
     "global_batch_size",
     "examples_per_second",
+    # checkpoints (docs/workload.md): where this attempt started and what it trained
+    "resumed_from_epoch",
+    "epochs_trained",
+    "epochs_completed",
 )
 
-# Report phase -> the task whose duration measures it.
-PHASE_TASKS = {
-    "plan": "plan",
-    "apply": "apply",
-    "train": "wait_for_output",
-    "destroy": "destroy",
-}
+# The phases are measured from the run's own timestamps (gpu_pipeline.phases), not from Airflow's
+# task durations, which a clear can make negative.
 
 
 def _task_summary(ti: Any, task_ids: dict[str, str]) -> dict[str, dict[str, Any]]:
     """The group's tasks by their pipeline names (a DAG's other tasks are not the run's)."""
     names = {task_id: name for name, task_id in task_ids.items()}
     crumbs = ti.get_task_breadcrumbs(dag_id=ti.dag_id, run_id=ti.run_id)
-    return {
-        names.get(c["task_id"], c["task_id"]): {"state": str(c["state"]), "duration_s": c.get("duration")}
-        for c in crumbs
-        if c.get("map_index", -1) in (-1, None) and (not names or c["task_id"] in names)
-    }
+    return task_durations(
+        {
+            names.get(c["task_id"], c["task_id"]): {"state": str(c["state"]), "duration_s": c.get("duration")}
+            for c in crumbs
+            if c.get("map_index", -1) in (-1, None) and (not names or c["task_id"] in names)
+        }
+    )
 
 
 def build_run_report(
@@ -48,10 +51,14 @@ def build_run_report(
     apply_job: dict[str, Any] | None,
     destroy_job: dict[str, Any] | None,
     leaks: list[dict[str, Any]] | None,
+    phases: dict[str, Any] | None = None,
+    checkpoints: dict[str, Any] | None = None,
     cost: dict[str, Any] | None = None,
     leak_error: str | None = None,
 ) -> dict[str, Any]:
-    """The report; ``leaks`` is what the VPC API still lists for the run (None: the check failed)."""
+    """The report; ``leaks`` is what the VPC API still lists for the run (None: the check failed);
+    ``phases`` is :func:`gpu_pipeline.phases.run_phases`' result."""
+    phases = phases or {}
     failed = sorted(t for t, s in tasks.items() if s["state"] in ("failed", "upstream_failed"))
     leak_state = "success" if leaks == [] else "failed"
     extra = {"sweep": rank_sweep(plan, metrics)} if plan.get("distribution") == "sweep" else {}
@@ -62,10 +69,10 @@ def build_run_report(
         "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "succeeded": not failed and leaks == [],
         "failed_tasks": failed,
-        "phases_s": {
-            "queue": queued_s,
-            **{phase: tasks.get(task_id, {}).get("duration_s") for phase, task_id in PHASE_TASKS.items()},
-        },
+        # queued_s: what the caller measured when it has no phases (the queue phase otherwise)
+        "phases_s": phases.get("phases_s") or {"queue": queued_s},
+        "phase_times": phases.get("phase_times") or {},
+        **({"phase_problems": phases["problems"]} if phases.get("problems") else {}),
         "tasks": tasks,
         "outputs": {
             "prefix": f"cos://{plan['bucket']}/{plan['prefix']}",
@@ -84,6 +91,8 @@ def build_run_report(
             **({"error": leak_error} if leak_error else {}),
         },
         "distribution": plan.get("distribution", "single"),
+        "resumed_from_epoch": {server: m.get("resumed_from_epoch") for server, m in metrics.items()},
+        "checkpoints": checkpoints,
         **extra,
         "cost": cost,
     }
@@ -153,6 +162,8 @@ def write_run_report(
     task_ids = task_ids or {}
     if not plan:
         return None  # validate failed: the run never had a plan, its log says why
+    from gpu_pipeline.checkpoints import finish_checkpoints
+    from gpu_pipeline.phases import run_phases
     from gpu_pipeline.validation import find_leaks, leak_error
     from ibm_cloud_airflow.hooks.cos import CosHook
 
@@ -164,21 +175,33 @@ def write_run_report(
     cos = CosHook(cos_conn_id=cos_conn_id)
     metrics = {}
     markers = []
+    succeeded = []
     for key in plan["marker_keys"]:
         for marker in (key, f"{key.rsplit('/', 1)[0]}/_FAILED"):
             head = cos.head(plan["bucket"], marker)
             if head and head.get("LastModified"):
                 markers.append(head["LastModified"])
+                succeeded.append(marker == key)
         server_dir = key.rsplit("/", 1)[0]
         data = cos.read_json(plan["bucket"], f"{server_dir}/metrics.json")
         if data is not None:
             metrics[server_dir.rsplit("/", 1)[-1]] = {k: v for k, v in data.items() if k in METRIC_KEYS}
     queued_s = None
-    if dag_run.start_date and dag_run.run_after:
-        queued_s = max(0.0, (dag_run.start_date - dag_run.run_after).total_seconds())
     apply_job = ti.xcom_pull(task_ids=task_ids.get("apply", "apply"), key="job")
     destroy_job = ti.xcom_pull(task_ids=task_ids.get("destroy", "destroy"), key="job")
     work_ended = max(markers).isoformat() if markers else None
+    phases = run_phases(
+        run_after=dag_run.run_after,
+        run_started=dag_run.start_date,
+        cleared=bool(getattr(dag_run, "clear_number", 0)),
+        plan_job=ti.xcom_pull(task_ids=task_ids.get("plan", "plan"), key="job"),
+        apply_job=apply_job,
+        destroy_job=destroy_job,
+        work_ended=work_ended,
+    )
+    # Every awaited marker is a _SUCCESS: the results are final, their checkpoints may go.
+    final = bool(succeeded) and len(succeeded) == len(plan["marker_keys"]) and all(succeeded)
+    checkpoints = finish_checkpoints(cos, plan, final=final)
     report = build_run_report(
         plan,
         tasks=_task_summary(ti, task_ids),
@@ -189,6 +212,8 @@ def write_run_report(
         destroy_job=destroy_job,
         leaks=leaks,
         leak_error=None if leak_failure is None else str(leak_failure),
+        phases=phases,
+        checkpoints=checkpoints,
         cost=estimate_cost(plan, apply_job, destroy_job, work_ended),
     )
     cos.upload_bytes(plan["bucket"], plan["report_key"], json.dumps(report, indent=2, default=str))
