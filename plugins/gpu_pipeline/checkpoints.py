@@ -13,7 +13,10 @@ keep and what a finished run leaves behind is Airflow's to decide, with its own 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FOLDER = "checkpoints/"
 MARKERS = ("/_SUCCESS", "/_FAILED")
@@ -41,14 +44,18 @@ def finish_checkpoints(cos: Any, plan: dict[str, Any], *, final: bool) -> dict[s
     """
     bucket = plan["bucket"]
     prefixes = checkpoint_prefixes(plan)
-    keys = [key for prefix in prefixes for key in cos.list_keys(bucket, prefix)]
     where = [f"cos://{bucket}/{prefix}" for prefix in prefixes]
-    if not keys:
-        return {"state": "none", "objects": 0, "prefixes": where}
-    if not final:
-        reason = "the run's results are not final: clearing the run resumes from them"
-        return {"state": "kept", "objects": len(keys), "prefixes": where, "reason": reason}
-    if plan.get("keep_checkpoints"):
-        return {"state": "kept", "objects": len(keys), "prefixes": where, "reason": "keep_checkpoints"}
-    cos.delete_keys(bucket, keys)
+    try:
+        keys = [key for prefix in prefixes for key in cos.list_keys(bucket, prefix)]
+        if not keys:
+            return {"state": "none", "objects": 0, "prefixes": where}
+        if not final:
+            reason = "the run's results are not final: clearing the run resumes from them"
+            return {"state": "kept", "objects": len(keys), "prefixes": where, "reason": reason}
+        if plan.get("keep_checkpoints"):
+            return {"state": "kept", "objects": len(keys), "prefixes": where, "reason": "keep_checkpoints"}
+        cos.delete_keys(bucket, keys)
+    except Exception as exc:  # storage, not servers: the report is still written, and says so
+        log.warning("could not clean up the checkpoints in %s: %s", ", ".join(where), exc)
+        return {"state": "error", "prefixes": where, "reason": f"{type(exc).__name__}: {exc}"}
     return {"state": "deleted", "objects": len(keys), "prefixes": where}

@@ -196,9 +196,12 @@ def test_validate_removes_markers_and_keeps_checkpoints(box):
     assert set(checkpoints) <= left and f"{plan['server_prefixes'][0]}metrics.json" in left
 
 
-def test_finish_checkpoints_without_any_is_a_no_op(box):
+def test_finish_checkpoints_without_any_is_a_no_op_and_a_cos_error_is_reported(box):
     plan = _plan()
     assert finish_checkpoints(CosHook(cos_conn_id="ibm_cos_default"), plan, final=True)["state"] == "none"
+    missing = {**plan, "bucket": "no-such-bucket"}
+    out = finish_checkpoints(CosHook(cos_conn_id="ibm_cos_default"), missing, final=True)
+    assert out["state"] == "error" and "NoSuchBucket" in out["reason"]
 
 
 # -- pure functions ---------------------------------------------------------------------------------
