@@ -158,13 +158,14 @@ variable "workload_bundle_key" {
 }
 
 variable "dataset" {
-  description = "Training dataset name, passed to workload/train.py as DATASET."
+  description = "Training dataset: a built-in name, or cos://<key of an .npz in the bucket>; passed to workload/train.py as DATASET."
   type        = string
   default     = "mnist"
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9_.-]+$", var.dataset))
-    error_message = "dataset must be a plain name ([A-Za-z0-9_.-])."
+    # the DAG's dataset parameter allows the same (gpu_pipeline/params.py); run.env holds it unquoted
+    condition     = can(regex("^([A-Za-z0-9_.-]+|cos://[A-Za-z0-9._/-]+[.]npz)$", var.dataset))
+    error_message = "dataset must be a plain name ([A-Za-z0-9_.-]) or cos://<key>.npz."
   }
 }
 
