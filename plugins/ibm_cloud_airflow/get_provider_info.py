@@ -188,8 +188,9 @@ def get_provider_info() -> dict:
                 "options": {
                     "end_from_trigger": {
                         "description": "Finished Schematics jobs and the COS sensor end their tasks in "
-                        "the triggerer, without a worker. Set False where listener plugins such as "
-                        "OpenLineage are installed: a task that ends in the triggerer runs no listener.",
+                        "the triggerer, without a worker, where Airflow allows it (no listener such as "
+                        "OpenLineage's registered: utils.triggerer.can_end_from_trigger). False turns "
+                        "that off everywhere.",
                         "version_added": "0.1.0",
                         "type": "boolean",
                         "example": None,
