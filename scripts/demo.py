@@ -185,8 +185,13 @@ def download_prefix(endpoints: dict[str, Any], bucket: str, prefix: str, dest: P
 def _why(result: dict[str, Any]) -> str | None:
     """The first failure a user should read, in one line: the failed work task's error first.
 
-    The whole message (job log or workload log tail) is in the Airflow log named in the output.
+    The run report's ``why`` when it knows the cause (a task's first try's error, not a later try's:
+    ``gpu_pipeline/failure_cause.py``); else the failed task's exception from the log. The whole
+    message (job log or workload log tail) is in the Airflow log named in the output.
     """
+    reported = (result.get("report") or {}).get("why")
+    if reported and not reported.endswith("failed (see its log)"):
+        return reported.strip().splitlines()[0]
     failures = result.get("failures") or {}
     first = next(
         (

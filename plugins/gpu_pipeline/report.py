@@ -163,6 +163,7 @@ def write_run_report(
     if not plan:
         return None  # validate failed: the run never had a plan, its log says why
     from gpu_pipeline.checkpoints import finish_checkpoints
+    from gpu_pipeline.failure_cause import report_why
     from gpu_pipeline.phases import run_phases
     from gpu_pipeline.validation import find_leaks, leak_error
     from ibm_cloud_airflow.hooks.cos import CosHook
@@ -216,6 +217,8 @@ def write_run_report(
         checkpoints=checkpoints,
         cost=estimate_cost(plan, apply_job, destroy_job, work_ended),
     )
+    # The error that caused the failure (its first try's), not a later try's: gpu_pipeline/failure_cause.py
+    report["why"] = report_why(ti, report["tasks"], task_ids)
     cos.upload_bytes(plan["bucket"], plan["report_key"], json.dumps(report, indent=2, default=str))
     if leak_failure is not None:
         raise leak_failure

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
@@ -406,12 +406,18 @@ class _SchematicsJobOperator(BaseOperator):
         if outcome.status == ERROR:
             from ibm_cloud_airflow.hooks.base import IbmCloudApiError
 
-            raise IbmCloudApiError(
-                f"Waiting for {what} failed: {outcome.message}; a retry re-attaches to the job"
+            self._fail(
+                context,
+                IbmCloudApiError(
+                    f"Waiting for {what} failed: {outcome.message}; a retry re-attaches to the job"
+                ),
             )
         if outcome.status == TIMEOUT:
             self._stop(outcome.workspace_id, outcome.activity_id)
-            raise AirflowException(f"{what} did not finish within {self.job_timeout}; a stop was requested")
+            self._fail(
+                context,
+                AirflowException(f"{what} did not finish within {self.job_timeout}; a stop was requested"),
+            )
         tail = "\n".join(outcome.log_tail[-self.log_tail_lines :]) or "(the job log was not read)"
         if outcome.status == "FAILED" and attempt < self.job_retries:
             self.log.warning(
@@ -427,9 +433,27 @@ class _SchematicsJobOperator(BaseOperator):
             f"{what} on workspace {outcome.workspace_id} ended {outcome.status}"
             f"{': ' + error if error else ''}. Last lines of the job log:\n{tail}"
         )
-        if self.fail_without_retry:
-            raise AirflowFailException(message)
-        raise AirflowException(message)
+        self._fail(
+            context, AirflowFailException(message) if self.fail_without_retry else AirflowException(message)
+        )
+
+    def _fail(self, context: Any, error: Exception) -> NoReturn:
+        """Raise ``error``, led by the cause of the task's failure, and push that cause (XCom
+        ``failure_cause``): the first try's error, or the one classified as a cause (no capacity, a
+        quota), not a later try's consequence of it (:mod:`ibm_cloud_airflow.utils.failure_cause`).
+        The cause is also the message's last line: the last line of the task's log."""
+        from ibm_cloud_airflow.utils.failure_cause import describe, error_text, push, record_try
+
+        cause = describe(record_try(context, error))
+        push(context, cause)
+        if cause is None:
+            raise error
+        first, *rest = str(error).splitlines() or [""]
+        if cause["cause"] != error_text(error):
+            first = f"{cause['cause']} (the cause, from try {cause['try']}; this try: {first})"
+        if rest or first != str(error):
+            raise type(error)("\n".join([first, *rest, f"The cause of this failure: {cause['cause']}"]))
+        raise error
 
     def _stop(self, workspace_id: str | None, activity_id: str | None, timeout: float | None = None) -> None:
         if not (workspace_id and activity_id):
