@@ -35,12 +35,13 @@ SURVIVABLE = (
     "destroy_fails_once",
     "short_tokens",
     "slow_jobs",
+    # no capacity, or the profile not offered, in the run's zone: the run moves to the next zone
+    "no_capacity",
+    "profile_not_offered",
 )
 RUN_FAILING = (
     "plan_fails",
     "apply_fails_midway",
-    "no_capacity",
-    "profile_not_offered",
     "workload_fails",
     "workload_hangs",
     "api_key_missing_policy",
@@ -117,6 +118,7 @@ def run_demo(
         "airflow_log": str(log_file),
         "workspaces_created": creates,
         "cost": (result.get("report") or {}).get("cost"),
+        "placement": (result.get("report") or {}).get("placement"),
         **reaper,
     }
     if leaked:
@@ -196,7 +198,16 @@ def _why(result: dict[str, Any]) -> str | None:
     first = next(
         (
             f"{task_id}: {failures[task_id]}"
-            for task_id in ("validate", "plan", "apply", "wait_for_output", "destroy", "report")
+            for task_id in (
+                "validate",
+                "approve",
+                "create_workspace",
+                "plan",
+                "apply",
+                "wait_for_output",
+                "destroy",
+                "report",
+            )
             if task_id in failures
         ),
         result.get("reason") or next((f"{t}: {m}" for t, m in failures.items()), None),

@@ -69,6 +69,35 @@ PARAMS: dict[str, Param] = {
         title="Zone",
         description="Availability zone inside the region, e.g. us-south-1.",
     ),
+    "placements": param(
+        None,
+        type=["null", "array"],
+        items={
+            "type": "object",
+            "properties": {
+                "zone": {"type": "string", "pattern": r"^[a-z]{2}-[a-z]+-[1-3]$"},
+                "gpu_profile": {"type": "string", "enum": list(GPU_PROFILES)},
+            },
+            "required": ["zone"],
+            "additionalProperties": False,
+        },
+        maxItems=9,
+        title="Placements (failover order)",
+        section=LIMITS,
+        description="Where to try the servers, in order, when a zone has no capacity: "
+        '[{"zone": "us-south-2"}, {"zone": "us-south-3", "gpu_profile": "gx3-24x120x1l40s"}] '
+        "(a missing gpu_profile means the run's). Empty: the run's zone, then every other zone of the "
+        "region that offers the profile. max_cost_usd holds for the most expensive one.",
+    ),
+    "placement_timeout_minutes": param(
+        60,
+        type="integer",
+        minimum=1,
+        maximum=24 * 60,
+        title="Failover time limit (minutes)",
+        section=LIMITS,
+        description="After this long trying placements without capacity, no new one is tried.",
+    ),
     "gpu_profile": param(
         "gx3-16x80x1l4",
         type="string",

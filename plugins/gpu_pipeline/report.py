@@ -55,6 +55,7 @@ def build_run_report(
     checkpoints: dict[str, Any] | None = None,
     cost: dict[str, Any] | None = None,
     leak_error: str | None = None,
+    placement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report; ``leaks`` is what the VPC API still lists for the run (None: the check failed);
     ``phases`` is :func:`gpu_pipeline.phases.run_phases`' result."""
@@ -95,6 +96,7 @@ def build_run_report(
         "checkpoints": checkpoints,
         **extra,
         "cost": cost,
+        "placement": placement,
     }
 
 
@@ -125,12 +127,14 @@ def estimate_cost(
     apply_job: dict[str, Any] | None,
     destroy_job: dict[str, Any] | None,
     work_ended: Any,
+    placement: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The run's estimated actual cost: the servers' lifetime, from the end of apply to the end of
-    destroy, at list prices; the part after ``work_ended`` (the servers' last marker) is teardown."""
+    destroy, at list prices; the part after ``work_ended`` (the servers' last marker) is teardown.
+    The servers are the profile of the placement where they started (``placement``)."""
     from gpu_pipeline.cost import run_cost
 
-    variables = plan.get("terraform_variables") or {}
+    variables = {**(plan.get("terraform_variables") or {}), **_placed(placement)}
     if not (apply_job and destroy_job and variables.get("gpu_profile")):
         return None  # nothing was applied, or it was never destroyed: no lifetime to price
     cost = run_cost(
@@ -142,6 +146,33 @@ def estimate_cost(
         servers_down=destroy_job.get("ended_at"),
     )
     return cost.to_dict() if cost else None
+
+
+def _placed(placement: dict[str, Any] | None) -> dict[str, Any]:
+    """The Terraform variables that the placement's failover changed."""
+    return {k: placement[k] for k in ("zone", "gpu_profile") if placement and placement.get(k)}
+
+
+def price_attempts(plan: dict[str, Any], placement: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The report's ``placement``, each failed attempt priced: its network was up ``seconds``; its
+    servers never started (IBM does not bill an instance that failed to start)."""
+    from gpu_pipeline.cost import hourly_rate
+
+    if not placement:
+        return None
+    variables = plan.get("terraform_variables") or {}
+    attempts = []
+    for attempt in placement.get("attempts") or []:
+        cost = None
+        if attempt.get("outcome") != "succeeded" and attempt.get("seconds") is not None:
+            rate = hourly_rate(
+                attempt["gpu_profile"],
+                int(variables.get("vm_count") or 1),
+                debug_mode=bool(variables.get("debug_mode")),
+            )
+            cost = round((rate.total - rate.servers) * attempt["seconds"] / 3600, 6)
+        attempts.append({**attempt, "cost_usd": cost})
+    return {**placement, "attempts": attempts}
 
 
 def write_run_report(
@@ -189,6 +220,7 @@ def write_run_report(
             metrics[server_dir.rsplit("/", 1)[-1]] = {k: v for k, v in data.items() if k in METRIC_KEYS}
     queued_s = None
     apply_job = ti.xcom_pull(task_ids=task_ids.get("apply", "apply"), key="job")
+    placement = price_attempts(plan, ti.xcom_pull(task_ids=task_ids.get("apply", "apply"), key="placement"))
     destroy_job = ti.xcom_pull(task_ids=task_ids.get("destroy", "destroy"), key="job")
     work_ended = max(markers).isoformat() if markers else None
     phases = run_phases(
@@ -215,7 +247,8 @@ def write_run_report(
         leak_error=None if leak_failure is None else str(leak_failure),
         phases=phases,
         checkpoints=checkpoints,
-        cost=estimate_cost(plan, apply_job, destroy_job, work_ended),
+        cost=estimate_cost(plan, apply_job, destroy_job, work_ended, placement),
+        placement=placement,
     )
     # The error that caused the failure (its first try's), not a later try's: gpu_pipeline/failure_cause.py
     report["why"] = report_why(ti, report["tasks"], task_ids)

@@ -136,6 +136,9 @@ class RunPlan(WorkspacePlan, CosWaitPlan, total=False):
     distribution: str
     trials: list[dict[str, Any]]
     keep_on_failure_minutes: int
+    #: where the servers may go, in order ({"zone", "gpu_profile"}); the first is in the variables
+    placements: list[dict[str, str]]
+    placement_timeout_minutes: int
     #: keep <server>checkpoints/ once the run's results are final (gpu_pipeline.checkpoints)
     keep_checkpoints: bool
 

@@ -25,10 +25,10 @@ from typing import Any
 from airflow.sdk import Asset, TaskGroup, TriggerRule, chain, task
 from airflow.sdk.bases.notifier import BaseNotifier
 
+from gpu_pipeline.failover import PlacementApplyOperator
 from gpu_pipeline.hold import CostApprovalOperator, HoldOnFailureOperator
 from gpu_pipeline.params import PARAMS
 from ibm_cloud_airflow.operators.schematics import (
-    SchematicsApplyOperator,
     SchematicsCreateWorkspaceOperator,
     SchematicsDeleteWorkspaceOperator,
     SchematicsDestroyOperator,
@@ -150,9 +150,12 @@ def ibm_gpu_training(
         # re-attaches instead of submitting again), checked once a moment later (a job that ended
         # finishes there), then waited for in the triggerer.
         plan_job = SchematicsPlanOperator(task_id="plan", job_timeout=timedelta(minutes=30), **schematics_job)
-        # A plan-only run skips the apply.
-        apply_job = SchematicsApplyOperator(
-            task_id="apply", job_timeout=timedelta(minutes=90), **schematics_job
+        # A plan-only run skips the apply. A zone without capacity moves the run to its next
+        # placement. The apply ends on a worker, where its placement record is written.
+        apply_job = PlacementApplyOperator(
+            task_id="apply",
+            job_timeout=timedelta(minutes=90),
+            **{**schematics_job, "end_from_trigger": False},
         )
         wait_for_output = CosKeySensor(
             task_id="wait_for_output",

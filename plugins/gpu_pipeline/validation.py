@@ -5,13 +5,15 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from gpu_pipeline.cost import budget_problem
+from gpu_pipeline.cost import budget_problem, profile_price
 from gpu_pipeline.gpu_profiles import placement_warnings
+from gpu_pipeline.placement import run_placements
 from gpu_pipeline.quotas import quota_problems
 from gpu_pipeline.run_plan import InvalidRunParameters, RunPlan, build_run_plan, secure_variable_refs
 
@@ -84,13 +86,19 @@ def plan_run(
     except InvalidRunParameters as err:
         problems.extend(str(err).splitlines())
         plan = None
+    placements, bad_placements = run_placements(params)
+    problems.extend(bad_placements)
     # Zones only the account's own zone mapping can settle: warn, name the source and how to confirm.
-    for warning in placement_warnings(params["gpu_profile"], params["region"], params["zone"]):
-        log.warning("%s", warning)
-    # The region's quotas: a run over one can never be created, whatever it may cost (quotas.py).
-    problems.extend(quota_problems(params))
-    # The budget gate: the worst case is priced before anything exists (see gpu_pipeline/cost.py).
-    over_budget = budget_problem(params)
+    for p in placements:
+        for warning in placement_warnings(p.gpu_profile, params["region"], p.zone):
+            log.warning("%s", warning)
+    # The region's quotas, for every profile the run may use: a run over one can never be created,
+    # whatever it may cost (quotas.py).
+    for profile in dict.fromkeys(p.gpu_profile for p in placements):
+        problems.extend(q for q in quota_problems({**params, "gpu_profile": profile}) if q not in problems)
+    # The budget gate, at the most expensive placement the run may move to (gpu_pipeline/cost.py).
+    priciest = max((p.gpu_profile for p in placements), key=profile_price, default=params["gpu_profile"])
+    over_budget = budget_problem({**params, "gpu_profile": priciest})
     if over_budget:
         problems.append(over_budget)
     if not problems:
@@ -102,6 +110,8 @@ def plan_run(
             + "".join(f"\n- {p}" for p in problems[1:])
         )
     plan["secure_variable_refs"] = secure_variable_refs(params["cos_auth_mode"], cos_conn_id)
+    plan["placements"] = [asdict(p) for p in placements]
+    plan["placement_timeout_minutes"] = params.get("placement_timeout_minutes", 0)
     return plan
 
 

@@ -27,12 +27,19 @@ def test_every_offered_gpu_profile_has_a_dated_sourced_price():
 
 
 def test_worst_case_is_servers_times_price_times_ttl_plus_the_rest():
+    # TTL 90 min, then a failed run's hold: 10 minutes to decide, 20 minutes kept.
     params = defaults(
-        gpu_profile="gx2-8x64x1v100", vm_count=2, max_runtime_minutes=90, keep_on_failure_minutes=30
+        gpu_profile="gx2-8x64x1v100",
+        vm_count=2,
+        max_runtime_minutes=90,
+        keep_on_failure_minutes=20,
+        hold_decision_minutes=10,
     )
     worst = worst_case(params)
     rate = hourly_rate("gx2-8x64x1v100", 2)
     assert worst.hours == 2.0
+    # Without a hold nobody is asked: no time to decide is counted.
+    assert worst_case({**params, "keep_on_failure_minutes": 0}).hours == 1.5
     assert rate.servers == pytest.approx(2 * 2.497)
     assert worst.usd == pytest.approx(round(rate.total * 2.0, 2))
     assert rate.total > rate.servers  # boot volumes and the gateway are billed too

@@ -86,3 +86,29 @@ def test_the_sandbox_lists_images_as_the_sdk_models_them(box):
     obsolete = service.list_images(name="ibm-ubuntu-20-04-6-minimal-amd64-6").get_result()["images"][0]
     image = models.Image.from_dict(service.get_image(id=obsolete["id"]).get_result())
     assert image.status == "obsolete" and image.zones == []
+
+
+def test_the_plan_lists_the_placements_the_apply_may_move_to(box):
+    plan = validate(zone="us-south-2")
+    assert [p["zone"] for p in plan["placements"]] == ["us-south-2", "us-south-1", "us-south-3"]
+    assert plan["placement_timeout_minutes"] == PARAMS["placement_timeout_minutes"].value
+
+
+def test_the_budget_holds_for_the_most_expensive_placement_that_may_be_tried(box):
+    # One L4 for 2 h fits 10 USD; an H100 placement further down the list does not.
+    validate(max_cost_usd=10)
+    with pytest.raises(AirflowFailException) as err:
+        validate(
+            max_cost_usd=10,
+            placements=[{"zone": "us-south-1", "gpu_profile": "gx3d-160x1792x8h100"}, {"zone": "us-south-2"}],
+        )
+    assert "max_cost_usd" in str(err.value) and "gx3d-160x1792x8h100" in str(err.value)
+
+
+def test_every_placement_s_profile_must_fit_the_region_s_quotas(box):
+    with pytest.raises(AirflowFailException) as err:
+        validate(
+            vm_count=2,
+            placements=[{"zone": "us-south-1"}, {"zone": "us-south-1", "gpu_profile": "gx3d-160x1792x8h100"}],
+        )
+    assert "quota" in str(err.value).lower() and "nothing was created" in str(err.value)

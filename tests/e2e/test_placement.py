@@ -1,0 +1,60 @@
+"""Capacity failover end to end: real Airflow (``dag.test()``), the sandbox's Terraform and VPC.
+
+The sandbox's ``no_capacity`` lasts across tries, as a real zone's capacity comes back in hours:
+the run must move, not retry. Each case counts what is left in the sandbox afterwards.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
+
+WORKSPACE_CREATE = "schematics POST /v1/workspaces"
+
+
+def test_no_capacity_in_the_first_zone_moves_the_run_to_the_next(sandbox_factory, run_pipeline):
+    # No L4 capacity in us-south-1 (the run's zone); every other zone has some.
+    box = sandbox_factory(faults={"no_capacity": {"zones": ["us-south-1"]}})
+    (result,) = run_pipeline(box, conf={"zone": "us-south-1"})
+
+    assert result["dag_run_state"] == "success", result["failures"]
+    placement = result["report"]["placement"]
+    assert (placement["zone"], placement["gpu_profile"]) == ("us-south-2", "gx3-16x80x1l4")
+    first, second = placement["attempts"]
+    assert (first["zone"], first["outcome"]) == ("us-south-1", "no_capacity")
+    assert first["error"].startswith("cannot_start_capacity: ")
+    assert first["seconds"] >= 0 and first["cost_usd"] is not None
+    assert (second["zone"], second["outcome"], second["error"]) == ("us-south-2", "succeeded", None)
+    # The run's cost is priced at the placement that started the servers.
+    assert result["report"]["cost"] is not None
+    # One workspace for the run, its variables moved; nothing left behind.
+    assert box.request_counts().get(WORKSPACE_CREATE) == 1
+    assert box.inventory.list() == []
+
+
+def test_a_run_fails_only_once_every_placement_was_tried_and_names_each(sandbox_factory, run_pipeline):
+    box = sandbox_factory(faults={"no_capacity": {"zones": "all"}})
+    placements = [{"zone": "us-south-1"}, {"zone": "us-south-3", "gpu_profile": "gx3-24x120x1l40s"}]
+    (result,) = run_pipeline(box, conf={"placements": placements})
+
+    assert result["dag_run_state"] == "failed"
+    assert result["tasks"]["apply"] == "failed" and result["tasks"]["destroy"] == "success"
+    why = result["failures"]["apply"]
+    assert why.startswith("No placement could start the servers (every placement was tried)"), why
+    assert "us-south-1 (gx3-16x80x1l4): cannot_start_capacity" in why
+    assert "us-south-3 (gx3-24x120x1l40s): cannot_start_capacity" in why
+    attempts = result["report"]["placement"]["attempts"]
+    assert [a["outcome"] for a in attempts] == ["no_capacity", "no_capacity"]
+    assert box.inventory.list() == []
+
+
+def test_an_error_that_is_not_about_capacity_is_not_failed_over(sandbox_factory, run_pipeline):
+    box = sandbox_factory(faults=["apply_fails_midway"])
+    (result,) = run_pipeline(box)
+
+    assert result["dag_run_state"] == "failed"
+    attempts = result["report"]["placement"]["attempts"]
+    assert {a["zone"] for a in attempts} == {"us-south-1"}, attempts  # retried in place, never moved
+    assert all(a["outcome"] == "failed" for a in attempts)
+    assert box.inventory.list() == []
