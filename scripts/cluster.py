@@ -35,7 +35,14 @@ import httpx
 import yaml
 
 from scripts.local_airflow import AirflowCluster, ClusterError, _kill_session, _signal_group, free_port
-from scripts.local_run import DAG_ID, DEMO_BUCKET, REPO, home_settings, passed_through
+from scripts.local_run import (
+    DAG_ID,
+    DEMO_BUCKET,
+    REPO,
+    announce_passed_through,
+    home_settings,
+    passed_through,
+)
 
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 # The compose settings that name the other containers: here they point at the local servers.
@@ -189,6 +196,8 @@ class Redis:
 class CeleryCluster(AirflowCluster):
     """The compose layout as local processes; components can be killed and restarted by name."""
 
+    announce_settings = False  # it holds back more of them than the base: it names its own
+
     def __init__(
         self,
         home: Path,
@@ -236,7 +245,9 @@ class CeleryCluster(AirflowCluster):
         # Every component shares one host's CPUs here: give the execution API longer than the 5 s
         # default to answer a task before it counts as a failure.
         env["AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT"] = "30"
-        env.update(passed_through({*home_settings(home), *self.owned, *owned}))
+        callers = passed_through({*home_settings(home), *self.owned, *owned})
+        announce_passed_through(callers)
+        env.update(callers)
         env.update(owned)
         self.env = env
         # name -> (airflow arguments, the environment that is the component's own)

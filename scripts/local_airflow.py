@@ -63,6 +63,9 @@ class ClusterError(RuntimeError):
 class AirflowCluster:
     """Start/stop the Airflow components and talk to the REST API (token from SimpleAuthManager)."""
 
+    #: name the caller's settings that reach the components (a subclass that owns more names its own)
+    announce_settings = True
+
     def __init__(
         self,
         home: Path,
@@ -118,7 +121,7 @@ class AirflowCluster:
         # Connections go into the metadata DB at start (Admin > Connections lists them, the UI can
         # edit them); as environment variables they would be invisible there and shadow any edit.
         self.connections = dict(connections or {})
-        self.env = airflow_env(home, {}, defaults=defaults, owned=self.owned)
+        self.env = airflow_env(home, {}, defaults=defaults, owned=self.owned, announce=self.announce_settings)
         self.procs: dict[str, subprocess.Popen] = {}
         self._token: str | None = None
         self._http = httpx.Client(base_url=self.base_url, timeout=30.0)

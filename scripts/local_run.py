@@ -85,12 +85,14 @@ def airflow_env(
     *,
     defaults: Mapping[str, str] | None = None,
     owned: Mapping[str, str] | None = None,
+    announce: bool = True,
 ) -> dict[str, str]:
     """The environment of one local Airflow: its own home and DB, the sandbox's connections.
 
     Lowest first: the launcher's ``defaults``, then the caller's ``AIRFLOW__*`` and
     ``OPENLINEAGE_*`` settings, then what the launcher owns (home, DB, DAG and plugin folders, the
-    connections, and ``owned``: ports, URLs, executor, login).
+    connections, and ``owned``: ports, URLs, executor, login). ``announce``: name the caller's
+    settings on stderr (a launcher that holds back more of them names them itself).
     """
     own = {
         **home_settings(home),
@@ -114,7 +116,8 @@ def airflow_env(
         }
     )
     callers = passed_through(own)
-    announce_passed_through(callers)
+    if announce:
+        announce_passed_through(callers)
     env.update(callers)
     env.update(own)
     return env

@@ -108,10 +108,13 @@ def test_make_airflow_keeps_its_executor_ports_and_login(caller, tmp_path):
     assert env["AIRFLOW__IBM_CLOUD__END_FROM_TRIGGER"] == "True"  # the real scheduler honours it
 
 
-def test_make_cluster_keeps_its_hosts_and_executor(caller, tmp_path, monkeypatch):
+def test_make_cluster_keeps_its_hosts_and_executor(caller, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE", "false")
     monkeypatch.setenv("AIRFLOW__CELERY__BROKER_URL", "redis://prod:6379/0")
     cluster = CeleryCluster(tmp_path / "home")
+    said = capsys.readouterr().err
+    assert said.count("passing through") == 1 and "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE" in said
+    assert "BROKER_URL" not in said and "EXECUTOR" not in said
     cluster._http.close()
     shutil.rmtree(cluster.services, ignore_errors=True)
     env = cluster.env
