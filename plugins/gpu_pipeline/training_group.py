@@ -35,6 +35,7 @@ from ibm_cloud_airflow.operators.schematics import (
     SchematicsPlanOperator,
 )
 from ibm_cloud_airflow.sensors.cos import CosKeySensor
+from ibm_cloud_airflow.utils.failure_cause import explain_failure
 from ibm_cloud_airflow.utils.triggerer import can_end_from_trigger
 
 # The group's tasks, in order; the first five are its work: any failure among them fails the run.
@@ -116,7 +117,8 @@ def ibm_gpu_training(
         }
 
         # One XCom, the typed plan (a TypedDict would otherwise be pushed key by key too).
-        @task(task_id="validate", multiple_outputs=False)
+        # Tasks that are not Schematics jobs end with their failure's cause too (the report's why).
+        @task(task_id="validate", multiple_outputs=False, on_failure_callback=explain_failure)
         def validate(params: dict, dag_run=None) -> dict[str, Any]:
             """Check parameters and connections and plan the run; then upload the workload bundle.
 
@@ -145,6 +147,7 @@ def ibm_gpu_training(
             plan_task_id=ids["validate"],
             template_dir=str(terraform_dir),
             ibm_conn_id=ibm_conn_id,
+            on_failure_callback=explain_failure,
         )
         # Plan and apply are submitted from a worker, whose task_state_store keeps the job id (a retry
         # re-attaches instead of submitting again), checked once a moment later (a job that ended
@@ -172,6 +175,7 @@ def ibm_gpu_training(
             ibm_conn_id=ibm_conn_id,
             outputs_task_id=ids["apply"],
             server_check_interval=server_check_interval,
+            on_failure_callback=explain_failure,
         )
         # Runs only after a failure: on success the scheduler skips it, and destroy starts at once.
         # It asks only when servers may exist: the apply or the wait failed.

@@ -196,6 +196,22 @@ def get_provider_info() -> dict:
                         "example": None,
                         "default": "True",
                     },
+                    **{
+                        f"quota_{name}": {
+                            "description": f"The {what} quota per region that validate checks a run "
+                            "against: a number for every region, or region=number pairs; empty: IBM's "
+                            f"default ({default}).",
+                            "version_added": "0.2.0",
+                            "type": "string",
+                            "example": example,
+                            "default": "",
+                        }
+                        for name, what, default, example in (
+                            ("vcpu", "vCPU", 200, "us-south=400"),
+                            ("memory_gb", "memory (GB)", 5600, "11200"),
+                            ("gpus", "GPU", 16, "us-south=32,eu-de=24"),
+                        )
+                    },
                 },
             },
         },
