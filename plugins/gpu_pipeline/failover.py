@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from gpu_pipeline.placement import Placement, PlacementState, capacity_error, explain_capacity
+from gpu_pipeline.workspace import RecreatesWorkspace
 from ibm_cloud_airflow.operators.schematics import (
     SchematicsApplyOperator,
     _state_store,
@@ -33,21 +34,20 @@ if TYPE_CHECKING:
 STATE_KEY = "gpu_pipeline_placement"
 
 
-class PlacementApplyOperator(SchematicsApplyOperator):
+class PlacementApplyOperator(RecreatesWorkspace, SchematicsApplyOperator):
     """:class:`SchematicsApplyOperator` with placement failover; returns the Terraform outputs.
 
     :param placements: ``[{"zone", "gpu_profile"}, ...]`` in order (templated; default: the plan's).
-    :param placement_timeout: after this long, no new placement is tried (templated, minutes).
-    :param variables: the workspace's Terraform variables (templated; default: the plan's).
-    :param secure_variables: their ``"<conn_id>:password"``-style references (default: the plan's).
+    :param placement_timeout_minutes: after this long, no new placement is tried (templated).
+    :param template_dir: the Terraform folder, should the run's workspace have to be created again
+        (:class:`~gpu_pipeline.workspace.RecreatesWorkspace`).
     """
 
     template_fields: Sequence[str] = (
         *SchematicsApplyOperator.template_fields,
+        *RecreatesWorkspace.workspace_template_fields,
         "placements",
         "placement_timeout_minutes",
-        "variables",
-        "secure_variables",
     )
 
     def __init__(
@@ -56,8 +56,7 @@ class PlacementApplyOperator(SchematicsApplyOperator):
         plan_task_id: str | None = None,
         placements: list[dict[str, str]] | None = None,
         placement_timeout_minutes: int | str | None = None,
-        variables: dict[str, Any] | None = None,
-        secure_variables: dict[str, str] | None = None,
+        template_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(plan_task_id=plan_task_id, **kwargs)
@@ -65,8 +64,7 @@ class PlacementApplyOperator(SchematicsApplyOperator):
         self.placement_timeout_minutes = from_plan(
             placement_timeout_minutes, plan_task_id, "placement_timeout_minutes"
         )
-        self.variables = from_plan(variables, plan_task_id, "terraform_variables")
-        self.secure_variables = from_plan(secure_variables, plan_task_id, "secure_variable_refs")
+        self._init_workspace_fields(plan_task_id, template_dir)
 
     # -- state ------------------------------------------------------------------------------------
     def _load(self, context: Any) -> PlacementState:

@@ -28,11 +28,11 @@ from airflow.sdk.bases.notifier import BaseNotifier
 from gpu_pipeline.failover import PlacementApplyOperator
 from gpu_pipeline.hold import CostApprovalOperator, HoldOnFailureOperator
 from gpu_pipeline.params import PARAMS
+from gpu_pipeline.workspace import RunPlanOperator
 from ibm_cloud_airflow.operators.schematics import (
     SchematicsCreateWorkspaceOperator,
     SchematicsDeleteWorkspaceOperator,
     SchematicsDestroyOperator,
-    SchematicsPlanOperator,
 )
 from ibm_cloud_airflow.sensors.cos import CosKeySensor
 from ibm_cloud_airflow.utils.failure_cause import explain_failure
@@ -152,12 +152,19 @@ def ibm_gpu_training(
         # Plan and apply are submitted from a worker, whose task_state_store keeps the job id (a retry
         # re-attaches instead of submitting again), checked once a moment later (a job that ended
         # finishes there), then waited for in the triggerer.
-        plan_job = SchematicsPlanOperator(task_id="plan", job_timeout=timedelta(minutes=30), **schematics_job)
+        # Both create the run's workspace again when a clear after the cleanup finds it gone.
+        plan_job = RunPlanOperator(
+            task_id="plan",
+            job_timeout=timedelta(minutes=30),
+            template_dir=str(terraform_dir),
+            **schematics_job,
+        )
         # A plan-only run skips the apply. A zone without capacity moves the run to its next
         # placement. The apply ends on a worker, where its placement record is written.
         apply_job = PlacementApplyOperator(
             task_id="apply",
             job_timeout=timedelta(minutes=90),
+            template_dir=str(terraform_dir),
             **{**schematics_job, "end_from_trigger": False},
         )
         wait_for_output = CosKeySensor(

@@ -461,9 +461,10 @@ class TerraformEngine:
                     "Invalid provider configuration: failed to query available provider packages "
                     "(sandbox fault plan_fails)"
                 )
+            live = self._live_entries(run)  # refreshed, but a plan does not write the state
             desired = self._walk(run, ctx, order, create=False)
-            existing = {r["address"] for r in run.state.get("resources", []) if not r.get("tainted")}
-            tainted = [r["address"] for r in run.state.get("resources", []) if r.get("tainted")]
+            existing = {r["address"] for r in live if not r.get("tainted")}
+            tainted = [r["address"] for r in live if r.get("tainted")]
             add = [a for a in desired if a not in existing]
             destroy = [a for a in existing if a not in desired] + tainted
             for address in add:
@@ -490,6 +491,7 @@ class TerraformEngine:
                 )
             self._walk(run, ctx, order, create=False)  # validate everything before touching anything
             run.state.setdefault("resources", [])
+            self._drop_vanished(run)
             stats = {"added": 0, "destroyed": 0}
             desired = self._walk(run, ctx, order, create=True, stats=stats)
             destroyed = stats["destroyed"]  # the tainted objects replaced on the way
@@ -541,16 +543,26 @@ class TerraformEngine:
         with _reporting(run):
             run.log(f"Terraform v{_DEFAULT_TF_VERSION}")
             self._prepare(run)
-            kept = []
-            for entry in run.state.get("resources", []):
-                ids = entry.get("inventory_ids") or []
-                if ids and self.inventory.get(ids[0]) is None:
-                    run.log(f"{entry['address']}: the resource is gone; removing it from the state")
-                    continue
-                run.log(f"{entry['address']}: Refreshing state... [id={entry['id']}]")
-                kept.append(entry)
-            run.state["resources"] = kept
+            self._drop_vanished(run)
             return dict(run.state.get("outputs", {}))
+
+    def _drop_vanished(self, run: TerraformRun) -> None:
+        """Terraform's refresh, which plan and apply run first (``-refresh=true`` is the default):
+        an object deleted outside Terraform (a server deleted by hand, a lost host) leaves the state,
+        so the apply creates it again."""
+        if "resources" in run.state:
+            run.state["resources"] = self._live_entries(run)
+
+    def _live_entries(self, run: TerraformRun) -> list[dict[str, Any]]:
+        kept = []
+        for entry in run.state.get("resources", []):
+            ids = entry.get("inventory_ids") or []
+            if ids and self.inventory.get(ids[0]) is None:
+                run.log(f"{entry['address']}: the resource is gone; removing it from the state")
+                continue
+            run.log(f"{entry['address']}: Refreshing state... [id={entry['id']}]")
+            kept.append(entry)
+        return kept
 
     # preparation ------------------------------------------------------------------------------
     def _prepare(self, run: TerraformRun) -> tuple[_Context, list[Resource]]:

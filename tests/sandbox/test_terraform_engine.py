@@ -338,6 +338,20 @@ def test_refresh_forgets_resources_deleted_out_of_band(engine, inventory):
     assert engine.plan(run) == {"add": 1, "change": 0, "destroy": 0}
 
 
+def test_apply_refreshes_first_and_creates_again_a_server_deleted_out_of_band(engine, inventory, launcher):
+    # Terraform's plan and apply refresh the state first (-refresh=true): a server deleted by hand
+    # or lost with its host is planned and created again, and only it.
+    run = make_run()
+    outputs = engine.apply(run)
+    lost = outputs["instance_ids"]["value"][1]
+    inventory.remove(lost)
+    assert engine.plan(run) == {"add": 1, "change": 0, "destroy": 0}
+    assert len(run.state["resources"]) == BASE_RESOURCES + 2 * PER_SERVER  # a plan writes no state
+    again = engine.apply(run)["instance_ids"]["value"]
+    assert again[0] == outputs["instance_ids"]["value"][0] and again[1] != lost
+    assert inventory.get(again[1]) is not None
+
+
 # -- faults --------------------------------------------------------------------------------------
 
 

@@ -470,7 +470,11 @@ class _SchematicsJobOperator(BaseOperator):
 
 
 async def _attach_or_submit(job: SchematicsJob, workspace_name: str | None, saved: dict | None) -> bool:
-    """Resolve the workspace, then re-attach to the saved job or submit; False when there is no workspace."""
+    """Resolve the workspace, then re-attach to the saved job or submit; False when there is no workspace.
+
+    A workspace id that no longer exists falls back to the workspace's name: a task cleared after
+    the run's cleanup may have created the workspace again, under the same name and a new id.
+    """
     if not await job.resolve(workspace_name):
         return False
     saved = saved or {}
@@ -478,6 +482,15 @@ async def _attach_or_submit(job: SchematicsJob, workspace_name: str | None, save
     if same_workspace and await job.attach(saved["activity_id"]):
         job.deadline = saved.get("deadline") or (time.time() + (job.job_timeout_s or 0))
         return True
+    if await job.submit():
+        return True
+    given = job.workspace_id
+    job.workspace_id = None
+    if not (workspace_name and await job.resolve(workspace_name)) or job.workspace_id == given:
+        return False
+    job.log.info(
+        "Workspace %s is gone; %s runs on %s, named %s", given, job.command, job.workspace_id, workspace_name
+    )
     return await job.submit()
 
 
@@ -611,7 +624,13 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
             return False
         SchematicsWorkspaceLink.persist(context, workspace_id)
         if not self.check_leases and not keep:
-            return hook.delete_workspace(workspace_id, destroy_resources=self.destroy_resources)
+            if hook.delete_workspace(workspace_id, destroy_resources=self.destroy_resources):
+                return True
+            # Gone by id: a task cleared after the run's cleanup may have created it again by name.
+            again = hook.resolve_workspace(None, name) if name else None
+            if again and again != workspace_id:
+                return hook.delete_workspace(again, destroy_resources=self.destroy_resources)
+            return False
         try:
             workspace = hook.get_workspace(workspace_id)
         except IbmCloudNotFoundError:
