@@ -14,6 +14,7 @@ from sandbox.faults import FaultSet
 from sandbox.inventory import Inventory
 from sandbox.terraform import TerraformEngine, TerraformError, TerraformRun, declared_variables
 from sandbox.terraform.expr import Evaluator, HclError, Scope, parse_expression
+from sandbox.vpc_rules import delete_instance
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "terraform"
@@ -344,7 +345,7 @@ def test_apply_refreshes_first_and_creates_again_a_server_deleted_out_of_band(en
     run = make_run()
     outputs = engine.apply(run)
     lost = outputs["instance_ids"]["value"][1]
-    inventory.remove(lost)
+    delete_instance(inventory, lost)  # as DELETE /instances/{id} does: its bindings are released
     assert engine.plan(run) == {"add": 1, "change": 0, "destroy": 0}
     assert len(run.state["resources"]) == BASE_RESOURCES + 2 * PER_SERVER  # a plan writes no state
     again = engine.apply(run)["instance_ids"]["value"]
