@@ -999,8 +999,9 @@ def _reserved_ip_to_bind(
         if entry["type"] == "ibm_is_subnet_reserved_ip" and entry["attrs"].get("reserved_ip") == wanted:
             reserved = entry["attrs"]
             live = inventory.get((entry.get("inventory_ids") or [""])[0])
-            target = (live or {}).get("attrs", {}).get("target") or reserved.get("target")
-            if target:  # the cloud's binding, not only the state's
+            # the cloud's binding (a refresh reads it), the state's only when the cloud has no record
+            target = live["attrs"].get("target") if live is not None else reserved.get("target")
+            if target:
                 raise TerraformError(f"reserved IP {wanted} is already bound to {target}")
             if reserved.get("subnet") != nic.get("subnet"):
                 raise TerraformError(f"reserved IP {wanted} is not in the network interface's subnet")
