@@ -226,7 +226,7 @@ class CosKeySensor(BaseSensorOperator):
 
         try:
             return check_servers(
-                VpcHook(str(self.ibm_conn_id)), str(self.server_name_prefix), self.keys, state
+                VpcHook(str(self.ibm_conn_id)), str(self.server_name_prefix), self.keys, state, self.watch
             )
         except Exception as exc:  # the markers stay the main signal
             self.log.warning("Could not check the servers' state: %s", exc)
@@ -257,6 +257,8 @@ class CosKeySensor(BaseSensorOperator):
                 str(self.ibm_conn_id), self.trusted_profile_id or "", str(self.bucket_name)
             )
             raise AirflowFailException(f"{result.get('message')}; {why}")
+        if status == "server_missing":
+            raise AirflowFailException(str(result.get("message")))
         if status == "timeout":
             raise AirflowSensorTimeout(str(result.get("message")))
         if status == "error":

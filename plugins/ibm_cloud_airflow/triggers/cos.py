@@ -151,32 +151,46 @@ def check_markers(
 STOPPED_STATES = ("stopping", "stopped")
 
 
-def check_servers(vpc_hook: Any, slug: str, keys: list[str], state: dict[str, Any]) -> dict[str, Any] | None:
-    """A ``failed`` result when a server whose marker is missing has stopped, else None.
+def check_servers(
+    vpc_hook: Any, slug: str, keys: list[str], state: dict[str, Any], watch: list[str] | None = None
+) -> dict[str, Any] | None:
+    """A result when a server still at work has stopped or is gone, else None.
 
     The workload powers its server off when it cannot write any marker (COS refused its writes or
-    is unreachable), so a stopped server without a marker is a failure the markers never report.
-    Server ``<slug>-vm-<i>`` writes the keys under ``vm-<i>/``. One VPC list call.
+    is unreachable), and a lost host or a server deleted by hand leaves no server at all: either
+    way the markers never come. Server ``<slug>-vm-<i>`` works in folder ``vm-<i>/`` (the keys'
+    folders and ``watch``); a folder whose marker is present or whose progress says ``finished``
+    is done. ``server_stopped`` when one has stopped, else ``server_missing``. One VPC list call.
     """
-    done = set(state.get("done", []))
-    stopped = []
-    for instance in vpc_hook.list_all("instance"):
-        name = str(instance.get("name") or "")
-        if not name.startswith(f"{slug}-vm-") or instance.get("status") not in STOPPED_STATES:
+    done_folders = {posixpath.dirname(k) for k in state.get("done", [])} | set(state.get("finished", []))
+    status_of = {
+        str(i.get("name") or ""): i.get("status")
+        for i in vpc_hook.list_all("instance")
+        if str(i.get("name") or "").startswith(f"{slug}-vm-")
+    }
+    stopped, missing = [], []
+    for folder in _folders(keys, watch):
+        if folder in done_folders:
             continue
-        folder = f"/{name.removeprefix(slug + '-')}/"
-        missing = [k for k in keys if folder in f"/{k}" and k not in done]
-        if missing:
-            stopped.append((name, instance.get("status"), posixpath.dirname(missing[0]) + "/"))
-    if not stopped:
+        name = f"{slug}-{posixpath.basename(folder)}"
+        if name not in status_of:
+            missing.append((name, "gone", folder + "/"))
+        elif status_of[name] in STOPPED_STATES:
+            stopped.append((name, status_of[name], folder + "/"))
+    if not (stopped or missing):
         return None
-    name, status, folder = stopped[0]
-    others = f" (and {len(stopped) - 1} more)" if len(stopped) > 1 else ""
+    found = stopped or missing
+    name, status, folder = found[0]
+    others = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    why = (
+        "it powers itself off when it cannot write to COS"
+        if stopped
+        else "deleted, or lost with its host; its marker never came"
+    )
     return {
-        "status": "server_stopped",
-        "servers": [s[0] for s in stopped],
-        "message": f"Server {name} is {status} without a marker in {folder}{others}: it powers itself off "
-        "when it cannot write to COS",
+        "status": "server_stopped" if stopped else "server_missing",
+        "servers": [s[0] for s in found],
+        "message": f"Server {name} is {status} without a marker in {folder}{others}: {why}",
     }
 
 
@@ -271,7 +285,10 @@ class CosKeyTrigger(NativeTemplatesMixin, BaseTrigger):
 
         try:
             hook = VpcHook(str(self.ibm_conn_id))
-            return await asyncio.to_thread(check_servers, hook, str(self.server_name_prefix), keys, state)
+            watch = key_list(self.watch_prefixes)
+            return await asyncio.to_thread(
+                check_servers, hook, str(self.server_name_prefix), keys, state, watch
+            )
         except Exception as exc:  # the markers stay the main signal
             self.log.warning("Could not check the servers' state: %s", exc)
             return None

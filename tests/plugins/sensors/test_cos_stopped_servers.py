@@ -64,8 +64,7 @@ def run_trigger(**kwargs: Any) -> dict[str, Any]:
         ibm_conn_id="ibm_cloud_default",
         server_name_prefix=SLUG,
         server_check_interval=0.0,
-        wait_timeout=20,
-        **kwargs,
+        **{"wait_timeout": 20, **kwargs},
     )
 
     async def first() -> dict[str, Any]:
@@ -131,3 +130,16 @@ def test_sensor_fails_with_the_reason_in_one_line(box):
     assert "\n" not in message
     assert f"{SLUG}-vm-0 is stopped" in message and "COS access denied" in message
     assert "['Content Reader']" in message
+
+
+def test_trigger_reports_a_server_that_is_gone_before_its_marker(box):
+    # vm-1 is running; vm-0 was deleted (by hand, or with a lost host): no marker will ever come.
+    vm = box.inventory.add("ibm_is_instance", f"{SLUG}-vm-1", attrs={})
+    event = run_trigger()
+    assert event["status"] == "server_missing"
+    assert event["servers"] == [f"{SLUG}-vm-0"]
+    assert f"Server {SLUG}-vm-0 is gone without a marker in {PREFIX}/vm-0/" in event["message"]
+    # Once vm-0's marker is there, its server may go: only vm-1's work counts, and it still runs.
+    box.cos_client().put_object(Bucket=BUCKET, Key=KEYS[0], Body=b"sha")
+    box.inventory.update_attrs(vm["id"], status="running")
+    assert run_trigger(wait_timeout=1)["status"] == "timeout"
