@@ -61,6 +61,7 @@ def default_engine_factory(
     """The real engine (``sandbox/terraform``) with a launcher of simulated servers."""
     try:
         from sandbox.launcher import ServerLauncher
+        from sandbox.server_loss import lose_instance
         from sandbox.terraform.engine import TerraformEngine
     except ImportError as err:
         log.warning("Terraform engine unavailable (%s); jobs will fail", err)
@@ -72,6 +73,8 @@ def default_engine_factory(
         faults=faults,
         # a server that powers itself off shows as stopped in the VPC API, as on IBM Cloud
         on_poweroff=lambda instance_id: inventory.update_attrs(instance_id, status="stopped"),
+        # the server_lost fault: the instance is gone (deleted) or stopped, as its host failure left it
+        on_lost=lambda instance_id, how: lose_instance(inventory, instance_id, how),
     )
     return TerraformEngine(
         inventory=inventory,

@@ -25,6 +25,8 @@ FAULT_NAMES = (
     "api_key_missing_policy",
     "slow_jobs",
     "profile_not_offered",
+    # the first server dies after its first checkpoint: {"as": "deleted" | "stopped" | "restarted"}
+    "server_lost",
 )
 
 

@@ -16,6 +16,10 @@ The process environment is the sandbox's own minus ``AIRFLOW_*``, plus ``GPU_WOR
 ``GPU_WORKLOAD_FAULT=fail|hang|worker_dies`` while the ``workload_fails``/``workload_hangs``/
 ``worker_dies`` fault is set, and ``GPU_WORKLOAD_LOOPBACK_PORTS``.
 
+With the ``server_lost`` fault set, the first server of a run dies (its whole process group is
+killed) once its first valid checkpoint is in COS, and the instance is deleted, stopped or
+restarted (``sandbox/server_loss.py``).
+
 Private addresses on loopback: the servers of one VPC share this machine, so a server at private
 address ``a.b.c.d`` is reached at ``127.0.0.1:<base + d>``, where ``base`` is a block of 256 ports
 that the launcher gives each VPC (``GPU_WORKLOAD_LOOPBACK_PORTS=<base>``; workload/distributed.py
@@ -43,6 +47,9 @@ from typing import IO, Any
 import yaml
 
 from sandbox.faults import FaultSet
+from sandbox.server_loss import FAULT as SERVER_LOST
+from sandbox.server_loss import first_valid_checkpoint, read_cos_object, run_env
+from sandbox.server_loss import mode as loss_mode
 
 #: Left in the server's root by bootstrap.sh's poweroff in sandbox mode (relative to the root).
 POWEROFF_FILE = "poweroff-requested"
@@ -53,6 +60,9 @@ __all__ = ["CloudInitError", "ServerLauncher"]
 class CloudInitError(ValueError):
     """The user_data is not a cloud-config document the sandbox can boot."""
 
+
+# How often a server watched for the server_lost fault is checked for its first checkpoint.
+LOSS_POLL_S = 0.1
 
 # Port blocks for private addresses (below the Linux ephemeral range, 32768 and up).
 LOOPBACK_PORT_FIRST = 20000
@@ -71,6 +81,9 @@ class _Server:
         self.console = console
         self.started_at = time.time()
         self.stopped = False
+        # what a reboot runs again (server_lost as "restarted")
+        self.script: Path | None = None
+        self.env: dict[str, str] = {}
 
 
 class ServerLauncher:
@@ -85,10 +98,16 @@ class ServerLauncher:
         extra_env: dict | None = None,
         stop_grace_s: float = 5.0,
         on_poweroff: Callable[[str], None] | None = None,
+        on_lost: Callable[[str, str], None] | None = None,
+        cos_reader: Callable[[str, str], bytes | None] | None = None,
     ) -> None:
         # Called with the instance id when a server powers itself off (bootstrap.sh's poweroff in
         # sandbox mode leaves POWEROFF_FILE and exits): the sandbox then shows the instance stopped.
         self.on_poweroff = on_poweroff
+        # Called with the instance id and "deleted" | "stopped" when the server_lost fault takes a
+        # server (sandbox/server_loss.py); the sandbox then updates the VPC inventory.
+        self.on_lost = on_lost
+        self.cos_reader = cos_reader or read_cos_object
         self.workload_venv = Path(workload_venv)
         self.state_dir = Path(state_dir)
         self.metadata_url = metadata_url.rstrip("/")
@@ -138,9 +157,52 @@ class ServerLauncher:
             console.close()
             raise
         server = _Server(instance_id, root, proc, console, vpc)
+        server.script, server.env = script_path, env
         with self._lock:
             self._servers[instance_id] = server
         threading.Thread(target=self._watch_poweroff, args=(server,), daemon=True).start()
+        if self.faults.active(SERVER_LOST):
+            threading.Thread(target=self._watch_for_loss, args=(server,), daemon=True).start()
+
+    def _watch_for_loss(self, server: _Server) -> None:
+        """The server_lost fault: the first server dies once its first valid checkpoint is in COS."""
+        env = run_env(server.root)
+        if env.get("INSTANCE_INDEX", "0") != "0" or not env.get("COS_BUCKET"):
+            return
+        while not server.stopped and server.proc.poll() is None:
+            if first_valid_checkpoint(self.cos_reader, env["COS_BUCKET"], env.get("COS_OUTPUT_PREFIX", "")):
+                if self.faults.take(SERVER_LOST):
+                    self._lose(server, loss_mode(self.faults.options(SERVER_LOST)))
+                return
+            time.sleep(LOSS_POLL_S)
+
+    def _lose(self, server: _Server, how: str) -> None:
+        """The host fails: every process of the server dies at once (no marker, no log upload)."""
+        proc = server.proc
+        _signal_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        deadline = time.monotonic() + 10  # every process of the server, and the locks they held
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if how == "restarted" and server.script is not None:
+            # IBM restarts the instance on another host: the same disk boots, and the job's unit
+            # (bootstrap.sh) runs again; cloud-init's runcmd stands in for it here.
+            server.proc = subprocess.Popen(
+                ["/bin/sh", str(server.script)],
+                cwd=str(server.root),
+                env=server.env,
+                stdin=subprocess.DEVNULL,
+                stdout=server.console,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            server.started_at = time.time()
+            threading.Thread(target=self._watch_poweroff, args=(server,), daemon=True).start()
+            return
+        self.stop(server.instance_id)
+        if self.on_lost is not None:
+            self.on_lost(server.instance_id, how)
 
     def _watch_poweroff(self, server: _Server) -> None:
         server.proc.wait()
