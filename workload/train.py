@@ -1126,7 +1126,11 @@ def main(argv: list[str] | None = None) -> int:
         rc = 143
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
+        cause = "error"
         if params.distribution == "multi_worker" and _is_collective_failure(exc):
+            # Not this server's fault: a peer is gone. Airflow may replace the servers and resume
+            # from the chief's checkpoint (docs/workload.md, "Checkpoints").
+            cause = "peer_lost"
             error = (
                 "multi-worker training stopped: a gradient exchange with another server failed "
                 f"(a server died or is unreachable; collective timeout {params.collective_timeout_s:g} s): "
@@ -1135,7 +1139,7 @@ def main(argv: list[str] | None = None) -> int:
         # Indented: a reader of the log tail (the sensor's message) finds the error line above,
         # not the last line of a traceback.
         LOG.error("training failed: %s\n%s", error, textwrap.indent(traceback.format_exc(), "    "))
-        rc = _write_failed(cos, error, log_path)
+        rc = _write_failed(cos, error, log_path, cause)
     if params.distribution == "multi_worker":
         # TensorFlow's collective threads can keep a process alive after a peer is gone: the
         # marker is written, so leave now rather than hang until the TTL.
@@ -1160,7 +1164,7 @@ def _is_collective_failure(exc: BaseException) -> bool:
     return bool(names & {"UnavailableError", "DeadlineExceededError", "CancelledError", "AbortedError"})
 
 
-def _write_failed(cos: CosWriter | None, error: str, log_path: Path) -> int:
+def _write_failed(cos: CosWriter | None, error: str, log_path: Path, cause: str = "error") -> int:
     if cos is None:
         print(f"train.py: FAILED and no COS client to report it: {error}", file=sys.stderr)
         return 3
@@ -1170,7 +1174,9 @@ def _write_failed(cos: CosWriter | None, error: str, log_path: Path) -> int:
             for handler in logging.getLogger().handlers:
                 handler.flush()
             cos.put_bytes(TRAIN_LOG, log_path.read_bytes(), "text/plain")
-        cos.put_json(FAILED, {"error": error, "log_tail": log_tail(log_path), "time": utcnow()})
+        cos.put_json(
+            FAILED, {"error": error, "cause": cause, "log_tail": log_tail(log_path), "time": utcnow()}
+        )
     except Exception as exc:
         print(
             f"train.py: FAILED: {error}\ntrain.py: and the _FAILED marker could not be written to "

@@ -139,6 +139,7 @@ def test_a_dead_worker_fails_the_run_within_the_collective_timeout(cos, wl, tmp_
     assert rcs[0] == 1, logs  # the chief wrote _FAILED and left (no hang until the TTL)
     failed = _json(cos, bucket, f"{PREFIX}/vm-0/_FAILED")
     assert "multi-worker training stopped" in failed["error"], failed
+    assert failed["cause"] == "peer_lost"  # not a bug of the job: its peer is gone
     assert "_SUCCESS" not in {k.rsplit("/", 1)[1] for k in cos.keys(bucket, f"{PREFIX}/")}
     progress = _json(cos, bucket, f"{PREFIX}/vm-1/progress.json")
     assert progress["epoch"] == 1  # it died mid-training, not before it began

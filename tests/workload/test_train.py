@@ -194,6 +194,7 @@ def test_bad_dataset_key_writes_failed(cos, wl):
     failed = json.loads(cos.get(bucket, f"{prefix}/_FAILED"))
     assert "cos://staged/missing.npz" in failed["error"] and "not found" in failed["error"]
     assert "DatasetError" in failed["log_tail"]
+    assert failed["cause"] == "error"  # the job's own failure: no automatic recovery
     assert f"{prefix}/train.log" in keys  # the full log goes up before the marker
     writes = [r for r in cos.requests(bucket) if r.method in ("PUT", "DELETE") and r.key.startswith(prefix)]
     assert writes[-1].method == "PUT" and writes[-1].key == f"{prefix}/_FAILED"
