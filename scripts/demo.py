@@ -38,6 +38,8 @@ SURVIVABLE = (
     # no capacity, or the profile not offered, in the run's zone: the run moves to the next zone
     "no_capacity",
     "profile_not_offered",
+    # the first server is lost after its first checkpoint: replaced, the training resumes there
+    "server_lost",
 )
 RUN_FAILING = (
     "plan_fails",
@@ -119,6 +121,8 @@ def run_demo(
         "workspaces_created": creates,
         "cost": (result.get("report") or {}).get("cost"),
         "placement": (result.get("report") or {}).get("placement"),
+        "recoveries": len((result.get("report") or {}).get("recoveries") or []),
+        "resumed_from_epoch": ((result.get("report") or {}).get("resumed_from_epoch") or {}).get("vm-0"),
         **reaper,
     }
     if leaked:

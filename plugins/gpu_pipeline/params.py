@@ -89,6 +89,17 @@ PARAMS: dict[str, Param] = {
         "(a missing gpu_profile means the run's). Empty: the run's zone, then every other zone of the "
         "region that offers the profile. max_cost_usd holds for the most expensive one.",
     ),
+    "max_recoveries": param(
+        1,
+        type="integer",
+        minimum=0,
+        maximum=5,
+        title="Replace lost servers (times)",
+        section=LIMITS,
+        description="When a server stops or disappears without a marker and the workload reported no "
+        "failure (a host failure, a server deleted by hand), replace the servers and resume from the "
+        "last checkpoint, at most this many times. A workload that wrote _FAILED is not recovered.",
+    ),
     "placement_timeout_minutes": param(
         60,
         type="integer",

@@ -56,6 +56,7 @@ def build_run_report(
     cost: dict[str, Any] | None = None,
     leak_error: str | None = None,
     placement: dict[str, Any] | None = None,
+    recoveries: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The report; ``leaks`` is what the VPC API still lists for the run (None: the check failed);
     ``phases`` is :func:`gpu_pipeline.phases.run_phases`' result."""
@@ -97,6 +98,8 @@ def build_run_report(
         **extra,
         "cost": cost,
         "placement": placement,
+        # each time the wait replaced lost servers (or a clear created them again)
+        "recoveries": recoveries or [],
     }
 
 
@@ -249,6 +252,9 @@ def write_run_report(
         checkpoints=checkpoints,
         cost=estimate_cost(plan, apply_job, destroy_job, work_ended, placement),
         placement=placement,
+        recoveries=ti.xcom_pull(
+            task_ids=task_ids.get("wait_for_output", "wait_for_output"), key="recoveries"
+        ),
     )
     # The error that caused the failure (its first try's), not a later try's: gpu_pipeline/failure_cause.py
     report["why"] = report_why(ti, report["tasks"], task_ids)

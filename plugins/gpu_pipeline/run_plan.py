@@ -139,6 +139,8 @@ class RunPlan(WorkspacePlan, CosWaitPlan, total=False):
     #: where the servers may go, in order ({"zone", "gpu_profile"}); the first is in the variables
     placements: list[dict[str, str]]
     placement_timeout_minutes: int
+    #: how many times the wait may replace lost servers
+    max_recoveries: int
     #: keep <server>checkpoints/ once the run's results are final (gpu_pipeline.checkpoints)
     keep_checkpoints: bool
 
@@ -227,6 +229,7 @@ def build_run_plan(
         stall_timeout_s=params["progress_stall_minutes"] * 60,
         max_runtime_s=params["max_runtime_minutes"] * 60,
         keep_on_failure_minutes=params["keep_on_failure_minutes"],
+        max_recoveries=params.get("max_recoveries", 0),
         keep_checkpoints=bool(params.get("keep_checkpoints", False)),
     )
 

@@ -28,13 +28,13 @@ from airflow.sdk.bases.notifier import BaseNotifier
 from gpu_pipeline.failover import PlacementApplyOperator
 from gpu_pipeline.hold import CostApprovalOperator, HoldOnFailureOperator
 from gpu_pipeline.params import PARAMS
+from gpu_pipeline.recovery import TrainingWaitSensor
 from gpu_pipeline.workspace import RunPlanOperator
 from ibm_cloud_airflow.operators.schematics import (
     SchematicsCreateWorkspaceOperator,
     SchematicsDeleteWorkspaceOperator,
     SchematicsDestroyOperator,
 )
-from ibm_cloud_airflow.sensors.cos import CosKeySensor
 from ibm_cloud_airflow.utils.failure_cause import explain_failure
 from ibm_cloud_airflow.utils.triggerer import can_end_from_trigger
 
@@ -167,8 +167,12 @@ def ibm_gpu_training(
             template_dir=str(terraform_dir),
             **{**schematics_job, "end_from_trigger": False},
         )
-        wait_for_output = CosKeySensor(
+        # Replaces lost servers, and creates them again when cleared after the run's cleanup.
+        wait_for_output = TrainingWaitSensor(
             task_id="wait_for_output",
+            workspace_id=schematics_job["workspace_id"],
+            template_dir=str(terraform_dir),
+            poll_interval=poll_interval,
             plan_task_id=ids["validate"],
             cos_conn_id=cos_conn_id,
             poke_interval=sensor_poke_interval,

@@ -44,26 +44,32 @@ class RecreatesWorkspace:
         self._ensure_workspace()
         return super()._start(context, attempt)  # type: ignore[misc]
 
-    def _ensure_workspace(self) -> None:
+    @property
+    def workspace_hook(self) -> Any:
+        """The SchematicsHook (a job operator's own hook)."""
+        return self.hook  # type: ignore[attr-defined]
+
+    def _ensure_workspace(self) -> str | None:
+        """The run's workspace id; created again when it is gone (None: nothing to create it from)."""
         from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
         from ibm_cloud_airflow.utils.secrets import resolve_secret_references
 
         op: Any = self
-        hook = op.hook
+        hook = self.workspace_hook
         given = typed(op.task_id, "workspace_id", op.workspace_id, str) or None
         name = typed(op.task_id, "workspace_name", op.workspace_name, str)
         if given:
             try:
                 hook.get_workspace(given)
-                return
+                return given
             except IbmCloudNotFoundError:
                 pass
         found = hook.resolve_workspace(None, name) if name else None
         if found:
             op.workspace_id = found
-            return
+            return found
         if not (name and self.template_dir):
-            return  # nothing to create it from: the job operator reports the missing workspace
+            return None  # nothing to create it from: the job operator reports the missing workspace
         workspace = hook.create_workspace(
             name=name,
             template_dir=self.template_dir,
@@ -83,6 +89,7 @@ class RecreatesWorkspace:
             given or name,
             workspace["id"],
         )
+        return workspace["id"]
 
 
 class RunPlanOperator(RecreatesWorkspace, SchematicsPlanOperator):

@@ -1,0 +1,225 @@
+"""The training wait that replaces lost servers, and that a clear after the run's cleanup resumes.
+
+:class:`TrainingWaitSensor` is the pipeline's ``wait_for_output``: the provider's COS marker wait,
+plus one thing the provider cannot know, what to do when the servers are gone.
+
+* A server that stopped or disappeared without a marker, while the workload reported no failure (a
+  host failure, capacity reclaimed, a server deleted by hand), is replaced: the run's stopped
+  servers are deleted, the workspace is applied again (Terraform creates what is missing), and
+  the training resumes from its last checkpoint in COS. At most ``max_recoveries`` times per try.
+  A server stopped because its trusted profile cannot write to COS is not replaced: a new one
+  would stop alike.
+* A workload that wrote ``_FAILED`` is not recovered: a bug or a NaN would fail again.
+* A clear of this task after the run's cleanup finds no servers, and maybe a ``_FAILED`` of the
+  try before: that marker is moved aside (``failed-attempts/``), and the servers are created again.
+  Clearing is a person's decision, so it does not count against ``max_recoveries``.
+
+Every recovery is logged as a warning and pushed as XCom ``recoveries`` (the run report shows it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from gpu_pipeline.workspace import RecreatesWorkspace
+from ibm_cloud_airflow.operators.schematics import _state_store, _store_get, _store_set
+from ibm_cloud_airflow.sensors.cos import _STATE_KEY, CosKeySensor
+from ibm_cloud_airflow.triggers.cos import STOPPED_STATES, new_state
+from ibm_cloud_airflow.utils.plan import from_plan, typed
+
+RECOVERIES_KEY = "gpu_pipeline_recoveries"
+# How long a deleted server may take to leave the VPC API's listing before the apply.
+SERVER_DELETE_TIMEOUT_S = 600
+
+
+class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
+    """:class:`CosKeySensor` that replaces lost servers (see the module's docs).
+
+    :param workspace_id: the run's workspace (templated); gone or blank: found by the plan's name.
+    :param template_dir: the Terraform folder, should the workspace have to be created again.
+    :param poll_interval: seconds between Schematics job polls while servers are replaced.
+    :param job_timeout: how long the apply that replaces them may run.
+    """
+
+    template_fields: Sequence[str] = (
+        *CosKeySensor.template_fields,
+        *RecreatesWorkspace.workspace_template_fields,
+        "workspace_id",
+        "workspace_name",
+        "max_recoveries",
+    )
+
+    def __init__(
+        self,
+        *,
+        plan_task_id: str,
+        workspace_id: str | None = None,
+        template_dir: str | None = None,
+        poll_interval: float = 30.0,
+        job_timeout: timedelta = timedelta(minutes=90),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(plan_task_id=plan_task_id, **kwargs)
+        self.workspace_id = workspace_id
+        self.workspace_name = from_plan(None, plan_task_id, "workspace_name")
+        self.max_recoveries = from_plan(None, plan_task_id, "max_recoveries")
+        self.poll_interval = poll_interval
+        self.job_timeout = job_timeout
+        self._init_workspace_fields(plan_task_id, template_dir)
+
+    @cached_property
+    def workspace_hook(self) -> Any:
+        from ibm_cloud_airflow.hooks.schematics import SchematicsHook
+
+        return SchematicsHook(ibm_conn_id=str(self.ibm_conn_id))
+
+    # -- outcomes ---------------------------------------------------------------------------------
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> list[str]:
+        status = event.get("status")
+        if status == "failed" and self._left_by_an_earlier_try(context, event.get("key")):
+            self._move_aside(event["key"])
+            return self._recover(context, "a cleared try found the previous try's failure", counted=False)
+        if status == "server_missing" or (status == "server_stopped" and not self._denied_cos()):
+            return self._recover(context, str(event.get("message")), servers=event.get("servers") or [])
+        return super().execute_complete(context, event)
+
+    def _left_by_an_earlier_try(self, context: Any, key: str | None) -> bool:
+        """A ``_FAILED`` older than this try, on a later try (a clear): not this try's failure."""
+        ti = context["ti"]
+        started = getattr(ti, "start_date", None)
+        if not key or (getattr(ti, "try_number", 1) or 1) <= 1 or started is None:
+            return False
+        head = self.hook.head(str(self.bucket_name), key) or {}
+        written = head.get("LastModified")
+        return written is not None and written < started
+
+    def _move_aside(self, key: str) -> None:
+        folder, _, name = key.rpartition("/")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        kept = f"{folder}/failed-attempts/{stamp}{name}"
+        self.hook.copy(str(self.bucket_name), key, kept)
+        self.hook.delete_keys(str(self.bucket_name), [key])
+        self.log.warning("Moved the previous try's %s to %s", key, kept)
+
+    def _denied_cos(self) -> bool:
+        from ibm_cloud_airflow.hooks.iam import explain_stopped_servers
+
+        why = explain_stopped_servers(
+            str(self.ibm_conn_id), self.trusted_profile_id or "", str(self.bucket_name)
+        )
+        return why.startswith("COS access denied")
+
+    # -- recovery ---------------------------------------------------------------------------------
+    def _recover(self, context: Any, reason: str, *, counted: bool = True, servers: list[str] | None = None):
+        store = _state_store(context)
+        history: list[dict[str, Any]] = list(
+            (_store_get(store, RECOVERIES_KEY, self.log) or {}).get("list", [])
+        )
+        limit = int(self.max_recoveries or 0)
+        used = sum(1 for r in history if r.get("counted"))
+        if counted and used >= limit:
+            raise AirflowFailException(
+                f"{reason}; the servers were not replaced: this try used its {limit} "
+                "recovery(ies) (max_recoveries)"
+            )
+        history.append(
+            {
+                "number": len(history) + 1,
+                "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "reason": reason,
+                "servers": servers or [],
+                "counted": counted,
+            }
+        )
+        _store_set(store, RECOVERIES_KEY, {"list": history}, self.log)
+        context["ti"].xcom_push(key="recoveries", value=history)
+        self.log.warning(
+            "Recovery %d (%s): %s. Replacing the servers; the training resumes from its last checkpoint.",
+            len(history),
+            f"{used + 1} of {limit} allowed" if counted else "a clear, not counted",
+            reason,
+        )
+        self._delete_stopped_servers()
+        return self._apply(context, self._ensure_workspace())
+
+    def _delete_stopped_servers(self) -> None:
+        """Terraform does not start a stopped server: delete it, so that the apply creates it again."""
+        from ibm_cloud_airflow.hooks.vpc import VpcHook, delete_resource
+
+        vpc = VpcHook(str(self.ibm_conn_id))
+        prefix = f"{self.server_name_prefix}-vm-"
+        stopped = [
+            i
+            for i in vpc.list_all("instance")
+            if str(i.get("name", "")).startswith(prefix) and i.get("status") in STOPPED_STATES
+        ]
+        for instance in stopped:
+            self.log.info("Deleting stopped server %s (%s)", instance["name"], instance["id"])
+            delete_resource(vpc, "instance", instance["id"])
+        ids = {i["id"] for i in stopped}
+        deadline = time.monotonic() + SERVER_DELETE_TIMEOUT_S
+        while ids and any(i["id"] in ids for i in vpc.list_all("instance")):
+            if time.monotonic() > deadline:
+                raise AirflowFailException(
+                    f"Stopped servers {sorted(ids)} were not deleted within 10 minutes"
+                )
+            time.sleep(min(self.poll_interval, 10))
+
+    def _apply(self, context: Any, workspace_id: str | None) -> Any:
+        from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook
+        from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
+        from ibm_cloud_airflow.utils.schematics_job import FIRST_POLL_AFTER_SUBMIT_S, SchematicsJob
+
+        if not workspace_id:
+            raise AirflowFailException(f"{self.task_id}: no workspace to create the servers again")
+        job = SchematicsJob(
+            SchematicsAsyncHook(str(self.ibm_conn_id)),
+            "apply",
+            workspace_id,
+            poll_interval=self.poll_interval,
+            job_timeout_s=self.job_timeout.total_seconds(),
+            log=self.log,
+        )
+        if not asyncio.run(job.submit()):
+            raise AirflowFailException(f"{self.task_id}: workspace {workspace_id} is gone")
+        early = asyncio.run(job.check(after=FIRST_POLL_AFTER_SUBMIT_S))
+        if early is not None:
+            return self.replaced(context, early.to_event())
+        self.defer(
+            trigger=SchematicsJobTrigger(
+                "apply",
+                job.workspace_id,
+                job.activity_id,
+                ibm_conn_id=str(self.ibm_conn_id),
+                poll_interval=self.poll_interval,
+                deadline=job.deadline,
+                next_poll_at=time.time() + self.poll_interval,
+            ),
+            method_name="replaced",
+            timeout=self.job_timeout + timedelta(minutes=5),
+        )
+
+    def replaced(self, context: Any, event: dict[str, Any]) -> Any:
+        """The servers are back: wait for the markers again, with fresh stall clocks."""
+        from ibm_cloud_airflow.utils.schematics_job import JobOutcome
+
+        outcome = JobOutcome.from_event(event)
+        if outcome.status != "COMPLETED":
+            raise AirflowFailException(
+                f"Replacing the servers failed: the apply ended {outcome.status}: "
+                f"{outcome.first_error or outcome.message}"
+            )
+        self.log.info(
+            "Servers replaced; waiting for %s again", typed(self.task_id, "bucket_key", self.bucket_key, list)
+        )
+        self._state = new_state(time.time())
+        self._store = _state_store(context)
+        _store_set(self._store, _STATE_KEY, self._state, self.log)
+        return self.execute(context)
