@@ -20,7 +20,8 @@ other slot, one interval older, is used.
 
 ``state.npz`` holds every variable of the model (weights, and Keras' seed-generator states, so
 dropout continues its random sequence) and of the optimizer (Adam's iteration count, moments,
-learning rate), by position; the manifest names them, and a restore checks names and shapes first.
+learning rate), by position; the manifest names them, and a restore checks names (without Keras'
+``_<n>`` suffixes) and shapes first.
 The data order needs no state: epoch ``e`` shuffles with the stateless seed ``(seed, e)``
 (``train.epoch_order``), so the resumed run sees the batches an uninterrupted one would have
 (Keras ``BackupAndRestore`` semantics: training continues at the next epoch).
@@ -33,6 +34,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,12 @@ COMPLETE, WRITING = "complete", "writing"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used (missing, partial, corrupt, or for another model)."""
+
+
+def _unsuffixed(path: str) -> str:
+    """A variable path without Keras' ``_<n>`` uniqueness suffixes (``conv2d_2/kernel`` ->
+    ``conv2d/kernel``): they depend on what else the process built, not on the model."""
+    return re.sub(r"_\d+(?=[/_]|$)", "", path)
 
 
 def slot_of(epoch: int, every: int) -> int:
@@ -82,7 +90,8 @@ class Checkpoint:
                 )
             for i, (name, var) in enumerate(zip(names, variables, strict=True)):
                 value = self.arrays.get(f"{group}/{i}")
-                if value is None or name != var.path or tuple(value.shape) != tuple(var.shape):
+                same_name = _unsuffixed(name) == _unsuffixed(var.path)
+                if value is None or not same_name or tuple(value.shape) != tuple(var.shape):
                     raise CheckpointError(
                         f"epoch {self.epoch}: {group} variable {i} is {name} "
                         f"{None if value is None else tuple(value.shape)}, the {group} has "

@@ -313,6 +313,21 @@ out(found=found is not None, kernel=float(model.variables[0].value[0, 0]))
     assert sum("skipped" in w for w in result["warnings"]) == 2
 
 
+def test_keras_uniqueness_suffixes_do_not_make_another_model(wl, tmp_path):
+    result = _slots(
+        wl,
+        tmp_path,
+        """
+store, box = saved([1])
+model = Model(0.0)  # the same model, built after another one in this process: dense_3
+model.variables = [Var("dense_3/kernel", np.zeros((2, 3))), Var("dense_3/bias", np.zeros(3))]
+found = box.latest(max_epoch=1, accept=lambda c: c.restore(model, Optimizer(0)))
+out(epoch=found and found.epoch, kernel=float(model.variables[0].value[0, 0]))
+""",
+    )
+    assert (result["epoch"], result["kernel"]) == (1, 1.0) and result["warnings"] == []
+
+
 def test_a_worker_loads_exactly_the_epoch_the_chief_chose(wl, tmp_path):
     result = _slots(
         wl,
