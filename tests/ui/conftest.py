@@ -32,12 +32,23 @@ ACTION_TIMEOUT_MS = 180_000
 SCREENSHOTS_DIR = os.environ.get("UI_SCREENSHOTS_DIR")
 
 
+# The shipped DAG's weekly schedule (Mondays 12:00 UTC), which ``make airflow`` turns off: Airflow
+# backfills only a DAG with a periodic schedule. The scheduler starts no scheduled run here
+# (use_job_schedule off): every run is one a test started, and the tests' leak checks stay theirs.
+# Nothing here needs the asset-triggered runs that use_job_schedule off also stops (ibm_gpu_promote:
+# tests/e2e/test_airflow_api.py); the model's asset events are recorded all the same.
+UI_TEST_ENV = {
+    "IBM_GPU_WORKLOAD_SCHEDULE": "0 12 * * 1",
+    "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+}
+
+
 @pytest.fixture(scope="module")
 def local_ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
-    """``(sandbox, airflow)``: the same deployment as ``make airflow``, without a login."""
+    """``(sandbox, airflow)``: ``make airflow``'s deployment, without a login, with the weekly schedule."""
     from scripts.airflow_ui import local_airflow_ui
 
-    with local_airflow_ui(tmp_path_factory.mktemp("ui")) as (box, af):
+    with local_airflow_ui(tmp_path_factory.mktemp("ui"), extra_env=UI_TEST_ENV) as (box, af):
         yield box, af
 
 

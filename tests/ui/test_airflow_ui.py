@@ -14,6 +14,8 @@ import urllib.parse
 from typing import Any
 
 import pytest
+from gpu_pipeline.cost import worst_case
+from gpu_pipeline.hold import APPROVE, DESTROY_NOW, REJECT
 from gpu_pipeline.params import ADVANCED, DEBUG, LIMITS, PARAMS, SEVERAL_SERVERS
 from playwright.sync_api import Page, expect
 
@@ -28,8 +30,11 @@ WORKSPACE_CREATE = "schematics POST /v1/workspaces"
 TAGS = ("gpu", "ibm-cloud", "schematics", "tensorflow")
 SECTIONS = (SEVERAL_SERVERS, LIMITS, ADVANCED, DEBUG)
 ENUMS = [name for name, p in PARAMS.items() if "enum" in p.schema]
-# A run's task states when everything worked: the failure-only tasks are skipped.
-ON_SUCCESS_SKIPPED = {"hold_on_failure", "run_verdict"}
+# A run's task states when everything worked: the failure-only task is skipped (the verdict
+# succeeds and announces the model).
+ON_SUCCESS_SKIPPED = {"hold_on_failure"}
+MODEL_ASSET = f"{DAG_ID}.model"
+CONNECTIONS = {"ibm_cloud_default": "ibm_cloud", "ibm_cos_default": "ibm_cos"}
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -44,6 +49,13 @@ def open_trigger_form(page: Page) -> Any:
 def field(dialog: Any, name: str) -> Any:
     """The input that holds param ``name`` (for an enum, the hidden input behind the choice)."""
     return dialog.locator(f"[name=element_{name}]")
+
+
+def is_json_or_list(param: Any) -> bool:
+    """An object or array param (null-able or not): the form draws a JSON editor or a multi-choice."""
+    types = param.schema.get("type")
+    types = set(types) if isinstance(types, list) else {types}
+    return isinstance(param.value, dict | list) or bool(types & {"array", "object"})
 
 
 def trigger_button(dialog: Any) -> Any:
@@ -87,13 +99,16 @@ def run_url(run_id: str, task_id: str | None = None) -> str:
 
 
 def open_graph(page: Page, run_id: str) -> None:
+    """The run's graph with the training task group open (the DAG is that one group)."""
     page.goto(run_url(run_id))
     page.get_by_role("button", name=re.compile("Show Graph")).click()
+    expect(graph_node(page, "training")).to_be_visible()
+    page.get_by_role("button", name="Expand all task groups").click()
     expect(graph_node(page, "run_verdict")).to_be_visible()
 
 
 def show_whole_graph(page: Page) -> None:
-    """The graph alone, zoomed to fit: a chain of 13 tasks is wide."""
+    """The graph alone, zoomed to fit: a chain of 11 tasks is wide."""
     page.get_by_role("button", name="Collapse Details Panel").click()
     page.locator(".react-flow__controls-fitview").click()
 
@@ -113,6 +128,43 @@ def workspace_creates(box: Any) -> int:
 
 def live_resources(box: Any) -> list[str]:
     return [f"{r['kind']} {r['name']}" for r in box.inventory.list()]
+
+
+def trigger_with(page: Page, af: Any, values: dict[str, Any]) -> str:
+    """Trigger a run from the form with ``values`` typed into the "Time, budget and cleanup" fields."""
+    before = run_ids(af)
+    dialog = open_trigger_form(page)
+    dialog.get_by_role("button", name=LIMITS).click()
+    for name, value in values.items():
+        field(dialog, name).fill(str(value))
+        field(dialog, name).blur()
+    trigger_button(dialog).click()
+    (run_id,) = wait_for_new_runs(af, before)
+    conf = af.api("GET", run_api(run_id))["conf"]
+    assert {name: conf[name] for name in values} == values, conf  # the form sent what was typed
+    return run_id
+
+
+def wait_for_question(af: Any, run_id: str, task_id: str, timeout_s: float = RUN_TIMEOUT_S) -> None:
+    """Wait until ``task_id`` asks its human-in-the-loop question (the task awaits input)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        af.check_alive()
+        state = af.api("GET", f"{run_api(run_id)}/taskInstances/{task_id}")["state"]
+        if state == "awaiting_input":
+            return
+        assert state not in ("success", "failed", "skipped", "upstream_failed"), (task_id, state)
+        time.sleep(2)
+    raise AssertionError(f"{task_id} of {run_id} asked nothing within {timeout_s:.0f} s")
+
+
+def open_required_actions(page: Page, run_id: str) -> Any:
+    """The run page's "Required Actions" drawer, with the run's one pending question selected."""
+    page.goto(run_url(run_id))
+    page.get_by_role("button", name="Required Actions").click()
+    drawer = page.get_by_role("dialog", name="Required Actions")
+    expect(drawer.get_by_role("heading", name="Pending required actions (1)")).to_be_visible()
+    return drawer
 
 
 RUNS: dict[str, str] = {}  # what one test started and a later one checks
@@ -154,7 +206,7 @@ def test_trigger_form_with_its_defaults_untouched_starts_a_run(page: Page, local
         expect(dialog).to_contain_text(param.schema["title"])
         expect(dialog).to_contain_text(param.description)
         value = field(dialog, name)
-        if isinstance(param.value, dict | list):  # a JSON editor or a multi-choice: shown, above
+        if is_json_or_list(param):  # a JSON editor or a multi-choice: shown, above
             continue
         if isinstance(param.value, bool):
             expect(value).not_to_be_checked()
@@ -211,6 +263,22 @@ def test_the_schematics_workspace_link_points_at_the_run_s_workspace(page: Page,
         expect(link).to_have_attribute("target", "_blank")
 
 
+def test_the_assets_page_lists_the_model_and_its_event_from_the_successful_run(page: Page, local_ui) -> None:
+    run_id = RUNS["defaults"]
+    page.goto("/assets")
+    link = page.get_by_role("link", name=MODEL_ASSET, exact=True)
+    row = page.get_by_role("row").filter(has=link)
+    expect(row.get_by_role("time")).to_be_visible()  # "Last Asset Event": the run's verdict emitted one
+    link.click()
+    expect(page.get_by_role("heading", name=MODEL_ASSET, exact=True)).to_be_visible()
+    expect(page.get_by_role("heading", name="1 Asset Event")).to_be_visible()
+    # Its source: this run's verdict, the group's one leaf.
+    source = page.locator('a[href$="/tasks/run_verdict"]')
+    expect(source).to_have_text(DAG_ID)
+    href = urllib.parse.unquote(source.get_attribute("href") or "")
+    assert href == f"/dags/{DAG_ID}/runs/{run_id}/tasks/run_verdict", href
+
+
 # -- invalid values ---------------------------------------------------------------------------------------
 def test_invalid_values_show_a_message_and_create_nothing(page: Page, local_ui) -> None:
     # After the run above has ended: the sandbox's counters and inventory are this test's alone.
@@ -257,6 +325,36 @@ def test_invalid_values_show_a_message_and_create_nothing(page: Page, local_ui) 
     assert live_resources(box) == []
 
 
+# -- a costly run waits for approval ------------------------------------------------------------------------
+def test_a_costly_run_waits_for_approval_and_a_rejection_creates_nothing(page: Page, local_ui) -> None:
+    box, af = local_ui
+    creates_before = workspace_creates(box)
+    run_id = trigger_with(page, af, {"approval_above_usd": 0.01})
+    wait_for_question(af, run_id, "approve")
+    conf = af.api("GET", run_api(run_id))["conf"]
+    worst = worst_case(conf)
+
+    drawer = open_required_actions(page, run_id)
+    # The question, with the run's worst-case cost as the pipeline computes it, and its two answers.
+    expect(drawer.get_by_text(f"Approve a GPU run of up to {worst.usd:.2f} USD?")).to_be_visible()
+    expect(drawer).to_contain_text("above the approval threshold of 0.01 USD")
+    expect(drawer).to_contain_text(f"Worst case: {worst.explain()}")
+    expect(drawer.get_by_role("button", name=APPROVE, exact=True)).to_be_visible()
+    save_screenshot(drawer, "approval")
+    # Nothing exists while the run waits.
+    assert workspace_creates(box) == creates_before
+    assert live_resources(box) == []
+
+    drawer.get_by_role("button", name=REJECT, exact=True).click()
+    expect(drawer.get_by_role("heading", name="Pending required actions (0)")).to_be_visible()
+    states = wait_until_done(af, run_id)
+    assert states["run"] == "failed" and states["approve"] == "failed", states
+    assert states["create_workspace"] == "upstream_failed", states
+    assert states["destroy"] == "success" and states["run_verdict"] == "failed", states
+    assert workspace_creates(box) == creates_before
+    assert live_resources(box) == []
+
+
 # -- a backfill from the UI --------------------------------------------------------------------------
 def test_a_backfill_of_two_dates_started_from_the_ui_completes_isolated(page: Page, local_ui) -> None:
     box, af = local_ui
@@ -264,16 +362,20 @@ def test_a_backfill_of_two_dates_started_from_the_ui_completes_isolated(page: Pa
     dialog = open_trigger_form(page)
     dialog.get_by_text("Backfill", exact=True).click()
     # The weekly schedule (Mondays 12:00 UTC): 16 and 23 November 2026.
+    pickers = dialog.get_by_test_id("datetime-input")  # From, To
+    expect(pickers).to_have_count(2)
     for picker, (day, hour) in zip(
-        dialog.get_by_test_id("datetime-input").all(),
-        (("2026/11/16", "00:00"), ("2026/11/24", "00:00")),
-        strict=True,
+        pickers.all(), (("2026/11/16", "00:00"), ("2026/11/24", "00:00")), strict=True
     ):
+        # This picker's own popover (Ark names it after the trigger's owner): while one closes and
+        # the next opens, a busy machine shows both.
+        popover = page.locator(f'[id="popover:{picker.get_attribute("data-ownedby")}:content"]')
         picker.click()
-        popover = page.locator("[data-scope=popover][data-part=content]:visible")
+        expect(popover).to_be_visible()
         popover.get_by_placeholder("YYYY/MM/DD").fill(day)
         popover.get_by_placeholder("HH:mm").fill(hour)
         page.keyboard.press("Escape")
+        expect(popover).to_be_hidden()
     expect(dialog.get_by_text("2 runs will be triggered.")).to_be_visible()
     dialog.locator("input[name=max_active_runs]").fill("2")
     dialog.get_by_role("button", name="Run Backfill").click()
@@ -299,27 +401,43 @@ def test_a_backfill_of_two_dates_started_from_the_ui_completes_isolated(page: Pa
 
 
 # -- a failed run -------------------------------------------------------------------------------------
-def test_a_failed_run_shows_destroy_green_and_the_verdict_red(page: Page, local_ui) -> None:
+def test_a_failed_run_asks_destroy_now_or_keep_and_destroy_now_cleans_up(page: Page, local_ui) -> None:
     box, af = local_ui
-    box.set_faults(["workload_fails"])  # the training job writes _FAILED
+    box.faults.set(["workload_fails"])  # the training job writes _FAILED
     try:
-        before = run_ids(af)
-        dialog = open_trigger_form(page)
-        trigger_button(dialog).click()
-        (run_id,) = wait_for_new_runs(af, before)
-        states = wait_until_done(af, run_id)
+        run_id = trigger_with(page, af, {"keep_on_failure_minutes": 30})
+        wait_for_question(af, run_id, "hold_on_failure")
     finally:
-        box.set_faults([])
-    assert states["run"] == "failed", states
-    assert states["wait_for_output"] == "failed" and states["run_verdict"] == "failed", states
-    assert states["destroy"] == "success" and states["delete_workspace"] == "success", states
+        box.faults.set([])
+    RUNS["failed"] = run_id
 
+    drawer = open_required_actions(page, run_id)
+    question = "wait_for_output failed: destroy the servers now, or keep them 30 minutes?"
+    expect(drawer.get_by_text(question)).to_be_visible()
+    keep = drawer.get_by_role("button", name="Keep for 30 minutes", exact=True)
+    expect(keep).to_be_visible()
+    assert live_resources(box) != []  # the servers are up while the question waits
+
+    drawer.get_by_role("button", name=DESTROY_NOW, exact=True).click()
+    expect(drawer.get_by_role("heading", name="Pending required actions (0)")).to_be_visible()
+    states = wait_until_done(af, run_id)
+    assert states["run"] == "failed", states
+    assert states["wait_for_output"] == "failed" and states["hold_on_failure"] == "success", states
+    assert states["destroy"] == "success" and states["delete_workspace"] == "success", states
+    assert states["run_verdict"] == "failed", states
+    assert live_resources(box) == []
+
+
+def test_a_failed_run_shows_destroy_green_and_the_verdict_red(page: Page, local_ui) -> None:
+    box, _ = local_ui
+    run_id = RUNS["failed"]
     page.set_viewport_size({"width": 2000, "height": 560})
     open_graph(page, run_id)
     show_whole_graph(page)
     expect(graph_node(page, "destroy")).to_contain_text("success")
     expect(graph_node(page, "run_verdict")).to_contain_text("failed")
     expect(graph_node(page, "wait_for_output")).to_contain_text("failed")
+    expect(graph_node(page, "hold_on_failure")).to_contain_text("success")
     save_screenshot(page, "run-failed-graph")
     assert live_resources(box) == []
 
@@ -353,6 +471,15 @@ def field_label(form: Any, label: str) -> Any:
 def extra_field_names(form: Any) -> set[str]:
     names = form.locator("[name^=element_]").evaluate_all("els => els.map(e => e.name)")
     return {name.removeprefix("element_") for name in names}
+
+
+def test_admin_connections_lists_the_deployment_s_connections(page: Page) -> None:
+    """make airflow stores its connections in the metadata DB: the UI lists them (and can edit them)."""
+    page.goto("/connections")
+    for conn_id, conn_type in CONNECTIONS.items():
+        row = page.get_by_role("row").filter(has=page.get_by_role("cell", name=conn_id, exact=True))
+        expect(row.get_by_role("cell", name=conn_type, exact=True)).to_be_visible()
+        expect(row.get_by_role("button", name="Edit Connection")).to_be_visible()
 
 
 def test_the_connection_form_offers_ibm_cloud_and_ibm_cos_with_their_fields(page: Page, local_ui) -> None:
