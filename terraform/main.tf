@@ -192,6 +192,13 @@ resource "ibm_is_instance" "vm" {
   keys           = ibm_is_ssh_key.debug[*].id
   tags           = local.tags
 
+  # IBM restarts a server whose host failed (its default, stated here on purpose): the boot runs
+  # the job again and it resumes from its last checkpoint in COS. "stop" would leave the server
+  # stopped, billed for its volumes, until the wait replaced it (docs/architecture.md).
+  availability_policy {
+    host_failure = "restart"
+  }
+
   primary_network_interface {
     name              = "eth0"
     subnet            = ibm_is_subnet.subnet.id

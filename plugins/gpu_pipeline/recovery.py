@@ -9,7 +9,9 @@ plus one thing the provider cannot know, what to do when the servers are gone.
   the training resumes from its last checkpoint in COS. At most ``max_recoveries`` times per try.
   A server stopped because its trusted profile cannot write to COS is not replaced: a new one
   would stop alike.
-* A workload that wrote ``_FAILED`` is not recovered: a bug or a NaN would fail again.
+* A workload that wrote ``_FAILED`` is not recovered: a bug or a NaN would fail again. Except a
+  multi-worker server's ``"cause": "peer_lost"``: another server vanished under it, which is the
+  loss above seen from the other side.
 * A clear of this task after the run's cleanup finds no servers, and maybe a ``_FAILED`` of the
   try before: that marker is moved aside (``failed-attempts/``), and the servers are created again.
   Clearing is a person's decision, so it does not count against ``max_recoveries``.
@@ -35,6 +37,8 @@ from ibm_cloud_airflow.triggers.cos import STOPPED_STATES, new_state
 from ibm_cloud_airflow.utils.plan import from_plan, typed
 
 RECOVERIES_KEY = "gpu_pipeline_recoveries"
+# The cause a multi-worker server writes in _FAILED when another server vanished (workload/distributed.py).
+PEER_LOST = "peer_lost"
 # How long a deleted server may take to leave the VPC API's listing before the apply.
 SERVER_DELETE_TIMEOUT_S = 600
 
@@ -88,6 +92,10 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
             return self._recover(context, "a cleared try found the previous try's failure", counted=False)
         if status == "server_missing" or (status == "server_stopped" and not self._denied_cos()):
             return self._recover(context, str(event.get("message")), servers=event.get("servers") or [])
+        if status == "failed" and event.get("cause") == PEER_LOST:
+            # A multi-worker run's server saw another one vanish mid-exchange: the loss is the
+            # failure, not the workload.
+            return self._recover(context, f"{event.get('message')} (another server of the run was lost)")
         return super().execute_complete(context, event)
 
     def _left_by_an_earlier_try(self, context: Any, key: str | None) -> bool:
@@ -146,8 +154,18 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
             f"{used + 1} of {limit} allowed" if counted else "a clear, not counted",
             reason,
         )
+        self._move_aside_peer_failures()
         self._delete_stopped_servers()
         return self._apply(context, self._ensure_workspace())
+
+    def _move_aside_peer_failures(self) -> None:
+        """The other servers' ``_FAILED`` written because a server was lost: consequences, not causes."""
+        bucket = str(self.bucket_name)
+        for folder in self.watch:
+            key = f"{folder.rstrip('/')}/_FAILED"
+            body = self.hook.read_json(bucket, key) if self.hook.head(bucket, key) else None
+            if isinstance(body, dict) and body.get("cause") == PEER_LOST:
+                self._move_aside(key)
 
     def _delete_stopped_servers(self) -> None:
         """Terraform does not start a stopped server: delete it, so that the apply creates it again."""

@@ -126,17 +126,14 @@ def ibm_gpu_training(
             re-run run reuses its prefix: its old markers go first, so that the sensor can never take
             a previous attempt's _SUCCESS for this one's.
             """
+            from gpu_pipeline.checkpoints import stale_markers
             from gpu_pipeline.validation import plan_run
             from ibm_cloud_airflow.hooks.cos import CosHook
 
             plan = plan_run(params, dag_run=dag_run, ibm_conn_id=ibm_conn_id, cos_conn_id=cos_conn_id)
             cos = CosHook(cos_conn_id=cos_conn_id)
-            stale = [
-                k
-                for k in cos.list_keys(plan["bucket"], plan["prefix"])
-                if k.endswith(("/_SUCCESS", "/_FAILED"))
-            ]
-            cos.delete_keys(plan["bucket"], stale)
+            # Markers only: the checkpoints stay, so that the run resumes where it stopped.
+            cos.delete_keys(plan["bucket"], stale_markers(cos.list_keys(plan["bucket"], plan["prefix"])))
             cos.upload_directory_as_targz(plan["bucket"], workload_dir, plan["bundle_key"])
             return plan
 

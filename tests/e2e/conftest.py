@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +46,26 @@ def run_pipeline(template_db, tmp_path) -> Callable[..., list[dict[str, Any]]]:
         return results
 
     return run
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    """``(sandbox, airflow)``: ``make airflow``'s deployment, without a login."""
+    from scripts.airflow_ui import local_airflow_ui
+
+    with local_airflow_ui(tmp_path_factory.mktemp("api")) as (box, af):
+        af.wait_for_dag("ibm_gpu_promote", timeout_s=300)
+        yield box, af
+
+
+@pytest.fixture(scope="session")
+def api(deployment: tuple[Any, Any]) -> Iterator[Any]:
+    """An ``airflow_client.client.ApiClient`` logged in as the all-admin SimpleAuthManager user."""
+    import airflow_client.client as client
+    import httpx
+
+    _, af = deployment
+    token = httpx.get(f"{af.base_url}/auth/token", timeout=30).json()["access_token"]
+    config = client.Configuration(host=af.base_url, access_token=token)
+    with client.ApiClient(config) as api_client:
+        yield api_client

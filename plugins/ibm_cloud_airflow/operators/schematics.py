@@ -482,16 +482,7 @@ async def _attach_or_submit(job: SchematicsJob, workspace_name: str | None, save
     if same_workspace and await job.attach(saved["activity_id"]):
         job.deadline = saved.get("deadline") or (time.time() + (job.job_timeout_s or 0))
         return True
-    if await job.submit():
-        return True
-    given = job.workspace_id
-    job.workspace_id = None
-    if not (workspace_name and await job.resolve(workspace_name)) or job.workspace_id == given:
-        return False
-    job.log.info(
-        "Workspace %s is gone; %s runs on %s, named %s", given, job.command, job.workspace_id, workspace_name
-    )
-    return await job.submit()
+    return await job.resolve_and_submit(workspace_name)
 
 
 class SchematicsPlanOperator(_SchematicsJobOperator):

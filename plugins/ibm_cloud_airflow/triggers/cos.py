@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
-from ibm_cloud_airflow.triggers.native import NativeTemplatesMixin, push_xcoms
+from ibm_cloud_airflow.triggers.native import NativeTemplatesMixin, ends_here, push_xcoms
 
 FAILED_MARKER = "_FAILED"
 PROGRESS_FILE = "progress.json"
@@ -106,6 +106,8 @@ def check_markers(
                     "key": failed_key,
                     "error": error,
                     "log_tail": log_tail,
+                    # the workload's own classification, e.g. "peer_lost": another server is gone
+                    "cause": body.get("cause"),
                     "message": f"The workload wrote cos://{bucket}/{failed_key}: {error}",
                 }
         progress_key = _in(folder, PROGRESS_FILE)
@@ -334,7 +336,7 @@ class CosKeyTrigger(NativeTemplatesMixin, BaseTrigger):
             status = result["status"]
             if status == "failed":
                 self.log.error("%s\n--- workload log tail ---\n%s", result["message"], result.get("log_tail"))
-            if status == "success" and self.end_from_trigger:
+            if status == "success" and ends_here(self):
                 self.log.info("All markers present: %s", keys)
                 await push_xcoms(self.task_instance, {"return_value": keys})
                 yield TaskSuccessEvent()

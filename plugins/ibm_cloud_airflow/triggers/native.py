@@ -46,3 +46,19 @@ async def push_xcoms(task_instance: Any, xcoms: dict[str, Any]) -> None:
                 )
 
     await sync_to_async(write, thread_sensitive=False)()
+
+
+def ends_here(trigger: Any) -> bool:
+    """Whether a trigger with ``end_from_trigger`` may end its task itself: on the task's first try.
+
+    Airflow 3.3 keeps a cleared task's old ``end_date`` when a trigger ends it: ``clear_task_instances``
+    and ``TaskInstance.defer_task`` leave ``end_date`` as it was, and ``handle_event_submit``
+    (``airflow/models/trigger.py``) calls ``TaskInstance.set_state``, which sets
+    ``end_date = end_date or now`` (``airflow/models/taskinstance.py``). The UI then shows a negative
+    duration. A later try (a clear, a retry) ends on a worker instead, where the execution API's
+    ``ti_run`` sets ``end_date=None`` first: one worker start for a try that is rare anyway.
+    """
+    if not getattr(trigger, "end_from_trigger", False):
+        return False
+    ti = getattr(trigger, "task_instance", None)
+    return ti is None or (getattr(ti, "try_number", 1) or 1) <= 1

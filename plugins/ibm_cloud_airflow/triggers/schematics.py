@@ -9,7 +9,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook
-from ibm_cloud_airflow.triggers.native import NativeTemplatesMixin, push_xcoms
+from ibm_cloud_airflow.triggers.native import NativeTemplatesMixin, ends_here, push_xcoms
 from ibm_cloud_airflow.utils.schematics_job import (
     ERROR,
     FIRST_POLL_AFTER_SUBMIT_S,
@@ -112,7 +112,7 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
             outcome = await job.wait(first_poll_after=first_poll_after)
         else:
             try:
-                started = await job.resolve(self.workspace_name) and await job.submit()
+                started = await job.resolve_and_submit(self.workspace_name)
             except Exception as exc:
                 self.log.exception("Submitting the Schematics %s job failed", self.command)
                 started, outcome = False, job.outcome(ERROR, message=str(exc))
@@ -120,7 +120,7 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
                 outcome = job.outcome(NOTHING)
             if started:
                 outcome = await job.wait(first_poll_after=FIRST_POLL_AFTER_SUBMIT_S)
-        if self.end_from_trigger and outcome.status in ("COMPLETED", NOTHING):
+        if ends_here(self) and outcome.status in ("COMPLETED", NOTHING):
             value, xcoms = job_result(outcome, returns_outputs=self.read_outputs)
             await push_xcoms(self.task_instance, {"return_value": value, **xcoms})
             yield TaskSuccessEvent()

@@ -160,6 +160,24 @@ class SchematicsJob:
             self.log.info("No workspace (name %r): nothing to %s", workspace_name, self.command)
         return self.workspace_id is not None
 
+    async def resolve_and_submit(self, workspace_name: str | None) -> bool:
+        """:meth:`resolve`, then :meth:`submit`; False when there is no workspace.
+
+        A given id that no longer exists falls back to ``workspace_name``: a task cleared after the
+        run's cleanup may have created the workspace again, under the same name and a new id.
+        """
+        if not await self.resolve(workspace_name):
+            return False
+        if await self.submit():
+            return True
+        given, self.workspace_id = self.workspace_id, None
+        if not (workspace_name and await self.resolve(workspace_name)) or self.workspace_id == given:
+            return False
+        self.log.info(
+            "Workspace %s is gone; the one named %s is %s", given, workspace_name, self.workspace_id
+        )
+        return await self.submit()
+
     async def attach(self, activity_id: str) -> bool:
         """Re-attach to a job this task submitted before (a retry, a restarted worker).
 

@@ -362,7 +362,7 @@ class TestDestroyFromTheTriggerer:
         assert op.start_from_trigger and args.next_method == "execute_complete"
         # What Airflow 3.3's triggerer does for a task that starts there (see sensors/test_cos.py).
         trigger = SchematicsJobTrigger(**args.trigger_kwargs)
-        trigger.task_instance = mock.MagicMock(task=op, task_id=op.task_id)
+        trigger.task_instance = mock.MagicMock(task=op, task_id=op.task_id, try_number=1)
         assert set(trigger.template_fields) == {"workspace_id", "workspace_name", "ibm_conn_id"}
 
         class TI:
@@ -384,7 +384,7 @@ class TestDestroyFromTheTriggerer:
             start_from_trigger=True,
         )
         trigger = SchematicsJobTrigger(**op.start_trigger_args.trigger_kwargs)
-        trigger.task_instance = mock.MagicMock(task=op, task_id=op.task_id)
+        trigger.task_instance = mock.MagicMock(task=op, task_id=op.task_id, try_number=1)
         trigger.render_template_fields(context={"ti": mock.MagicMock(xcom_pull=lambda **kw: None)})
         assert (trigger.workspace_id, trigger.workspace_name) == (None, None)
 

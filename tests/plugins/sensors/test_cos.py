@@ -288,7 +288,7 @@ def _as_the_triggerer_builds_it(sensor_task, context):
     args = sensor_task.start_trigger_args
     assert sensor_task.start_from_trigger and args.next_method == "execute_complete"
     trig = CosKeyTrigger(**args.trigger_kwargs)
-    trig.task_instance = mock.MagicMock(task=sensor_task, task_id=sensor_task.task_id)
+    trig.task_instance = mock.MagicMock(task=sensor_task, task_id=sensor_task.task_id, try_number=1)
     trig.render_template_fields(context=context)
     return trig
 
