@@ -13,6 +13,8 @@ locals {
   trusted_profile = var.cos_auth_mode == "trusted_profile"
   # crn:v1:bluemix:public:cloud-object-storage:global:a/<account>:<instance guid>::
   cos_instance_guid = local.trusted_profile ? split(":", var.cos_instance_crn)[7] : ""
+  # cos://<key>.npz: the staged dataset's object key ("" for a built-in dataset, which needs no COS)
+  dataset_cos_key = startswith(var.dataset, "cos://") ? trimprefix(var.dataset, "cos://") : ""
 
   # The profile's GPUs, which bootstrap.sh checks before training, and whether they sit on NVSwitch
   # (Fabric Manager needed): the project's profile table (plugins/gpu_pipeline/gpu_profiles.py).
@@ -181,6 +183,31 @@ resource "ibm_iam_trusted_profile_policy" "cos" {
   pattern = "attribute-based-condition:resource:literal-and-wildcard"
 }
 
+# A staged dataset (dataset = "cos://<key>.npz") usually lies outside the run's prefix: read that
+# one object and nothing else. Object Reader is the least COS role that downloads (object.get,
+# object.head; it cannot list, write or delete), and it supports the path condition, here the exact
+# key (stringMatch without a wildcard matches only that key; the dataset's validation rules out * and ?).
+resource "ibm_iam_trusted_profile_policy" "dataset" {
+  count       = local.trusted_profile && local.dataset_cos_key != "" ? 1 : 0
+  iam_id      = ibm_iam_trusted_profile.vm[0].iam_id
+  roles       = ["Object Reader"]
+  description = "Airflow run ${var.run_id}: read its dataset cos://${var.cos_bucket}/${local.dataset_cos_key}"
+
+  resources {
+    service              = "cloud-object-storage"
+    resource_instance_id = local.cos_instance_guid
+    resource_type        = "bucket"
+    resource             = var.cos_bucket
+  }
+
+  rule_conditions {
+    key      = "{{resource.attributes.path}}"
+    operator = "stringMatch"
+    value    = [local.dataset_cos_key]
+  }
+  pattern = "attribute-based-condition:resource:literal-and-wildcard"
+}
+
 resource "ibm_is_instance" "vm" {
   count          = var.vm_count
   name           = "${var.run_id}-vm-${count.index}"
@@ -254,8 +281,8 @@ resource "ibm_is_instance" "vm" {
     bootstrap_b64              = filebase64("${path.module}/bootstrap.sh")
   })
 
-  # the policy must exist before the workload asks for a token
-  depends_on = [ibm_iam_trusted_profile_policy.cos]
+  # the policies must exist before the workload asks for a token and reads its dataset
+  depends_on = [ibm_iam_trusted_profile_policy.cos, ibm_iam_trusted_profile_policy.dataset]
 
   timeouts {
     create = "30m"

@@ -158,14 +158,16 @@ variable "workload_bundle_key" {
 }
 
 variable "dataset" {
-  description = "Training dataset: a built-in name, or cos://<key of an .npz in the bucket>; passed to workload/train.py as DATASET."
+  description = "Training dataset: a built-in name, or cos://<key of an .npz in the bucket>; passed to workload/train.py as DATASET. With cos_auth_mode trusted_profile, a cos:// dataset gets the servers a read-only policy (Object Reader) on exactly that key."
   type        = string
   default     = "mnist"
 
   validation {
-    # the DAG's dataset parameter allows the same (gpu_pipeline/params.py); run.env holds it unquoted
-    condition     = can(regex("^([A-Za-z0-9_.-]+|cos://[A-Za-z0-9._/-]+[.]npz)$", var.dataset))
-    error_message = "dataset must be a plain name ([A-Za-z0-9_.-]) or cos://<key>.npz."
+    # the DAG's dataset parameter allows the same (gpu_pipeline/params.py); run.env holds it unquoted.
+    # The key is the IAM policy's exact path: no leading slash (the workload strips it, so the path
+    # it reads would differ) and no wildcard (* ?) by the character class.
+    condition     = can(regex("^([A-Za-z0-9_.-]+|cos://[A-Za-z0-9._-][A-Za-z0-9._/-]*[.]npz)$", var.dataset))
+    error_message = "dataset must be a plain name ([A-Za-z0-9_.-]) or cos://<key>.npz (a key without a leading slash)."
   }
 }
 

@@ -201,7 +201,7 @@ PARAMS: dict[str, Param] = {
     "dataset": param(
         "digits",
         type="string",
-        pattern=r"^(digits|mnist|cifar10|cos://[A-Za-z0-9._/-]+\.npz)$",
+        pattern=r"^(digits|mnist|cifar10|cos://[A-Za-z0-9._-][A-Za-z0-9._/-]*\.npz)$",
         title="Dataset",
         description="digits (offline), mnist, cifar10, or cos://<key>.npz staged in the bucket.",
     ),

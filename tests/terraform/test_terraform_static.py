@@ -315,6 +315,68 @@ def test_trusted_profile_policy_is_least_privilege_on_the_run_prefix():
     ]
 
 
+DATASET_KEY = "datasets/team-a/digits.npz"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "key"),
+    [("digits", None), ("mnist", None), ("cifar10", None), (f"cos://{DATASET_KEY}", DATASET_KEY)],
+)
+def test_a_cos_dataset_gets_a_read_only_policy_on_exactly_its_key(dataset, key):
+    from sandbox.cos_access import classify, policies_from_terraform
+
+    inventory = _apply(dataset=dataset)
+    policies = inventory.list(kind="ibm_iam_trusted_profile_policy")
+    dataset_policies = [p for p in policies if "read its dataset" in p["attrs"]["description"]]
+    if key is None:  # a built-in dataset reads nothing from COS
+        assert len(policies) == 1 and dataset_policies == []
+        return
+    (policy,) = dataset_policies
+    (profile,) = inventory.list(kind="ibm_iam_trusted_profile")
+    assert policy["attrs"]["iam_id"] == f"iam-{profile['id']}"
+    assert policy["attrs"]["roles"] == ["Object Reader"]
+    assert policy["attrs"]["rule_conditions"] == [
+        {"key": "{{resource.attributes.path}}", "operator": "stringMatch", "value": [key]}
+    ]
+    assert policy["attrs"]["pattern"] == "attribute-based-condition:resource:literal-and-wildcard"
+    assert policy["attrs"]["resources"] == [
+        {
+            "service": "cloud-object-storage",
+            "resource_instance_id": "guid",
+            "resource_type": "bucket",
+            "resource": "bucket",
+        }
+    ]
+    # the servers boot only once both policies exist (they read the dataset at start)
+    created = [e["kind"] for e in inventory.events() if e["event"] == "created"]
+    assert len([k for k in created[: created.index("ibm_is_instance")] if k.endswith("_policy")]) == 2
+
+    # What the sandbox's IAM (IBM's role->action table and path conditions) lets the servers do now
+    granted = policies_from_terraform(policies)
+
+    def allowed(method: str, path: str, query: str = "") -> bool:
+        request = classify(method, path, query, {})
+        return any(p.grants(request, "guid") for p in granted)
+
+    assert allowed("GET", f"/bucket/{key}") and allowed("HEAD", f"/bucket/{key}")
+    assert not allowed("PUT", f"/bucket/{key}") and not allowed("DELETE", f"/bucket/{key}")
+    assert not allowed("POST", f"/bucket/{key}", "uploads")  # multipart upload
+    assert not allowed("GET", f"/bucket/{key}.bak") and not allowed("GET", "/bucket/datasets/team-a/other.npz")
+    assert not allowed("GET", f"/other-bucket/{key}")
+    assert not allowed("GET", "/bucket", "prefix=datasets/")  # no listing
+    # the run's own prefix keeps exactly what it had
+    assert allowed("PUT", "/bucket/runs/dag/static-0000abcd/vm-0/model.keras")
+    assert not allowed("PUT", "/bucket/runs/dag/other-run/vm-0/model.keras")
+
+
+@pytest.mark.parametrize("dataset", ["cos:///datasets/digits.npz", "cos://datasets/*.npz", "cos://a?.npz"])
+def test_a_dataset_key_must_be_an_exact_key(dataset):
+    from sandbox.terraform import TerraformError
+
+    with pytest.raises(TerraformError, match='variable "dataset"'):
+        _apply(dataset=dataset)
+
+
 def test_outputs_expose_no_secret():
     module = load_module(TF)
     forbidden_vars = SECRETS | {"debug_ssh_public_key"}

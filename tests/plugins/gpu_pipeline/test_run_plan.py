@@ -220,6 +220,7 @@ def test_params_validate_terraform_and_sandbox_share_one_profile_table():
         ("region", "mars-north"),
         ("bucket", "Bad_Bucket"),
         ("dataset", "http://example.com/x.npz"),
+        ("dataset", "cos:///datasets/x.npz"),  # the key is an IAM policy's exact path
         ("keep_on_failure_minutes", 10_000),
         ("epochs", 0),
         ("learning_rate", 0),
