@@ -13,9 +13,20 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.e2e]
 WORKSPACE_CREATE = "schematics POST /v1/workspaces"
 
 
-def test_no_capacity_in_the_first_zone_moves_the_run_to_the_next(sandbox_factory, run_pipeline):
-    # No L4 capacity in us-south-1 (the run's zone); every other zone has some.
-    box = sandbox_factory(faults={"no_capacity": {"zones": ["us-south-1"]}})
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        # the instance is created, then fails to start: IBM's status reason
+        ("no_capacity", "cannot_start_capacity"),
+        # the create call is refused: the zone turns out not to offer the profile (issue 25)
+        ("profile_not_offered", "instance_profile_not_available"),
+    ],
+)
+def test_a_zone_that_cannot_start_the_servers_moves_the_run_to_the_next(
+    fault, code, sandbox_factory, run_pipeline
+):
+    # us-south-1 (the run's zone) cannot start an L4 server; every other zone can.
+    box = sandbox_factory(faults={fault: {"zones": ["us-south-1"]}})
     (result,) = run_pipeline(box, conf={"zone": "us-south-1"})
 
     assert result["dag_run_state"] == "success", result["failures"]
@@ -23,7 +34,7 @@ def test_no_capacity_in_the_first_zone_moves_the_run_to_the_next(sandbox_factory
     assert (placement["zone"], placement["gpu_profile"]) == ("us-south-2", "gx3-16x80x1l4")
     first, second = placement["attempts"]
     assert (first["zone"], first["outcome"]) == ("us-south-1", "no_capacity")
-    assert first["error"].startswith("cannot_start_capacity: ")
+    assert code in first["error"], first["error"]
     assert first["seconds"] >= 0 and first["cost_usd"] is not None
     assert (second["zone"], second["outcome"], second["error"]) == ("us-south-2", "succeeded", None)
     # The run's cost is priced at the placement that started the servers.
