@@ -10,10 +10,8 @@ and pushed as XCom ``placement`` after each step, for the task's XCom tab and th
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
@@ -136,8 +134,7 @@ class PlacementApplyOperator(RecreatesWorkspace, SchematicsApplyOperator):
         """Destroy the failed placement's partial apply; then :meth:`released` applies again."""
         from ibm_cloud_airflow.hooks.budget import TEARDOWN
         from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook
-        from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
-        from ibm_cloud_airflow.utils.schematics_job import FIRST_POLL_AFTER_SUBMIT_S, SchematicsJob
+        from ibm_cloud_airflow.utils.schematics_job import SchematicsJob, submit_then_defer
 
         job = SchematicsJob(
             SchematicsAsyncHook(self.ibm_conn_id, default_tier=TEARDOWN),
@@ -148,27 +145,7 @@ class PlacementApplyOperator(RecreatesWorkspace, SchematicsApplyOperator):
             stream_logs=self.stream_logs,
             log=self.log,
         )
-        if not asyncio.run(job.submit()):
-            raise AirflowException(
-                f"{self.task_id}: workspace {workspace_id} is gone; clear create_workspace"
-            )
-        early = asyncio.run(job.check(after=FIRST_POLL_AFTER_SUBMIT_S))
-        if early is not None:
-            return self.released(context, early.to_event())
-        self.defer(
-            trigger=SchematicsJobTrigger(
-                "destroy",
-                job.workspace_id,
-                job.activity_id,
-                ibm_conn_id=self.ibm_conn_id,
-                poll_interval=self.poll_interval,
-                deadline=job.deadline,
-                next_poll_at=time.time() + self.poll_interval,
-                stream_logs=self.stream_logs,
-            ),
-            method_name="released",
-            timeout=self.job_timeout + timedelta(minutes=5),
-        )
+        return submit_then_defer(self, context, job, "released")
 
     def released(self, context: Any, event: dict[str, Any]) -> Any:
         """The partial apply is gone: point the workspace at the next placement and apply there."""

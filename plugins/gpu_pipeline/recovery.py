@@ -21,7 +21,6 @@ Every recovery is logged as a warning and pushed as XCom ``recoveries`` (the run
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -191,9 +190,9 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
             time.sleep(min(self.poll_interval, 10))
 
     def _apply(self, context: Any, workspace_id: str | None) -> Any:
+        """Apply the workspace again (Terraform creates what is missing); then :meth:`replaced`."""
         from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook
-        from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
-        from ibm_cloud_airflow.utils.schematics_job import FIRST_POLL_AFTER_SUBMIT_S, SchematicsJob
+        from ibm_cloud_airflow.utils.schematics_job import SchematicsJob, submit_then_defer
 
         if not workspace_id:
             raise AirflowFailException(f"{self.task_id}: no workspace to create the servers again")
@@ -205,24 +204,7 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
             job_timeout_s=self.job_timeout.total_seconds(),
             log=self.log,
         )
-        if not asyncio.run(job.submit()):
-            raise AirflowFailException(f"{self.task_id}: workspace {workspace_id} is gone")
-        early = asyncio.run(job.check(after=FIRST_POLL_AFTER_SUBMIT_S))
-        if early is not None:
-            return self.replaced(context, early.to_event())
-        self.defer(
-            trigger=SchematicsJobTrigger(
-                "apply",
-                job.workspace_id,
-                job.activity_id,
-                ibm_conn_id=str(self.ibm_conn_id),
-                poll_interval=self.poll_interval,
-                deadline=job.deadline,
-                next_poll_at=time.time() + self.poll_interval,
-            ),
-            method_name="replaced",
-            timeout=self.job_timeout + timedelta(minutes=5),
-        )
+        return submit_then_defer(self, context, job, "replaced")
 
     def replaced(self, context: Any, event: dict[str, Any]) -> Any:
         """The servers are back: wait for the markers again, with fresh stall clocks."""

@@ -358,7 +358,6 @@ class _SchematicsJobOperator(BaseOperator):
             self.log,
         )
         if self.deferrable and not job.finished:
-            from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
             from ibm_cloud_airflow.utils.schematics_job import FIRST_POLL_AFTER_SUBMIT_S
 
             # One check first (the first poll the trigger would make): a job that ends within
@@ -367,22 +366,10 @@ class _SchematicsJobOperator(BaseOperator):
             if early is not None:
                 return self._finish(context, early, attempt)
             self.defer(
-                trigger=SchematicsJobTrigger(
-                    self.command,
-                    job.workspace_id,
-                    job.activity_id,
-                    ibm_conn_id=self.ibm_conn_id,
-                    poll_interval=self.poll_interval,
-                    deadline=job.deadline,
-                    next_poll_at=time.time() + self.poll_interval,
-                    stream_logs=self.stream_logs,
-                    read_outputs=self.returns_outputs,
-                    end_from_trigger=self.end_from_trigger,
-                ),
+                trigger=job.trigger(self.ibm_conn_id, end_from_trigger=self.end_from_trigger),
                 method_name="execute_complete",
                 kwargs={"attempt": attempt},
-                # A safety net only: the trigger's own deadline fires first and stops the job.
-                timeout=timedelta(seconds=max(0.0, (job.deadline or time.time()) - time.time()) + 300),
+                timeout=job.defer_timeout(),
             )
         return self._finish(context, asyncio.run(job.wait()), attempt)
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudNotFoundError
@@ -159,6 +160,30 @@ class SchematicsJob:
         if self.workspace_id is None:
             self.log.info("No workspace (name %r): nothing to %s", workspace_name, self.command)
         return self.workspace_id is not None
+
+    def trigger(self, ibm_conn_id: str, *, end_from_trigger: bool = False) -> Any:
+        """The :class:`SchematicsJobTrigger` that waits for this submitted job in the triggerer.
+
+        Its first poll is one interval from now: the job was just submitted, or checked once.
+        """
+        from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
+
+        return SchematicsJobTrigger(
+            self.command,
+            self.workspace_id,
+            self.activity_id,
+            ibm_conn_id=ibm_conn_id,
+            poll_interval=self.poll_interval,
+            deadline=self.deadline,
+            next_poll_at=time.time() + self.poll_interval,
+            stream_logs=self.stream_logs,
+            read_outputs=self.read_outputs,
+            end_from_trigger=end_from_trigger,
+        )
+
+    def defer_timeout(self) -> timedelta:
+        """A safety net for the deferral only: the trigger's own deadline fires first and stops the job."""
+        return timedelta(seconds=max(0.0, (self.deadline or time.time()) - time.time()) + 300)
 
     async def resolve_and_submit(self, workspace_name: str | None) -> bool:
         """:meth:`resolve`, then :meth:`submit`; False when there is no workspace.
@@ -318,3 +343,20 @@ class SchematicsJob:
             await self.hook.stop_activity(self.workspace_id, self.activity_id, timeout=timeout)
         except Exception as exc:
             self.log.error("Could not stop Schematics job %s: %s", self.activity_id, exc)
+
+
+def submit_then_defer(operator: Any, context: Any, job: SchematicsJob, method_name: str) -> Any:
+    """Submit ``job`` for ``operator``, check it once, and resume in ``method_name(context, event)``:
+    at once when the job has already ended, else from the triggerer when it does (no worker slot).
+
+    For an operator that runs a job of its own on the side (a release, a replacement); raises
+    :class:`IbmCloudNotFoundError` when the workspace is gone.
+    """
+    if not asyncio.run(job.submit()):
+        raise IbmCloudNotFoundError(f"workspace {job.workspace_id} does not exist: no {job.command} job")
+    early = asyncio.run(job.check(after=FIRST_POLL_AFTER_SUBMIT_S))
+    if early is not None:
+        return getattr(operator, method_name)(context, early.to_event())
+    trigger = job.trigger(str(operator.ibm_conn_id))
+    operator.defer(trigger=trigger, method_name=method_name, timeout=job.defer_timeout())
+    return None

@@ -52,17 +52,6 @@ def test_the_champion_itself_is_not_promoted_twice():
     assert not won and "already the champion" in reason
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _host, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def cos(moto_url, monkeypatch):
     from ibm_cloud_airflow.hooks.cos import CosHook

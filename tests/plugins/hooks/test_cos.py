@@ -13,17 +13,6 @@ from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudPermanentErro
 from ibm_cloud_airflow.hooks.cos import CosHook
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _host, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def hook(moto_url, monkeypatch):
     monkeypatch.setenv(
