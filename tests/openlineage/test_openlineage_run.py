@@ -77,9 +77,8 @@ def lineage_run(tmp_path_factory) -> dict[str, Any]:
         with local_airflow_ui(work) as (box, af):
             box.cos_client().put_object(Bucket=DEMO_BUCKET, Key=DATASET_KEY, Body=staged_digits())
             connections = [c["connection_id"] for c in af.api("GET", "/connections")["connections"]]
-            # HMAC keys: the servers' trusted profile may touch the run's own prefix only, and a
-            # staged dataset lies outside it
-            conf = {**LOCAL_CONF, "dataset": f"cos://{DATASET_KEY}", "epochs": 1, "cos_auth_mode": "hmac"}
+            # Keyless: the servers' trusted profile reads the staged dataset through its own policy.
+            conf = {**LOCAL_CONF, "dataset": f"cos://{DATASET_KEY}", "epochs": 1}
             af.trigger(DAG_ID, conf=conf, run_id=RUN_ID)
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
