@@ -400,7 +400,10 @@ def training_params(**defaults: Any) -> dict[str, Param]:
     unknown = sorted(set(defaults) - set(PARAMS))
     if unknown:
         raise ValueError(f"training_params: unknown parameter(s) {unknown}; known: {sorted(PARAMS)}")
-    return {
-        name: Param(defaults[name], description=p.description, **p.schema) if name in defaults else p
-        for name, p in PARAMS.items()
+    changed = {
+        name: Param(value, description=PARAMS[name].description, **PARAMS[name].schema)
+        for name, value in defaults.items()
     }
+    for param in changed.values():
+        param.resolve()  # a default its own schema refuses fails the DAG's parse, not a run
+    return {name: changed.get(name, p) for name, p in PARAMS.items()}
