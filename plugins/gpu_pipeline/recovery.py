@@ -92,9 +92,14 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
         if status == "server_missing" or (status == "server_stopped" and not self._denied_cos()):
             return self._recover(context, str(event.get("message")), servers=event.get("servers") or [])
         if status == "failed" and event.get("cause") == PEER_LOST:
-            # A multi-worker run's server saw another one vanish mid-exchange: the loss is the
-            # failure, not the workload.
-            return self._recover(context, f"{event.get('message')} (another server of the run was lost)")
+            # A multi-worker run's server saw another one vanish mid-exchange. Only a server that is
+            # really gone or stopped (the VPC API says) is a loss to recover; a training process that
+            # died on a running server is a workload failure.
+            lost = self._check_servers(self._load_state(context))
+            if lost is not None:
+                return self._recover(
+                    context, f"{lost['message']} ({event.get('message')})", servers=lost["servers"]
+                )
         return super().execute_complete(context, event)
 
     def _left_by_an_earlier_try(self, context: Any, key: str | None) -> bool:

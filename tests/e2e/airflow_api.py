@@ -1,7 +1,7 @@
 """Driving a real Airflow the way users' scripts do: the official Python client (apache-airflow-client).
 
 Shared by the API tests; ``deployment`` and ``api`` (tests/e2e/conftest.py) start one Airflow (the
-same deployment as ``make airflow``) for the whole session: it takes a minute on two cores.
+same deployment as ``make airflow``) per test module.
 """
 
 from __future__ import annotations

@@ -48,7 +48,9 @@ def run_pipeline(template_db, tmp_path) -> Callable[..., list[dict[str, Any]]]:
     return run
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: the sandbox lives in the test process, and one left running would share its COS
+# (moto's backend is per process) with every later test's sandbox.
+@pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
     """``(sandbox, airflow)``: ``make airflow``'s deployment, without a login."""
     from scripts.airflow_ui import local_airflow_ui
@@ -58,7 +60,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, 
         yield box, af
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def api(deployment: tuple[Any, Any]) -> Iterator[Any]:
     """An ``airflow_client.client.ApiClient`` logged in as the all-admin SimpleAuthManager user."""
     import airflow_client.client as client

@@ -127,6 +127,10 @@ def test_a_failing_run_still_destroys_everything(fault, sandbox_factory, run_pip
     assert result["tasks"]["run_verdict"] == "failed"
     assert_cleanup_ran(result)
     assert_nothing_left(sandbox)
+    if failed_task == "apply":
+        # Not a capacity error: retried where it was, never moved to another zone.
+        attempts = result["report"]["placement"]["attempts"]
+        assert {a["zone"] for a in attempts} == {"us-south-1"} and attempts[-1]["outcome"] == "failed"
 
 
 def test_five_concurrent_runs_keep_to_their_own_resources(sandbox, run_pipeline):

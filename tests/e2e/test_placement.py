@@ -58,14 +58,3 @@ def test_a_run_fails_only_once_every_placement_was_tried_and_names_each(sandbox_
     attempts = result["report"]["placement"]["attempts"]
     assert [a["outcome"] for a in attempts] == ["no_capacity", "no_capacity"]
     assert box.inventory.list() == []
-
-
-def test_an_error_that_is_not_about_capacity_is_not_failed_over(sandbox_factory, run_pipeline):
-    box = sandbox_factory(faults=["apply_fails_midway"])
-    (result,) = run_pipeline(box)
-
-    assert result["dag_run_state"] == "failed"
-    attempts = result["report"]["placement"]["attempts"]
-    assert {a["zone"] for a in attempts} == {"us-south-1"}, attempts  # retried in place, never moved
-    assert all(a["outcome"] == "failed" for a in attempts)
-    assert box.inventory.list() == []
