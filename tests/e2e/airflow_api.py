@@ -63,11 +63,28 @@ def task_states(api: Any, run_id: str) -> dict[str, str | None]:
     return {ti.task_id: None if ti.state is None else str(ti.state.value) for ti in tis}
 
 
+# How long a question must have been waiting before the tests answer it. Airflow 3.3 races when an
+# answer comes within a moment of the pause: the LocalExecutor's "success" for the process that
+# paused the task can reach the scheduler after the answer has queued the task again, and the
+# scheduler then marks the task failed ("finished with state success, but the task instance's
+# state attribute is queued"). A person takes longer than this to read the question.
+SETTLED_S = 5.0
+
+
 def wait_for_question(api: Any, run_id: str, task_id: str) -> Any:
-    """The task's human-in-the-loop request, once the task waits for an answer."""
+    """The task's human-in-the-loop request, once the task has been waiting for an answer a while."""
     from airflow_client.client.api.task_instance_api import TaskInstanceApi
 
-    wait_until(f"{task_id} to await input", lambda: task_states(api, run_id).get(task_id) == "awaiting_input")
+    since: list[float] = []
+
+    def settled() -> bool:
+        if task_states(api, run_id).get(task_id) != "awaiting_input":
+            since.clear()
+            return False
+        since[:1] = since[:1] or [time.monotonic()]
+        return time.monotonic() - since[0] >= SETTLED_S
+
+    wait_until(f"{task_id} to await input", settled, every=1.0)
     return TaskInstanceApi(api).get_hitl_detail(DAG_ID, run_id, task_id, -1)
 
 

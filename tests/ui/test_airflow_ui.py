@@ -21,6 +21,7 @@ from playwright.sync_api import Page, expect
 
 from scripts.local_airflow import TERMINAL_RUN_STATES
 from scripts.local_run import DAG_ID
+from tests.e2e.airflow_api import SETTLED_S
 from tests.ui.conftest import save_screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
@@ -146,15 +147,24 @@ def trigger_with(page: Page, af: Any, values: dict[str, Any]) -> str:
 
 
 def wait_for_question(af: Any, run_id: str, task_id: str, timeout_s: float = RUN_TIMEOUT_S) -> None:
-    """Wait until ``task_id`` asks its human-in-the-loop question (the task awaits input)."""
+    """Wait until ``task_id`` has been asking its human-in-the-loop question for ``SETTLED_S``.
+
+    Airflow 3.3 fails a task answered within a moment of its pause (tests/e2e/airflow_api.py says
+    why); a person reads the question first.
+    """
     deadline = time.monotonic() + timeout_s
+    asking_since = None
     while time.monotonic() < deadline:
         af.check_alive()
         state = af.api("GET", f"{run_api(run_id)}/taskInstances/{task_id}")["state"]
         if state == "awaiting_input":
-            return
+            asking_since = asking_since or time.monotonic()
+            if time.monotonic() - asking_since >= SETTLED_S:
+                return
+        else:
+            asking_since = None
         assert state not in ("success", "failed", "skipped", "upstream_failed"), (task_id, state)
-        time.sleep(2)
+        time.sleep(1)
     raise AssertionError(f"{task_id} of {run_id} asked nothing within {timeout_s:.0f} s")
 
 
