@@ -17,7 +17,6 @@ A DAG holds at most one such group: the run's cloud objects are named after the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,23 +37,20 @@ from ibm_cloud_airflow.operators.schematics import (
 from ibm_cloud_airflow.utils.failure_cause import explain_failure
 from ibm_cloud_airflow.utils.triggerer import can_end_from_trigger
 
-# The group's tasks, in order; the first five are its work: any failure among them fails the run.
-WORK_TASKS = ("validate", "approve", "create_workspace", "plan", "apply", "wait_for_output")
-TASKS = (*WORK_TASKS, "hold_on_failure", "destroy", "delete_workspace", "report", "run_verdict")
-
-
-@dataclass(frozen=True)
-class TrainingTaskIds:
-    """The full task ids of one group's tasks (prefixed with the group id unless told otherwise)."""
-
-    ids: dict[str, str]
-
-    def __getitem__(self, name: str) -> str:
-        return self.ids[name]
-
-    @property
-    def work(self) -> list[str]:
-        return [self.ids[name] for name in WORK_TASKS]
+# The group's tasks, in order: their names in the pipeline, whatever the group prefixes to their ids.
+TASKS = (
+    "validate",
+    "approve",
+    "create_workspace",
+    "plan",
+    "apply",
+    "wait_for_output",
+    "hold_on_failure",
+    "destroy",
+    "delete_workspace",
+    "report",
+    "run_verdict",
+)
 
 
 def ibm_gpu_training(
@@ -107,7 +103,8 @@ def ibm_gpu_training(
     workload_dir, terraform_dir = Path(workload_dir), Path(terraform_dir)
 
     with TaskGroup(group_id, prefix_group_id=prefix_group_id, tooltip=tooltip) as group:
-        ids = TrainingTaskIds({name: group.child_id(name) for name in TASKS})
+        # task name -> its id in the DAG (prefixed with the group id unless told otherwise)
+        ids = {name: group.child_id(name) for name in TASKS}
         schematics_job = {
             "ibm_conn_id": ibm_conn_id,
             "workspace_id": f"{{{{ ti.xcom_pull(task_ids='{ids['create_workspace']}', map_indexes=-1) }}}}",
@@ -230,7 +227,7 @@ def ibm_gpu_training(
                 ti=ti,
                 cos_conn_id=cos_conn_id,
                 ibm_conn_id=ibm_conn_id,
-                task_ids=ids.ids,
+                task_ids=ids,
             )
 
         @task(task_id="run_verdict", trigger_rule=TriggerRule.ALL_DONE, retries=0, outlets=[asset])

@@ -11,17 +11,18 @@ from gpu_pipeline.model_asset import model_event_extra
 if TYPE_CHECKING:
     from airflow.sdk import Asset
 
-    from gpu_pipeline.training_group import TrainingTaskIds
 
 FAILED_STATES = {"failed", "upstream_failed"}
 
 
-def judge(ti: Any, ids: TrainingTaskIds, *, asset: Asset, outlet_events: Any) -> dict[str, Any]:
+def judge(ti: Any, ids: dict[str, str], *, asset: Asset, outlet_events: Any) -> dict[str, Any]:
     """Raise when a task of the group failed; skip (no event) when no model was trained.
+
+    ``ids`` maps the group's task names to their ids in the DAG.
 
     On success the model asset's event carries :func:`~gpu_pipeline.model_asset.model_event_extra`.
     """
-    others = [task_id for name, task_id in ids.ids.items() if name != "run_verdict"]
+    others = [task_id for name, task_id in ids.items() if name != "run_verdict"]
     states = ti.get_task_states(dag_id=ti.dag_id, task_ids=others, run_ids=[ti.run_id]).get(ti.run_id, {})
     failed = sorted(task_id for task_id, state in states.items() if state in FAILED_STATES)
     if failed:
