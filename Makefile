@@ -80,7 +80,8 @@ install: $(VENV)/.installed $(WORKLOAD_VENV)/.installed
 # tests/ui (a browser, a whole Airflow, five pipeline runs) is `make ui-test`: see README, Development.
 # tests/openlineage runs in .venv-openlineage (the provider installed), the rest in .venv (without it).
 test: install $(CHECKOV_VENV)/.installed $(OPENLINEAGE_VENV)/.installed
-	$(PY) -m pytest --ignore=tests/ui --ignore=tests/openlineage $(PYTEST_ARGS)
+	$(PY) -m pytest tests/ibm_cloud_airflow -p tests.without_gpu_pipeline $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=tests/ui --ignore=tests/openlineage --ignore=tests/ibm_cloud_airflow $(PYTEST_ARGS)
 	$(OPENLINEAGE_VENV)/bin/python -m pytest tests/openlineage $(PYTEST_ARGS)
 
 demo: install

@@ -1,4 +1,4 @@
-"""DAG used by tests/plugins/test_dag_integration.py (dag.test() needs the DAG in a bundle file).
+"""DAG used by tests/ibm_cloud_airflow/test_dag_integration.py (dag.test() needs the DAG in a bundle file).
 
 It exercises every provider operator against the sandbox: create -> plan -> apply -> (check
 variables) -> markers -> CosKeySensor -> destroy -> delete.

@@ -1,4 +1,4 @@
-"""DAG for tests/plugins/gpu_pipeline/test_failure_cause.py (dag.test() needs the DAG in a bundle file).
+"""DAG for tests/gpu_pipeline/test_failure_cause.py (dag.test() needs the DAG in a bundle file).
 
 ``flaky`` fails three tries with three different errors, as an apply does when its first try meets
 a zone without capacity and the later ones meet what the first left behind; like the Schematics

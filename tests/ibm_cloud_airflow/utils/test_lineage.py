@@ -98,32 +98,6 @@ def test_the_provider_registers_the_cos_scheme():
     assert manager.asset_to_openlineage_converters["cos"] is lineage.convert_asset_to_openlineage
 
 
-def test_the_plan_names_what_the_training_reads_and_writes():
-    from datetime import UTC, datetime
-
-    from gpu_pipeline.params import PARAMS
-    from gpu_pipeline.run_plan import build_run_plan
-
-    params = {name: param.value for name, param in PARAMS.items()}
-    params.update(dataset="cos://datasets/digits.npz", vm_count=2, distribution="sweep")
-    params["sweep"] = {"learning_rate": [0.01, 0.001]}
-    plan = build_run_plan(
-        params, dag_id="d", run_id="r", now=datetime.now(UTC), cos_endpoint="", cos_instance_crn=""
-    )
-    prefix = plan["prefix"]
-    assert plan["lineage_inputs"] == [f"{prefix}bundle/workload.tar.gz", "datasets/digits.npz"]
-    assert plan["lineage_outputs"] == [
-        f"{prefix}vm-{i}/{name}" for i in (0, 1) for name in ("model.keras", "metrics.json")
-    ]
-
-    params.update(dataset="digits", vm_count=2, distribution="multi_worker", sweep=None)
-    plan = build_run_plan(
-        params, dag_id="d", run_id="r", now=datetime.now(UTC), cos_endpoint="", cos_instance_crn=""
-    )
-    assert plan["lineage_inputs"] == [f"{prefix}bundle/workload.tar.gz"]  # a built-in data set
-    assert plan["lineage_outputs"] == [f"{prefix}vm-0/model.keras", f"{prefix}vm-0/metrics.json"]
-
-
 def test_the_sensor_takes_its_lineage_from_the_plan():
     from ibm_cloud_airflow.sensors.cos import CosKeySensor
 

@@ -1,7 +1,7 @@
 """The Schematics job state machine: submit or attach, poll, logs, outcome, result contract.
 
 The async hook is a fake (no network in unit tests): these tests pin the machine's decisions and its
-request counts; tests/plugins/test_sandbox_integration.py runs the same machine over HTTP.
+request counts; tests/ibm_cloud_airflow/test_sandbox_integration.py runs the same machine over HTTP.
 """
 
 from __future__ import annotations

@@ -306,3 +306,31 @@ def test_the_plan_is_typed_for_the_operators_and_survives_xcom():
     assert plan["existing_workspace_id"] == "us-south.workspace.shared" and plan["region"] == "us-south"
     assert plan_for()["keep_workspace"] is False and plan_for()["existing_workspace_id"] is None
     assert json.loads(json.dumps(plan)) == plan  # XCom stores JSON
+
+
+def test_the_plan_names_what_the_training_reads_and_writes():
+    params = {name: param.value for name, param in PARAMS.items()}
+    params.update(dataset="cos://datasets/digits.npz", vm_count=2, distribution="sweep")
+    params["sweep"] = {"learning_rate": [0.01, 0.001]}
+    plan = build_run_plan(
+        params, dag_id="d", run_id="r", now=datetime.now(UTC), cos_endpoint="", cos_instance_crn=""
+    )
+    prefix = plan["prefix"]
+    assert plan["lineage_inputs"] == [f"{prefix}bundle/workload.tar.gz", "datasets/digits.npz"]
+    assert plan["lineage_outputs"] == [
+        f"{prefix}vm-{i}/{name}" for i in (0, 1) for name in ("model.keras", "metrics.json")
+    ]
+
+    params.update(dataset="digits", vm_count=2, distribution="multi_worker", sweep=None)
+    plan = build_run_plan(
+        params, dag_id="d", run_id="r", now=datetime.now(UTC), cos_endpoint="", cos_instance_crn=""
+    )
+    assert plan["lineage_inputs"] == [f"{prefix}bundle/workload.tar.gz"]  # a built-in data set
+    assert plan["lineage_outputs"] == [f"{prefix}vm-0/model.keras", f"{prefix}vm-0/metrics.json"]
+
+
+def test_a_run_may_use_every_region_the_provider_offers():
+    from ibm_cloud_airflow.get_provider_info import REGIONS as PROVIDER_REGIONS
+    from gpu_pipeline.params import REGIONS
+
+    assert set(REGIONS) == set(PROVIDER_REGIONS)

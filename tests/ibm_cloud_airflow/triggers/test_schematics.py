@@ -1,6 +1,6 @@
 """SchematicsJobTrigger.run() driven with asyncio; the async hook is a fake (no network in unit tests).
 
-The job's own logic (polls, logs, attach) is tested in tests/plugins/utils/test_schematics_job.py;
+The job's own logic (polls, logs, attach) is tested in tests/ibm_cloud_airflow/utils/test_schematics_job.py;
 these pin what the trigger adds: submitting for a task that starts in the triggerer, the event it
 reports, and ending the task itself with the XComs written through the Task SDK.
 """

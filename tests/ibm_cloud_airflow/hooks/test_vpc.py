@@ -1,7 +1,7 @@
 """VpcHook.find_run_resources with the API client mocked (pins paging and the name-matching rule).
 
 The client's requests themselves (paths, ``version``/``generation``, IAM) run against the sandbox's
-VPC API in tests/plugins/test_sandbox_integration.py and the reaper's tests.
+VPC API in tests/ibm_cloud_airflow/test_sandbox_integration.py and the reaper's tests.
 """
 
 from __future__ import annotations
