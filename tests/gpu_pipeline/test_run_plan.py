@@ -330,7 +330,8 @@ def test_the_plan_names_what_the_training_reads_and_writes():
 
 
 def test_a_run_may_use_every_region_the_provider_offers():
-    from ibm_cloud_airflow.get_provider_info import REGIONS as PROVIDER_REGIONS
     from gpu_pipeline.params import REGIONS
+
+    from ibm_cloud_airflow.get_provider_info import REGIONS as PROVIDER_REGIONS
 
     assert set(REGIONS) == set(PROVIDER_REGIONS)

@@ -6,7 +6,8 @@ Airflow registers OpenLineage's listener as soon as it starts. The whole `make a
 (scripts/airflow_ui.py: the sandbox, api-server, scheduler with the LocalExecutor, dag-processor,
 triggerer), configured only through the caller's environment as a deployment would be:
 OpenLineage's file transport and namespace (AIRFLOW__OPENLINEAGE__*), which the launcher passes on.
-Without the provider the same DAG keeps its triggerer endings (tests/ibm_cloud_airflow/utils/test_triggerer.py).
+Without the provider the same DAG keeps its triggerer endings
+(tests/ibm_cloud_airflow/utils/test_triggerer.py).
 """
 
 from __future__ import annotations

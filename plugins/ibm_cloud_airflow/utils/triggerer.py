@@ -30,7 +30,7 @@ def listeners_registered() -> bool:
     The very check ``airflow.dag_processing.dagbag.DagBag.bag_dag`` makes before it refuses a task
     with ``end_from_trigger=True``. Airflow has no public API for it: this function is the one place
     where the provider reaches into airflow-core for it, and
-    ``tests/plugins/utils/test_triggerer.py`` fails if Airflow moves or changes that check.
+    ``tests/ibm_cloud_airflow/utils/test_triggerer.py`` fails if Airflow moves or changes that check.
     The listener manager is built once per process (it loads the plugins, which the
     dag-processor has loaded already).
     """
