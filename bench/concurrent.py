@@ -42,8 +42,8 @@ _ID = re.compile(r"(?<=/)(?=[^/]*\d)[A-Za-z0-9._-]{16,}(?=/|$)")  # workspace, t
 class ScenarioConfig:
     mode: str = "deferrable"  # deferrable (the DAG as shipped) | poke (bench/poke_policy)
     runs: int = 10
-    sensor_poke_s: float = 1.0  # IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS
-    schematics_poll_s: float = 10.0  # IBM_GPU_WORKLOAD_POLL_SECONDS
+    sensor_poke_s: float = 1.0  # AIRFLOW__IBM_CLOUD__COS_POKE_INTERVAL
+    schematics_poll_s: float = 10.0  # AIRFLOW__IBM_CLOUD__SCHEMATICS_POLL_INTERVAL
     rate_limit_per_min: int = 50
     parallelism: int = 16
     sample_s: float = 0.5
@@ -59,10 +59,10 @@ class ScenarioConfig:
 
     def dag_env(self) -> dict[str, str]:
         env = {
-            "IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS": str(self.sensor_poke_s),
-            "IBM_GPU_WORKLOAD_POLL_SECONDS": str(self.schematics_poll_s),
-            "IBM_GPU_WORKLOAD_SCHEDULE": "None",
-            "IBM_GPU_WORKLOAD_MAX_ACTIVE_RUNS": str(self.runs),
+            "AIRFLOW__IBM_CLOUD__COS_POKE_INTERVAL": str(self.sensor_poke_s),
+            "AIRFLOW__IBM_CLOUD__SCHEMATICS_POLL_INTERVAL": str(self.schematics_poll_s),
+            "AIRFLOW__IBM_CLOUD__WORKLOAD_SCHEDULE": "None",
+            "AIRFLOW__IBM_CLOUD__WORKLOAD_MAX_ACTIVE_RUNS": str(self.runs),
         }
         if self.mode == "poke":
             # A cluster policy turns the sensor into a poke-mode one: the DAG itself has no switch.

@@ -21,28 +21,25 @@ without deleting.**
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from airflow.sdk import DAG, Param, TriggerRule, task
+from gpu_pipeline.settings import pipeline_settings
 
 from ibm_cloud_airflow.operators.schematics import SchematicsDestroyOperator
 
 IBM_CONN_ID = "ibm_cloud_default"
 COS_CONN_ID = "ibm_cos_default"
 
-# Hourly by default; "None" for on-demand runs only.
-SCHEDULE = os.environ.get("IBM_GPU_REAPER_SCHEDULE", "@hourly")
-SCHEDULE = None if SCHEDULE.strip() in ("", "None", "none") else SCHEDULE
-# Scheduled runs delete (that is their job); manual runs take the dry_run parameter (default true).
-SCHEDULED_DRY_RUN = os.environ.get("IBM_GPU_REAPER_SCHEDULED_DRY_RUN", "false").strip().lower() == "true"
-POLL_SECONDS = float(os.environ.get("IBM_GPU_WORKLOAD_POLL_SECONDS", "30"))
+# Hourly by default ([ibm_cloud] reaper_schedule). Scheduled runs delete (that is their job) unless
+# [ibm_cloud] reaper_scheduled_dry_run; manual runs take the dry_run parameter (default true).
+SETTINGS = pipeline_settings()
 
 with DAG(
     dag_id="ibm_gpu_reaper",
     description="Find and remove what lost or broken ibm_gpu_workload runs left behind",
     doc_md=__doc__,
-    schedule=SCHEDULE,
+    schedule=SETTINGS.reaper_schedule,
     catchup=False,
     max_active_runs=1,
     render_template_as_native_obj=True,
@@ -53,7 +50,7 @@ with DAG(
             type="boolean",
             title="Dry run",
             description="Report what would be removed, and remove nothing. Scheduled runs delete "
-            "(set IBM_GPU_REAPER_SCHEDULED_DRY_RUN=true to make them report only).",
+            "([ibm_cloud] reaper_scheduled_dry_run = True makes them report only).",
         ),
         "grace_minutes": Param(
             30,
@@ -88,7 +85,11 @@ with DAG(
 
         from gpu_pipeline.reaper import find_orphans as find
 
-        dry_run = bool(params["dry_run"]) if str(dag_run.run_type) != "scheduled" else SCHEDULED_DRY_RUN
+        dry_run = (
+            bool(params["dry_run"])
+            if str(dag_run.run_type) != "scheduled"
+            else SETTINGS.reaper_scheduled_dry_run
+        )
         verdicts = find(ibm_conn_id=IBM_CONN_ID, grace=timedelta(minutes=params["grace_minutes"]))
         return {
             "dry_run": dry_run,
@@ -141,7 +142,7 @@ with DAG(
     destroy = SchematicsDestroyOperator.partial(
         task_id="destroy_orphan_workspaces",
         ibm_conn_id=IBM_CONN_ID,
-        poll_interval=POLL_SECONDS,
+        poll_interval=SETTINGS.schematics_poll_interval,
         job_timeout=timedelta(minutes=90),
         retries=2,
     ).expand(workspace_id=workspaces)

@@ -23,31 +23,27 @@ training curve, manifest, `_SUCCESS`). See `docs/` in the repository for connect
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
 from airflow.sdk import DAG
 from gpu_pipeline.model_asset import MODEL_ASSET
 from gpu_pipeline.params import PARAMS
+from gpu_pipeline.settings import pipeline_settings
 from gpu_pipeline.training_group import ibm_gpu_training
 
 REPO = Path(__file__).resolve().parents[1]
-
-# Deployment-level knobs (environment, not Variables: reading them costs no DB or network call).
-# The original sample ran Mondays at 12:00 UTC; "None" means on-demand runs only.
-SCHEDULE = os.environ.get("IBM_GPU_WORKLOAD_SCHEDULE", "0 12 * * 1")
-SCHEDULE = None if SCHEDULE.strip() in ("", "None", "none") else SCHEDULE
-MAX_ACTIVE_RUNS = int(os.environ.get("IBM_GPU_WORKLOAD_MAX_ACTIVE_RUNS", "4"))
+# The deployment's schedule and poll intervals: Airflow configuration, [ibm_cloud] section.
+SETTINGS = pipeline_settings()
 
 
 with DAG(
     dag_id="ibm_gpu_workload",
     description="Train a TensorFlow model on short-lived IBM Cloud GPU servers, then destroy them",
     doc_md=__doc__,
-    schedule=SCHEDULE,
+    schedule=SETTINGS.workload_schedule,
     catchup=False,
-    max_active_runs=MAX_ACTIVE_RUNS,
+    max_active_runs=SETTINGS.workload_max_active_runs,
     params=PARAMS,
     render_template_as_native_obj=True,
     tags=["ibm-cloud", "schematics", "gpu", "tensorflow"],
@@ -65,10 +61,7 @@ with DAG(
         workload_dir=REPO / "workload",
         terraform_dir=REPO / "terraform",
         model_asset=MODEL_ASSET,
-        # Schematics polls count against its 50 requests/minute limit; COS polls are cheap and decide
-        # how soon after the workload's _SUCCESS the servers are destroyed; the server check lists
-        # the run's servers (one VPC API call) to catch one that stopped.
-        poll_interval=float(os.environ.get("IBM_GPU_WORKLOAD_POLL_SECONDS", "30")),
-        sensor_poke_interval=float(os.environ.get("IBM_GPU_WORKLOAD_SENSOR_POKE_SECONDS", "1")),
-        server_check_interval=float(os.environ.get("IBM_GPU_WORKLOAD_SERVER_CHECK_SECONDS", "30")),
+        poll_interval=SETTINGS.schematics_poll_interval,
+        sensor_poke_interval=SETTINGS.cos_poke_interval,
+        server_check_interval=SETTINGS.server_check_interval,
     )

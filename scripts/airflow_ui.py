@@ -8,18 +8,17 @@ including any training job a run started.
 
     python -m scripts.airflow_ui [--port 8080] [--home .airflow/ui]
 
-The time-based schedules are off here unless you set them (``IBM_GPU_WORKLOAD_SCHEDULE`` and
-``IBM_GPU_REAPER_SCHEDULE`` default to ``None``): runs start when you trigger them, never by surprise
-on start-up. The UI's Backfill needs a periodic schedule: ``IBM_GPU_WORKLOAD_SCHEDULE='0 12 * * 1'
-make airflow`` turns it on. The scheduler still creates asset-triggered runs: each trained model
-starts ``ibm_gpu_promote``.
+The time-based schedules are off here unless you set them (``[ibm_cloud] workload_schedule`` and
+``reaper_schedule`` default to ``None``): runs start when you trigger them, never by surprise on
+start-up. The UI's Backfill needs a periodic schedule:
+``AIRFLOW__IBM_CLOUD__WORKLOAD_SCHEDULE='0 12 * * 1' make airflow`` turns it on. The scheduler
+still creates asset-triggered runs: each trained model starts ``ibm_gpu_promote``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import secrets
 import signal
 import sys
@@ -44,10 +43,10 @@ def ui_env(poll_seconds: float = 2.0) -> dict[str, str]:
     return {
         # Only triggered, backfilled and asset-triggered runs: no scheduled run appears on start-up.
         # (Not use_job_schedule=False: the scheduler would then create no asset-triggered run either.)
-        # Yours when set: a cron schedule turns the UI's Backfill on (it needs a periodic schedule).
-        "IBM_GPU_WORKLOAD_SCHEDULE": os.environ.get("IBM_GPU_WORKLOAD_SCHEDULE", "None"),
-        "IBM_GPU_REAPER_SCHEDULE": os.environ.get("IBM_GPU_REAPER_SCHEDULE", "None"),
-        "IBM_GPU_WORKLOAD_POLL_SECONDS": str(poll_seconds),
+        # Yours when set (your AIRFLOW__* win over these): a cron schedule turns the UI's Backfill on.
+        "AIRFLOW__IBM_CLOUD__WORKLOAD_SCHEDULE": "None",
+        "AIRFLOW__IBM_CLOUD__REAPER_SCHEDULE": "None",
+        "AIRFLOW__IBM_CLOUD__SCHEMATICS_POLL_INTERVAL": str(poll_seconds),
         # A laptop busy training (or a shared CI core) can keep the api-server from answering a
         # task's start within Airflow's default 5 s, which fails the task before it runs.
         "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",

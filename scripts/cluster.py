@@ -359,7 +359,7 @@ def main() -> int:
     shutil.rmtree(home, ignore_errors=True)
     with Sandbox(state_dir=REPO / ".sandbox") as box:
         box.ensure_bucket(DEMO_BUCKET)
-        env = {"IBM_GPU_WORKLOAD_POLL_SECONDS": "10"}
+        env = {"AIRFLOW__IBM_CLOUD__SCHEMATICS_POLL_INTERVAL": "10"}
         with CeleryCluster(home, connections=box.airflow_connections(), extra_env=env) as cluster:
             cluster.wait_for_dag(DAG_ID)
             user, password = cluster.login

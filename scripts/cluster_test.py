@@ -138,9 +138,9 @@ def run_cluster_test(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     conf = {**LOCAL_CONF, "epochs": args.epochs, "progress_stall_minutes": 10, "max_runtime_minutes": 40}
     env = {
         **TEST_TIMINGS,
-        "IBM_GPU_WORKLOAD_SCHEDULE": args.schedule,
-        "IBM_GPU_WORKLOAD_MAX_ACTIVE_RUNS": str(args.runs + args.backfill),
-        "IBM_GPU_WORKLOAD_POLL_SECONDS": "10",
+        "AIRFLOW__IBM_CLOUD__WORKLOAD_SCHEDULE": args.schedule,
+        "AIRFLOW__IBM_CLOUD__WORKLOAD_MAX_ACTIVE_RUNS": str(args.runs + args.backfill),
+        "AIRFLOW__IBM_CLOUD__SCHEMATICS_POLL_INTERVAL": "10",
     }
     summary: dict[str, Any] = {"executor": "CeleryExecutor", "schedulers": 2}
     # Jobs that take seconds, as IBM's take minutes: each outlives the operator's first check and is

@@ -111,7 +111,7 @@ def airflow_env(
     env.update(
         {
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "IBM_GPU_WORKLOAD_POLL_SECONDS": str(poll_seconds),
+            "AIRFLOW__IBM_CLOUD__SCHEMATICS_POLL_INTERVAL": str(poll_seconds),
             **(defaults or {}),
         }
     )

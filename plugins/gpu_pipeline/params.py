@@ -44,8 +44,8 @@ DEBUG = "Debug access (off by default)"
 OPTIONAL_TEXT = ["null", "string"]
 
 # Airflow checks every Param's schema against its metaschema at each parse of the DAG (jsonschema's
-# validate()); draft-07's one-document metaschema costs a third of draft 2020-12's vocabularies,
-# about 17 ms per parse for these parameters. Nothing here needs a newer draft.
+# validate()); draft-07's one-document metaschema is the cheapest (docs/performance.md, "Parse").
+# Nothing here needs a newer draft.
 JSON_SCHEMA_DRAFT = "http://json-schema.org/draft-07/schema#"
 
 

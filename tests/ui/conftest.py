@@ -38,7 +38,7 @@ SCREENSHOTS_DIR = os.environ.get("UI_SCREENSHOTS_DIR")
 # Nothing here needs the asset-triggered runs that use_job_schedule off also stops (ibm_gpu_promote:
 # tests/e2e/test_airflow_api.py); the model's asset events are recorded all the same.
 UI_TEST_ENV = {
-    "IBM_GPU_WORKLOAD_SCHEDULE": "0 12 * * 1",
+    "AIRFLOW__IBM_CLOUD__WORKLOAD_SCHEDULE": "0 12 * * 1",
     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
 }
 
