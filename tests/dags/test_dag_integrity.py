@@ -136,3 +136,20 @@ def test_a_dry_run_of_the_reaper_destroys_no_workspace(dagbag):
     ]
     assert pick({"dry_run": True, "verdicts": verdicts}) == []
     assert pick({"dry_run": False, "verdicts": verdicts}) == ["us-south.workspace.a"]
+
+
+def test_without_openlineage_the_shipped_dag_keeps_its_triggerer_endings(airflow_db, monkeypatch):
+    """Nothing changes where no listener is registered: teardown latency does not regress.
+
+    With the OpenLineage provider installed the same DAG ends every task on a worker
+    (tests/openlineage/).
+    """
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.delenv("AIRFLOW__IBM_CLOUD__END_FROM_TRIGGER", raising=False)
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    tasks = {t.task_id: t for t in bag.get_dag("ibm_gpu_workload").tasks}
+    assert tasks["wait_for_output"].start_from_trigger and tasks["wait_for_output"].end_from_trigger
+    assert tasks["destroy"].start_from_trigger and tasks["destroy"].end_from_trigger
+    assert tasks["plan"].end_from_trigger

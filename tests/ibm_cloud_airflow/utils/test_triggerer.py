@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -115,21 +114,3 @@ def test_without_a_listener_the_dag_keeps_its_triggerer_endings(airflow_db, tmp_
     assert bag.import_errors == {}
     for task in bag.get_dag("triggerer_probe").tasks:
         assert (task.start_from_trigger, task.end_from_trigger) == (True, True)
-
-
-def test_without_openlineage_the_shipped_dag_keeps_its_triggerer_endings(airflow_db, monkeypatch):
-    """Nothing changes where no listener is registered: teardown latency does not regress.
-
-    With the OpenLineage provider installed the same DAG ends every task on a worker
-    (tests/openlineage/).
-    """
-    from airflow.dag_processing.dagbag import DagBag
-
-    monkeypatch.delenv("AIRFLOW__IBM_CLOUD__END_FROM_TRIGGER", raising=False)
-    repo = Path(__file__).resolve().parents[3]
-    bag = DagBag(dag_folder=str(repo / "dags"))
-    assert bag.import_errors == {}
-    tasks = {t.task_id: t for t in bag.get_dag("ibm_gpu_workload").tasks}
-    assert tasks["wait_for_output"].start_from_trigger and tasks["wait_for_output"].end_from_trigger
-    assert tasks["destroy"].start_from_trigger and tasks["destroy"].end_from_trigger
-    assert tasks["plan"].end_from_trigger
