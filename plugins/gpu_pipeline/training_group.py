@@ -86,9 +86,9 @@ def ibm_gpu_training(
     :param prefix_group_id: prefix the tasks' ids with ``group_id`` (Airflow's default); the shipped DAG
         keeps its historical ids with False.
     """
-    from airflow.sdk.definitions._internal.contextmanager import DagContext
+    from ibm_cloud_airflow.utils.airflow_compat import current_dag
 
-    dag = DagContext.get_current()
+    dag = current_dag()
     if dag is None:
         raise ValueError("ibm_gpu_training() adds tasks to a DAG: call it inside `with DAG(...)`.")
     missing = sorted(set(PARAMS) - set(dag.params))

@@ -33,6 +33,6 @@ class SchematicsWorkspaceLink(BaseOperatorLink):
         return {cls().xcom_key: SCHEMATICS_CONSOLE.format(workspace_id=workspace_id)} if workspace_id else {}
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        from airflow.sdk.execution_time.xcom import XCom
+        from ibm_cloud_airflow.utils.airflow_compat import xcom_backend
 
-        return XCom.get_value(ti_key=ti_key, key=self.xcom_key) or ""
+        return xcom_backend().get_value(ti_key=ti_key, key=self.xcom_key) or ""

@@ -20,9 +20,9 @@ class NativeTemplatesMixin:
     render_template_as_native_obj = True
 
     def get_template_env(self, dag: Any = None) -> jinja2.Environment:
-        from airflow.sdk.definitions._internal.templater import create_template_env
+        from ibm_cloud_airflow.utils.airflow_compat import native_template_env
 
-        return create_template_env(native=True)
+        return native_template_env()
 
 
 async def push_xcoms(task_instance: Any, xcoms: dict[str, Any]) -> None:
@@ -33,15 +33,17 @@ async def push_xcoms(task_instance: Any, xcoms: dict[str, Any]) -> None:
     Writing them here, before the event, stores them exactly as ``execute_complete`` would.
     ``None`` values are left out, as Airflow leaves out a task's ``None`` return value.
     """
-    from airflow.sdk.execution_time.xcom import XCom
     from asgiref.sync import sync_to_async
 
+    from ibm_cloud_airflow.utils.airflow_compat import xcom_backend
+
+    xcom = xcom_backend()
     ti = task_instance
 
     def write() -> None:
         for key, value in xcoms.items():
             if value is not None:
-                XCom.set(
+                xcom.set(
                     key, value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
                 )
 
