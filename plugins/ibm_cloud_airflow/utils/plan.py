@@ -48,7 +48,7 @@ class CosWaitPlan(TypedDict, total=False):
     lineage_outputs: list[str]
 
 
-def plan_field(plan_task_id: str, name: str) -> str:
+def plan_field_template(plan_task_id: str, name: str) -> str:
     """A template rendering to field ``name`` of the plan that task ``plan_task_id`` returned.
 
     ``map_indexes=-1`` asks for the one unmapped value: the triggerer, which renders the fields of
@@ -58,11 +58,12 @@ def plan_field(plan_task_id: str, name: str) -> str:
     return f"{{{{ (ti.xcom_pull(task_ids='{plan_task_id}', map_indexes=-1) or {{}}).get('{name}') }}}}"
 
 
-def from_plan(value: Any, plan_task_id: str | None, name: str) -> Any:
-    """``value`` when given, else the plan's field ``name`` (a template), else None."""
+def value_or_plan_template(value: Any, plan_task_id: str | None, name: str) -> Any:
+    """What an operator's field holds: ``value`` when given, else the template of the plan's field
+    ``name`` (:func:`plan_field_template`, rendered where the task runs), else None."""
     if value is not None or plan_task_id is None:
         return value
-    return plan_field(plan_task_id, name)
+    return plan_field_template(plan_task_id, name)
 
 
 def native_by_default(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -71,13 +72,23 @@ def native_by_default(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-def typed(task_id: str, name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
-    """``value`` when it is a ``kind`` (or None); a clear error when a template rendered it as text."""
+def require_type(task_id: str, name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    """``value`` when it is a ``kind`` (or None), unchanged; else a clear error.
+
+    Nothing is converted: a value of another type means a template rendered it as text (the task
+    renders as text), which no conversion could undo reliably.
+    """
     if value is None or isinstance(value, kind):
         return value
-    from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
+    from ibm_cloud_airflow.exceptions import IbmCloudConfigError
 
     raise IbmCloudConfigError(
         f"{task_id}: {name} rendered as {type(value).__name__} {value!r}; the values taken from a "
         "plan are typed: keep the task's render_template_as_native_obj=True (the provider's default)"
     )
+
+
+# The names before issue 26, while code outside the provider's Schematics part moves to the new ones.
+plan_field = plan_field_template
+from_plan = value_or_plan_template
+typed = require_type
