@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from gpu_pipeline.access import COS_ACCESS_DENIED, explain_stopped_servers
+from gpu_pipeline.server_check import GONE, STOPPED, STOPPED_STATES, liveness_check, run_servers
 from gpu_pipeline.workspace import RecreatesWorkspace
-from ibm_cloud_airflow.operators.schematics import _state_store, _store_get, _store_set
-from ibm_cloud_airflow.sensors.cos import _STATE_KEY, CosKeySensor
-from ibm_cloud_airflow.triggers.cos import STOPPED_STATES, new_state
-from ibm_cloud_airflow.utils.plan import from_plan, typed
+from ibm_cloud_airflow.sensors.cos import CosKeySensor
+from ibm_cloud_airflow.utils.cos_watch import WatchResult, WatchStatus
+from ibm_cloud_airflow.utils.plan import plan_field_template, require_type, value_or_plan_template
+from ibm_cloud_airflow.utils.task_state import TaskState
 
 RECOVERIES_KEY = "gpu_pipeline_recoveries"
 # The cause a multi-worker server writes in _FAILED when another server vanished (workload/distributed.py).
@@ -43,8 +46,17 @@ SERVER_DELETE_TIMEOUT_S = 600
 
 
 class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
-    """:class:`CosKeySensor` that replaces lost servers (see the module's docs).
+    """:class:`CosKeySensor` on the run's servers, that replaces lost ones (see the module's docs).
 
+    Every ``server_check_interval`` seconds while it waits, it lists the run's servers
+    (:mod:`gpu_pipeline.server_check`): one stopped or gone without its marker ends the wait. A
+    server stopped because its trusted profile cannot write to COS fails the task, explained from
+    the profile's IAM policies; any other lost server is replaced.
+
+    :param ibm_conn_id: the IBM Cloud connection: VPC (the servers), IAM, Schematics.
+    :param outputs_task_id: the apply task whose Terraform outputs name the servers'
+        ``trusted_profile_id``.
+    :param server_check_interval: seconds between two listings of the run's servers.
     :param workspace_id: the run's workspace (templated); gone or blank: found by the plan's name.
     :param template_dir: the Terraform folder, should the workspace have to be created again.
     :param poll_interval: seconds between Schematics job polls while servers are replaced.
@@ -57,22 +69,38 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
         "workspace_id",
         "workspace_name",
         "max_recoveries",
+        "slug",
+        "trusted_profile_id",
     )
 
     def __init__(
         self,
         *,
         plan_task_id: str,
+        ibm_conn_id: str = "ibm_cloud_default",
+        outputs_task_id: str | None = None,
+        server_check_interval: float = 30.0,
         workspace_id: str | None = None,
         template_dir: str | None = None,
         poll_interval: float = 30.0,
         job_timeout: timedelta = timedelta(minutes=90),
         **kwargs: Any,
     ) -> None:
-        super().__init__(plan_task_id=plan_task_id, **kwargs)
+        slug = plan_field_template(plan_task_id, "slug")
+        super().__init__(
+            plan_task_id=plan_task_id,
+            liveness_check=liveness_check(ibm_conn_id, slug, server_check_interval),
+            **kwargs,
+        )
+        self.ibm_conn_id = ibm_conn_id
+        self.slug = slug
+        self.trusted_profile_id = (
+            plan_field_template(outputs_task_id, "trusted_profile_id") if outputs_task_id else None
+        )
         self.workspace_id = workspace_id
-        self.workspace_name = from_plan(None, plan_task_id, "workspace_name")
-        self.max_recoveries = from_plan(None, plan_task_id, "max_recoveries")
+        self.workspace_name = value_or_plan_template(None, plan_task_id, "workspace_name")
+        self.max_recoveries = value_or_plan_template(None, plan_task_id, "max_recoveries")
+        self._explanation: str | None = None
         self.poll_interval = poll_interval
         self.job_timeout = job_timeout
         self._init_workspace_fields(plan_task_id, template_dir)
@@ -84,23 +112,37 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
         return SchematicsHook(ibm_conn_id=str(self.ibm_conn_id))
 
     # -- outcomes ---------------------------------------------------------------------------------
+    def outcome(self, result: WatchResult) -> bool:
+        """A stopped server's failure says why, from its trusted profile's IAM policies."""
+        if result.status is WatchStatus.LOST and result.reason == STOPPED:
+            result = replace(result, message=f"{result.message}; {self._stopped_explanation()}")
+        return super().outcome(result)
+
     def execute_complete(self, context: Any, event: dict[str, Any]) -> list[str]:
-        status = event.get("status")
-        if status == "failed" and self._left_by_an_earlier_try(context, event.get("key")):
-            self._move_aside(event["key"])
+        result = WatchResult.from_event(event)
+        failed = result.status is WatchStatus.FAILED
+        if failed and result.failed_key and self._left_by_an_earlier_try(context, result.failed_key):
+            self._move_aside(result.failed_key)
             return self._recover(context, "a cleared try found the previous try's failure", counted=False)
-        if status == "server_missing" or (status == "server_stopped" and not self._denied_cos()):
-            return self._recover(context, str(event.get("message")), servers=event.get("servers") or [])
-        if status == "failed" and event.get("cause") == PEER_LOST:
+        if result.status is WatchStatus.LOST and (result.reason == GONE or not self._denied_cos()):
+            return self._recover(context, result.message, servers=list(result.lost))
+        if failed and result.cause == PEER_LOST:
             # A multi-worker run's server saw another one vanish mid-exchange. Only a server that is
             # really gone or stopped (the VPC API says) is a loss to recover; a training process that
             # died on a running server is a workload failure.
-            lost = self._check_servers(self._load_state(context))
+            lost = self._lost_servers(context)
             if lost is not None:
-                return self._recover(
-                    context, f"{lost['message']} ({event.get('message')})", servers=lost["servers"]
-                )
+                return self._recover(context, f"{lost.message} ({result.message})", servers=list(lost.lost))
         return super().execute_complete(context, event)
+
+    def _lost_servers(self, context: Any) -> WatchResult | None:
+        """The liveness check, now (None when it cannot be made: the failure then stands)."""
+        watch = self.marker_watch(context)
+        try:
+            return watch.liveness.run(watch.pending()) if watch.liveness else None
+        except Exception as exc:
+            self.log.warning("Could not check the servers' state: %s", exc)
+            return None
 
     def _left_by_an_earlier_try(self, context: Any, key: str | None) -> bool:
         """A ``_FAILED`` older than this try, on a later try (a clear): not this try's failure."""
@@ -120,20 +162,21 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
         self.hook.delete_keys(str(self.bucket_name), [key])
         self.log.warning("Moved the previous try's %s to %s", key, kept)
 
-    def _denied_cos(self) -> bool:
-        from ibm_cloud_airflow.hooks.iam import explain_stopped_servers
+    def _stopped_explanation(self) -> str:
+        """Why servers that cannot report stopped: one sentence from IAM (asked once per task)."""
+        if self._explanation is None:
+            self._explanation = explain_stopped_servers(
+                str(self.ibm_conn_id), self.trusted_profile_id or "", str(self.bucket_name)
+            )
+        return self._explanation
 
-        why = explain_stopped_servers(
-            str(self.ibm_conn_id), self.trusted_profile_id or "", str(self.bucket_name)
-        )
-        return why.startswith("COS access denied")
+    def _denied_cos(self) -> bool:
+        return self._stopped_explanation().startswith(COS_ACCESS_DENIED)
 
     # -- recovery ---------------------------------------------------------------------------------
     def _recover(self, context: Any, reason: str, *, counted: bool = True, servers: list[str] | None = None):
-        store = _state_store(context)
-        history: list[dict[str, Any]] = list(
-            (_store_get(store, RECOVERIES_KEY, self.log) or {}).get("list", [])
-        )
+        store = TaskState(context, self.log)
+        history: list[dict[str, Any]] = list((store.get(RECOVERIES_KEY) or {}).get("list", []))
         limit = int(self.max_recoveries or 0)
         used = sum(1 for r in history if r.get("counted"))
         if counted and used >= limit:
@@ -150,7 +193,7 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
                 "counted": counted,
             }
         )
-        _store_set(store, RECOVERIES_KEY, {"list": history}, self.log)
+        store.set(RECOVERIES_KEY, {"list": history})
         context["ti"].xcom_push(key="recoveries", value=history)
         self.log.warning(
             "Recovery %d (%s): %s. Replacing the servers; the training resumes from its last checkpoint.",
@@ -176,12 +219,7 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
         from ibm_cloud_airflow.hooks.vpc import VpcHook, delete_resource
 
         vpc = VpcHook(str(self.ibm_conn_id))
-        prefix = f"{self.server_name_prefix}-vm-"
-        stopped = [
-            i
-            for i in vpc.list_all("instance")
-            if str(i.get("name", "")).startswith(prefix) and i.get("status") in STOPPED_STATES
-        ]
+        stopped = [i for i in run_servers(vpc, str(self.slug)) if i.get("status") in STOPPED_STATES]
         for instance in stopped:
             self.log.info("Deleting stopped server %s (%s)", instance["name"], instance["id"])
             delete_resource(vpc, "instance", instance["id"])
@@ -222,9 +260,8 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
                 f"{outcome.first_error or outcome.message}"
             )
         self.log.info(
-            "Servers replaced; waiting for %s again", typed(self.task_id, "bucket_key", self.bucket_key, list)
+            "Servers replaced; waiting for %s again",
+            require_type(self.task_id, "bucket_key", self.bucket_key, list),
         )
-        self._state = new_state(time.time())
-        self._store = _state_store(context)
-        _store_set(self._store, _STATE_KEY, self._state, self.log)
+        self.restart_watch(context)
         return self.execute(context)

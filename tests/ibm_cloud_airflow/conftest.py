@@ -98,3 +98,32 @@ def moto_url():
     _host, port = server.get_host_and_port()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+class FakeCos:
+    """In-memory stand-in for the three CosHook methods the COS watch uses (head/read_json/read_text).
+
+    The real CosHook is covered over HTTP in hooks/test_cos.py and against the sandbox; here each
+    ``put`` is a new version, as an ETag would be.
+    """
+
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[bytes, int]] = {}
+        self.version = 0
+
+    def put(self, key: str, body: str | bytes) -> None:
+        self.version += 1
+        self.objects[key] = (body.encode() if isinstance(body, str) else body, self.version)
+
+    def head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        if key not in self.objects:
+            return None
+        body, ver = self.objects[key]
+        return {"ETag": f'"{ver}"', "ContentLength": len(body)}
+
+    def read_text(self, bucket: str, key: str) -> str | None:
+        return self.objects[key][0].decode() if key in self.objects else None
+
+    def read_json(self, bucket: str, key: str) -> Any:
+        text = self.read_text(bucket, key)
+        return None if text is None else json.loads(text)

@@ -1,8 +1,7 @@
-"""Sensor that waits for the run's COS completion markers (deferrable by default)."""
+"""Sensor that waits for a workload's COS completion markers (deferrable by default)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -12,57 +11,70 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
 from airflow.triggers.base import StartTriggerArgs
 
-from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, check_servers, key_list, new_state
-from ibm_cloud_airflow.utils.plan import from_plan, native_by_default, plan_field, typed
+from ibm_cloud_airflow.triggers.cos import CosKeyTrigger
+from ibm_cloud_airflow.utils.cos_watch import (
+    CosMarkerWatch,
+    LivenessCheck,
+    WatchResult,
+    WatchState,
+    WatchStatus,
+    key_list,
+)
+from ibm_cloud_airflow.utils.plan import (
+    native_by_default,
+    plan_field_template,
+    require_type,
+    value_or_plan_template,
+)
+from ibm_cloud_airflow.utils.task_state import TaskState
 
 if TYPE_CHECKING:  # imported where the sensor runs, not at every parse of the DAG file
     from ibm_cloud_airflow.hooks.cos import CosHook
 
-_STATE_KEY = "ibm_cos_sensor_progress"
+#: the watch's state in ``task_state_store`` (kept across reschedules)
+STATE_KEY = "ibm_cos_sensor_progress"
 
 
 class CosKeySensor(BaseSensorOperator):
-    """Wait until every key in ``bucket_key`` exists in COS (e.g. one ``_SUCCESS`` marker per VM).
+    """Wait until every key in ``bucket_key`` exists in COS (e.g. one ``_SUCCESS`` marker per server).
 
-    * A sibling ``_FAILED`` object (same directory as a key, or in a ``watch_prefixes`` folder) fails
-      the task at once, without retry
-      (``AirflowFailException``), and its JSON (``error``, ``log_tail``) is written to the task log.
-    * Each new sibling ``progress.json`` (epoch, metrics) is logged while waiting.
-    * When none of them changes for ``stall_timeout`` seconds once the workload has reported progress,
-      the task fails without retry (booting, before the first report, is bounded by ``timeout`` only).
-    * ``deferrable=True`` (default) waits in the triggerer; ``mode="poke"``/``"reschedule"`` work too
-      (progress state is kept in ``task_state_store`` across reschedules where Airflow offers it).
-    * ``start_from_trigger=True`` (with ``deferrable``) never uses a worker on the way to success:
-      the scheduler hands the task straight to the triggerer, which renders the templated fields,
-      waits, and marks the task successful itself. Only a failure comes back to a worker, to raise
-      the error. ``dag.test()`` ignores it and runs the deferrable path.
+    Each look is one step of :class:`~ibm_cloud_airflow.utils.cos_watch.CosMarkerWatch`, and
+    :meth:`outcome` turns its result into what the task does, whatever the mode:
 
-    :param plan_task_id: take every value below that is not given from this task's plan
-        (:class:`~ibm_cloud_airflow.utils.plan.CosWaitPlan`: ``bucket``, ``marker_keys``,
-        ``server_prefixes``, ``slug``, ``stall_timeout_s``, ``max_runtime_s``).
-    :param outputs_task_id: the apply task whose Terraform outputs name the servers'
-        ``trusted_profile_id`` (the explanation of a server that stopped).
+    * every key present: success, the keys as the task's return value;
+    * a ``_FAILED`` next to a key (or in a ``watch_prefixes`` folder): fails at once, without retry
+      (``AirflowFailException``), with the workload's ``error`` and ``log_tail`` in the task log;
+    * no ``progress.json`` change for ``stall_timeout`` seconds once the workload reported: fails
+      without retry (booting, before the first report, is bounded by ``timeout`` only);
+    * a ``liveness_check`` finding a worker gone: fails without retry;
+    * COS unreachable (three tries in a row in the triggerer): ``AirflowException``, retried.
+
+    Where it waits: ``deferrable=True`` (default) looks once, then in the triggerer
+    (:class:`~ibm_cloud_airflow.triggers.cos.CosKeyTrigger`); with ``start_from_trigger`` too, it
+    starts there (the triggerer renders the templated fields) and succeeds there, without a worker;
+    only a failure returns to a worker, to raise. ``deferrable=False`` pokes, in Airflow's ``poke``
+    or ``reschedule`` mode (the watch's state is kept in ``task_state_store``).
+
     :param bucket_name: the bucket (templated).
     :param bucket_key: one key or a list of keys (templated).
+    :param plan_task_id: take every value not given from this task's plan
+        (:class:`~ibm_cloud_airflow.utils.plan.CosWaitPlan`), the ``timeout`` included
+        (``max_runtime_s``, applied when the task runs).
     :param cos_conn_id: COS connection (templated).
     :param stall_timeout: seconds without progress before failing; ``None`` disables the check
         (templated, a number).
-    :param timeout: as for every sensor (seconds or timedelta).
-    :param wait_timeout: templated override of ``timeout`` in seconds, applied at execute time.
+    :param watch_prefixes: more folders (templated, a list) whose ``_FAILED`` fails the task and
+        whose ``progress.json`` counts for stalls, though no key is awaited there (the workers of
+        a multi-worker run).
+    :param liveness_check: what no marker can tell, checked while waiting (a
+        :class:`~ibm_cloud_airflow.utils.cos_watch.LivenessCheck`; its ``params`` are templated).
+    :param lineage_inputs: keys in the bucket that the awaited work reads (templated, a list): the
+        task's OpenLineage input datasets.
+    :param lineage_outputs: keys in the bucket that it writes (templated, a list): the task's
+        OpenLineage output datasets once it succeeded.
     :param deferrable: wait in the triggerer.
-    :param start_from_trigger: start (and succeed) in the triggerer, without a worker.
-    :param check_failed: look for ``_FAILED`` markers.
-    :param watch_prefixes: more folders (templated: a list, or its text) whose ``_FAILED`` fails the
-        task and whose ``progress.json`` counts for stall detection, though no key is awaited there
-        (the workers of a multi-worker run).
-    :param ibm_conn_id: IBM Cloud connection for the VPC API; with ``server_name_prefix`` (the run
-        slug, templated) the sensor fails when a server ``<slug>-vm-<i>`` whose marker is missing
-        has stopped (the workload powers off when it cannot write to COS), checked every
-        ``server_check_interval`` seconds, and explains it from ``trusted_profile_id``'s IAM policies.
-    :param lineage_inputs: keys in the bucket that the awaited work reads (templated, a list; from
-        the plan's ``lineage_inputs``): the task's OpenLineage input datasets.
-    :param lineage_outputs: keys in the bucket that the awaited work writes (templated, a list; from
-        the plan's ``lineage_outputs``): the task's OpenLineage output datasets once it succeeded.
+    :param start_from_trigger: start (and succeed) in the triggerer, without a worker; with
+        ``deferrable`` only. ``dag.test()`` ignores it and runs the deferrable path.
     """
 
     template_fields: Sequence[str] = (
@@ -72,8 +84,7 @@ class CosKeySensor(BaseSensorOperator):
         "stall_timeout",
         "wait_timeout",
         "watch_prefixes",
-        "server_name_prefix",
-        "trusted_profile_id",
+        "liveness_check",
         "lineage_inputs",
         "lineage_outputs",
     )
@@ -85,68 +96,62 @@ class CosKeySensor(BaseSensorOperator):
         bucket_name: str | None = None,
         bucket_key: str | list[str] | None = None,
         plan_task_id: str | None = None,
-        outputs_task_id: str | None = None,
         cos_conn_id: str = "ibm_cos_default",
         stall_timeout: float | str | None = 1800.0,
+        watch_prefixes: list[str] | str | None = None,
+        liveness_check: LivenessCheck | None = None,
+        lineage_inputs: list[str] | str | None = None,
+        lineage_outputs: list[str] | str | None = None,
         deferrable: bool = True,
         start_from_trigger: bool = False,
-        check_failed: bool = True,
-        wait_timeout: float | str | None = None,
-        timeout: Any = None,
-        watch_prefixes: list[str] | None = None,
-        ibm_conn_id: str | None = None,
-        server_name_prefix: str | None = None,
-        trusted_profile_id: str | None = None,
-        server_check_interval: float = 30.0,
-        lineage_inputs: list[str] | None = None,
-        lineage_outputs: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(timeout=timeout, **native_by_default(kwargs))
-        self.lineage_inputs = from_plan(lineage_inputs, plan_task_id, "lineage_inputs")
-        self.lineage_outputs = from_plan(lineage_outputs, plan_task_id, "lineage_outputs")
-        self.wait_timeout = from_plan(wait_timeout, plan_task_id, "max_runtime_s")
-        self.bucket_name = from_plan(bucket_name, plan_task_id, "bucket")
-        self.bucket_key = from_plan(bucket_key, plan_task_id, "marker_keys")
+        super().__init__(**native_by_default(kwargs))
+        self.bucket_name = value_or_plan_template(bucket_name, plan_task_id, "bucket")
+        self.bucket_key = value_or_plan_template(bucket_key, plan_task_id, "marker_keys")
         self.cos_conn_id = cos_conn_id
         # with a plan, the plan's stall timeout (None there disables the check)
-        self.stall_timeout = plan_field(plan_task_id, "stall_timeout_s") if plan_task_id else stall_timeout
+        self.stall_timeout = (
+            plan_field_template(plan_task_id, "stall_timeout_s") if plan_task_id else stall_timeout
+        )
+        # the plan's timeout, rendered when the task runs (BaseSensorOperator needs a number now)
+        self.wait_timeout = value_or_plan_template(None, plan_task_id, "max_runtime_s")
+        self.watch_prefixes = value_or_plan_template(watch_prefixes, plan_task_id, "server_prefixes")
+        # plain values: rendered in place, and carried in the trigger's kwargs
+        self.liveness_check = liveness_check.to_dict() if liveness_check is not None else None
+        self.lineage_inputs = value_or_plan_template(lineage_inputs, plan_task_id, "lineage_inputs")
+        self.lineage_outputs = value_or_plan_template(lineage_outputs, plan_task_id, "lineage_outputs")
         self.deferrable = deferrable
-        self.check_failed = check_failed
-        self.watch_prefixes = from_plan(watch_prefixes, plan_task_id, "server_prefixes")
-        self.ibm_conn_id = ibm_conn_id
-        self.server_name_prefix = from_plan(server_name_prefix, plan_task_id, "slug")
-        if trusted_profile_id is None and outputs_task_id is not None:
-            trusted_profile_id = plan_field(outputs_task_id, "trusted_profile_id")
-        self.trusted_profile_id = trusted_profile_id
-        self.server_check_interval = server_check_interval
-        self._next_server_check = 0.0
-        self._state: dict[str, Any] | None = None
         self.start_from_trigger = start_from_trigger and deferrable
         # Airflow checks this name: listener plugins cannot see tasks that end in the triggerer.
         self.end_from_trigger = self.start_from_trigger
+        self._watch: CosMarkerWatch | None = None
+        self._task_state: TaskState | None = None
         if self.start_from_trigger:
-            # Keys named like template fields are rendered by the triggerer into the trigger.
+            # Kwargs named like template fields are rendered by the triggerer into the trigger.
             self.start_trigger_args = StartTriggerArgs(
                 trigger_cls="ibm_cloud_airflow.triggers.cos.CosKeyTrigger",
                 trigger_kwargs={
-                    "bucket_name": self.bucket_name,
-                    "bucket_key": self.bucket_key,
-                    "cos_conn_id": cos_conn_id,
-                    "stall_timeout": self.stall_timeout,
+                    **self._trigger_kwargs(),
                     "wait_timeout": self.wait_timeout if self.wait_timeout is not None else self.timeout,
-                    "poke_interval": self.poke_interval,
-                    "check_failed": check_failed,
                     "end_from_trigger": True,
-                    "watch_prefixes": self.watch_prefixes,
-                    "ibm_conn_id": ibm_conn_id,
-                    "server_name_prefix": self.server_name_prefix,
-                    "server_check_interval": server_check_interval,
                 },
                 next_method="execute_complete",
                 next_kwargs=None,
                 timeout=None,
             )
+
+    def _trigger_kwargs(self) -> dict[str, Any]:
+        """The trigger's kwargs from this task's fields (as given, or once rendered)."""
+        return {
+            "bucket_name": self.bucket_name,
+            "bucket_key": self.bucket_key,
+            "cos_conn_id": self.cos_conn_id,
+            "poke_interval": self.poke_interval,
+            "stall_timeout": self.stall_timeout,
+            "watch_prefixes": self.watch_prefixes,
+            "liveness_check": self.liveness_check,
+        }
 
     @cached_property
     def hook(self) -> CosHook:
@@ -156,114 +161,86 @@ class CosKeySensor(BaseSensorOperator):
 
     @property
     def keys(self) -> list[str]:
-        keys = key_list(typed(self.task_id, "bucket_key", self.bucket_key, (str, list)))
+        keys = key_list(require_type(self.task_id, "bucket_key", self.bucket_key, (str, list)))
         if not keys or any(not k for k in keys):
             raise AirflowFailException(f"{self.task_id}: bucket_key is empty; pass the marker key(s)")
         return keys
 
     @property
     def watch(self) -> list[str]:
-        return key_list(typed(self.task_id, "watch_prefixes", self.watch_prefixes, list))
+        """The watched folders, rendered."""
+        return key_list(require_type(self.task_id, "watch_prefixes", self.watch_prefixes, list))
 
     def _apply_rendered_timeouts(self) -> None:
         """The rendered timeouts are numbers (a plan's, or given); the sensor's own follows them."""
         for name in ("wait_timeout", "stall_timeout"):
-            typed(self.task_id, name, getattr(self, name), (int, float))
+            require_type(self.task_id, name, getattr(self, name), (int, float))
         if self.wait_timeout is not None:
             self.timeout = float(self.wait_timeout)
 
-    def _load_state(self, context: Any) -> dict[str, Any]:
-        if self._state is not None:
-            return self._state
-        store = context.get("task_state_store") if hasattr(context, "get") else None
-        saved = None
-        if store is not None:
-            try:
-                saved = store.get(_STATE_KEY)
-            except Exception:
-                saved = None
-        self._state = saved if isinstance(saved, dict) else new_state(time.time())
-        self._store = store
-        if saved is None:
-            self._save_state()
-        return self._state
+    # -- the watch and its state ------------------------------------------------------------------
+    def marker_watch(self, context: Any) -> CosMarkerWatch:
+        """This task's watch; its state from ``task_state_store`` on a reschedule."""
+        if self._watch is None:
+            self._task_state = TaskState(context, self.log)
+            saved = self._task_state.get(STATE_KEY)
+            saved = saved if isinstance(saved, dict) else None
+            self._watch = CosMarkerWatch(
+                bucket=str(self.bucket_name),
+                keys=self.keys,
+                state=WatchState.from_dict(saved),
+                watch_prefixes=self.watch,
+                stall_timeout=self.stall_timeout,
+                liveness=LivenessCheck.from_dict(
+                    require_type(self.task_id, "liveness_check", self.liveness_check, dict)
+                ),
+                log=self.log,
+            )
+            if saved is None:
+                self._save_state()
+        return self._watch
+
+    def restart_watch(self, context: Any) -> None:
+        """Watch again from a fresh state: every stall clock restarts (the workers were replaced)."""
+        self._watch = None
+        TaskState(context, self.log).set(STATE_KEY, WatchState.fresh().to_dict())
 
     def _save_state(self) -> None:
-        store = getattr(self, "_store", None)
-        if store is not None and self._state is not None:
-            try:
-                store.set(_STATE_KEY, self._state)
-            except Exception as exc:
-                self.log.warning("Could not save sensor progress in task_state_store: %s", exc)
+        if self._watch is not None and self._task_state is not None:
+            self._task_state.set(STATE_KEY, self._watch.state.to_dict())
 
+    # -- outcomes ---------------------------------------------------------------------------------
     def poke(self, context: Any) -> bool:
         self._apply_rendered_timeouts()
-        state = self._load_state(context)
-        before = repr(state)
-        result = check_markers(
-            self.hook,
-            self.bucket_name,
-            self.keys,
-            state,
-            stall_timeout=self.stall_timeout,
-            check_failed=self.check_failed,
-            watch=self.watch,
-        )
-        if repr(state) != before:
+        watch = self.marker_watch(context)
+        before = watch.state.to_dict()
+        result = watch.step(self.hook)
+        if watch.state.to_dict() != before:
             self._save_state()
-        if result.get("status") == "waiting" and self._servers_due():
-            result = self._check_servers(state) or result
-        return self._handle(result)
+        return self.outcome(result)
 
-    def _servers_due(self) -> bool:
-        if not (self.ibm_conn_id and self.server_name_prefix) or time.monotonic() < self._next_server_check:
-            return False
-        self._next_server_check = time.monotonic() + self.server_check_interval
-        return True
-
-    def _check_servers(self, state: dict[str, Any]) -> dict[str, Any] | None:
-        from ibm_cloud_airflow.hooks.vpc import VpcHook
-
-        try:
-            return check_servers(
-                VpcHook(str(self.ibm_conn_id)), str(self.server_name_prefix), self.keys, state, self.watch
-            )
-        except Exception as exc:  # the markers stay the main signal
-            self.log.warning("Could not check the servers' state: %s", exc)
-            return None
-
-    def _handle(self, result: dict[str, Any]) -> bool:
-        for line in result.get("progress") or []:
+    def outcome(self, result: WatchResult) -> bool:
+        """What a result means for the task: True done, False wait on; raises for the rest."""
+        for line in result.progress:
             self.log.info("Progress %s", line)
-        status = result.get("status")
-        if status == "success":
+        status = result.status
+        if status is WatchStatus.DONE:
             self.log.info("All markers present: %s", self.keys)
             return True
-        if status == "failed":
+        if status is WatchStatus.WAITING:
+            return False
+        if status is WatchStatus.FAILED:
             self.log.error(
-                "Workload failed: %s\n--- workload log tail ---\n%s",
-                result.get("error"),
-                result.get("log_tail"),
+                "Workload failed: %s\n--- workload log tail ---\n%s", result.error, result.log_tail
             )
             raise AirflowFailException(
-                f"{result.get('message')}\n--- workload log tail ---\n{result.get('log_tail') or ''}".rstrip()
+                f"{result.message}\n--- workload log tail ---\n{result.log_tail}".rstrip()
             )
-        if status == "stalled":
-            raise AirflowFailException(str(result.get("message")))
-        if status == "server_stopped":
-            from ibm_cloud_airflow.hooks.iam import explain_stopped_servers
-
-            why = explain_stopped_servers(
-                str(self.ibm_conn_id), self.trusted_profile_id or "", str(self.bucket_name)
-            )
-            raise AirflowFailException(f"{result.get('message')}; {why}")
-        if status == "server_missing":
-            raise AirflowFailException(str(result.get("message")))
-        if status == "timeout":
-            raise AirflowSensorTimeout(str(result.get("message")))
-        if status == "error":
-            raise AirflowException(f"Waiting for COS markers failed: {result.get('message')}")
-        return False
+        if status in (WatchStatus.STALLED, WatchStatus.LOST):
+            raise AirflowFailException(result.message)
+        if status is WatchStatus.TIMEOUT:
+            raise AirflowSensorTimeout(result.message)
+        raise AirflowException(f"Waiting for COS markers failed: {result.message}")
 
     def execute(self, context: Any) -> Any:
         self._apply_rendered_timeouts()
@@ -273,24 +250,15 @@ class CosKeySensor(BaseSensorOperator):
             return self.keys
         self.defer(
             trigger=CosKeyTrigger(
-                bucket_name=self.bucket_name,
-                bucket_key=self.keys,
-                cos_conn_id=self.cos_conn_id,
-                poke_interval=self.poke_interval,
-                stall_timeout=self.stall_timeout,
-                check_failed=self.check_failed,
-                state=self._state,
-                watch_prefixes=self.watch,
-                ibm_conn_id=self.ibm_conn_id,
-                server_name_prefix=self.server_name_prefix,
-                server_check_interval=self.server_check_interval,
+                **{**self._trigger_kwargs(), "bucket_key": self.keys, "watch_prefixes": self.watch},
+                state=self.marker_watch(context).state.to_dict(),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> list[str]:
-        if not self._handle(event):
+        if not self.outcome(WatchResult.from_event(event)):
             raise AirflowException(f"Unexpected trigger event {event!r}")
         return self.keys
 
@@ -298,8 +266,8 @@ class CosKeySensor(BaseSensorOperator):
     def _lineage(self, *, outputs: bool) -> Any:
         from ibm_cloud_airflow.utils.lineage import operator_lineage
 
-        inputs = typed(self.task_id, "lineage_inputs", self.lineage_inputs, list) or []
-        written = typed(self.task_id, "lineage_outputs", self.lineage_outputs, list) or []
+        inputs = require_type(self.task_id, "lineage_inputs", self.lineage_inputs, list) or []
+        written = require_type(self.task_id, "lineage_outputs", self.lineage_outputs, list) or []
         return operator_lineage(str(self.bucket_name), inputs, written if outputs else [])
 
     def get_openlineage_facets_on_start(self) -> Any:

@@ -1,7 +1,7 @@
-"""CosKeySensor and CosKeyTrigger with an in-memory COS stand-in.
+"""CosKeySensor in each of its modes, with an in-memory COS stand-in (conftest's ``FakeCos``).
 
-The stand-in implements the three CosHook methods the check uses (head/read_json/read_text); the
-real CosHook is covered over HTTP in test_hook_cos.py and against the sandbox.
+What one look finds is covered in utils/test_cos_watch.py, the trigger's loop in
+triggers/test_cos.py; here, what the sensor does with it: return, wait, or raise.
 """
 
 from __future__ import annotations
@@ -14,134 +14,16 @@ import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout, TaskDeferred
 from airflow.triggers.base import TaskSuccessEvent
 
-from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
-from ibm_cloud_airflow.sensors.cos import CosKeySensor
-from ibm_cloud_airflow.triggers.cos import CosKeyTrigger, check_markers, new_state
-from ibm_cloud_airflow.utils.plan import plan_field
+from ibm_cloud_airflow.exceptions import IbmCloudConfigError
+from ibm_cloud_airflow.sensors.cos import STATE_KEY, CosKeySensor
+from ibm_cloud_airflow.triggers.cos import CosKeyTrigger
+from ibm_cloud_airflow.utils.cos_watch import LivenessCheck, WatchResult, WatchStatus
+from ibm_cloud_airflow.utils.plan import plan_field_template
 
-from ..conftest import FakeStore, make_context
+from ..conftest import FakeCos, FakeStore, make_context
 
 KEYS = ["p/vm-0/_SUCCESS", "p/vm-1/_SUCCESS"]
-
-
-class FakeCos:
-    def __init__(self):
-        self.objects: dict[str, tuple[bytes, int]] = {}
-        self.version = 0
-
-    def put(self, key, body):
-        self.version += 1
-        self.objects[key] = (body.encode() if isinstance(body, str) else body, self.version)
-
-    def head(self, bucket, key):
-        if key not in self.objects:
-            return None
-        body, ver = self.objects[key]
-        return {"ETag": f'"{ver}"', "ContentLength": len(body)}
-
-    def read_text(self, bucket, key):
-        return self.objects[key][0].decode() if key in self.objects else None
-
-    def read_json(self, bucket, key):
-        text = self.read_text(bucket, key)
-        return None if text is None else json.loads(text)
-
-
-def test_check_success_progress_and_failed():
-    cos = FakeCos()
-    state = new_state(now=0)
-    assert check_markers(cos, "b", KEYS, state, stall_timeout=100, now=1)["status"] == "waiting"
-    cos.put("p/vm-0/progress.json", json.dumps({"epoch": 1, "epochs": 3, "metrics": {"loss": 0.51234}}))
-    res = check_markers(cos, "b", KEYS, state, stall_timeout=100, now=50)
-    assert res["progress"] == ["p/vm-0/progress.json: epoch 1/3 loss=0.5123"]
-    assert check_markers(cos, "b", KEYS, state, stall_timeout=100, now=60)["progress"] == []  # logged once
-    cos.put("p/vm-0/_SUCCESS", "sha")
-    assert check_markers(cos, "b", KEYS, state, stall_timeout=100, now=70)["status"] == "waiting"
-    assert state["done"] == ["p/vm-0/_SUCCESS"]
-    cos.put("p/vm-1/_FAILED", json.dumps({"error": "CUDA OOM", "log_tail": ["a", "b"]}))
-    res = check_markers(cos, "b", KEYS, state, stall_timeout=100, now=80)
-    assert res["status"] == "failed" and res["error"] == "CUDA OOM" and res["log_tail"] == "a\nb"
-    assert res["key"] == "p/vm-1/_FAILED"
-
-
-def test_check_all_present_and_stall():
-    cos = FakeCos()
-    state = new_state(now=0)
-    # Before the first progress report the servers are booting: no stall yet, however long.
-    assert check_markers(cos, "b", KEYS, state, stall_timeout=10, now=1000)["status"] == "waiting"
-    cos.put("p/vm-0/progress.json", json.dumps({"epoch": 1, "epochs": 3}))
-    assert check_markers(cos, "b", KEYS, state, stall_timeout=10, now=1001)["status"] == "waiting"
-    assert check_markers(cos, "b", KEYS, state, stall_timeout=10, now=1012)["status"] == "stalled"
-    cos.objects.pop("p/vm-0/progress.json")
-    for k in KEYS:
-        cos.put(k, "x")
-    assert check_markers(cos, "b", KEYS, new_state(now=0), stall_timeout=10, now=5)["status"] == "success"
-    assert (
-        check_markers(cos, "b", KEYS, new_state(now=0), stall_timeout=None, now=10**6)["status"] == "success"
-    )
-
-
-# -- the modes' contracts (docs/architecture.md): multi_worker awaits the chief's marker only ----
-
 SERVERS = ["p/vm-0/", "p/vm-1/"]
-
-
-def test_multi_worker_a_workers_failed_marker_fails_the_wait():
-    cos = FakeCos()
-    cos.put("p/vm-1/_FAILED", json.dumps({"error": "worker 1: CUDA error"}))
-    res = check_markers(cos, "b", KEYS[:1], new_state(now=0), stall_timeout=None, now=1, watch=SERVERS)
-    assert res["status"] == "failed" and res["key"] == "p/vm-1/_FAILED"
-    # Without the watched folders the same wait would not see it: the folder list is what matters.
-    res = check_markers(cos, "b", KEYS[:1], new_state(now=0), stall_timeout=None, now=1)
-    assert res["status"] == "waiting"
-
-
-def test_multi_worker_succeeds_on_the_chiefs_marker_alone():
-    cos = FakeCos()
-    cos.put("p/vm-1/progress.json", json.dumps({"epoch": 3, "epochs": 3, "status": "finished"}))
-    cos.put("p/vm-0/_SUCCESS", "sha")
-    res = check_markers(cos, "b", KEYS[:1], new_state(now=0), stall_timeout=10, now=1, watch=SERVERS)
-    assert res["status"] == "success"
-
-
-def test_every_server_has_its_own_stall_clock():
-    cos = FakeCos()
-    state = new_state(now=0)
-    cos.put("p/vm-0/progress.json", json.dumps({"epoch": 1, "epochs": 9}))
-    cos.put("p/vm-1/progress.json", json.dumps({"epoch": 1, "epochs": 9}))
-    assert check_markers(cos, "b", KEYS, state, stall_timeout=10, now=1, watch=SERVERS)["status"] == "waiting"
-    # vm-0 keeps reporting; vm-1 went silent: a stall, though the run as a whole moves.
-    for now in (6, 12):
-        cos.put("p/vm-0/progress.json", json.dumps({"epoch": now, "epochs": 9}))
-        res = check_markers(cos, "b", KEYS, state, stall_timeout=10, now=now, watch=SERVERS)
-    assert res["status"] == "stalled" and "p/vm-1/progress.json" in res["message"], res
-
-
-def test_a_worker_that_finished_is_not_a_stall_while_the_chief_publishes():
-    cos = FakeCos()
-    state = new_state(now=0)
-    cos.put("p/vm-0/progress.json", json.dumps({"epoch": 3, "epochs": 3}))
-    cos.put("p/vm-1/progress.json", json.dumps({"epoch": 3, "epochs": 3, "status": "finished"}))
-    assert (
-        check_markers(cos, "b", KEYS[:1], state, stall_timeout=10, now=1, watch=SERVERS)["status"]
-        == "waiting"
-    )
-    # The chief is still silent past the stall timeout (it would be a stall) ...
-    res = check_markers(cos, "b", KEYS[:1], state, stall_timeout=10, now=12, watch=SERVERS)
-    assert res["status"] == "stalled" and "p/vm-0/progress.json" in res["message"]
-    # ... but a finished worker alone never is.
-    cos.put("p/vm-0/progress.json", json.dumps({"epoch": 3, "epochs": 3, "note": "publishing"}))
-    assert (
-        check_markers(cos, "b", KEYS[:1], state, stall_timeout=10, now=13, watch=SERVERS)["status"]
-        == "waiting"
-    )
-
-
-def test_failed_marker_not_json():
-    cos = FakeCos()
-    cos.put("p/vm-0/_FAILED", "plain text error")
-    res = check_markers(cos, "b", KEYS[:1], new_state(now=0), stall_timeout=None, now=1)
-    assert res["status"] == "failed" and res["error"] == "plain text error"
 
 
 def sensor(**kw):
@@ -167,6 +49,8 @@ def test_sensor_defers_with_timeout(cos):
     path, kwargs = trig.serialize()
     assert path == "ibm_cloud_airflow.triggers.cos.CosKeyTrigger"
     assert kwargs["bucket_key"] == KEYS and kwargs["stall_timeout"] == 30
+    # the trigger goes on from the first look's state
+    assert kwargs["state"] == s.marker_watch(make_context()).state.to_dict()
     assert CosKeyTrigger(**kwargs).serialize() == (path, kwargs)
 
 
@@ -188,17 +72,21 @@ def test_sensor_reschedule_keeps_progress_state(cos):
     store = FakeStore()
     s = sensor(deferrable=False, mode="reschedule", stall_timeout=1000)
     assert s.poke(make_context(store)) is False
-    first = store.data["ibm_cos_sensor_progress"]["last_change"]
+    first = store.data[STATE_KEY]["last_change"]
+    cos.put("p/vm-0/_SUCCESS", "sha")
     # a new sensor object (next reschedule) continues from the stored state
     assert sensor(deferrable=False, mode="reschedule").poke(make_context(store)) is False
-    assert store.data["ibm_cos_sensor_progress"]["last_change"] == first
+    assert store.data[STATE_KEY]["done"] == ["p/vm-0/_SUCCESS"]
+    assert store.data[STATE_KEY]["last_change"] > first
+    # ... and does not find the marker again: nothing changed, nothing written
+    writes = len(store.writes)
+    assert sensor(deferrable=False, mode="reschedule").poke(make_context(store)) is False
+    assert len(store.writes) == writes
 
 
 def test_sensor_stall_fails(cos):
     store = FakeStore()
-    store.set(
-        "ibm_cos_sensor_progress", {"done": [], "progress": {"p/vm-0/progress.json": "t"}, "last_change": 0}
-    )
+    store.set(STATE_KEY, {"done": [], "progress": {"p/vm-0/progress.json": "t"}, "last_change": 0})
     with pytest.raises(AirflowFailException, match="No progress"):
         sensor(deferrable=False, stall_timeout=5).poke(make_context(store))
 
@@ -206,61 +94,36 @@ def test_sensor_stall_fails(cos):
 def test_execute_complete():
     s = sensor()
     assert s.execute_complete(make_context(), {"status": "success"}) == KEYS
-    with pytest.raises(AirflowFailException, match="boom"):
+    with pytest.raises(AirflowFailException, match="boom") as err:
         s.execute_complete(
             make_context(), {"status": "failed", "message": "boom", "error": "e", "log_tail": "t"}
         )
+    assert str(err.value) == "boom\n--- workload log tail ---\nt"
     with pytest.raises(AirflowFailException, match="stuck"):
         s.execute_complete(make_context(), {"status": "stalled", "message": "stuck"})
-    with pytest.raises(AirflowException, match="down"):
+    with pytest.raises(AirflowFailException, match="vm-0 is gone"):
+        s.execute_complete(make_context(), {"status": "lost", "message": "vm-0 is gone", "lost": ["vm-0"]})
+    with pytest.raises(AirflowSensorTimeout, match="late"):
+        s.execute_complete(make_context(), {"status": "timeout", "message": "late"})
+    with pytest.raises(AirflowException, match="down") as err:
         s.execute_complete(make_context(), {"status": "error", "message": "down"})
+    assert not isinstance(err.value, AirflowFailException)  # COS unreachable: retried
+    with pytest.raises(AirflowException, match="Unexpected trigger event"):
+        s.execute_complete(make_context(), {"status": "waiting"})
     with pytest.raises(AirflowFailException, match="bucket_key is empty"):
         sensor(bucket_key="").keys  # noqa: B018
 
 
-async def test_trigger_run_waits_then_succeeds(cos):
-    trig = CosKeyTrigger(bucket_name="b", bucket_key=KEYS[:1], poke_interval=0.01, stall_timeout=100)
-    calls = {"n": 0}
-
-    def head(bucket, key):
-        calls["n"] += 1
-        if calls["n"] > 6:
-            cos.put(KEYS[0], "x")
-        return FakeCos.head(cos, bucket, key)
-
-    with mock.patch.object(
-        trig, "_make_hook", return_value=mock.MagicMock(head=head, read_json=cos.read_json)
-    ):
-        event = await trig.run().asend(None)
-    assert event.payload["status"] == "success"
-
-
-async def test_trigger_failed_and_errors(cos):
-    cos.put("p/vm-0/_FAILED", json.dumps({"error": "boom", "log_tail": "tail"}))
-    trig = CosKeyTrigger(bucket_name="b", bucket_key=KEYS[:1], poke_interval=0.01)
-    with mock.patch.object(trig, "_make_hook", return_value=cos):
-        event = await trig.run().asend(None)
-    assert event.payload["status"] == "failed" and event.payload["log_tail"] == "tail"
-    broken = mock.MagicMock()
-    broken.head.side_effect = RuntimeError("COS 503")
-    trig = CosKeyTrigger(bucket_name="b", bucket_key=KEYS[:1], poke_interval=0.01, max_consecutive_errors=2)
-    with mock.patch.object(trig, "_make_hook", return_value=broken):
-        event = await trig.run().asend(None)
-    assert event.payload == {"status": "error", "message": "COS 503"}
-    trig = CosKeyTrigger(bucket_name="b", bucket_key=KEYS[:1], poke_interval=0.01)
-    with mock.patch.object(trig, "_make_hook", side_effect=RuntimeError("no conn")):
-        event = await trig.run().asend(None)
-    assert event.payload["status"] == "error"
-
-
 def test_timeouts_from_templates_are_numbers(cos):
-    s = sensor(wait_timeout="{{ params.max_runtime_minutes * 60 }}", stall_timeout="{{ x }}")
+    s = sensor(plan_task_id="validate")
+    assert s.wait_timeout == plan_field_template("validate", "max_runtime_s")
     assert {"stall_timeout", "wait_timeout"} <= set(CosKeySensor.template_fields)
+    s.bucket_name, s.bucket_key, s.watch_prefixes = "b", KEYS, None
     s.wait_timeout, s.stall_timeout = 120, 30  # what native rendering produces
     with pytest.raises(TaskDeferred) as exc:
         s.execute(make_context())
     assert exc.value.timeout == timedelta(seconds=120) and exc.value.trigger.stall_timeout == 30
-    s = sensor(wait_timeout=90, stall_timeout=None)
+    s = sensor(timeout=90, stall_timeout=None)
     with pytest.raises(TaskDeferred) as exc:
         s.execute(make_context())
     assert exc.value.timeout == timedelta(seconds=90) and exc.value.trigger.stall_timeout is None
@@ -270,15 +133,49 @@ def test_timeouts_from_templates_are_numbers(cos):
 
 
 def test_values_from_a_plan():
-    s = CosKeySensor(task_id="wait", plan_task_id="validate", outputs_task_id="apply")
-    assert s.bucket_name == plan_field("validate", "bucket")
-    assert s.bucket_key == plan_field("validate", "marker_keys")
-    assert s.watch_prefixes == plan_field("validate", "server_prefixes")
-    assert s.server_name_prefix == plan_field("validate", "slug")
-    assert s.stall_timeout == plan_field("validate", "stall_timeout_s")
-    assert s.wait_timeout == plan_field("validate", "max_runtime_s")
-    assert s.trusted_profile_id == plan_field("apply", "trusted_profile_id")
+    s = CosKeySensor(task_id="wait", plan_task_id="validate")
+    assert s.bucket_name == plan_field_template("validate", "bucket")
+    assert s.bucket_key == plan_field_template("validate", "marker_keys")
+    assert s.watch_prefixes == plan_field_template("validate", "server_prefixes")
+    assert s.stall_timeout == plan_field_template("validate", "stall_timeout_s")
+    assert s.wait_timeout == plan_field_template("validate", "max_runtime_s")
+    assert s.lineage_inputs == plan_field_template("validate", "lineage_inputs")
     assert s.render_template_as_native_obj is True
+    # given values win over the plan's
+    assert CosKeySensor(task_id="w", plan_task_id="validate", bucket_name="mine").bucket_name == "mine"
+
+
+# -- a liveness check (what no marker tells): by import path, in every mode -------------------------
+
+HERE = "tests.ibm_cloud_airflow.sensors.test_cos"
+
+
+def lost_when_asked(pending: list[str], *, lost: str) -> WatchResult | None:
+    """A liveness check: the worker named ``lost`` (a template's value) is gone, when it is one."""
+    if not lost:
+        return None
+    return WatchResult(WatchStatus.LOST, f"{lost} is gone; waited for {pending}", lost=(lost,), reason="gone")
+
+
+def test_poking_runs_the_liveness_check_and_fails_without_retry_on_a_lost_worker(cos):
+    cos.put("p/vm-0/_SUCCESS", "sha")
+    s = sensor(deferrable=False, liveness_check=LivenessCheck(f"{HERE}.lost_when_asked", {"lost": "vm-1"}))
+    with pytest.raises(AirflowFailException, match=r"vm-1 is gone; waited for \['p/vm-1'\]"):
+        s.poke(make_context())
+    fine = sensor(deferrable=False, liveness_check=LivenessCheck(f"{HERE}.lost_when_asked", {"lost": ""}))
+    assert fine.poke(make_context()) is False
+
+
+def test_the_liveness_check_travels_to_the_trigger_with_its_interval(cos):
+    check = LivenessCheck(f"{HERE}.lost_when_asked", {"lost": "{{ ti.lost }}"}, interval_s=7)
+    s = sensor(liveness_check=check)
+    assert "liveness_check" in CosKeySensor.template_fields and s.liveness_check == check.to_dict()
+    s.liveness_check = {**check.to_dict(), "params": {"lost": ""}}  # as rendered
+    with pytest.raises(TaskDeferred) as exc:
+        s.execute(make_context())
+    assert LivenessCheck.from_dict(exc.value.trigger.liveness_check) == LivenessCheck(
+        f"{HERE}.lost_when_asked", {"lost": ""}, interval_s=7
+    )
 
 
 def _as_the_triggerer_builds_it(sensor_task, context):
@@ -295,7 +192,14 @@ def _as_the_triggerer_builds_it(sensor_task, context):
 
 def _plan_sensor():
     return CosKeySensor(
-        task_id="wait", plan_task_id="validate", poke_interval=0.01, timeout=60, start_from_trigger=True
+        task_id="wait",
+        plan_task_id="validate",
+        poke_interval=0.01,
+        timeout=60,
+        start_from_trigger=True,
+        liveness_check=LivenessCheck(
+            f"{HERE}.lost_when_asked", {"lost": plan_field_template("validate", "lost")}
+        ),
     )
 
 
@@ -306,7 +210,7 @@ def _context(max_runtime_s=3600.0):
         "bucket": "b",
         "marker_keys": KEYS,
         "server_prefixes": SERVERS,
-        "slug": "run-1",
+        "lost": "",
         "stall_timeout_s": 120.0,
         "max_runtime_s": max_runtime_s,
     }
@@ -322,13 +226,18 @@ async def test_started_from_the_triggerer_it_renders_the_plans_fields_typed_and_
         "stall_timeout",
         "wait_timeout",
         "cos_conn_id",
-        "server_name_prefix",
         "watch_prefixes",
+        "liveness_check",
     }
     assert set(trig.template_fields) == rendered
-    # Rendered as Python objects: a list stays a list, a number a number.
+    # Rendered as Python objects: a list stays a list, a number a number, in a check's params too.
     assert trig.bucket_name == "b" and trig.bucket_key == KEYS and trig.watch_prefixes == SERVERS
-    assert trig.wait_timeout == 3600.0 and trig.stall_timeout == 120.0 and trig.server_name_prefix == "run-1"
+    assert trig.wait_timeout == 3600.0 and trig.stall_timeout == 120.0
+    assert trig.liveness_check == {
+        "function": f"{HERE}.lost_when_asked",
+        "params": {"lost": ""},
+        "interval_s": 30,
+    }
     context["ti"].xcom_pull.assert_called_with(task_ids="validate", map_indexes=-1)
     for k in KEYS:
         cos.put(k, "x")
