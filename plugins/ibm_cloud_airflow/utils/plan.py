@@ -39,8 +39,6 @@ class CosWaitPlan(TypedDict, total=False):
     marker_keys: list[str]
     #: folders whose ``_FAILED`` fails the wait and whose progress counts against stalls
     server_prefixes: list[str]
-    #: servers are named ``<server_name_prefix>-vm-<i>`` (checked through the VPC API)
-    slug: str
     stall_timeout_s: float | None
     max_runtime_s: float
     #: keys in ``bucket`` that the awaited work reads and writes (its OpenLineage datasets)
