@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from sandbox.faults import parse_fault_spec
-from sandbox.vpc_rules import DEFAULT_QUOTAS
+from sandbox.ibm.vpc_rules import DEFAULT_QUOTAS
 
 
 def main(argv: list[str] | None = None) -> int:

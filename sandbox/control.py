@@ -13,10 +13,10 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import json_response
 from sandbox.faults import FAULT_NAMES, FaultSet, UnknownFaultError
+from sandbox.ibm.errors import json_response
+from sandbox.ibm.wsgi import Rule, ServiceApp
 from sandbox.inventory import Inventory
-from sandbox.wsgi import Rule, ServiceApp
 
 
 class ControlApp(ServiceApp):

@@ -11,23 +11,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sandbox.api_key_access import DEFAULT_API_KEY_POLICIES, ApiKeyAccess, ServicePolicy
-from sandbox.capacity import Quotas
 from sandbox.control import ControlApp
-from sandbox.cos import CosApp, reset_moto_s3
-from sandbox.cos_access import SERVICE as COS_SERVICE
-from sandbox.cos_access import CosAuthorizer, Policy
 from sandbox.faults import FaultSet
-from sandbox.iam import IamApp, TokenAuthority
-from sandbox.iam_identity import IamIdentityApp
-from sandbox.iam_policies import PolicyApi
+from sandbox.ibm.api_key_access import DEFAULT_API_KEY_POLICIES, ApiKeyAccess, ServicePolicy
+from sandbox.ibm.capacity import Quotas
+from sandbox.ibm.cos import CosApp, reset_moto_s3
+from sandbox.ibm.cos_access import SERVICE as COS_SERVICE
+from sandbox.ibm.cos_access import CosAuthorizer, Policy
+from sandbox.ibm.iam import IamApp, TokenAuthority
+from sandbox.ibm.iam_identity import IamIdentityApp
+from sandbox.ibm.iam_policies import PolicyApi
+from sandbox.ibm.launcher import ServerLauncher
+from sandbox.ibm.metadata import MetadataApp
+from sandbox.ibm.provider import IbmProvider
+from sandbox.ibm.schematics import SchematicsService
+from sandbox.ibm.server_loss import lose_instance
+from sandbox.ibm.tagging import TaggingApp
+from sandbox.ibm.vpc import VpcApp
+from sandbox.ibm.vpc_rules import DEFAULT_QUOTAS
 from sandbox.inventory import Inventory
-from sandbox.metadata import MetadataApp
-from sandbox.schematics import SchematicsService
 from sandbox.server import ServiceServer
-from sandbox.tagging import TaggingApp
-from sandbox.vpc import VpcApp
-from sandbox.vpc_rules import DEFAULT_QUOTAS
+from sandbox.terraform import TerraformEngine
 
 log = logging.getLogger(__name__)
 
@@ -36,57 +40,29 @@ log = logging.getLogger(__name__)
 _COS_LOCK = threading.Lock()
 
 
-class _MissingEngine:
-    """Stands in until ``sandbox/terraform/engine.py`` exists: every job fails with a clear message."""
-
-    def _fail(self, run: Any) -> Any:
-        raise RuntimeError("the sandbox Terraform engine (sandbox/terraform/engine.py) is not available")
-
-    plan = apply = destroy = _fail
-
-
 def default_engine_factory(
     *,
     inventory: Inventory,
     faults: FaultSet,
+    launcher: ServerLauncher,
     resource_delay_s: float,
-    metadata_url: str,
-    workload_venv: Path,
-    state_dir: Path,
     region: str,
     quotas: Quotas = DEFAULT_QUOTAS,
     api_key_access: ApiKeyAccess | None = None,
     caller_iam_id: str = "",
-) -> Any:
-    """The real engine (``sandbox/terraform``) with a launcher of simulated servers."""
-    try:
-        from sandbox.launcher import ServerLauncher
-        from sandbox.server_loss import lose_instance
-        from sandbox.terraform.engine import TerraformEngine
-    except ImportError as err:
-        log.warning("Terraform engine unavailable (%s); jobs will fail", err)
-        return _MissingEngine()
-    launcher = ServerLauncher(
-        workload_venv=workload_venv,
-        state_dir=state_dir,
-        metadata_url=metadata_url,
-        faults=faults,
-        # a server that powers itself off shows as stopped in the VPC API, as on IBM Cloud
-        on_poweroff=lambda instance_id: inventory.update_attrs(instance_id, status="stopped"),
-        # the server_lost fault: the instance is gone (deleted) or stopped, as its host failure left it
-        on_lost=lambda instance_id, how: lose_instance(inventory, instance_id, how),
-    )
-    return TerraformEngine(
+) -> TerraformEngine:
+    """The Terraform runner (``sandbox/terraform``) with the IBM Cloud provider (``sandbox/ibm``)."""
+    provider = IbmProvider(
         inventory=inventory,
         faults=faults,
         launcher=launcher,
         resource_delay_s=resource_delay_s,
-        metadata_url=metadata_url,
         region=region,
         quotas=quotas,
         api_key_access=api_key_access,
         caller_iam_id=caller_iam_id,
     )
+    return TerraformEngine(provider)
 
 
 class Sandbox:
@@ -94,7 +70,7 @@ class Sandbox:
 
     ``engine_factory`` (keyword, for tests of the HTTP layer) replaces the Terraform engine: it is
     called with the keyword arguments of :func:`default_engine_factory` and returns an object
-    with ``plan(run)``, ``apply(run) -> outputs`` and ``destroy(run)``.
+    with ``plan(run)``, ``apply(run) -> outputs``, ``destroy(run)`` and ``refresh(run)``.
 
     IAM is enforced: ``api_key_policies`` are the API-key identity's policies (default: what
     ``docs/terraform.md`` says the pipeline needs), ``cos_hmac_role`` is the COS role of the
@@ -140,6 +116,7 @@ class Sandbox:
         self.cos_hmac_role = cos_hmac_role
         self._engine_factory = engine_factory or default_engine_factory
         self.engine: Any = None
+        self.launcher: ServerLauncher | None = None
         self.endpoints: dict[str, Any] = {}
         self._servers: list[ServiceServer] = []
         self._schematics: SchematicsService | None = None
@@ -178,13 +155,22 @@ class Sandbox:
             vpc = self._serve("vpc", VpcApp(authority, self.inventory, self._stop_server))
             iam_identity = self._serve("iam_identity", IamIdentityApp(authority, self.inventory))
             tagging = self._serve("tagging", TaggingApp(authority, self.inventory))
+            inventory = self.inventory
+            self.launcher = ServerLauncher(
+                workload_venv=self.workload_venv,
+                state_dir=self.state_dir,
+                metadata_url=metadata.url,
+                faults=self.faults,
+                # a server that powers itself off shows as stopped in the VPC API, as on IBM Cloud
+                on_poweroff=lambda instance_id: inventory.update_attrs(instance_id, status="stopped"),
+                # server_lost: the instance is gone (deleted) or stopped, as its host failure left it
+                on_lost=lambda instance_id, how: lose_instance(inventory, instance_id, how),
+            )
             self.engine = self._engine_factory(
                 inventory=self.inventory,
                 faults=self.faults,
+                launcher=self.launcher,
                 resource_delay_s=self.resource_delay_s,
-                metadata_url=metadata.url,
-                workload_venv=self.workload_venv,
-                state_dir=self.state_dir,
                 region=self.region,
                 quotas=self.quotas,
                 api_key_access=self.api_key_access,
@@ -226,9 +212,8 @@ class Sandbox:
 
     def _stop_server(self, instance_id: str) -> None:
         """A simulated server whose instance was deleted through the VPC API stops, as on a real VM."""
-        launcher = getattr(self.engine, "launcher", None)
-        if launcher is not None:
-            launcher.stop(instance_id)
+        if self.launcher is not None:
+            self.launcher.stop(instance_id)
 
     def _serve(self, name: str, app: Any) -> ServiceServer:
         server = ServiceServer(name, app)
@@ -244,10 +229,9 @@ class Sandbox:
         """Stop jobs, workload processes and servers. Safe to call twice."""
         if self._schematics is not None:
             self._schematics.close()
-        launcher = getattr(self.engine, "launcher", None)
-        if launcher is not None:
+        if self.launcher is not None:
             try:
-                launcher.stop_all()  # the workload processes of simulated servers
+                self.launcher.stop_all()  # the workload processes of simulated servers
             except Exception:
                 log.exception("stopping simulated servers failed")
         for server in reversed(self._servers):

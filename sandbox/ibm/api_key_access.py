@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.cos_access import SERVICE as COS_SERVICE
+from sandbox.ibm.cos_access import SERVICE as COS_SERVICE
 
 
 @dataclass(frozen=True)

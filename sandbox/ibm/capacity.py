@@ -91,7 +91,7 @@ def profile_not_offered(faults: FaultSet, region: str, zone: Any, profile: Any) 
 @dataclass(frozen=True)
 class Quotas:
     """A region's compute quotas, all instances of the account together (defaults:
-    ``sandbox.vpc_rules.DEFAULT_QUOTAS``, IBM's, from the project's table)."""
+    ``sandbox.ibm.vpc_rules.DEFAULT_QUOTAS``, IBM's)."""
 
     vcpu: int
     memory_gb: int

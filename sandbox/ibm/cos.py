@@ -5,7 +5,7 @@ COS accepts (a) AWS SigV4/SigV2 signed with HMAC keys and (b) ``Authorization: B
 layer checks the credentials itself (unknown access key id -> S3's 403 ``InvalidAccessKeyId``; a
 SigV4 signature made with another secret -> 403 ``SignatureDoesNotMatch``; a bad or expired
 bearer token -> 403 ``AccessDenied``), then authorises it with IAM's semantics
-(:mod:`sandbox.cos_access`: the request's action against the caller's policies; denied -> 403
+(:mod:`sandbox.ibm.cos_access`: the request's action against the caller's policies; denied -> 403
 ``AccessDenied``), and then hands moto a request with a fixed
 SigV4-looking header in region ``us-east-1`` (moto would otherwise reject a bucket created without
 a LocationConstraint in another region; COS has no such rule).
@@ -22,10 +22,10 @@ from urllib.parse import parse_qs, quote, unquote
 
 from werkzeug.wrappers import Request, Response
 
-from sandbox.cos_access import CosAuthorizer, classify
-from sandbox.iam import InvalidTokenError, TokenAuthority
+from sandbox.ibm.cos_access import CosAuthorizer, classify
+from sandbox.ibm.iam import InvalidTokenError, TokenAuthority
+from sandbox.ibm.wsgi import ApiError, ServiceApp, WsgiApp
 from sandbox.inventory import Inventory
-from sandbox.wsgi import ApiError, ServiceApp, WsgiApp
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 _MOTO_AUTH = (

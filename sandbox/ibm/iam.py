@@ -19,10 +19,10 @@ import jwt
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import InvalidTokenError, json_response
 from sandbox.faults import FaultSet
+from sandbox.ibm.errors import InvalidTokenError, json_response
+from sandbox.ibm.wsgi import ApiError, IamStyleApp, Rule
 from sandbox.inventory import Inventory
-from sandbox.wsgi import ApiError, IamStyleApp, Rule
 
 __all__ = ["IamApp", "InvalidTokenError", "TokenAuthority"]
 
@@ -171,7 +171,7 @@ def _basic_client(request: Request) -> tuple[str, str] | None:
 
 class IamApp(IamStyleApp):
     """WSGI app for ``POST /identity/token`` and, on the same host, IAM Policy Management's reads
-    (``policies``: a :class:`sandbox.iam_policies.PolicyApi`)."""
+    (``policies``: a :class:`sandbox.ibm.iam_policies.PolicyApi`)."""
 
     service = "iam"
     rules = [

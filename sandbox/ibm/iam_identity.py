@@ -14,10 +14,10 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import json_response
-from sandbox.iam import TokenAuthority
+from sandbox.ibm.errors import json_response
+from sandbox.ibm.iam import TokenAuthority
+from sandbox.ibm.wsgi import ApiError, IamStyleApp, Rule
 from sandbox.inventory import Inventory
-from sandbox.wsgi import ApiError, IamStyleApp, Rule
 
 PROFILE_KIND = "ibm_iam_trusted_profile"
 POLICY_KIND = "ibm_iam_trusted_profile_policy"

@@ -5,7 +5,7 @@ https://cloud.ibm.com/apidocs/iam-policy-management: *List policies* v2 with ``a
 ``iam_id``; *List roles* with ``service_name``, whose roles carry their ``actions``). The pipeline
 uses it to explain a server that stopped without a marker: which COS actions its trusted profile
 holds. Policies come from the same inventory records the COS authoriser enforces, roles from the
-one role->action table (:mod:`sandbox.cos_access`).
+one role->action table (:mod:`sandbox.ibm.cos_access`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from sandbox.cos_access import ACTION_ROLES, SERVICE, SERVICE_ROLES, policies_from_terraform
-from sandbox.errors import json_response
-from sandbox.iam import InvalidTokenError, TokenAuthority
+from sandbox.ibm.cos_access import ACTION_ROLES, SERVICE, SERVICE_ROLES, policies_from_terraform
+from sandbox.ibm.errors import json_response
+from sandbox.ibm.iam import InvalidTokenError, TokenAuthority
+from sandbox.ibm.wsgi import ApiError
 from sandbox.inventory import Inventory
-from sandbox.wsgi import ApiError
 
 PLATFORM_ROLES = ("Viewer", "Operator", "Editor", "Administrator")
 
@@ -35,12 +35,12 @@ def role_crn(role: str, service: str = SERVICE) -> str:
 
 
 class PolicyApi:
-    """The handler of ``/v2/policies`` and ``/v2/roles`` on :class:`sandbox.iam.IamApp`."""
+    """The handler of ``/v2/policies`` and ``/v2/roles`` on :class:`sandbox.ibm.iam.IamApp`."""
 
     def __init__(self, authority: TokenAuthority, inventory: Inventory, api_key_access: Any = None) -> None:
         self.authority = authority
         self.inventory = inventory
-        # the API key identity's own policies (sandbox/api_key_access.py), account-wide per service
+        # the API key identity's own policies (sandbox/ibm/api_key_access.py), account-wide per service
         self.api_key_access = api_key_access
 
     def __call__(self, request: Request) -> Response:

@@ -18,7 +18,7 @@ The process environment is the sandbox's own minus ``AIRFLOW_*``, plus ``GPU_WOR
 
 With the ``server_lost`` fault set, the first server of a run dies (its whole process group is
 killed) once its first valid checkpoint is in COS, and the instance is deleted, stopped or
-restarted (``sandbox/server_loss.py``).
+restarted (``sandbox/ibm/server_loss.py``).
 
 Private addresses on loopback: the servers of one VPC share this machine, so a server at private
 address ``a.b.c.d`` is reached at ``127.0.0.1:<base + d>``, where ``base`` is a block of 256 ports
@@ -47,9 +47,9 @@ from typing import IO, Any
 import yaml
 
 from sandbox.faults import FaultSet
-from sandbox.server_loss import FAULT as SERVER_LOST
-from sandbox.server_loss import first_valid_checkpoint, read_cos_object, run_env
-from sandbox.server_loss import mode as loss_mode
+from sandbox.ibm.server_loss import FAULT as SERVER_LOST
+from sandbox.ibm.server_loss import first_valid_checkpoint, read_cos_object, run_env
+from sandbox.ibm.server_loss import mode as loss_mode
 
 #: Left in the server's root by bootstrap.sh's poweroff in sandbox mode (relative to the root).
 POWEROFF_FILE = "poweroff-requested"
@@ -105,7 +105,7 @@ class ServerLauncher:
         # sandbox mode leaves POWEROFF_FILE and exits): the sandbox then shows the instance stopped.
         self.on_poweroff = on_poweroff
         # Called with the instance id and "deleted" | "stopped" when the server_lost fault takes a
-        # server (sandbox/server_loss.py); the sandbox then updates the VPC inventory.
+        # server (sandbox/ibm/server_loss.py); the sandbox then updates the VPC inventory.
         self.on_lost = on_lost
         self.cos_reader = cos_reader or read_cos_object
         self.workload_venv = Path(workload_venv)

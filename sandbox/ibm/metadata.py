@@ -22,10 +22,10 @@ from typing import Any
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import json_response
-from sandbox.iam import METADATA_ISSUER, InvalidTokenError, TokenAuthority
+from sandbox.ibm.errors import json_response
+from sandbox.ibm.iam import METADATA_ISSUER, InvalidTokenError, TokenAuthority
+from sandbox.ibm.wsgi import ApiError, Rule, VpcStyleApp
 from sandbox.inventory import Inventory
-from sandbox.wsgi import ApiError, Rule, VpcStyleApp
 
 ROUTES = [
     Rule("/i/<instance_id>/identity/v1/token", endpoint="token", methods=["PUT"]),

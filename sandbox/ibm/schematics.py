@@ -21,7 +21,6 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.parser import BytesParser
@@ -32,12 +31,13 @@ from typing import Any
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import json_response, schematics_error
 from sandbox.faults import FaultSet
-from sandbox.iam import TokenAuthority
+from sandbox.ibm.errors import json_response, schematics_error
+from sandbox.ibm.iam import TokenAuthority
+from sandbox.ibm.template_files import removal_reason
+from sandbox.ibm.wsgi import ApiError, Rule, ServiceApp
 from sandbox.inventory import Inventory
-from sandbox.template_files import removal_reason
-from sandbox.wsgi import ApiError, Rule, ServiceApp
+from sandbox.terraform import TerraformRun, declared_variables
 
 DEFAULT_TF_TYPE = "terraform_v1.13"
 TERMINAL = ("COMPLETED", "FAILED", "STOPPED")
@@ -56,26 +56,6 @@ def _ts() -> str:
 
 def _log_ts() -> str:
     return datetime.now(UTC).strftime("%Y/%m/%d %H:%M:%S")
-
-
-@dataclass
-class JobRun:
-    """What a job hands the engine; same fields as ``sandbox.terraform.engine.TerraformRun``."""
-
-    workspace_id: str
-    template_dir: Path
-    variables: dict[str, dict[str, Any]]
-    state: dict[str, Any]
-    log: Callable[[str], None]
-    should_stop: Callable[[], bool]
-
-
-def _run_class() -> Any:
-    try:
-        from sandbox.terraform.engine import TerraformRun
-    except ImportError:
-        return JobRun
-    return TerraformRun
 
 
 @dataclass
@@ -382,8 +362,6 @@ class SchematicsService(ServiceApp):
         out: list[dict[str, Any]] = []
         if tpl.get("dir") and Path(tpl["dir"]).is_dir():
             try:
-                from sandbox.terraform.engine import declared_variables
-
                 for name, spec in declared_variables(Path(tpl["dir"]) / tpl["folder"]).items():
                     item = {
                         "name": name,
@@ -615,7 +593,7 @@ class SchematicsService(ServiceApp):
             except (tarfile.TarError, OSError, EOFError) as err:
                 shutil.rmtree(dest, ignore_errors=True)
                 raise ApiError(400, f"The uploaded file is not a valid tar archive: {err}") from err
-            # Schematics' file allowlist (sandbox/template_files.py): what it drops, Terraform never sees.
+            # Schematics' file allowlist (sandbox/ibm/template_files.py): what it drops, Terraform never sees.
             tpl["removed_files"] = removed
             tpl["dir"] = dest
             tpl["metadata_cache"] = None
@@ -971,7 +949,7 @@ class SchematicsService(ServiceApp):
                 lines.append(f"{_log_ts()} Removed template file not on Schematics' allowlist: {removed}")
             lines.append(f"{_log_ts()} Starting command: terraform {job.command}")
             try:
-                run = _run_class()(
+                run = TerraformRun(
                     workspace_id=ws["id"],
                     template_dir=template_dir,
                     variables=variables,
@@ -986,8 +964,7 @@ class SchematicsService(ServiceApp):
                 elif job.command in ("destroy", "delete"):
                     self.engine.destroy(run)
                 elif job.command == "refresh":
-                    refresh = getattr(self.engine, "refresh", None) or self.engine.plan
-                    refresh(run)
+                    self.engine.refresh(run)
                 if job.stop.is_set():
                     outcome = "STOPPED"
             except Exception as err:

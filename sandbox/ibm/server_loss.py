@@ -91,7 +91,7 @@ def mode(options: dict[str, Any]) -> str:
 def lose_instance(inventory: Any, instance_id: str, how: str) -> None:
     """What the VPC API shows after the loss: the instance gone (with what IBM deletes with it), or
     ``stopped``."""
-    from sandbox.vpc_rules import delete_instance
+    from sandbox.ibm.vpc_rules import delete_instance
 
     if how == "deleted":
         delete_instance(inventory, instance_id)

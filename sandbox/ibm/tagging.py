@@ -15,10 +15,10 @@ from typing import Any
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import json_response
-from sandbox.iam import TokenAuthority
+from sandbox.ibm.errors import json_response
+from sandbox.ibm.iam import TokenAuthority
+from sandbox.ibm.wsgi import Rule, VpcStyleApp
 from sandbox.inventory import Inventory
-from sandbox.wsgi import Rule, VpcStyleApp
 
 
 class TaggingApp(VpcStyleApp):

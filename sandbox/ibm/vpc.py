@@ -17,7 +17,7 @@ subnets, VPCs and volumes; 404 ``not_found`` for an unknown id; 409 when a preco
 public gateway attached to a subnet, a subnet an instance uses, a security group an instance uses, a
 volume attached to an instance, a VPC that still has instances, subnets or public gateways.
 Deleting an instance deletes its boot volume (``delete_volume_on_instance_delete``), unbinds its
-reserved and floating IPs (``sandbox.vpc_rules.delete_instance``) and stops its simulated server;
+reserved and floating IPs (``sandbox.ibm.vpc_rules.delete_instance``) and stops its simulated server;
 deleting a security group deletes its rules; deleting a VPC deletes its security groups (the API
 deletes "all security groups and network ACLs associated with the VPC").
 """
@@ -31,12 +31,12 @@ from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import json_response
-from sandbox.iam import TokenAuthority
+from sandbox.ibm.errors import json_response
+from sandbox.ibm.iam import TokenAuthority
+from sandbox.ibm.vpc_catalog import render_profile, render_zone, zone_of, zones_of
+from sandbox.ibm.vpc_rules import IMAGES, Image, delete_instance
+from sandbox.ibm.wsgi import ApiError, Rule, VpcStyleApp
 from sandbox.inventory import Inventory
-from sandbox.vpc_catalog import render_profile, render_zone, zone_of
-from sandbox.vpc_rules import IMAGES, Image, delete_instance, zones_of
-from sandbox.wsgi import ApiError, Rule, VpcStyleApp
 
 COLLECTIONS = {
     "instances": "ibm_is_instance",
@@ -132,7 +132,7 @@ class VpcApp(VpcStyleApp):
         return json_response(body)
 
     def ep_instance_profile(self, request: Request, claims: dict[str, Any], name: str) -> Response:
-        """One instance profile of the region (sandbox/vpc_catalog.py)."""
+        """One instance profile of the region (sandbox/ibm/vpc_catalog.py)."""
         body = render_profile(self.base, name)
         if body is None:
             raise ApiError(404, f"Instance profile {name} not found.", "instance_profile_not_found")
@@ -141,7 +141,7 @@ class VpcApp(VpcStyleApp):
     def ep_zones(
         self, request: Request, claims: dict[str, Any], region: str, zone: str | None = None
     ) -> Response:
-        """The region's zones with their universal (physical) names (sandbox/vpc_catalog.py)."""
+        """The region's zones with their universal (physical) names (sandbox/ibm/vpc_catalog.py)."""
         if region != self.inventory.region:
             raise ApiError(404, f"Region {region} not found.", "not_found")
         if zone is None:
@@ -151,7 +151,7 @@ class VpcApp(VpcStyleApp):
         return json_response(render_zone(self.base, region, zone))
 
     def ep_images(self, request: Request, claims: dict[str, Any], rid: str | None = None) -> Response:
-        """The stock image catalogue (``sandbox.vpc_rules.IMAGES``); filters name, status, visibility."""
+        """The stock image catalogue (``sandbox.ibm.vpc_rules.IMAGES``); filters name, status, visibility."""
         images = [self._render_image(i) for i in IMAGES]
         if rid is not None:
             found = [i for i in images if i["id"] == rid]

@@ -6,14 +6,64 @@ and ``Zone`` models (ibm-vpc 0.36). A zone carries ``universal_name``: the physi
 zone name maps to ("The universal name for this zone", the ``Zone`` model; IBM lists H100/H200
 availability by universal zone, vsi-profile-details-accelerated.md). Each account has its own
 mapping; the sandbox's account maps zone ``<region>-<n>`` as :data:`UNIVERSAL` says (a sandbox pick,
-chosen so that the project's profile table holds for it: us-south-1 is dal10, where IBM lists H100).
+chosen so that IBM's H100 table holds for it: us-south-1 is dal10, where IBM lists H100).
+
+:data:`GPU_PROFILES` is IBM's table, the sandbox's own (the sandbox holds the project to IBM's rules,
+so it reads nothing of the project): ibm-cloud-docs/vpc at commit 3fdff6f647da156dc034f2e2b0d11c61f1c86f3d,
+``vsi_is_profiles.md`` (lastupdated 2026-08-14; section GPU: the profiles, and the exact zones of
+H100/H200) and ``vsi-profile-details-accelerated.md`` (lastupdated 2026-07-01; Availability: the
+regions of the generally available families, every zone of each here). V100 is not in IBM's docs:
+its profiles and regions are what IBM's API listed to skypilot-org/skypilot-catalog
+(``catalogs/v7/ibm/vms.csv``). Other profile names (``bx2-2x8``, ``cx3d-4x10``, ...) are accepted in
+every zone, sized by their name (IBM's ``<family>-<vCPU>x<GB>``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from sandbox.vpc_rules import _OTHER_PROFILE, GPU_PROFILES, zones_of
+#: Non-GPU profile names (bx2-2x8, cx3d-4x10, bxf-2x8, mx2-16x128, ...): accepted in every zone.
+OTHER_PROFILE = re.compile(r"^(?!gx)[a-z]{2}[0-9f][a-z]*-[0-9]+x[0-9]+$")
+
+
+def zones_of(region: str) -> tuple[str, ...]:
+    return tuple(f"{region}-{i}" for i in (1, 2, 3))
+
+
+def _zones(*regions: str) -> tuple[str, ...]:
+    return tuple(zone for region in regions for zone in zones_of(region))
+
+
+_L4 = (*_zones("us-south", "us-east", "ca-tor", "br-sao", "eu-de", "eu-gb", "au-syd", "jp-tok"), "in-che-1")
+_L40S = _zones("us-south", "us-east", "ca-tor", "br-sao", "eu-de", "eu-gb", "eu-es", "au-syd", "jp-tok")
+_V100 = _zones("us-south", "us-east", "ca-tor", "br-sao", "eu-de", "eu-gb", "au-syd", "jp-tok", "jp-osa")
+_A100 = _zones("us-east", "eu-de", "eu-gb", "jp-tok")
+_H100 = ("us-south-1", "us-east-2", "us-east-3", "ca-tor-3", "br-sao-1")
+_H100 += ("eu-de-2", "eu-gb-2", "eu-es-3", "au-syd-2", "jp-tok-3")
+_H200 = ("us-east-2", "us-east-3", "ca-tor-3", "eu-de-2", "eu-gb-2", "au-syd-3", "in-che-1")
+
+
+def _gpu(model: str, count: int, vcpu: int, memory_gib: int, zones: tuple[str, ...]) -> dict[str, Any]:
+    return {"gpu": model, "gpu_count": count, "vcpu": vcpu, "memory_gib": memory_gib, "zones": sorted(zones)}
+
+
+#: IBM's VPC GPU profiles: model, GPUs, vCPUs, memory (GiB) and the zones that offer each.
+GPU_PROFILES: dict[str, dict[str, Any]] = {
+    "gx3-16x80x1l4": _gpu("L4", 1, 16, 80, _L4),
+    "gx3-32x160x2l4": _gpu("L4", 2, 32, 160, _L4),
+    "gx3-64x320x4l4": _gpu("L4", 4, 64, 320, _L4),
+    "gx3-24x120x1l40s": _gpu("L40S", 1, 24, 120, _L40S),
+    "gx3-48x240x2l40s": _gpu("L40S", 2, 48, 240, _L40S),
+    "gx2-8x64x1v100": _gpu("V100", 1, 8, 64, _V100),
+    "gx2-16x128x1v100": _gpu("V100", 1, 16, 128, _V100),
+    "gx2-16x128x2v100": _gpu("V100", 2, 16, 128, _V100),
+    "gx2-32x256x2v100": _gpu("V100", 2, 32, 256, _V100),
+    "gx3d-24x120x1a100p": _gpu("A100", 1, 24, 120, _A100),
+    "gx3d-48x240x2a100p": _gpu("A100", 2, 48, 240, _A100),
+    "gx3d-160x1792x8h100": _gpu("H100", 8, 160, 1792, _H100),
+    "gx3d-160x1792x8h200": _gpu("H200", 8, 160, 1792, _H200),
+}
 
 #: region -> the data centres of its zones 1, 2, 3 in the sandbox account's mapping.
 UNIVERSAL = {
@@ -50,7 +100,7 @@ def zone_of(region: str, zone: str) -> bool:
 def render_profile(base: str, name: str) -> dict[str, Any] | None:
     """The profile ``name`` as the API lists it, or None when the region has no such profile."""
     spec = GPU_PROFILES.get(name)
-    if spec is None and not _OTHER_PROFILE.match(name):
+    if spec is None and not OTHER_PROFILE.match(name):
         return None
     body: dict[str, Any] = {"name": name, "href": f"{base}/instance/profiles/{name}"}
     if spec is not None:

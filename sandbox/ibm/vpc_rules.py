@@ -1,19 +1,18 @@
 """What the VPC API refuses when the provider creates a resource (apply time), as IBM Cloud does.
 
-The Terraform engine calls :meth:`VpcRules.check_create` just before it records a resource, so a
+The provider (``provider.py``) calls :meth:`VpcRules.check_create` just before it records a resource, so a
 refused create fails the apply midway, with what was created before kept in the state for destroy,
 as on IBM Cloud. Checks done by the provider's schema before any API call (names, tags, enums,
-ranges) are in ``sandbox/terraform/provider_schema.py`` and fail the plan instead.
+ranges) are in ``sandbox/ibm/provider_schema.py`` and fail the plan instead.
 
 Sources (also in docs/sandbox.md, "What the sandbox enforces, and what it doesn't"):
 
-- GPU profiles and the zones that offer them: the project's table
-  ``plugins/gpu_pipeline/gpu_profiles.py`` (IBM's docs, dated there); the VPC API refuses a
-  profile a zone does not support (ibm-cloud-docs/vpc api-change-log.md); the fault
-  ``profile_not_offered`` takes more pairs out (``sandbox/capacity.py``);
+- GPU profiles and the zones that offer them: IBM's table, in ``vpc_catalog.py`` (IBM's docs,
+  cited there); the VPC API refuses a profile a zone does not support (ibm-cloud-docs/vpc
+  api-change-log.md); the fault ``profile_not_offered`` takes more pairs out (``capacity.py``);
 - quotas per region, all instances together: vCPU 200, memory 5600 GB, GPU 16 by default
-  (ibm-cloud-docs/vpc quotas.md, the same table), refused with ``over_quota``
-  (``sandbox/capacity.py``);
+  (ibm-cloud-docs/vpc quotas.md), refused with ``over_quota``
+  (``sandbox/ibm/capacity.py``);
 - subnets: "a power of 2 and the minimum value is 8" (ibm-cloud-docs/vpc subnets-create-subnet.md);
   an automatic address prefix is a /18, so at most 16384 addresses;
 - SSH keys: the API defaults ``type`` to rsa and refuses an ed25519 key then ("public key provided
@@ -25,7 +24,7 @@ Sources (also in docs/sandbox.md, "What the sandbox enforces, and what it doesn'
   images, so an ``obsolete`` one is refused (ibm-cloud-docs/vpc bare_metal_server_create.md); the
   provider's image data source only warns about ``deprecated`` (data_source_ibm_is_image.go);
 - no capacity: the instance is created, then goes ``failed`` with a status reason such as
-  ``cannot_start_capacity`` (``sandbox/capacity.py``); the provider taints it
+  ``cannot_start_capacity`` (``sandbox/ibm/capacity.py``); the provider taints it
   (resource_ibm_is_instance.go);
 - deleting an instance releases what was bound to it (:func:`delete_instance`).
 
@@ -36,43 +35,21 @@ are the sandbox's picks in IBM's snake_case style, in the VPC error shape.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import ipaddress
-import re
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from sandbox.capacity import Quotas, over_quota_message, profile_not_offered
 from sandbox.faults import FaultSet
+from sandbox.ibm.capacity import Quotas, over_quota_message, profile_not_offered
+from sandbox.ibm.vpc_catalog import GPU_PROFILES, OTHER_PROFILE, zones_of
 from sandbox.inventory import Inventory
 
-GPU_TABLE_PATH = Path(__file__).resolve().parents[1] / "plugins" / "gpu_pipeline" / "gpu_profiles.py"
-
-
-def _load_gpu_table() -> Any:
-    """The project's profile table, loaded from its file (plugins/ is not on the sandbox's path)."""
-    spec = importlib.util.spec_from_file_location("sandbox_gpu_profiles", GPU_TABLE_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-GPU_TABLE = _load_gpu_table()
-GPU_PROFILES: dict[str, dict[str, Any]] = GPU_TABLE.PROFILES
-DEFAULT_GPU_QUOTA = int(GPU_TABLE.GPU_QUOTA_PER_REGION)
-DEFAULT_QUOTAS = Quotas(
-    vcpu=int(GPU_TABLE.VCPU_QUOTA_PER_REGION),
-    memory_gb=int(GPU_TABLE.MEMORY_GB_QUOTA_PER_REGION),
-    gpus=DEFAULT_GPU_QUOTA,
-)
-
-# Non-GPU profile names (bx2-2x8, cx3d-4x10, bxf-2x8, mx2-16x128, ...): accepted in every zone.
-_OTHER_PROFILE = re.compile(r"^(?!gx)[a-z]{2}[0-9f][a-z]*-[0-9]+x[0-9]+$")
+#: IBM's default quotas per region, all instances of the account together (ibm-cloud-docs/vpc
+#: ``quotas.md``: vCPU 200, memory 5600 GB, GPU 16); IBM support raises them per account.
+DEFAULT_QUOTAS = Quotas(vcpu=200, memory_gb=5600, gpus=16)
 UNKNOWN = "(known after apply)"
 
 
@@ -105,14 +82,10 @@ def image_by_id(image_id: str) -> Image | None:
     return next((i for i in IMAGES if i.id == image_id), None)
 
 
-def zones_of(region: str) -> tuple[str, ...]:
-    return tuple(f"{region}-{i}" for i in (1, 2, 3))
-
-
 def profile_size(profile: Any) -> dict[str, int]:
     """What one instance of ``profile`` counts against the quotas: vcpu, memory_gb, gpus.
 
-    From the GPU table, else from the name (``bx2-2x8``: 2 vCPU, 8 GB), as IBM names profiles.
+    From IBM's GPU table, else from the name (``bx2-2x8``: 2 vCPU, 8 GB), as IBM names profiles.
     """
     spec = GPU_PROFILES.get(str(profile))
     if spec is not None:
@@ -305,7 +278,7 @@ class VpcRules:
         zone, profile = cfg.get("zone"), str(cfg.get("profile", ""))
         self._zone(call, zone)
         spec = GPU_PROFILES.get(profile)
-        if spec is None and not _OTHER_PROFILE.match(profile):
+        if spec is None and not OTHER_PROFILE.match(profile):
             raise VpcApiError(
                 call, 404, "instance_profile_not_found", f"Instance profile {profile} not found."
             )

@@ -4,7 +4,7 @@ A service declares its routes as werkzeug :class:`~werkzeug.routing.Rule` object
 names a handler ``ep_<endpoint>(request, claims, **url_args)``, and fills in a few hooks:
 
 - :meth:`ServiceApp.error` renders an error in the real service's own shape (Schematics, IAM, VPC
-  and S3 all differ; see :mod:`sandbox.errors`);
+  and S3 all differ; see :mod:`sandbox.ibm.errors`);
 - :meth:`ServiceApp.route_error` answers a path no rule matches (404) or a wrong method (405);
 - :meth:`ServiceApp.authenticate` checks the bearer token (``auth = True``) and returns its claims;
 - :meth:`ServiceApp.before` runs after authentication, before the handler (rate limits, required
@@ -26,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import InvalidTokenError, iam_error, json_response, vpc_error
+from sandbox.ibm.errors import InvalidTokenError, iam_error, json_response, vpc_error
 
 __all__ = ["ApiError", "IamStyleApp", "Rule", "ServiceApp", "VpcStyleApp", "json_response"]
 
@@ -66,7 +66,7 @@ class ServiceApp:
     invalid_json: ClassVar[tuple[str | None, str]] = ("bad_request", "The request body is not JSON: {err}")
     url_map: ClassVar[Map]
 
-    authority: Any = None  # sandbox.iam.TokenAuthority, for ``auth``
+    authority: Any = None  # sandbox.ibm.iam.TokenAuthority, for ``auth``
     inventory: Any = None  # sandbox.inventory.Inventory, for request counting
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

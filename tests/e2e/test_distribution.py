@@ -3,7 +3,7 @@
 The same real pieces as test_pipeline.py (dag.test() in a child process, the IBM SDKs against the
 sandbox, bootstrap.sh and train.py in the simulated servers), with two servers. In multi_worker
 the two servers' train.py processes form one real MultiWorkerMirroredStrategy cluster on
-loopback (sandbox/launcher.py maps their reserved IPs to loopback ports). Two epochs each, to
+loopback (sandbox/ibm/launcher.py maps their reserved IPs to loopback ports). Two epochs each, to
 keep CPU time small.
 """
 

@@ -59,6 +59,10 @@ class FakeEngine:
             run.state["ids"] = [rec["id"]]
         return {"vpc_id": {"value": run.state["ids"][0], "type": "string", "sensitive": False}}
 
+    def refresh(self, run: Any) -> dict[str, Any]:
+        self._work("refresh", run)
+        return {}
+
     def destroy(self, run: Any) -> None:
         self._work("destroy", run)
         for rid in run.state.pop("ids", []):

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from sandbox.capacity import CAPACITY_REASONS, Quotas
 from sandbox.faults import FaultSet
+from sandbox.ibm.capacity import CAPACITY_REASONS, Quotas
+from sandbox.ibm.provider import IbmProvider
+from sandbox.ibm.vpc_rules import DEFAULT_QUOTAS, delete_instance
 from sandbox.inventory import Inventory
 from sandbox.terraform import TerraformEngine, TerraformError, TerraformRun
-from sandbox.vpc_rules import DEFAULT_QUOTAS, delete_instance
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "terraform"
 COS_CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/sandbox0account:0f1e2d3c-guid::"
@@ -48,7 +49,9 @@ def make_run(workspace: str = "ws-1", **overrides: Any) -> TerraformRun:
 def engine_with(faults: dict | None = None, quotas: Quotas = DEFAULT_QUOTAS) -> TerraformEngine:
     fault_set = FaultSet()
     fault_set.set(faults or {})
-    return TerraformEngine(inventory=Inventory(), faults=fault_set, resource_delay_s=0, quotas=quotas)
+    return TerraformEngine(
+        IbmProvider(inventory=Inventory(), faults=fault_set, resource_delay_s=0, quotas=quotas)
+    )
 
 
 def state_of(run: TerraformRun, rtype: str) -> list[dict]:
@@ -56,7 +59,7 @@ def state_of(run: TerraformRun, rtype: str) -> list[dict]:
 
 
 def kinds(engine: TerraformEngine, kind: str) -> list[dict]:
-    return engine.inventory.list(kind=kind)
+    return engine.provider.inventory.list(kind=kind)
 
 
 # -- taint, then replace: destroy first, releasing every binding ---------------------------------
@@ -77,13 +80,13 @@ def test_a_failed_instance_is_replaced_destroy_first_and_its_reserved_ip_is_rele
     assert ip_record["attrs"]["target"] == nic
     assert len(kinds(engine, "boot_volume")) == 1
 
-    engine.faults.set([])  # capacity came back
+    engine.provider.faults.set([])  # capacity came back
     run.lines.clear()
     engine.apply(run)
 
     [vm] = kinds(engine, "ibm_is_instance")
     assert vm["id"] != failed["id"] and vm["attrs"]["status"] == "running"
-    assert engine.inventory.get(failed["id"]) is None
+    assert engine.provider.inventory.get(failed["id"]) is None
     [volume] = kinds(engine, "boot_volume")  # the failed server's boot volume went with it
     assert volume["attrs"]["instance_id"] == vm["id"]
     new_nic = vm["attrs"]["primary_network_interface"][0]["id"]
@@ -100,7 +103,7 @@ def test_a_failed_instance_is_replaced_destroy_first_and_its_reserved_ip_is_rele
     assert "Apply complete! Resources: 1 added, 0 changed, 1 destroyed." in lines
 
     engine.destroy(run)
-    assert engine.inventory.list() == []
+    assert engine.provider.inventory.list() == []
 
 
 def test_create_before_destroy_creates_the_replacement_first(tmp_path):
@@ -145,7 +148,7 @@ resource "ibm_is_instance" "vm" {
     run = TerraformRun("ws-cbd", tmp_path, {}, {}, lambda _line: None)
     with pytest.raises(TerraformError, match="cannot_start_capacity"):
         engine.apply(run)
-    engine.faults.set([])
+    engine.provider.faults.set([])
     with pytest.raises(TerraformError, match="is already bound to"):
         engine.apply(run)
 
@@ -199,7 +202,7 @@ def test_a_zone_without_capacity_stays_without_it_and_another_zone_has_some():
 
     engine.destroy(run)
     engine.destroy(other)
-    assert engine.inventory.list() == []
+    assert engine.provider.inventory.list() == []
 
 
 def test_capacity_is_per_profile_and_can_be_partial():
@@ -273,7 +276,7 @@ def test_each_quota_refuses_the_instance_that_would_pass_it(quotas, name, alloca
     assert "(status 400, code over_quota)" in text and "vpc?topic=vpc-quotas" in text
     assert len(state_of(run, "ibm_is_instance")) == allocated // requested  # refused: not created
     engine.destroy(run)
-    assert engine.inventory.list() == []
+    assert engine.provider.inventory.list() == []
 
 
 def test_quotas_count_every_workspace_of_the_region():

@@ -18,7 +18,7 @@ from ibm_botocore.exceptions import ClientError
 from ibm_cloud_sdk_core.authenticators import VPCInstanceAuthenticator
 from ibm_vpc import VpcV1
 
-from sandbox.cos_access import ACTION_ROLES, evaluate_rule
+from sandbox.ibm.cos_access import ACTION_ROLES, evaluate_rule
 
 pytestmark = pytest.mark.sandbox
 

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from sandbox.faults import FaultSet
+from sandbox.ibm.launcher import CloudInitError, ServerLauncher, parse_cloud_config, runcmd_script
+from sandbox.ibm.provider import IbmProvider
 from sandbox.inventory import Inventory
-from sandbox.launcher import CloudInitError, ServerLauncher, parse_cloud_config, runcmd_script
 from sandbox.terraform import TerraformEngine, TerraformRun
 
 REPO = Path(__file__).resolve().parents[2]
@@ -217,7 +218,9 @@ def test_real_terraform_user_data_boots_the_fake_bootstrap(tmp_path, faults, mon
             (template / f.name).write_text(f.read_text())
     (template / "bootstrap.sh").write_text(SCRIPT)
     launcher = ServerLauncher(tmp_path / "venv", tmp_path / "state", "http://127.0.0.1:1", faults)
-    engine = TerraformEngine(inventory=Inventory(), faults=faults, launcher=launcher, resource_delay_s=0)
+    engine = TerraformEngine(
+        IbmProvider(inventory=Inventory(), faults=faults, launcher=launcher, resource_delay_s=0)
+    )
     values = {
         "run_id": "r-launch-0000abcd",
         "run_ttl": "2026-12-01T17:03:00Z",

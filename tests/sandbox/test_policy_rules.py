@@ -1,4 +1,4 @@
-"""The trusted profile policy's rule: what the provider sends and what IAM refuses (sandbox/cos_access.py).
+"""A trusted profile policy's rule: what the provider sends, what IAM refuses (sandbox/ibm/cos_access.py).
 
 The shapes follow the provider's ``flex.GeneratePolicyRule`` (v2.5.0) and the IAM Policy Management
 API's rule models; docs/sandbox.md cites both.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.cos_access import rule_problems, terraform_rule
+from sandbox.ibm.cos_access import rule_problems, terraform_rule
 from tests.conftest import REPO
 
 PATH = {"key": "{{resource.attributes.path}}", "operator": "stringMatch", "value": ["runs/a/*"]}

@@ -1,6 +1,6 @@
 """The ``server_lost`` fault: the sandbox's launcher boots the real bootstrap.sh and train.py (as
 terraform/cloud-init.yaml.tpl would), and the server dies once its first valid checkpoint is in COS,
-without a marker; the instance is deleted, stopped or restarted (sandbox/server_loss.py)."""
+without a marker; the instance is deleted, stopped or restarted (sandbox/ibm/server_loss.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.server_loss import first_valid_checkpoint, lose_instance, mode, read_cos_object
+from sandbox.ibm.server_loss import first_valid_checkpoint, lose_instance, mode, read_cos_object
 
 pytestmark = pytest.mark.sandbox
 
@@ -77,7 +77,7 @@ def _boot(box, epochs: int):
             "runcmd": [["/opt/gpu-workload/bootstrap.sh", "/etc/gpu-workload/run.env"]],
         }
     )
-    box.engine.launcher.start(instance, user_data)
+    box.launcher.start(instance, user_data)
     return instance
 
 
@@ -117,7 +117,7 @@ def box(sandbox_factory):
 
 def test_the_server_vanishes_after_its_first_checkpoint_without_a_marker(box):
     instance = _boot(box, epochs=30)
-    launcher = box.engine.launcher
+    launcher = box.launcher
     pid = launcher.processes()[instance["id"]]["pid"]
     _wait(lambda: box.inventory.get(instance["id"]) is None, 480, "the instance to vanish")
 
@@ -148,7 +148,7 @@ def test_a_restarted_server_resumes_from_its_checkpoint(sandbox_factory):
         resource_delay_s=0,
     )
     instance = _boot(box, epochs=3)
-    log_path = box.engine.launcher.server_root(instance["id"]) / "var/log/gpu-workload/bootstrap.log"
+    log_path = box.launcher.server_root(instance["id"]) / "var/log/gpu-workload/bootstrap.log"
     try:
         # Boot, first checkpoint, kill, reboot, resume: minutes on a loaded machine (within the
         # suite's 600 s per test).

@@ -1,4 +1,4 @@
-"""The sandbox's WSGI base class (sandbox/wsgi.py): routing, 404/405 answers, JSON bodies, auth hook."""
+"""The sandbox's WSGI base class (sandbox/ibm/wsgi.py): routing, 404/405 answers, JSON bodies, auth hook."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.test import Client
 from werkzeug.wrappers import Request, Response
 
-from sandbox.errors import InvalidTokenError
+from sandbox.ibm.errors import InvalidTokenError
+from sandbox.ibm.wsgi import ApiError, IamStyleApp, Rule, ServiceApp, VpcStyleApp, json_response
 from sandbox.inventory import Inventory
-from sandbox.wsgi import ApiError, IamStyleApp, Rule, ServiceApp, VpcStyleApp, json_response
 
 pytestmark = pytest.mark.sandbox
 
@@ -115,13 +115,13 @@ def test_every_service_keeps_its_own_error_shape():
 
 def test_all_emulated_services_are_service_apps():
     from sandbox.control import ControlApp
-    from sandbox.cos import CosApp
-    from sandbox.iam import IamApp
-    from sandbox.iam_identity import IamIdentityApp
-    from sandbox.metadata import MetadataApp
-    from sandbox.schematics import SchematicsService
-    from sandbox.tagging import TaggingApp
-    from sandbox.vpc import VpcApp
+    from sandbox.ibm.cos import CosApp
+    from sandbox.ibm.iam import IamApp
+    from sandbox.ibm.iam_identity import IamIdentityApp
+    from sandbox.ibm.metadata import MetadataApp
+    from sandbox.ibm.schematics import SchematicsService
+    from sandbox.ibm.tagging import TaggingApp
+    from sandbox.ibm.vpc import VpcApp
 
     apps = (ControlApp, CosApp, IamApp, IamIdentityApp, MetadataApp, SchematicsService, TaggingApp, VpcApp)
     for app in apps:

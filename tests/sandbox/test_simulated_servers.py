@@ -61,7 +61,7 @@ def test_vm_gets_trusted_profile_token_and_stop_kills_it(sandbox_factory, make_c
     read = requests.get(f"{box.endpoints['cos']}/vm-bucket/vm1/x", headers=bearer, timeout=5)
     assert read.status_code == 403
 
-    [proc] = box.engine.launcher.processes().values()
+    [proc] = box.launcher.processes().values()
     assert proc["status"] == "running" and pid_alive(proc["pid"])
     box.stop()  # what Ctrl-C does
     assert not pid_alive(proc["pid"])

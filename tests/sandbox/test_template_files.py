@@ -1,4 +1,4 @@
-"""Schematics' template file allowlist (sandbox/template_files.py), on its own and on a tar upload."""
+"""Schematics' template file allowlist (sandbox/ibm/template_files.py), on its own and on a tar upload."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from ibm_cloud_airflow.hooks.schematics import build_template_tar
-from sandbox.template_files import removal_reason
+from sandbox.ibm.template_files import removal_reason
 from tests.conftest import REPO as REPO_ROOT
 
 # a resource whose argument reads the template file (the plan evaluates it)

@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from sandbox.faults import FaultSet
+from sandbox.ibm.provider import IbmProvider
+from sandbox.ibm.vpc_rules import delete_instance
 from sandbox.inventory import Inventory
 from sandbox.terraform import TerraformEngine, TerraformError, TerraformRun, declared_variables
 from sandbox.terraform.expr import Evaluator, HclError, Scope, parse_expression
-from sandbox.vpc_rules import delete_instance
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "terraform"
@@ -78,7 +79,9 @@ def launcher() -> FakeLauncher:
 
 @pytest.fixture
 def engine(inventory: Inventory, faults: FaultSet, launcher: FakeLauncher) -> TerraformEngine:
-    return TerraformEngine(inventory=inventory, faults=faults, launcher=launcher, resource_delay_s=0)
+    return TerraformEngine(
+        IbmProvider(inventory=inventory, faults=faults, launcher=launcher, resource_delay_s=0)
+    )
 
 
 def make_run(workspace: str = "ws-1", template: Path = TEMPLATE, **overrides: Any) -> TerraformRun:
@@ -530,7 +533,7 @@ def test_reserved_ips_skip_the_addresses_ibm_keeps_and_run_out(engine, tmp_path)
         ('address = "10.240.0.1"', "not available"),
         ('address = "10.9.0.4"', "not available"),
         ('name = "ibm-reserved"', "invalid reserved IP name"),
-        # the provider's schema refuses this one already at plan (sandbox/terraform/provider_schema.py)
+        # the provider's schema refuses this one already at plan (sandbox/ibm/provider_schema.py)
         ('name = "Bad_Name"', r'"name" \("Bad_Name"\) should match regexp'),
     ],
 )

@@ -332,7 +332,7 @@ def test_no_capacity_fails_the_instance_midway_and_destroy_cleans_up(box, make_c
     service.set_service_url(box.endpoints["vpc"])
     [vm] = models.InstanceCollection.from_dict(service.list_instances().get_result()).instances
     assert vm.status == "failed" and vm.status_reasons[0].code == "cannot_start_capacity"
-    assert box.engine.launcher.processes() == {}  # a server that never started runs nothing
+    assert box.launcher.processes() == {}  # a server that never started runs nothing
 
     # a retry replaces the tainted instance and fails the same way while the zone has no capacity
     act = client.wait(w_id, client.run(w_id, "apply"))

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from sandbox.api_key_access import DEFAULT_API_KEY_POLICIES
+from sandbox.ibm.api_key_access import DEFAULT_API_KEY_POLICIES
 from scripts.preflight import Preflight, run_params
 from tests.conftest import REPO
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from sandbox.faults import FaultSet
+from sandbox.ibm.provider import IbmProvider
 from sandbox.inventory import Inventory
 from sandbox.terraform import TerraformEngine, TerraformRun, declared_variables
 from sandbox.terraform.config import load_module
@@ -177,7 +178,7 @@ def _apply(**extra: str) -> Inventory:
         **extra,
     }
     inventory = Inventory()
-    engine = TerraformEngine(inventory=inventory, faults=FaultSet(), resource_delay_s=0)
+    engine = TerraformEngine(IbmProvider(inventory=inventory, faults=FaultSet(), resource_delay_s=0))
     run = TerraformRun("ws", TF, {k: {"value": v} for k, v in values.items()}, {}, lambda _l: None)
     engine.apply(run)
     return inventory
@@ -323,7 +324,7 @@ DATASET_KEY = "datasets/team-a/digits.npz"
     [("digits", None), ("mnist", None), ("cifar10", None), (f"cos://{DATASET_KEY}", DATASET_KEY)],
 )
 def test_a_cos_dataset_gets_a_read_only_policy_on_exactly_its_key(dataset, key):
-    from sandbox.cos_access import classify, policies_from_terraform
+    from sandbox.ibm.cos_access import classify, policies_from_terraform
 
     inventory = _apply(dataset=dataset)
     policies = inventory.list(kind="ibm_iam_trusted_profile_policy")

@@ -326,7 +326,7 @@ def test_sandbox_launcher_boots_bootstrap_and_stopping_leaves_no_marker(cloud, w
     import base64
 
     from sandbox.faults import FaultSet
-    from sandbox.launcher import ServerLauncher
+    from sandbox.ibm.launcher import ServerLauncher
 
     stub = "import time\nprint('stub train.py: running', flush=True)\ntime.sleep(3600)\n"
     vm = Vm(env, wl, tmp_path, auth="trusted_profile", bundle=make_bundle(wl.workload, {"train.py": stub}))
