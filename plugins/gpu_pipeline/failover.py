@@ -18,13 +18,9 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from gpu_pipeline.placement import Placement, PlacementState, capacity_error, explain_capacity
 from gpu_pipeline.workspace import RecreatesWorkspace
-from ibm_cloud_airflow.operators.schematics import (
-    SchematicsApplyOperator,
-    _state_store,
-    _store_get,
-    _store_set,
-)
-from ibm_cloud_airflow.utils.plan import from_plan, typed
+from ibm_cloud_airflow.operators.schematics import SchematicsApplyOperator
+from ibm_cloud_airflow.utils.plan import require_type, value_or_plan_template
+from ibm_cloud_airflow.utils.task_state import TaskState
 
 if TYPE_CHECKING:
     from ibm_cloud_airflow.utils.schematics_job import JobOutcome
@@ -58,18 +54,18 @@ class PlacementApplyOperator(RecreatesWorkspace, SchematicsApplyOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(plan_task_id=plan_task_id, **kwargs)
-        self.placements = from_plan(placements, plan_task_id, "placements")
-        self.placement_timeout_minutes = from_plan(
+        self.placements = value_or_plan_template(placements, plan_task_id, "placements")
+        self.placement_timeout_minutes = value_or_plan_template(
             placement_timeout_minutes, plan_task_id, "placement_timeout_minutes"
         )
         self._init_workspace_fields(plan_task_id, template_dir)
 
     # -- state ------------------------------------------------------------------------------------
     def _load(self, context: Any) -> PlacementState:
-        saved = _store_get(_state_store(context), STATE_KEY, self.log)
+        saved = TaskState(context, self.log).get(STATE_KEY)
         if saved:
             return PlacementState.from_dict(saved)
-        listed = typed(self.task_id, "placements", self.placements, list) or []
+        listed = require_type(self.task_id, "placements", self.placements, list) or []
         variables = self._variables()
         placements = [Placement(p["zone"], p["gpu_profile"]) for p in listed] or [
             Placement(variables["zone"], variables["gpu_profile"])
@@ -78,15 +74,15 @@ class PlacementApplyOperator(RecreatesWorkspace, SchematicsApplyOperator):
         return PlacementState(placements, deadline=time.time() + minutes * 60 if minutes else None)
 
     def _save(self, context: Any, state: PlacementState) -> None:
-        _store_set(_state_store(context), STATE_KEY, state.to_dict(), self.log)
+        TaskState(context, self.log).set(STATE_KEY, state.to_dict())
         context["ti"].xcom_push(key="placement", value=state.summary())
 
     def _variables(self) -> dict[str, Any]:
-        return dict(typed(self.task_id, "variables", self.variables, dict) or {})
+        return dict(require_type(self.task_id, "variables", self.variables, dict) or {})
 
     # -- flow -------------------------------------------------------------------------------------
     def execute(self, context: Any) -> Any:
-        if typed(self.task_id, "skip", self.skip, bool):
+        if require_type(self.task_id, "skip", self.skip, bool):
             return super().execute(context)  # skips the task (plan_only)
         state = self._load(context)
         if not state.attempts or state.attempts[-1].outcome != "running":
@@ -97,21 +93,21 @@ class PlacementApplyOperator(RecreatesWorkspace, SchematicsApplyOperator):
         self._save(context, state)
         return super().execute(context)
 
-    def _finish(self, context: Any, outcome: JobOutcome, attempt: int) -> Any:
+    def _finish(self, context: Any, outcome: JobOutcome) -> Any:
         state = self._load(context)
         if outcome.status == "COMPLETED":
             state.end("succeeded")
             self._save(context, state)
             self.log.info("Servers started at %s", state.current)
-            return super()._finish(context, outcome, attempt)
+            return super()._finish(context, outcome)
         if outcome.status != "FAILED":
-            return super()._finish(context, outcome, attempt)
+            return super()._finish(context, outcome)
         error = outcome.first_error or "\n".join(outcome.log_tail[-5:])
         code = capacity_error(" ".join([error, *outcome.log_tail]))
         if code is None:  # not about capacity: fail (and retry) where it is, as any apply
             state.end("failed", error=error)
             self._save(context, state)
-            return super()._finish(context, outcome, attempt)
+            return super()._finish(context, outcome)
         state.end("no_capacity", error=explain_capacity(code, " ".join([error, *outcome.log_tail])))
         if state.exhausted or state.timed_out:
             self._save(context, state)
@@ -163,18 +159,18 @@ class PlacementApplyOperator(RecreatesWorkspace, SchematicsApplyOperator):
         state.start()
         self._save(context, state)
         self.log.info("Placement %d of %d: %s", state.index + 1, len(state.placements), state.current)
-        return self._start(context, attempt=1)  # a new apply: never re-attach to the failed one
+        return self._run(context)  # a new apply at the new placement, never the failed one
 
     def _point_workspace_at(self, placement: Placement) -> None:
         from ibm_cloud_airflow.utils.secrets import resolve_secret_references
 
         workspace_id = self.hook.resolve_workspace(
-            typed(self.task_id, "workspace_id", self.workspace_id, str) or None,
-            typed(self.task_id, "workspace_name", self.workspace_name, str),
+            require_type(self.task_id, "workspace_id", self.workspace_id, str) or None,
+            require_type(self.task_id, "workspace_name", self.workspace_name, str),
         )
         variables = {**self._variables(), "zone": placement.zone, "gpu_profile": placement.gpu_profile}
         secure = resolve_secret_references(
-            typed(self.task_id, "secure_variables", self.secure_variables, dict)
+            require_type(self.task_id, "secure_variables", self.secure_variables, dict)
         )
         self.hook.update_variables(workspace_id, variables, secure)
         self.hook.wait_for_workspace_ready(workspace_id, timeout=600)

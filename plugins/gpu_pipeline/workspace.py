@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ibm_cloud_airflow.operators.schematics import SchematicsPlanOperator
-from ibm_cloud_airflow.utils.plan import from_plan, typed
+from ibm_cloud_airflow.utils.plan import require_type, value_or_plan_template
 
 
 class RecreatesWorkspace:
@@ -32,17 +32,19 @@ class RecreatesWorkspace:
 
     def _init_workspace_fields(self, plan_task_id: str | None, template_dir: str | None) -> None:
         self.template_dir = template_dir
-        self.variables = from_plan(getattr(self, "variables", None), plan_task_id, "terraform_variables")
-        self.secure_variables = from_plan(
+        self.variables = value_or_plan_template(
+            getattr(self, "variables", None), plan_task_id, "terraform_variables"
+        )
+        self.secure_variables = value_or_plan_template(
             getattr(self, "secure_variables", None), plan_task_id, "secure_variable_refs"
         )
-        self.tags = from_plan(None, plan_task_id, "tags")
-        self.location = from_plan(None, plan_task_id, "region")
-        self.description = from_plan(None, plan_task_id, "workspace_description")
+        self.tags = value_or_plan_template(None, plan_task_id, "tags")
+        self.location = value_or_plan_template(None, plan_task_id, "region")
+        self.description = value_or_plan_template(None, plan_task_id, "workspace_description")
 
-    def _start(self, context: Any, attempt: int) -> Any:
+    def _run(self, context: Any, **kwargs: Any) -> Any:
         self._ensure_workspace()
-        return super()._start(context, attempt)  # type: ignore[misc]
+        return super()._run(context, **kwargs)  # type: ignore[misc]
 
     @property
     def workspace_hook(self) -> Any:
@@ -51,13 +53,13 @@ class RecreatesWorkspace:
 
     def _ensure_workspace(self) -> str | None:
         """The run's workspace id; created again when it is gone (None: nothing to create it from)."""
-        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
+        from ibm_cloud_airflow.exceptions import IbmCloudNotFoundError
         from ibm_cloud_airflow.utils.secrets import resolve_secret_references
 
         op: Any = self
         hook = self.workspace_hook
-        given = typed(op.task_id, "workspace_id", op.workspace_id, str) or None
-        name = typed(op.task_id, "workspace_name", op.workspace_name, str)
+        given = require_type(op.task_id, "workspace_id", op.workspace_id, str) or None
+        name = require_type(op.task_id, "workspace_name", op.workspace_name, str)
         if given:
             try:
                 hook.get_workspace(given)
@@ -73,11 +75,11 @@ class RecreatesWorkspace:
         workspace = hook.create_workspace(
             name=name,
             template_dir=self.template_dir,
-            variables=typed(op.task_id, "variables", self.variables, dict) or {},
+            variables=require_type(op.task_id, "variables", self.variables, dict) or {},
             secure_variables=resolve_secret_references(
-                typed(op.task_id, "secure_variables", self.secure_variables, dict)
+                require_type(op.task_id, "secure_variables", self.secure_variables, dict)
             ),
-            tags=typed(op.task_id, "tags", self.tags, list),
+            tags=require_type(op.task_id, "tags", self.tags, list),
             location=self.location or None,
             description=self.description or None,
             reuse_existing=True,

@@ -31,7 +31,7 @@ from ibm_cloud_airflow.triggers.cos import CosKeyTrigger
 from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
 from ibm_cloud_airflow.utils.run_identity import run_slug
 
-from .conftest import FakeStore, make_context
+from .conftest import FakeStore, make_context, named_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -99,11 +99,11 @@ def test_lifecycle_idempotence_and_leak_check(box: Any, hook: SchematicsHook) ->
     assert wait_job(hook, ws, hook.plan(ws)) == "COMPLETED"
     assert wait_job(hook, ws, hook.apply(ws)) == "COMPLETED"
     assert hook.get_outputs(ws)["vpc_name"] == f"{slug}-vpc-0"
-    found = VpcHook().find_run_resources(slug)
+    found = VpcHook().find_resources(named_for(slug))
     assert sorted(r["name"] for r in found) == [f"{slug}-vpc-0", f"{slug}-vpc-1"]
-    assert VpcHook().find_run_resources(run_slug("provider_tests", "someone-else")) == []
+    assert VpcHook().find_resources(named_for(run_slug("provider_tests", "someone-else"))) == []
     assert wait_job(hook, ws, hook.destroy(ws)) == "COMPLETED"
-    assert VpcHook().find_run_resources(slug) == []
+    assert VpcHook().find_resources(named_for(slug)) == []
     assert hook.delete_workspace(ws) is True
     assert hook.delete_workspace(ws) is False  # already gone = success
     assert hook.find_workspace_by_name(f"airflow-{slug}") is None
@@ -118,8 +118,8 @@ def test_trigger_run_streams_log_and_completes(box: Any, hook: SchematicsHook, c
             "plan", workspace_id=ws, activity_id=aid, poll_interval=0.1, deadline=time.time() + 60
         )
     )
-    assert event["status"] == "COMPLETED" and event["job"]["status"] == "COMPLETED"
-    assert event["log_offset"] > 0
+    assert event["status"] == "COMPLETED" and event["summary"]["status"] == "COMPLETED"
+    assert event["log_tail"]
     out = capsys.readouterr().out
     assert out.count("Plan: 1 to add, 0 to change, 0 to destroy.") == 1  # each log line once
 
@@ -201,7 +201,7 @@ def test_api_faults_are_survived_without_duplicate_jobs(box: Any, hook: Schemati
     assert [len(jobs_named(hook, ws, n)) for n in ("PLAN", "APPLY", "DESTROY")] == [1, 1, 1]
     assert hook.delete_workspace(ws)
     assert time.monotonic() - start < 60
-    assert VpcHook().find_run_resources(slug) == []
+    assert VpcHook().find_resources(named_for(slug)) == []
 
 
 def test_no_duplicate_jobs_under_5xx(box: Any, hook: SchematicsHook) -> None:
@@ -230,7 +230,7 @@ def test_short_tokens_mid_job(sandbox_factory: Callable[..., Any], monkeypatch: 
     assert run_trigger(deferred.value.trigger)["status"] == "COMPLETED"
     counts = box.request_counts()
     assert counts["iam POST /identity/token"] >= 3  # tokens were renewed during the jobs
-    assert VpcHook().find_run_resources(slug) == []
+    assert VpcHook().find_resources(named_for(slug)) == []
 
 
 def test_plan_failure_fails_without_retry_with_log_tail(box: Any, hook: SchematicsHook) -> None:
@@ -251,7 +251,7 @@ def test_apply_fails_midway_then_destroy_cleans_up(box: Any, hook: SchematicsHoo
         SchematicsApplyOperator(
             task_id="apply", workspace_id=ws, deferrable=False, poll_interval=0.1
         ).execute(make_context(FakeStore()))
-    assert VpcHook().find_run_resources(slug)  # half an apply left resources
+    assert VpcHook().find_resources(named_for(slug))  # half an apply left resources
     # destroy fails once (fault) and is resubmitted by job_retries=1
     SchematicsDestroyOperator(
         task_id="destroy",
@@ -261,7 +261,7 @@ def test_apply_fails_midway_then_destroy_cleans_up(box: Any, hook: SchematicsHoo
         job_timeout=timedelta(minutes=1),
     ).execute(make_context(FakeStore()))
     assert len(jobs_named(hook, ws, "DESTROY")) == 2
-    assert VpcHook().find_run_resources(slug) == []
+    assert VpcHook().find_resources(named_for(slug)) == []
 
 
 def test_cos_trigger_against_sandbox(box: Any) -> None:

@@ -2,14 +2,14 @@
 
 Job operators (plan/apply/destroy) are deferrable by default and re-attach to their job after a
 retry or a worker restart: the job id is written to ``context["task_state_store"]`` right after
-the job is submitted and before any waiting. Given ``plan_task_id``, the operators take their
+the job is submitted and before any waiting, and a retry looks for a job of its command still
+running on the workspace before it submits one. Given ``plan_task_id``, the operators take their
 values from that task's plan (:mod:`ibm_cloud_airflow.utils.plan`). See ``docs/provider.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 from functools import cached_property
@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from ibm_cloud_airflow.hooks.budget import TEARDOWN, WORK
 from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
-from ibm_cloud_airflow.utils.plan import from_plan, native_by_default, typed
+from ibm_cloud_airflow.utils.plan import native_by_default, require_type, value_or_plan_template
 
 # The hooks, the trigger and the IBM SDKs are imported where a task runs, not at module level:
 # the dag-processor imports this module again at every parse of the DAG file.
@@ -99,16 +99,16 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**native_by_default(kwargs))
-        self.workspace_name = from_plan(workspace_name, plan_task_id, "workspace_name")
+        self.workspace_name = value_or_plan_template(workspace_name, plan_task_id, "workspace_name")
         self.template_dir = template_dir
-        self.variables = from_plan(variables, plan_task_id, "terraform_variables")
-        self.secure_variables = from_plan(secure_variables, plan_task_id, "secure_variable_refs")
-        self.tags = from_plan(tags, plan_task_id, "tags")
-        self.location = from_plan(location, plan_task_id, "region")
+        self.variables = value_or_plan_template(variables, plan_task_id, "terraform_variables")
+        self.secure_variables = value_or_plan_template(secure_variables, plan_task_id, "secure_variable_refs")
+        self.tags = value_or_plan_template(tags, plan_task_id, "tags")
+        self.location = value_or_plan_template(location, plan_task_id, "region")
         self.resource_group = resource_group
         self.terraform_version = terraform_version
-        self.workspace_id = from_plan(workspace_id, plan_task_id, "existing_workspace_id")
-        self.description = from_plan(description, plan_task_id, "workspace_description")
+        self.workspace_id = value_or_plan_template(workspace_id, plan_task_id, "existing_workspace_id")
+        self.description = value_or_plan_template(description, plan_task_id, "workspace_description")
         self.lease_wait = lease_wait
         self.lease_poll_interval = lease_poll_interval
         self.ready_timeout = ready_timeout
@@ -125,18 +125,18 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
     def execute(self, context: Any) -> str:
         from ibm_cloud_airflow.utils.secrets import resolve_secret_references
 
-        name = typed(self.task_id, "workspace_name", self.workspace_name, str)
+        name = require_type(self.task_id, "workspace_name", self.workspace_name, str)
         if not name:
-            from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
+            from ibm_cloud_airflow.exceptions import IbmCloudConfigError
 
             raise IbmCloudConfigError(f"{self.task_id}: workspace_name is empty; pass the workspace name")
-        variables = typed(self.task_id, "variables", self.variables, dict) or {}
-        refs = typed(self.task_id, "secure_variables", self.secure_variables, dict)
+        variables = require_type(self.task_id, "variables", self.variables, dict) or {}
+        refs = require_type(self.task_id, "secure_variables", self.secure_variables, dict)
         secure = resolve_secret_references(refs)
         _refuse_leaked_secrets(variables, secure)
         hook = self.hook
         hook.config  # noqa: B018 - fail fast on a bad connection before any call
-        workspace_id = typed(self.task_id, "workspace_id", self.workspace_id, str)
+        workspace_id = require_type(self.task_id, "workspace_id", self.workspace_id, str)
         if workspace_id:
             return self._adopt(context, workspace_id, name, variables, secure)
         workspace = hook.create_workspace(
@@ -144,7 +144,7 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
             template_dir=self.template_dir,
             variables=variables,
             secure_variables=secure,
-            tags=typed(self.task_id, "tags", self.tags, list),
+            tags=require_type(self.task_id, "tags", self.tags, list),
             location=self.location or None,
             resource_group=self.resource_group or None,
             terraform_version=self.terraform_version,
@@ -183,7 +183,7 @@ class SchematicsCreateWorkspaceOperator(BaseOperator):
 
 def _refuse_leaked_secrets(variables: dict[str, Any], secrets: dict[str, str]) -> None:
     """Fail when a plain (non-secure) variable holds a secret value (e.g. a rendered password)."""
-    from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
+    from ibm_cloud_airflow.exceptions import IbmCloudConfigError
 
     values = [s for s in secrets.values() if s and len(s) >= 6]
     for name, value in variables.items():
@@ -196,11 +196,11 @@ def _refuse_leaked_secrets(variables: dict[str, Any], secrets: dict[str, str]) -
 
 
 class _SchematicsJobOperator(BaseOperator):
-    """Shared logic of plan/apply/destroy: submit or re-attach, defer (or wait here), finish.
+    """Shared logic of plan/apply/destroy: start the job (re-attach or submit), wait or defer, finish.
 
-    The job itself (submit, re-attach, poll, logs, outcome) is a
+    The job itself (attach or submit, the deadline, polls, logs, retries, outcome) is a
     :class:`~ibm_cloud_airflow.utils.schematics_job.SchematicsJob`, which the trigger drives too;
-    :meth:`execute_complete` alone decides what its outcome means for the task.
+    :meth:`_finish` alone decides what its outcome means for the task.
 
     :param workspace_id: the workspace (templated); blank means the one named ``workspace_name``.
     :param workspace_name: the workspace's name, looked up when there is no id (templated).
@@ -261,8 +261,10 @@ class _SchematicsJobOperator(BaseOperator):
     ) -> None:
         super().__init__(**native_by_default(kwargs))
         self.workspace_id = workspace_id
-        self.workspace_name = from_plan(workspace_name, plan_task_id, "workspace_name")
-        self.skip = from_plan(skip, plan_task_id if self.skip_field else None, self.skip_field or "")
+        self.workspace_name = value_or_plan_template(workspace_name, plan_task_id, "workspace_name")
+        self.skip = value_or_plan_template(
+            skip, plan_task_id if self.skip_field else None, self.skip_field or ""
+        )
         self.ibm_conn_id = ibm_conn_id
         self.deferrable = deferrable
         self.end_from_trigger = end_from_trigger
@@ -275,6 +277,7 @@ class _SchematicsJobOperator(BaseOperator):
             raise ValueError("poll_interval must be positive")
         if self.job_retries < 0:
             raise ValueError("job_retries must be >= 0")
+        #: the job this try waits for here (on_kill stops it)
         self._job: SchematicsJob | None = None
         self.start_from_trigger = start_from_trigger and deferrable
         if self.start_from_trigger:
@@ -284,15 +287,10 @@ class _SchematicsJobOperator(BaseOperator):
             self.start_trigger_args = StartTriggerArgs(
                 trigger_cls="ibm_cloud_airflow.triggers.schematics.SchematicsJobTrigger",
                 trigger_kwargs={
-                    "command": self.command,
-                    "workspace_id": self.workspace_id,
-                    "workspace_name": self.workspace_name,
+                    **self._new_job(connected=False).trigger_kwargs(),
+                    "workspace_id": self.workspace_id,  # the template, rendered by the triggerer
                     "ibm_conn_id": self.ibm_conn_id,
-                    "poll_interval": self.poll_interval,
-                    "job_timeout_s": self.job_timeout.total_seconds(),
-                    "stream_logs": self.stream_logs,
-                    "read_outputs": self.returns_outputs,
-                    "end_from_trigger": self.end_from_trigger,
+                    **self._task_trigger_kwargs(),
                 },
                 next_method="execute_complete",
                 next_kwargs=None,
@@ -309,79 +307,102 @@ class _SchematicsJobOperator(BaseOperator):
     def state_key(self) -> str:
         return f"ibm_schematics_{self.command}_job"
 
-    def _new_job(self) -> SchematicsJob:
-        from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook
+    def _new_job(self, *, attempt: int = 0, connected: bool = True) -> SchematicsJob:
+        """The task's job, not started; ``connected=False``: one without a hook or a workspace, that
+        only describes the task's settings (the trigger's arguments at parse time, a retry's count)."""
         from ibm_cloud_airflow.utils.schematics_job import SchematicsJob
 
+        hook = workspace_id = None
+        if connected:
+            from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook
+
+            hook = SchematicsAsyncHook(self.ibm_conn_id, default_tier=self.budget_tier)
+            workspace_id = require_type(self.task_id, "workspace_id", self.workspace_id, str)
         return SchematicsJob(
-            SchematicsAsyncHook(self.ibm_conn_id, default_tier=self.budget_tier),
+            hook,
             self.command,
-            typed(self.task_id, "workspace_id", self.workspace_id, str) or None,
+            workspace_id,
             poll_interval=self.poll_interval,
             job_timeout_s=self.job_timeout.total_seconds(),
             stream_logs=self.stream_logs,
-            read_outputs=self.returns_outputs,
+            returns_outputs=self.returns_outputs,
+            retries=self.job_retries,
+            attempt=attempt,
             log=self.log,
         )
 
-    def execute(self, context: Any) -> Any:
-        if typed(self.task_id, "skip", self.skip, bool):
-            raise AirflowSkipException(f"{self.task_id}: skipped ({self.skip_field})")
-        return self._start(context, attempt=0)
+    def _task_trigger_kwargs(self) -> dict[str, Any]:
+        """The trigger's arguments that are the task's rather than the job's."""
+        return {"workspace_name": self.workspace_name, "end_from_trigger": self.end_from_trigger}
 
-    def _start(self, context: Any, attempt: int) -> Any:
-        """Re-attach to this task's earlier job (first attempt only) or submit one; then wait."""
-        store = _state_store(context)
-        saved = _store_get(store, self.state_key, self.log) if attempt == 0 else None
-        job = self._job = self._new_job()
-        name = typed(self.task_id, "workspace_name", self.workspace_name, str)
-        if not asyncio.run(_attach_or_submit(job, name, saved)):
-            if self.nothing_without_workspace:
-                return None
-            from ibm_cloud_airflow.hooks.base import IbmCloudConfigError
+    def execute(self, context: Any) -> Any:
+        if require_type(self.task_id, "skip", self.skip, bool):
+            raise AirflowSkipException(f"{self.task_id}: skipped ({self.skip_field})")
+        from ibm_cloud_airflow.utils.task_state import TaskState
+
+        saved = TaskState(context, self.log).get(self.state_key)
+        # Only an earlier try can have submitted a job whose id it had no time to save.
+        try_number = getattr(context.get("ti"), "try_number", None)
+        earlier_try = isinstance(try_number, int) and try_number > 1
+        return self._run(context, saved=saved, earlier_try=earlier_try)
+
+    def execute_complete(self, context: Any, event: dict[str, Any], attempt: int = 0) -> Any:
+        from ibm_cloud_airflow.utils.schematics_job import JobOutcome
+
+        outcome = JobOutcome.from_event(event)
+        if self._new_job(attempt=attempt, connected=False).retry(outcome):
+            return self._run(context, attempt=attempt + 1)
+        return self._finish(context, outcome)
+
+    def _run(
+        self,
+        context: Any,
+        *,
+        attempt: int = 0,
+        saved: dict[str, Any] | None = None,
+        earlier_try: bool = False,
+    ) -> Any:
+        """Start the job and wait for it: here, or after one check in the triggerer (one ``asyncio.run``)."""
+        from ibm_cloud_airflow.utils.schematics_job import defer_to_trigger
+        from ibm_cloud_airflow.utils.task_state import TaskState
+
+        state = TaskState(context, self.log)
+
+        def started(job: SchematicsJob) -> None:
+            # Saved before waiting: a retry or a restarted worker re-attaches instead of submitting again.
+            self._job = job
+            SchematicsWorkspaceLink.persist(context, job.workspace_id or "")
+            state.set(self.state_key, job.saved_state())
+
+        job = self._new_job(attempt=attempt)
+        name = require_type(self.task_id, "workspace_name", self.workspace_name, str)
+        outcome = asyncio.run(
+            job.run(
+                name, saved=saved, earlier_try=earlier_try, on_start=started, until_deferred=self.deferrable
+            )
+        )
+        if outcome is None:
+            defer_to_trigger(
+                self,
+                job,
+                "execute_complete",
+                ibm_conn_id=self.ibm_conn_id,
+                kwargs={"attempt": job.attempt},
+                **self._task_trigger_kwargs(),
+            )
+        return self._finish(context, outcome)
+
+    def _finish(self, context: Any, outcome: JobOutcome) -> Any:
+        """The one place that turns a job's outcome into the task's result or error."""
+        from ibm_cloud_airflow.utils.schematics_job import ERROR, NOTHING, TIMEOUT, job_result
+
+        if outcome.status == NOTHING and not self.nothing_without_workspace:
+            from ibm_cloud_airflow.exceptions import IbmCloudConfigError
 
             raise IbmCloudConfigError(
                 f"{self.task_id}: no workspace to {self.command} (workspace_id {self.workspace_id!r}, "
                 f"workspace_name {self.workspace_name!r}); pass the workspace id"
             )
-        SchematicsWorkspaceLink.persist(context, job.workspace_id)
-        # Saved before waiting: a retry or a restarted worker re-attaches instead of submitting again.
-        _store_set(
-            store,
-            self.state_key,
-            {
-                "workspace_id": job.workspace_id,
-                "activity_id": job.activity_id,
-                "attempt": attempt,
-                "deadline": job.deadline,
-            },
-            self.log,
-        )
-        if self.deferrable and not job.finished:
-            from ibm_cloud_airflow.utils.schematics_job import FIRST_POLL_AFTER_SUBMIT_S
-
-            # One check first (the first poll the trigger would make): a job that ends within
-            # moments finishes here, without a round trip through the triggerer.
-            early = asyncio.run(job.check(after=FIRST_POLL_AFTER_SUBMIT_S))
-            if early is not None:
-                return self._finish(context, early, attempt)
-            self.defer(
-                trigger=job.trigger(self.ibm_conn_id, end_from_trigger=self.end_from_trigger),
-                method_name="execute_complete",
-                kwargs={"attempt": attempt},
-                timeout=job.defer_timeout(),
-            )
-        return self._finish(context, asyncio.run(job.wait()), attempt)
-
-    def execute_complete(self, context: Any, event: dict[str, Any], attempt: int = 0) -> Any:
-        from ibm_cloud_airflow.utils.schematics_job import JobOutcome
-
-        return self._finish(context, JobOutcome.from_event(event), attempt)
-
-    def _finish(self, context: Any, outcome: JobOutcome, attempt: int) -> Any:
-        """The one place that turns a job's outcome into the task's result or error."""
-        from ibm_cloud_airflow.utils.schematics_job import ERROR, NOTHING, TIMEOUT, job_result
-
         what = f"Schematics {self.command} job {outcome.activity_id}"
         if outcome.status in ("COMPLETED", NOTHING):
             if outcome.status == "COMPLETED":
@@ -391,7 +412,7 @@ class _SchematicsJobOperator(BaseOperator):
                 context["ti"].xcom_push(key=key, value=xcom)
             return value
         if outcome.status == ERROR:
-            from ibm_cloud_airflow.hooks.base import IbmCloudApiError
+            from ibm_cloud_airflow.exceptions import IbmCloudApiError
 
             self._fail(
                 context,
@@ -400,21 +421,12 @@ class _SchematicsJobOperator(BaseOperator):
                 ),
             )
         if outcome.status == TIMEOUT:
-            self._stop(outcome.workspace_id, outcome.activity_id)
+            # The job's wait asked Schematics to stop it at the deadline.
             self._fail(
                 context,
                 AirflowException(f"{what} did not finish within {self.job_timeout}; a stop was requested"),
             )
         tail = "\n".join(outcome.log_tail[-self.log_tail_lines :]) or "(the job log was not read)"
-        if outcome.status == "FAILED" and attempt < self.job_retries:
-            self.log.warning(
-                "%s failed (try %d of %d); submitting it again. Log tail:\n%s",
-                what,
-                attempt + 1,
-                self.job_retries + 1,
-                tail,
-            )
-            return self._start(context, attempt + 1)
         error = outcome.first_error
         message = (
             f"{what} on workspace {outcome.workspace_id} ended {outcome.status}"
@@ -442,34 +454,19 @@ class _SchematicsJobOperator(BaseOperator):
             raise type(error)("\n".join([first, *rest, f"The cause of this failure: {cause['cause']}"]))
         raise error
 
-    def _stop(self, workspace_id: str | None, activity_id: str | None, timeout: float | None = None) -> None:
-        if not (workspace_id and activity_id):
+    def on_kill(self) -> None:
+        """Waiting here (not deferred): ask Schematics to stop the job (one quick request).
+
+        Called from a signal handler, possibly while the job's event loop runs in this thread: the
+        request goes through the synchronous hook.
+        """
+        job = self._job
+        if job is None or not (job.workspace_id and job.activity_id):
             return
         try:
-            self.hook.stop_activity(workspace_id, activity_id, timeout=timeout)
+            self.hook.stop_activity(job.workspace_id, job.activity_id, timeout=3.0)
         except Exception as exc:
-            self.log.error("Could not stop Schematics job %s: %s", activity_id, exc)
-
-    def on_kill(self) -> None:
-        """Waiting here (not deferred): ask Schematics to stop the job (one quick request)."""
-        if self._job is not None:
-            self._stop(self._job.workspace_id, self._job.activity_id, timeout=3.0)
-
-
-async def _attach_or_submit(job: SchematicsJob, workspace_name: str | None, saved: dict | None) -> bool:
-    """Resolve the workspace, then re-attach to the saved job or submit; False when there is no workspace.
-
-    A workspace id that no longer exists falls back to the workspace's name: a task cleared after
-    the run's cleanup may have created the workspace again, under the same name and a new id.
-    """
-    if not await job.resolve(workspace_name):
-        return False
-    saved = saved or {}
-    same_workspace = saved.get("workspace_id") == job.workspace_id and saved.get("activity_id")
-    if same_workspace and await job.attach(saved["activity_id"]):
-        job.deadline = saved.get("deadline") or (time.time() + (job.job_timeout_s or 0))
-        return True
-    return await job.resolve_and_submit(workspace_name)
+            self.log.error("Could not stop Schematics job %s: %s", job.activity_id, exc)
 
 
 class SchematicsPlanOperator(_SchematicsJobOperator):
@@ -513,34 +510,6 @@ class SchematicsDestroyOperator(_SchematicsJobOperator):
     default_job_retries = 1
 
 
-def _state_store(context: Any) -> Any:
-    """``context["task_state_store"]`` (Airflow 3.3+) or ``None`` where it does not exist."""
-    try:
-        return context.get("task_state_store") if hasattr(context, "get") else None
-    except Exception:
-        return None
-
-
-def _store_get(store: Any, key: str, log: Any) -> dict[str, Any] | None:
-    if store is None:
-        return None
-    try:
-        value = store.get(key)
-    except Exception as exc:  # the store is an optimisation; never fail the task for it
-        log.warning("task_state_store unavailable (%s); a retry will submit a new job", exc)
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _store_set(store: Any, key: str, value: dict[str, Any], log: Any) -> None:
-    if store is None:
-        return
-    try:
-        store.set(key, value)
-    except Exception as exc:
-        log.warning("Could not save the job id in task_state_store (%s)", exc)
-
-
 class SchematicsDeleteWorkspaceOperator(BaseOperator):
     """Delete a workspace (idempotent), or only release the run's lease on an adopted one.
 
@@ -575,9 +544,9 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
     ) -> None:
         super().__init__(**native_by_default(kwargs))
         self.workspace_id = workspace_id
-        self.workspace_name = from_plan(workspace_name, plan_task_id, "workspace_name")
+        self.workspace_name = value_or_plan_template(workspace_name, plan_task_id, "workspace_name")
         self.destroy_resources = destroy_resources
-        self.keep_workspace = from_plan(keep_workspace, plan_task_id, "keep_workspace")
+        self.keep_workspace = value_or_plan_template(keep_workspace, plan_task_id, "keep_workspace")
         self.check_leases = check_leases
         self.ibm_conn_id = ibm_conn_id
 
@@ -588,14 +557,14 @@ class SchematicsDeleteWorkspaceOperator(BaseOperator):
         return SchematicsHook(ibm_conn_id=self.ibm_conn_id)
 
     def execute(self, context: Any) -> bool:
-        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
+        from ibm_cloud_airflow.exceptions import IbmCloudNotFoundError
         from ibm_cloud_airflow.utils.leases import lease_tags, release_lease
 
         hook = self.hook
-        name = typed(self.task_id, "workspace_name", self.workspace_name, str)
-        keep = bool(typed(self.task_id, "keep_workspace", self.keep_workspace, bool))
+        name = require_type(self.task_id, "workspace_name", self.workspace_name, str)
+        keep = bool(require_type(self.task_id, "keep_workspace", self.keep_workspace, bool))
         workspace_id = hook.resolve_workspace(
-            typed(self.task_id, "workspace_id", self.workspace_id, str) or None, name
+            require_type(self.task_id, "workspace_id", self.workspace_id, str) or None, name
         )
         if workspace_id is None:
             self.log.info("No workspace (id %r, name %r): nothing to delete", self.workspace_id, name)

@@ -12,7 +12,7 @@ from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook
 from ibm_cloud_airflow.triggers.native import NativeTemplatesMixin, ends_here, push_xcoms
 from ibm_cloud_airflow.utils.schematics_job import (
     ERROR,
-    FIRST_POLL_AFTER_SUBMIT_S,
+    JOB_FIELDS,
     NOTHING,
     SchematicsJob,
     job_result,
@@ -23,7 +23,9 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
     """Drives a :class:`~ibm_cloud_airflow.utils.schematics_job.SchematicsJob` and reports how it ended.
 
     The event's payload is the job's :class:`~ibm_cloud_airflow.utils.schematics_job.JobOutcome`
-    (``JobOutcome.to_event()``); the operator's ``execute_complete`` decides what it means.
+    (``JobOutcome.to_event()``); the operator's ``execute_complete`` decides what it means. The
+    job's own arguments (:data:`~ibm_cloud_airflow.utils.schematics_job.JOB_FIELDS`) come from
+    :meth:`SchematicsJob.trigger_kwargs`.
 
     :param command: ``plan``, ``apply`` or ``destroy``.
     :param workspace_id: the workspace; when blank, the one named ``workspace_name``.
@@ -31,7 +33,7 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
         task that starts in the triggerer): no such workspace means nothing to run (``NOTHING``).
     :param deadline: epoch seconds; or ``job_timeout_s`` counted from the submission.
     :param next_poll_at: epoch seconds of the first poll (the operator has just polled); None: at once.
-    :param read_outputs: read the Terraform outputs when the job completes (apply).
+    :param returns_outputs: the task returns the Terraform outputs: read them when the job completes.
     :param end_from_trigger: end the task here when the job completed (or there was nothing to
         run), with the XComs ``execute_complete`` would push (:func:`job_result`), written through
         the Task SDK; any other outcome resumes the task on a worker.
@@ -49,9 +51,8 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
         job_timeout_s: float | None = None,
         deadline: float | None = None,
         next_poll_at: float | None = None,
-        log_offset: int = 0,
         stream_logs: bool = True,
-        read_outputs: bool = False,
+        returns_outputs: bool = False,
         end_from_trigger: bool = False,
     ) -> None:
         super().__init__()
@@ -64,46 +65,21 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
         self.job_timeout_s = job_timeout_s
         self.deadline = deadline
         self.next_poll_at = next_poll_at
-        self.log_offset = log_offset
         self.stream_logs = stream_logs
-        self.read_outputs = read_outputs
+        self.returns_outputs = returns_outputs
         self.end_from_trigger = end_from_trigger
         self._job: SchematicsJob | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        names = (*JOB_FIELDS, "workspace_name", "ibm_conn_id", "next_poll_at", "end_from_trigger")
         return (
             "ibm_cloud_airflow.triggers.schematics.SchematicsJobTrigger",
-            {
-                "command": self.command,
-                "workspace_id": self.workspace_id,
-                "activity_id": self.activity_id,
-                "workspace_name": self.workspace_name,
-                "ibm_conn_id": self.ibm_conn_id,
-                "poll_interval": self.poll_interval,
-                "job_timeout_s": self.job_timeout_s,
-                "deadline": self.deadline,
-                "next_poll_at": self.next_poll_at,
-                "log_offset": self.log_offset,
-                "stream_logs": self.stream_logs,
-                "read_outputs": self.read_outputs,
-                "end_from_trigger": self.end_from_trigger,
-            },
+            {name: getattr(self, name) for name in names},
         )
 
     def _new_job(self) -> SchematicsJob:
-        return SchematicsJob(
-            SchematicsAsyncHook(self.ibm_conn_id),
-            self.command,
-            self.workspace_id or None,
-            self.activity_id,
-            poll_interval=self.poll_interval,
-            job_timeout_s=self.job_timeout_s,
-            deadline=self.deadline,
-            stream_logs=self.stream_logs,
-            read_outputs=self.read_outputs,
-            log_offset=self.log_offset,
-            log=self.log,
-        )
+        job_kwargs = {name: getattr(self, name) for name in JOB_FIELDS}
+        return SchematicsJob(SchematicsAsyncHook(self.ibm_conn_id), log=self.log, **job_kwargs)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         job = self._job = self._new_job()
@@ -112,16 +88,13 @@ class SchematicsJobTrigger(NativeTemplatesMixin, BaseTrigger):
             outcome = await job.wait(first_poll_after=first_poll_after)
         else:
             try:
-                started = await job.resolve_and_submit(self.workspace_name)
+                # Started here: a restarted trigger finds its job running (HTTP 409) and attaches.
+                outcome = await job.run(self.workspace_name)
             except Exception as exc:
                 self.log.exception("Submitting the Schematics %s job failed", self.command)
-                started, outcome = False, job.outcome(ERROR, message=str(exc))
-            else:
-                outcome = job.outcome(NOTHING)
-            if started:
-                outcome = await job.wait(first_poll_after=FIRST_POLL_AFTER_SUBMIT_S)
+                outcome = job.outcome(ERROR, message=str(exc))
         if ends_here(self) and outcome.status in ("COMPLETED", NOTHING):
-            value, xcoms = job_result(outcome, returns_outputs=self.read_outputs)
+            value, xcoms = job_result(outcome, returns_outputs=self.returns_outputs)
             await push_xcoms(self.task_instance, {"return_value": value, **xcoms})
             yield TaskSuccessEvent()
             return

@@ -15,8 +15,8 @@ from unittest import mock
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException, TaskDeferred
 
+from ibm_cloud_airflow.exceptions import IbmCloudApiError, IbmCloudConfigError, IbmCloudNotFoundError
 from ibm_cloud_airflow.hooks import schematics as hooks_module
-from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudConfigError, IbmCloudNotFoundError
 from ibm_cloud_airflow.hooks.schematics import SchematicsHook
 from ibm_cloud_airflow.links.schematics import SchematicsWorkspaceLink
 from ibm_cloud_airflow.operators import schematics as ops
@@ -29,7 +29,7 @@ from ibm_cloud_airflow.operators.schematics import (
 )
 from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
 from ibm_cloud_airflow.utils import schematics_job as job_module
-from ibm_cloud_airflow.utils.plan import plan_field
+from ibm_cloud_airflow.utils.plan import plan_field_template as plan_field
 from ibm_cloud_airflow.utils.schematics_job import JobOutcome
 
 from ..conftest import CANARY_TF_SECRET, FakeStore, make_context
@@ -196,7 +196,7 @@ class TestJobOperators:
     def test_execute_complete_paths(self, hook):
         op = apply_op()
         ctx = make_context()
-        done = outcome("COMPLETED", outputs={"vpc_id": "r006-1"}, job={"resources_added": 7})
+        done = outcome("COMPLETED", outputs={"vpc_id": "r006-1"}, summary={"resources_added": 7})
         assert op.execute_complete(ctx, done) == {"vpc_id": "r006-1"}
         ctx["ti"].xcom_push.assert_any_call(key="outputs", value={"vpc_id": "r006-1"})
         ctx["ti"].xcom_push.assert_any_call(key="job", value={"resources_added": 7, "activity_id": AID})
@@ -210,10 +210,11 @@ class TestJobOperators:
         with pytest.raises(IbmCloudApiError, match="re-attaches"):
             op.execute_complete(ctx, outcome("ERROR", message="503"))
 
-    def test_timeout_stops_the_job(self, hook):
-        with pytest.raises(AirflowException, match="did not finish within"):
+    def test_a_timeout_fails_the_task_and_the_stop_came_from_the_wait(self, hook):
+        # The trigger's wait stopped the job at its deadline (test_schematics_job.py): no request here.
+        with pytest.raises(AirflowException, match=r"did not finish within .*a stop was requested"):
             apply_op().execute_complete(make_context(), outcome("TIMEOUT"))
-        hook.stop_activity.assert_called_once_with("ws", AID, timeout=None)
+        hook.stop_activity.assert_not_called()
 
     def test_plan_failure_is_not_retried_and_shows_log_tail(self, hook):
         op = SchematicsPlanOperator(task_id="plan", workspace_id="ws")
@@ -268,6 +269,42 @@ class TestJobOperators:
             SchematicsDestroyOperator(
                 task_id="destroy", workspace_id="ws", deferrable=False, poll_interval=0.01
             ).execute(make_context(FakeStore()))
+
+    def test_a_deferred_job_that_failed_is_submitted_again_from_execute_complete(self, hook):
+        hook.run_command.return_value = "d2"
+        store = FakeStore()
+        op = SchematicsDestroyOperator(task_id="destroy", workspace_id="ws", poll_interval=0.01)
+        failed = JobOutcome(command="destroy", status="FAILED", workspace_id="ws", activity_id="d1")
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute_complete(make_context(store), failed.to_event(), attempt=0)
+        assert deferred.value.kwargs == {"attempt": 1} and deferred.value.trigger.activity_id == "d2"
+        assert store.data["ibm_schematics_destroy_job"]["attempt"] == 1
+        with pytest.raises(AirflowException, match="ended FAILED"):  # no retry left
+            op.execute_complete(make_context(store), failed.to_event(), attempt=1)
+        hook.run_command.assert_called_once()
+
+    def test_each_execute_runs_one_event_loop(self, hook):
+        import asyncio
+
+        with mock.patch.object(ops.asyncio, "run", wraps=asyncio.run) as loop, pytest.raises(TaskDeferred):
+            apply_op().execute(make_context(FakeStore()))
+        assert loop.call_count == 1  # the start and the check share it
+
+    def test_a_retry_attaches_to_the_job_a_killed_try_left_running(self, hook):
+        # The first try's worker died after submitting and before saving the job id: the retry
+        # lists the workspace's jobs and waits for that apply instead of submitting a second one.
+        hook.running_job.return_value = "first-apply"
+        ctx = make_context(FakeStore())
+        ctx["ti"].try_number = 2
+        with pytest.raises(TaskDeferred) as deferred:
+            apply_op().execute(ctx)
+        assert deferred.value.trigger.activity_id == "first-apply"
+        hook.run_command.assert_not_called()
+        first = make_context(FakeStore())
+        first["ti"].try_number = 1
+        with pytest.raises(TaskDeferred):
+            apply_op().execute(first)
+        hook.running_job.assert_called_once()  # the first try does not list: nothing can be running
 
     def test_on_kill_sends_stop(self, hook):
         op = apply_op(deferrable=False)
@@ -346,7 +383,7 @@ class TestEndedByTrigger:
         with pytest.raises(TaskDeferred) as deferred:
             apply_op(end_from_trigger=True).execute(make_context(FakeStore()))
         trigger = deferred.value.trigger
-        assert trigger.end_from_trigger is True and trigger.read_outputs is True
+        assert trigger.end_from_trigger is True and trigger.returns_outputs is True
 
 
 class TestDestroyFromTheTriggerer:

@@ -7,13 +7,14 @@ reports, and ending the task itself with the XComs written through the Task SDK.
 
 from __future__ import annotations
 
+import inspect
 import time
 from unittest import mock
 
 import pytest
 from airflow.triggers.base import TaskSuccessEvent, TriggerEvent
 
-from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
+from ibm_cloud_airflow.exceptions import IbmCloudNotFoundError
 from ibm_cloud_airflow.triggers import schematics as module
 from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
 from ibm_cloud_airflow.utils.schematics_job import JobOutcome
@@ -35,6 +36,7 @@ def fake_hook(statuses=()):
     hook.run_command = mock.AsyncMock(return_value="d" * 32)
     hook.stop_activity = mock.AsyncMock()
     hook.resolve_workspace = mock.AsyncMock(side_effect=lambda ws, name, skip_draft: ws)
+    hook.running_job = mock.AsyncMock(return_value=None)
     return hook
 
 
@@ -54,11 +56,13 @@ async def run(trig, hook):
 
 
 def test_serialize_roundtrip():
-    trig = make(deadline=123.0, log_offset=4, stream_logs=False, read_outputs=True)
+    trig = make(deadline=123.0, stream_logs=False, returns_outputs=True, workspace_name="n")
     path, kwargs = trig.serialize()
     assert path == "ibm_cloud_airflow.triggers.schematics.SchematicsJobTrigger"
-    assert kwargs["deadline"] == 123.0 and kwargs["log_offset"] == 4 and kwargs["read_outputs"] is True
+    assert kwargs["deadline"] == 123.0 and kwargs["returns_outputs"] is True
+    assert kwargs["workspace_name"] == "n" and kwargs["stream_logs"] is False
     assert SchematicsJobTrigger(**kwargs).serialize() == (path, kwargs)
+    assert set(inspect.signature(SchematicsJobTrigger).parameters) == set(kwargs)  # every argument kept
 
 
 async def test_the_first_poll_waits_for_next_poll_at_after_the_operators_check():
@@ -88,7 +92,7 @@ async def test_end_from_trigger_ends_a_completed_job_with_the_operators_xcoms():
 
 
 async def test_end_from_trigger_for_apply_returns_the_outputs():
-    event, pushed = await run(make(end_from_trigger=True, read_outputs=True), fake_hook(["COMPLETED"]))
+    event, pushed = await run(make(end_from_trigger=True, returns_outputs=True), fake_hook(["COMPLETED"]))
     assert isinstance(event, TaskSuccessEvent)
     assert pushed["outputs"] == pushed["return_value"] == {"vpc_id": "r006-1"}
 
