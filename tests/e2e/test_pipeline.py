@@ -108,7 +108,7 @@ RUN_FAILING = {
     "workload_fails": ("wait_for_output", "_FAILED", ()),
     "workload_hangs": ("wait_for_output", "progress", ()),
     # api_key_missing_policy fails the apply like apply_fails_midway (208 s here, apply retries
-    # included): tested through ibm-schematics in tests/sandbox/test_iam_enforcement.py instead.
+    # included): tested through ibm-schematics in tests/sandbox/ibm/test_iam_enforcement.py instead.
 }
 
 

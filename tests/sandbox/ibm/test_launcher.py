@@ -17,7 +17,7 @@ from sandbox.ibm.provider import IbmProvider
 from sandbox.inventory import Inventory
 from sandbox.terraform import TerraformEngine, TerraformRun
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 SCRIPT = """#!/bin/sh
 # a stand-in for bootstrap.sh: records what it sees, then behaves per $MODE

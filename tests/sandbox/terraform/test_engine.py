@@ -17,7 +17,7 @@ from sandbox.inventory import Inventory
 from sandbox.terraform import TerraformEngine, TerraformError, TerraformRun, declared_variables
 from sandbox.terraform.expr import Evaluator, HclError, Scope, parse_expression
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TEMPLATE = REPO / "terraform"
 COS_CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/sandbox0account:0f1e2d3c-guid::"
 RUN_ENV_KEYS = [

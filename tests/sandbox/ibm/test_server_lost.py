@@ -18,7 +18,7 @@ from sandbox.ibm.server_loss import first_valid_checkpoint, lose_instance, mode,
 
 pytestmark = pytest.mark.sandbox
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 WORKLOAD_VENV = REPO / ".venv-workload"
 BUCKET = "lost-runs"
 PREFIX = "runs/ibm_gpu_workload/lost-1234abcd"

@@ -21,7 +21,7 @@ from sandbox.ibm.vpc_rules import DEFAULT_QUOTAS, delete_instance
 from sandbox.inventory import Inventory
 from sandbox.terraform import TerraformEngine, TerraformError, TerraformRun
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "terraform"
+TEMPLATE = Path(__file__).resolve().parents[3] / "terraform"
 COS_CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/sandbox0account:0f1e2d3c-guid::"
 
 
