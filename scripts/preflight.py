@@ -116,7 +116,8 @@ class Preflight:
     def check_api_key(self) -> Check:
         import jwt
 
-        from ibm_cloud_airflow.hooks.base import CosConnectionConfig, IbmCloudConnectionConfig, get_connection
+        from ibm_cloud_airflow.hooks.base import CosConnectionConfig, IbmCloudConnectionConfig
+        from ibm_cloud_airflow.utils.secrets import get_connection
 
         self.cloud = IbmCloudConnectionConfig.from_connection(get_connection(self.ibm_conn_id))
         self.cos = CosConnectionConfig.from_connection(get_connection(self.cos_conn_id))

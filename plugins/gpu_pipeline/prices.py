@@ -12,8 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 AS_OF = "2026-12-02"
-CURRENCY = "USD"
-REGION = "us-south"
 
 # profile -> {"usd_per_hour", "verified", "source"}
 GPU_PROFILES: dict[str, dict[str, Any]] = {

@@ -2,6 +2,8 @@
 
 What belongs to the pipeline (nothing else is ever touched):
 
+The names and tags are those of :mod:`gpu_pipeline.naming`, which the run plan writes with:
+
 * a Schematics workspace named ``airflow-<slug>`` that carries the tag ``airflow-run:<slug>`` (the
   same slug), and no ``airflow-lease:`` tag (a workspace adopted through ``existing_workspace_id``
   is never touched, nor are the resources of the runs that lease it);
@@ -24,23 +26,26 @@ whatever is still listed, retrying IBM's dependency errors (409), and verifies b
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ibm_cloud_airflow.utils.run_identity import parse_run_description
+from gpu_pipeline.naming import (
+    CANDIDATE_NAME_RE,
+    RUN_TAG,
+    TTL_TAG,
+    lease_holder_slug,
+    parse_ttl,
+    profile_names_run,
+    slug_of_trusted_profile,
+    slug_of_workspace,
+    tag_value,
+)
+from ibm_cloud_airflow.utils.leases import LEASE_TAG_PREFIX
+from ibm_cloud_airflow.utils.run_identity import SLUG_RE, parse_run_description
 
-WORKSPACE_PREFIX = "airflow-"
-RUN_TAG = "airflow-run:"
-TTL_TAG = "ttl:"
-LEASE_TAG = "airflow-lease:"
-# A slug: [a-z0-9-], starts with a letter, ends in 8 hex digits (utils/run_identity.run_slug).
-SLUG_RE = re.compile(r"^[a-z][a-z0-9-]*-[0-9a-f]{8}$")
-# Only names that can hold a slug cost a tag look-up.
-CANDIDATE_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*-[0-9a-f]{8}-[a-z0-9-]+$")
 LIVE_STATES = ("queued", "running")
 log = logging.getLogger(__name__)
 # Direct deletes, in dependency order: what uses a resource goes before it.
@@ -83,17 +88,6 @@ class RunVerdict:
         return asdict(self)
 
 
-def parse_ttl(tag_value: str | None) -> datetime | None:
-    try:
-        return datetime.strptime(tag_value or "", "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def _tag(tags: list[str], prefix: str) -> str | None:
-    return next((t[len(prefix) :] for t in tags if t.startswith(prefix)), None)
-
-
 class Discovery:
     """Lists everything of the pipeline through the real APIs (Schematics, VPC, Tagging, IAM Identity)."""
 
@@ -112,16 +106,13 @@ class Discovery:
         ours, leased = [], set()
         for ws in self.schematics.list_workspaces():
             tags = [str(t) for t in ws.get("tags") or []]
-            for tag in tags:
-                if tag.startswith(LEASE_TAG + WORKSPACE_PREFIX):
-                    leased.add(tag[len(LEASE_TAG + WORKSPACE_PREFIX) :])
-            name = str(ws.get("name") or "")
-            slug = name[len(WORKSPACE_PREFIX) :] if name.startswith(WORKSPACE_PREFIX) else ""
-            if not SLUG_RE.match(slug) or _tag(tags, RUN_TAG) != slug:
+            leased |= {slug for slug in map(lease_holder_slug, tags) if slug}
+            slug = slug_of_workspace(str(ws.get("name") or ""))
+            if slug is None or tag_value(tags, RUN_TAG) != slug:
                 continue  # not named and tagged for a run of this pipeline
-            if any(t.startswith(LEASE_TAG) for t in tags):
+            if any(t.startswith(LEASE_TAG_PREFIX) for t in tags):
                 continue  # adopted through existing_workspace_id: never ours to destroy
-            ours.append({**ws, "slug": slug, "ttl": _tag(tags, TTL_TAG)})
+            ours.append({**ws, "slug": slug, "ttl": tag_value(tags, TTL_TAG)})
         return ours, leased
 
     def resources(self, only_slugs: set[str] | None = None) -> list[Resource]:
@@ -137,14 +128,14 @@ class Discovery:
                 if only_slugs is not None and not any(name.startswith(s + "-") for s in only_slugs):
                     continue
                 tags = self.tagging.user_tags(item["crn"]) if item.get("crn") else []
-                slug = _tag(tags, RUN_TAG)
+                slug = tag_value(tags, RUN_TAG)
                 if not slug or not SLUG_RE.match(slug) or not name.startswith(slug + "-"):
                     continue  # the name prefix and the run tag must agree
-                found.append(Resource(kind, item["id"], name, slug, _tag(tags, TTL_TAG)))
+                found.append(Resource(kind, item["id"], name, slug, tag_value(tags, TTL_TAG)))
         for profile in self.identity.list_trusted_profiles():
             name = str(profile.get("name") or "")
-            slug = name[: -len("-vm-profile")] if name.endswith("-vm-profile") else ""
-            if not SLUG_RE.match(slug) or f"Airflow run {slug}" not in str(profile.get("description") or ""):
+            slug = slug_of_trusted_profile(name)
+            if slug is None or not profile_names_run(profile.get("description"), slug):
                 continue
             if only_slugs is not None and slug not in only_slugs:
                 continue
@@ -155,26 +146,12 @@ class Discovery:
 def airflow_run(dag_id: str, run_id: str) -> dict[str, Any] | None:
     """The run's state and end, asked of Airflow through the Task SDK (the execution API); None if gone.
 
-    Tasks in Airflow 3 cannot reach the metadata DB: this is the ``GetDagRun`` request the Task SDK
-    itself sends for a run's details (``airflow.sdk.execution_time.comms``), answered 404 when the
-    run does not exist.
+    Tasks in Airflow 3 cannot reach the metadata DB:
+    :func:`ibm_cloud_airflow.utils.airflow_compat.dag_run_details` asks the execution API.
     """
-    from airflow.sdk.api.client import ServerResponseError
-    from airflow.sdk.exceptions import AirflowRuntimeError
-    from airflow.sdk.execution_time.comms import GetDagRun
-    from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+    from ibm_cloud_airflow.utils.airflow_compat import dag_run_details
 
-    try:
-        run = SUPERVISOR_COMMS.send(GetDagRun(dag_id=dag_id, run_id=run_id))
-    except AirflowRuntimeError as err:  # a worker: the supervisor relays the API's error
-        if (err.error.detail or {}).get("status_code") == 404:
-            return None
-        raise
-    except ServerResponseError as err:  # dag.test(): the in-process API's error comes as it is
-        if err.response.status_code == 404:
-            return None
-        raise
-    return {"state": str(getattr(run.state, "value", run.state)), "end_date": run.end_date}
+    return dag_run_details(dag_id, run_id)
 
 
 def decide(
@@ -269,8 +246,7 @@ def reap_leftovers(
     Returns ``{"removed": [...], "left": [...], "errors": [...]}``; ``left`` is the verification
     listing (with why each resource is there: not an orphan, dry run, or still failing).
     """
-    from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
-    from ibm_cloud_airflow.hooks.vpc import VpcResourceInUseError
+    from ibm_cloud_airflow.exceptions import IbmCloudNotFoundError, VpcResourceInUseError
 
     orphans = {v["slug"] for v in verdicts if v["orphan"]}
     discovery = Discovery(ibm_conn_id)

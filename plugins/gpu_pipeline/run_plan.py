@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gpu_pipeline.gpu_profiles import placement_problems
+from gpu_pipeline.naming import run_tags, workspace_name
 from gpu_pipeline.params import optional_text
 from ibm_cloud_airflow.utils.plan import CosWaitPlan, WorkspacePlan
-from ibm_cloud_airflow.utils.run_identity import run_description, run_prefix, run_slug, run_tags
+from ibm_cloud_airflow.utils.run_identity import run_description, run_prefix, run_slug
 
 BUNDLE_NAME = "bundle/workload.tar.gz"
 # What each server that writes a marker leaves beside it (workload/train.py: MODEL, METRICS): the
@@ -206,7 +207,7 @@ def build_run_plan(
         dag_id=dag_id,
         run_id=run_id,
         slug=slug,
-        workspace_name=f"airflow-{slug}",
+        workspace_name=workspace_name(slug),
         workspace_description=run_description(dag_id, run_id),
         region=params["region"],
         existing_workspace_id=existing,

@@ -34,12 +34,9 @@ def plan_run(
     DAG and the task declare). Airflow takes any conf key as a parameter; a run that names an
     unknown one (a typo such as ``epoch``) is refused here, before anything exists.
     """
-    from ibm_cloud_airflow.hooks.base import (
-        CosConnectionConfig,
-        IbmCloudConfigError,
-        IbmCloudConnectionConfig,
-        get_connection,
-    )
+    from ibm_cloud_airflow.exceptions import IbmCloudConfigError
+    from ibm_cloud_airflow.hooks.base import CosConnectionConfig, IbmCloudConnectionConfig
+    from ibm_cloud_airflow.utils.secrets import get_connection
 
     problems: list[str] = []
     run_conf = getattr(dag_run, "conf", None) or {}
@@ -160,9 +157,11 @@ def image_problems(name: str, region: str, *, ibm_conn_id: str) -> list[str]:
 
 def find_leaks(plan: dict[str, Any], *, ibm_conn_id: str) -> list[dict[str, Any]]:
     """What the VPC API still lists for this run (every resource is named after its slug)."""
+    from gpu_pipeline.naming import belongs_to_run
     from ibm_cloud_airflow.hooks.vpc import VpcHook
 
-    return VpcHook(ibm_conn_id=ibm_conn_id).find_run_resources(plan["slug"])
+    slug = plan["slug"]
+    return VpcHook(ibm_conn_id=ibm_conn_id).find_resources(lambda name: belongs_to_run(name, slug))
 
 
 def leak_error(plan: dict[str, Any], live: list[dict[str, Any]]) -> AirflowException:

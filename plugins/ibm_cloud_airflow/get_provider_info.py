@@ -47,11 +47,11 @@ _IBM_CLOUD_FIELDS = {
 }
 
 _COS_FIELDS = {
+    # The one extra the hook cannot do without: a string schema (no null) makes the form require it.
     "endpoint_url": {
         "label": "COS endpoint",
-        "description": "Required: the endpoint Airflow uses, e.g. "
-        "https://s3.us-south.cloud-object-storage.appdomain.cloud",
-        "schema": {"type": ["string", "null"]},
+        "description": "The endpoint Airflow uses, e.g. https://s3.us-south.cloud-object-storage.appdomain.cloud",
+        "schema": {"type": "string", "minLength": 1},
     },
     "vm_endpoint_url": _text(
         "COS endpoint for the servers",

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 from gpu_pipeline import reaper
+from gpu_pipeline.naming import format_deadline
 
+from ibm_cloud_airflow.exceptions import VpcResourceInUseError
 from ibm_cloud_airflow.hooks.schematics import SchematicsHook
-from ibm_cloud_airflow.hooks.vpc import VpcHook, VpcResourceInUseError, delete_resource
-from ibm_cloud_airflow.utils.run_identity import format_deadline, run_description, run_slug
+from ibm_cloud_airflow.hooks.vpc import VpcHook, delete_resource
+from ibm_cloud_airflow.utils.run_identity import run_description, run_slug
 
 pytestmark = pytest.mark.sandbox
 
-TF = Path(__file__).parents[1] / "fixtures" / "tf_small"
+TF = Path(__file__).parents[1] / "ibm_cloud_airflow" / "fixtures" / "tf_small"
 PAST = datetime.now(UTC) - timedelta(hours=2)
 FUTURE = datetime.now(UTC) + timedelta(hours=2)
 

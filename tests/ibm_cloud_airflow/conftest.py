@@ -54,6 +54,11 @@ def api_error(
     return ApiException(code, http_response=resp)
 
 
+def named_for(slug: str) -> Any:
+    """``VpcHook.find_resources``'s rule for the test runs' resources: ``<slug>`` or ``<slug>-<role>``."""
+    return lambda name: name == slug or name.startswith(slug + "-")
+
+
 def ibm_conn_json(**extra: Any) -> str:
     return json.dumps(
         {"conn_type": "ibm_cloud", "password": CANARY_API_KEY, "extra": {"region": "us-south", **extra}}

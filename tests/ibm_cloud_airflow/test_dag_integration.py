@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import CANARY_API_KEY, CANARY_HMAC_SECRET
+from .conftest import CANARY_API_KEY, CANARY_HMAC_SECRET, named_for
 
 pytestmark = pytest.mark.sandbox
 
@@ -77,7 +77,7 @@ def test_dag_end_to_end_without_leaking_secrets(
     assert elapsed < 120
 
     slug_xcom = dr.get_task_instance("identity").xcom_pull(task_ids="identity")
-    assert VpcHook().find_run_resources(slug_xcom["slug"]) == []
+    assert VpcHook().find_resources(named_for(slug_xcom["slug"])) == []
     assert SchematicsHook().find_workspace_by_name(slug_xcom["name"]) is None
     outputs = dr.get_task_instance("apply").xcom_pull(task_ids="apply")
     assert outputs["vpc_name"] == f"{slug_xcom['slug']}-vpc-0" and outputs["secret_echo"] == "<sensitive>"

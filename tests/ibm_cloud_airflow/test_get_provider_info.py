@@ -34,9 +34,9 @@ from ibm_cloud_airflow.hooks.base import (
     SCHEMATICS_ENDPOINTS,
     CosConnectionConfig,
     IbmCloudConnectionConfig,
-    validate_cos_connection,
-    validate_ibm_connection,
 )
+from ibm_cloud_airflow.hooks.cos import CosHook
+from ibm_cloud_airflow.hooks.schematics import SchematicsHook
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGINS = REPO / "plugins"
@@ -154,15 +154,16 @@ def test_the_operators_use_the_registered_extra_link():
 
 
 def test_every_hook_declares_the_connection_type_of_its_connection():
-    from ibm_cloud_airflow.hooks.cos import CosHook
+    from ibm_cloud_airflow.hooks.base import IbmCloudBaseHook
     from ibm_cloud_airflow.hooks.iam import IamPolicyHook
     from ibm_cloud_airflow.hooks.iam_identity import GlobalTaggingHook, IamIdentityHook
-    from ibm_cloud_airflow.hooks.schematics import SchematicsHook
     from ibm_cloud_airflow.hooks.vpc import VpcHook
 
     for hook in (SchematicsHook, VpcHook, IamPolicyHook, IamIdentityHook, GlobalTaggingHook):
         assert (hook.conn_type, hook.default_conn_name) == (IBM_CLOUD_CONN_TYPE, "ibm_cloud_default"), hook
+        assert issubclass(hook, IbmCloudBaseHook) and hook.config_class is IbmCloudConnectionConfig, hook
     assert (CosHook.conn_type, CosHook.default_conn_name) == (COS_CONN_TYPE, "ibm_cos_default")
+    assert issubclass(CosHook, IbmCloudBaseHook) and CosHook.config_class is CosConnectionConfig
 
 
 def test_the_end_from_trigger_option_defaults_to_true():
@@ -211,6 +212,19 @@ def test_the_cos_form_shows_hmac_keys_or_an_api_key_and_the_extras_the_hook_read
     }
     auth = conn["conn-fields"]["auth_type"]["schema"]
     assert auth["enum"] == ["hmac", "iam"] and auth["default"] == "hmac"
+
+
+@pytest.mark.parametrize("conn_type", [IBM_CLOUD_CONN_TYPE, COS_CONN_TYPE])
+def test_the_forms_require_exactly_what_the_hooks_require(conn_type):
+    # A schema without null makes the UI require the field; the hooks refuse a connection without
+    # region (ibm_cloud) or endpoint_url (ibm_cos), and give every other extra a default.
+    fields = CONN_TYPES[conn_type]["conn-fields"]
+    required = {name for name, field in fields.items() if "null" not in field["schema"]["type"]}
+    with_default = {name for name, field in fields.items() if "default" in field["schema"]}
+    assert required - with_default == ({"endpoint_url"} if conn_type == COS_CONN_TYPE else set())
+    for field in fields.values():  # no description calls a field the form leaves optional "required"
+        optional = "null" in field["schema"]["type"]
+        assert not (optional and "required" in field["description"].lower()), field
 
 
 class _Conn:
@@ -269,7 +283,7 @@ def test_an_ibm_cloud_connection_of_either_type_works_the_same(monkeypatch, conn
     extra = {"region": "us-east", "resource_group": "rg-1", "vpc_url": "https://vpc.example/v1"}
     conn = {"conn_type": conn_type, "password": "apikey-123", "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_IBM_TYPES_TEST", json.dumps(conn))
-    assert validate_ibm_connection("ibm_types_test") == {
+    assert SchematicsHook("ibm_types_test").validate() == {
         "conn_id": "ibm_types_test",
         "region": "us-east",
         "resource_group": "rg-1",
@@ -289,7 +303,7 @@ def test_a_cos_connection_of_either_type_works_the_same(monkeypatch, conn_type):
         "extra": {"endpoint_url": "https://s3.example", "region": "us-east"},
     }
     monkeypatch.setenv("AIRFLOW_CONN_COS_TYPES_TEST", json.dumps(conn))
-    assert validate_cos_connection("cos_types_test") == {
+    assert CosHook("cos_types_test").validate() == {
         "conn_id": "cos_types_test",
         "endpoint_url": "https://s3.example",
         "vm_endpoint_url": "https://s3.example",
@@ -427,3 +441,45 @@ class _Any:
 
 
 ANY = _Any()
+
+
+def test_every_third_party_import_of_the_provider_is_declared():
+    """The provider installed alone must bring what it imports (plugins/pyproject.toml)."""
+    import ast
+    import re
+    import sys
+    from importlib.metadata import packages_distributions
+
+    def dist_name(requirement: str) -> str:
+        return re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    project = PYPROJECT["project"]
+    declared = {dist_name(r) for r in project["dependencies"]}
+    declared |= {dist_name(r) for extra in project["optional-dependencies"].values() for r in extra}
+    distributions = packages_distributions()
+    needed: dict[str, str] = {}
+    for path in (PLUGINS / "ibm_cloud_airflow").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("__future__", "ibm_cloud_airflow"):
+                    continue
+                if module.startswith("airflow.providers."):  # apache-airflow-providers-<name>
+                    name = module.split(".")[2]
+                    dist = f"apache-airflow-providers-{name}"
+                    if name == "common":
+                        dist += "-" + module.split(".")[3]
+                elif top == "airflow":
+                    dist = "apache-airflow"
+                else:
+                    dist = distributions[top][0]
+                needed[dist.lower().replace("_", "-")] = f"{path.relative_to(PLUGINS)}: {module}"
+    missing = {dist: where for dist, where in needed.items() if dist not in declared}
+    assert not missing, missing
+

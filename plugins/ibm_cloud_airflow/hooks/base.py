@@ -1,16 +1,21 @@
-"""One place for IBM Cloud connection parsing, endpoint URLs, error mapping and retries (tenacity).
+"""What every IBM Cloud hook shares: connection parsing, endpoint URLs, error mapping, retries.
 
-Connections (see ``docs/provider.md``):
+* :class:`IbmCloudBaseHook`: the base of every hook that calls IBM Cloud. It parses its connection
+  once (``config``), reads the API key's account (``account_id``), and sends every request through
+  :func:`call_with_retries`.
+* Connections (see ``docs/provider.md``):
 
-* ``ibm_cloud_default`` (conn type ``ibm_cloud``; ``generic`` works too): password = IBM Cloud API
-  key; extra ``region`` (required), ``resource_group`` (optional id), optional ``iam_url``,
-  ``schematics_url``, ``vpc_url``, ``iam_identity_url``, ``tagging_url`` (the reaper's services).
-* ``ibm_cos_default`` (conn type ``ibm_cos``; ``generic`` works too): extra ``endpoint_url``
-  (required), optional ``vm_endpoint_url``, ``region``, ``instance_crn``; HMAC keys as
-  login/password, or ``extra.auth_type = "iam"`` with the API key as password (optional ``iam_url``).
+  * ``ibm_cloud_default`` (conn type ``ibm_cloud``; ``generic`` works too): password = IBM Cloud API
+    key; extra ``region`` (required), ``resource_group`` (optional id), optional ``iam_url``,
+    ``schematics_url``, ``vpc_url``, ``iam_identity_url``, ``tagging_url``.
+  * ``ibm_cos_default`` (conn type ``ibm_cos``; ``generic`` works too): extra ``endpoint_url``
+    (required), optional ``vm_endpoint_url``, ``region``, ``instance_crn``; HMAC keys as
+    login/password, or ``extra.auth_type = "iam"`` with the API key as password (optional ``iam_url``).
 
-The parsing reads the password, login and ``extra`` only, never the conn type: the UI forms of the
-``ibm_cloud`` and ``ibm_cos`` types (``get_provider_info.py``) store their fields under these keys.
+  The parsing reads the password, login and ``extra`` only, never the conn type: the UI forms of the
+  ``ibm_cloud`` and ``ibm_cos`` types (``get_provider_info.py``) store their fields under these keys.
+* Retries (:class:`RetryPolicy`, :func:`call_with_retries`): stock tenacity parts, plus one wait of
+  our own that honours the server's ``Retry-After``.
 
 Everything here is free of network calls and of heavy SDK imports at module level.
 """
@@ -18,19 +23,37 @@ Everything here is free of network calls and of heavy SDK imports at module leve
 from __future__ import annotations
 
 import logging
-import random
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlparse
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
-from tenacity import RetryCallState, Retrying
-from tenacity.retry import retry_base
-from tenacity.stop import stop_base
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowException
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    stop_before_delay,
+    wait_exponential,
+    wait_fixed,
+    wait_random_exponential,
+)
 from tenacity.wait import wait_base
+
+from ibm_cloud_airflow.exceptions import (
+    IbmCloudApiError,
+    IbmCloudConfigError,
+    IbmCloudNotFoundError,
+    IbmCloudPermanentError,
+)
+from ibm_cloud_airflow.utils.secrets import get_connection
 
 log = logging.getLogger(__name__)
 
@@ -54,37 +77,6 @@ SCHEMATICS_ENDPOINTS = {
 }
 
 _REGION_RE = re.compile(r"^[a-z]{2}-[a-z]{2,10}$")
-
-
-# ----------------------------------------------------------------------------------------------
-# Errors
-# ----------------------------------------------------------------------------------------------
-class IbmCloudConfigError(AirflowFailException):
-    """A connection or parameter is missing or malformed. Retrying cannot help, so it does not retry."""
-
-
-class IbmCloudApiError(AirflowException):
-    """An IBM Cloud API call failed in a way that a task retry may fix (throttling, 5xx, lock)."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-class IbmCloudPermanentError(AirflowFailException):
-    """An IBM Cloud API call was rejected (400/401/403/...): retrying the same request cannot help."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-class IbmCloudNotFoundError(AirflowNotFoundException):
-    """The object does not exist (HTTP 404)."""
-
-    def __init__(self, message: str, *, status_code: int | None = 404) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,54 +315,67 @@ class CosConnectionConfig:
         }
 
 
-def get_connection(conn_id: str) -> Any:
-    """``BaseHook.get_connection`` with an error that says what to do when the connection is absent."""
-    from airflow.sdk import BaseHook
-
-    try:
-        conn = BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException as err:
-        raise IbmCloudConfigError(
-            f"Connection '{conn_id}' is not defined; create it (UI, CLI or the environment variable "
-            f"AIRFLOW_CONN_{conn_id.upper()}) as described in docs/provider.md"
-        ) from err
-    _mask(conn.password)
-    return conn
-
-
-def _mask(value: Any) -> None:
-    if not value:
-        return
-    try:
-        from airflow.sdk.log import mask_secret
-
-        mask_secret(value)
-    except Exception:  # pragma: no cover - masking is best effort outside a task
-        log.debug("could not register a secret with the masker", exc_info=True)
-
-
-def validate_ibm_connection(ibm_conn_id: str = "ibm_cloud_default") -> dict[str, Any]:
-    """Parse and check the IBM Cloud connection without any network call; return a secret-free summary."""
-    return IbmCloudConnectionConfig.from_connection(get_connection(ibm_conn_id)).describe()
-
-
-def validate_cos_connection(cos_conn_id: str = "ibm_cos_default") -> dict[str, Any]:
-    """Parse and check the COS connection without any network call; return a secret-free summary."""
-    return CosConnectionConfig.from_connection(get_connection(cos_conn_id)).describe()
-
-
 # ----------------------------------------------------------------------------------------------
-# Error mapping and retries
+# Error mapping
 # ----------------------------------------------------------------------------------------------
-def _status_of(exc: BaseException) -> int | None:
+# botocore's (COS) error codes of requests that a resend may cure, whatever their HTTP status.
+_TRANSIENT_ERROR_CODES = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"})
+
+
+def status_code(exc: BaseException) -> int | None:
+    """The HTTP status of an SDK error: IBM's ``ApiException``, ``requests``' or botocore's."""
     code = getattr(exc, "status_code", None) or getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore's ClientError
+        code = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    else:  # requests' HTTPError
+        code = getattr(response, "status_code", None)
     return code if isinstance(code, int) else None
+
+
+def _headers(exc: BaseException) -> Any:
+    response = getattr(exc, "http_response", None)  # a requests.Response is falsy for 4xx/5xx
+    if response is None:
+        response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore's ClientError: lower-case names
+        return (response.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
+    return getattr(response, "headers", None) or {}
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """The error's ``Retry-After`` header (seconds or an HTTP date) in seconds from now, or None."""
+    headers = _headers(exc)
+    if not hasattr(headers, "get"):
+        return None
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
 
 
 def _is_transport_error(exc: BaseException) -> bool:
     import requests
 
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout))
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return True
+    # botocore's transport errors, where COS was used (the module is never imported for this).
+    botocore = sys.modules.get("ibm_botocore.exceptions")
+    return botocore is not None and isinstance(exc, (botocore.ConnectionError, botocore.HTTPClientError))
+
+
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    return str((response.get("Error") or {}).get("Code")) if isinstance(response, dict) else None
 
 
 def _is_iam_error(exc: BaseException) -> bool:
@@ -379,11 +384,32 @@ def _is_iam_error(exc: BaseException) -> bool:
     return "/identity/token" in url
 
 
+def is_transient(exc: BaseException) -> bool:
+    """An error that the same request, sent again, may not meet: 429, 5xx, a transport error.
+
+    Airflow errors (the provider's own, already mapped) are never transient here.
+    """
+    if isinstance(exc, AirflowException) or not isinstance(exc, Exception):
+        return False
+    code = status_code(exc)
+    return (
+        _is_transport_error(exc)
+        or code == 429
+        or (code is not None and code >= 500)
+        or _error_code(exc) in _TRANSIENT_ERROR_CODES
+    )
+
+
+def is_locked(exc: BaseException) -> bool:
+    """HTTP 409 from an IBM SDK: the workspace is locked by another job."""
+    return not isinstance(exc, AirflowException) and status_code(exc) == 409
+
+
 def map_api_error(exc: BaseException, what: str, conn_id: str | None = None) -> AirflowException:
     """Turn an SDK/HTTP exception into an Airflow error that says what failed and what to fix."""
     if isinstance(exc, AirflowException):
         return exc
-    code = _status_of(exc)
+    code = status_code(exc)
     message = getattr(exc, "message", None) or str(exc)
     txn = getattr(exc, "global_transaction_id", None)
     suffix = f" (transaction id {txn})" if txn else ""
@@ -430,15 +456,20 @@ def map_api_error(exc: BaseException, what: str, conn_id: str | None = None) -> 
     return IbmCloudApiError(f"{what}: {type(exc).__name__}: {message}{suffix}", status_code=code)
 
 
+# ----------------------------------------------------------------------------------------------
+# Retries
+# ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How one API call is retried (the rules are the tenacity pieces below).
+    """How one API call is retried (see :func:`call_with_retries`).
 
-    * 429 and 5xx and transport errors: exponential backoff with jitter starting at ``base_delay_s``,
-      capped at ``max_delay_s``; a ``Retry-After`` header (seconds or HTTP date) replaces the backoff
-      (capped at ``max_retry_after_s``). At most ``max_attempts`` tries and ``max_total_s`` seconds of
-      waiting in all; past either cap the last error is raised.
-    * 409 (workspace locked): waits ``lock_poll_s`` between tries for at most ``lock_wait_s``.
+    * 429, 5xx and transport errors: exponential backoff starting at ``base_delay_s``, capped at
+      ``max_delay_s``, of which a random 50-100 % is waited; a ``Retry-After`` header (seconds or
+      HTTP date) replaces the backoff (capped at ``max_retry_after_s``). At most ``max_attempts``
+      tries, and no wait that would end past ``max_total_s`` from the first try; past either cap the
+      last error is raised.
+    * 409 (workspace locked), where the call waits for locks: a try every ``lock_poll_s`` until
+      ``lock_wait_s`` have passed. Those tries are not failed attempts.
     """
 
     max_attempts: int = 8
@@ -449,167 +480,77 @@ class RetryPolicy:
     lock_wait_s: float = 600.0
     lock_poll_s: float = 5.0
 
-    def backoff_s(self, failures: int) -> float:
-        """The wait after the ``failures``-th failed attempt: doubling, capped, then 50-100 % of it."""
-        backoff = min(self.max_delay_s, self.base_delay_s * 2 ** (failures - 1))
-        return backoff * random.uniform(0.5, 1.0)
 
+class wait_retry_after(wait_base):
+    """The server's ``Retry-After`` (capped at ``cap_s``) where the error has one, else ``otherwise``."""
 
-def _retry_after(exc: BaseException) -> float | None:
-    resp = getattr(exc, "http_response", None)
-    headers = getattr(resp, "headers", None) or {}
-    value = headers.get("Retry-After") if hasattr(headers, "get") else None
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except (TypeError, ValueError):
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def is_transient(exc: BaseException) -> bool:
-    code = _status_of(exc)
-    if _is_transport_error(exc):
-        return True
-    return code == 429 or (code is not None and code >= 500)
-
-
-# The rules of RetryPolicy, as tenacity pieces named in its style (retry_if_..., wait_..., stop_...).
-class _History:
-    """What one call has met so far, kept by tenacity's ``after`` hook for the pieces below.
-
-    Tenacity numbers every attempt; these rules count only failed ones (a workspace lock waited
-    out is not a failure) and time the lock from the first 409, on the injectable ``clock``.
-    """
-
-    def __init__(self, clock: Callable[[], float], wait_on_lock: bool) -> None:
-        self.clock = clock
-        self.wait_on_lock = wait_on_lock
-        self.started = clock()
-        self.failures = 0
-        self.locked_since: float | None = None
-        self.last_error: BaseException | None = None
-
-    def is_lock(self, exc: BaseException | None) -> bool:
-        """A 409 "workspace locked" that this call waits out."""
-        return self.wait_on_lock and exc is not None and _status_of(exc) == 409
-
-    def note(self, retry_state: RetryCallState) -> None:
-        """Tenacity's ``after`` hook: runs after each failed attempt that the ``retry`` rule accepts."""
-        exc = _error_of(retry_state)
-        self.last_error = exc
-        if self.is_lock(exc):
-            self.locked_since = self.clock() if self.locked_since is None else self.locked_since
-        else:
-            self.failures += 1
-
-    def may_have_acted(self) -> bool:
-        """The last attempt failed in a way where the server may have carried the request out."""
-        exc = self.last_error
-        return exc is not None and not self.is_lock(exc) and _status_of(exc) != 429
-
-
-def _error_of(retry_state: RetryCallState) -> BaseException | None:
-    return retry_state.outcome.exception() if retry_state.outcome is not None else None
-
-
-@dataclass
-class retry_if_transient_or_locked(retry_base):
-    """Retry 429, 5xx and transport errors, and a locked workspace where the call waits for locks.
-
-    Anything else ends the call at once: other 4xx, and Airflow errors (which pass through as they are).
-    """
-
-    history: _History
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        exc = _error_of(retry_state)
-        if not isinstance(exc, Exception) or isinstance(exc, AirflowException):
-            return False
-        return self.history.is_lock(exc) or is_transient(exc)
-
-
-@dataclass
-class wait_retry_after_or_backoff(wait_base):
-    """A lock poll after a 409; else the server's ``Retry-After`` (capped) or jittered backoff."""
-
-    policy: RetryPolicy
-    history: _History
+    def __init__(self, otherwise: wait_base, cap_s: float) -> None:
+        self.otherwise = otherwise
+        self.cap_s = cap_s
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        exc = _error_of(retry_state)
-        if self.history.is_lock(exc):
-            return self.policy.lock_poll_s
-        retry_after = _retry_after(exc) if exc is not None else None
-        if retry_after is not None:
-            return min(self.policy.max_retry_after_s, retry_after)
-        return self.policy.backoff_s(self.history.failures)
+        error = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        seconds = retry_after_s(error) if error is not None else None
+        return self.otherwise(retry_state) if seconds is None else min(self.cap_s, seconds)
 
 
-@dataclass
-class stop_lock_outlasts_wait(stop_base):
-    """Stop waiting for a workspace lock once the next poll would pass ``lock_wait_s``."""
+def _retrying(what: str, policy: RetryPolicy, sleep: Callable[[float], None]) -> Retrying:
+    """Transient errors: backoff (50-100 % of the doubling delay) or ``Retry-After``, capped."""
+    half_base, half_cap = policy.base_delay_s / 2, policy.max_delay_s / 2
+    backoff = wait_exponential(multiplier=half_base, max=half_cap) + wait_random_exponential(
+        multiplier=half_base, max=half_cap
+    )
 
-    policy: RetryPolicy
-    history: _History
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        history = self.history
-        if not history.is_lock(_error_of(retry_state)) or history.locked_since is None:
-            return False
-        return history.clock() - history.locked_since + retry_state.upcoming_sleep > self.policy.lock_wait_s
-
-
-@dataclass
-class stop_after_failures(stop_base):
-    """Stop after ``max_attempts`` failed attempts (lock waits do not count)."""
-
-    policy: RetryPolicy
-    history: _History
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.history.failures >= self.policy.max_attempts
-
-
-@dataclass
-class stop_before_total_time(stop_base):
-    """Stop a failing call (not a lock wait) whose next wait would end past ``max_total_s``."""
-
-    policy: RetryPolicy
-    history: _History
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        history = self.history
-        if history.is_lock(_error_of(retry_state)):
-            return False
-        elapsed = history.clock() - history.started
-        return elapsed + retry_state.upcoming_sleep > self.policy.max_total_s
-
-
-def _log_retry(what: str, policy: RetryPolicy, history: _History) -> Callable[[RetryCallState], None]:
-    """Tenacity's ``before_sleep`` hook: one line per wait."""
-
-    def log_it(retry_state: RetryCallState) -> None:
-        exc = _error_of(retry_state)
-        if history.is_lock(exc):
-            log.info("%s: workspace locked (409); waiting %.0f s", what, retry_state.upcoming_sleep)
-            return
-        code = _status_of(exc) if exc is not None else None
+    def log_retry(retry_state: RetryCallState) -> None:
+        error = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        code = status_code(error)
         log.warning(
             "%s: %s (attempt %d/%d); retrying in %.1f s",
             what,
-            f"HTTP {code}" if code else type(exc).__name__,
-            history.failures,
+            f"HTTP {code}" if code else type(error).__name__,
+            retry_state.attempt_number,
             policy.max_attempts,
             retry_state.upcoming_sleep,
         )
 
-    return log_it
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_retry_after(backoff, policy.max_retry_after_s),
+        stop=stop_after_attempt(policy.max_attempts) | stop_before_delay(policy.max_total_s),
+        before_sleep=log_retry,
+        sleep=sleep,
+        reraise=True,
+    )
+
+
+def _waiting_out_locks(
+    send: Callable[[], T], what: str, policy: RetryPolicy, sleep: Callable[[float], None]
+) -> Callable[[], T]:
+    """``send``, tried again every ``lock_poll_s`` while it meets a 409, for ``lock_wait_s`` at most."""
+    retrying = Retrying(
+        retry=retry_if_exception(is_locked),
+        wait=wait_fixed(policy.lock_poll_s),
+        stop=stop_after_delay(policy.lock_wait_s),
+        before_sleep=lambda state: log.info(
+            "%s: workspace locked (409); waiting %.0f s", what, state.upcoming_sleep
+        ),
+        sleep=sleep,
+        reraise=True,
+    )
+
+    def send_when_unlocked() -> T:
+        try:
+            return retrying(send)
+        except Exception as exc:
+            if not is_locked(exc):
+                raise
+            raise IbmCloudApiError(
+                f"{what}: the workspace stayed locked for more than {policy.lock_wait_s:.0f} s "
+                f"(HTTP 409: {getattr(exc, 'message', exc)}); another job is running on it",
+                status_code=409,
+            ) from exc
+
+    return send_when_unlocked
 
 
 def call_with_retries(
@@ -620,52 +561,143 @@ def call_with_retries(
     conn_id: str | None = None,
     wait_on_lock: bool = False,
     recover: Callable[[BaseException], T | None] | None = None,
-    sleep: Callable[[float], None] | None = None,
-    clock: Callable[[], float] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
     before_attempt: Callable[[], None] | None = None,
+    map_error: Callable[[BaseException, str], AirflowException] | None = None,
 ) -> T:
-    """Call ``func`` with the retry rules of :class:`RetryPolicy` (tenacity); map the final error.
+    """Call ``func`` with the retries of :class:`RetryPolicy`; map the final error to an Airflow error.
 
-    ``recover`` is called before re-sending after an error where the server may have acted anyway
-    (5xx, transport error). If it returns something other than ``None``, that is returned instead of
-    sending the request again: this is how job-starting commands avoid starting a second job.
-    ``before_attempt`` runs before every request sent (the request budget waits there).
-    ``sleep`` and ``clock`` replace ``time.sleep`` and ``time.monotonic`` (tests).
+    * ``wait_on_lock``: a 409 (workspace locked) is waited out inside the attempt (it is no failure).
+    * ``recover`` is called before re-sending after an error where the server may have acted anyway
+      (5xx, transport error; not 429). If it returns something other than ``None``, that is returned
+      instead of sending the request again: this is how job-starting commands avoid a second job.
+    * ``before_attempt`` runs before every request sent (the request budget waits there).
+    * ``map_error(exc, what)`` maps the last error (default :func:`map_api_error`); Airflow errors
+      pass through as they are, unretried.
+    * ``sleep`` replaces ``time.sleep`` (tests; tenacity reads the time from ``time.monotonic``).
     """
-    history = _History(clock or time.monotonic, wait_on_lock)
-    retrying = Retrying(
-        retry=retry_if_transient_or_locked(history),
-        after=history.note,
-        wait=wait_retry_after_or_backoff(policy, history),
-        stop=(
-            stop_lock_outlasts_wait(policy, history)
-            | stop_after_failures(policy, history)
-            | stop_before_total_time(policy, history)
-        ),
-        before_sleep=_log_retry(what, policy, history),
-        sleep=sleep or time.sleep,
-        reraise=True,  # the last error itself, mapped below
-    )
 
-    def attempt() -> T:
-        if recover is not None and history.may_have_acted():
-            recovered = recover(history.last_error)  # type: ignore[arg-type]
-            if recovered is not None:
-                log.info("%s: the first request had been accepted; not sending it again", what)
-                return recovered
+    def send() -> T:
         if before_attempt is not None:
             before_attempt()
         return func()
 
+    if wait_on_lock:
+        send = _waiting_out_locks(send, what, policy, sleep)
+    failed: list[BaseException] = []  # the errors of the attempts so far
+
+    def attempt() -> T:
+        if recover is not None and failed and status_code(failed[-1]) != 429:
+            recovered = recover(failed[-1])
+            if recovered is not None:
+                log.info("%s: the first request had been accepted; not sending it again", what)
+                return recovered
+        try:
+            return send()
+        except Exception as exc:
+            failed.append(exc)
+            raise
+
     try:
-        return retrying(attempt)
+        return _retrying(what, policy, sleep)(attempt)
     except AirflowException:
         raise
     except Exception as exc:
-        if history.is_lock(exc):  # a lock is retried until it outlasts lock_wait_s
-            raise IbmCloudApiError(
-                f"{what}: the workspace stayed locked for more than {policy.lock_wait_s:.0f} s "
-                f"(HTTP 409: {getattr(exc, 'message', exc)}); another job is running on it",
-                status_code=409,
-            ) from exc
-        raise map_api_error(exc, what, conn_id) from exc
+        mapped = map_error(exc, what) if map_error is not None else map_api_error(exc, what, conn_id)
+        raise mapped from exc
+
+
+# ----------------------------------------------------------------------------------------------
+# The base hook
+# ----------------------------------------------------------------------------------------------
+class IbmCloudBaseHook(BaseHook):
+    """The base of every hook that calls IBM Cloud.
+
+    * ``config``: the parsed connection (``config_class``, from the connection named by the
+      attribute ``conn_name_attr``), read once;
+    * ``authenticator`` and :meth:`account_id`: the API key's IAM authenticator and account;
+    * :meth:`_call`: one request with the retries of ``retry_policy``, its final error mapped by
+      :meth:`_map_error`.
+
+    :param ibm_conn_id: the ``ibm_cloud_default``-style connection.
+    :param retry_policy: overrides :class:`RetryPolicy`.
+    :param request_timeout: per-request HTTP timeout in seconds.
+    :param sleep: replaces ``time.sleep`` between retries (tests).
+    """
+
+    conn_name_attr = "ibm_conn_id"
+    default_conn_name = "ibm_cloud_default"
+    conn_type = "ibm_cloud"
+    hook_name = "IBM Cloud"
+    config_class: ClassVar[type] = IbmCloudConnectionConfig
+
+    def __init__(
+        self,
+        ibm_conn_id: str = default_conn_name,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        request_timeout: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        setattr(self, self.conn_name_attr, ibm_conn_id)
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.request_timeout = request_timeout
+        self._sleep = sleep
+
+    @property
+    def conn_id(self) -> str:
+        return getattr(self, self.conn_name_attr)
+
+    @cached_property
+    def config(self) -> Any:
+        """The parsed connection (no network call)."""
+        return self.config_class.from_connection(get_connection(self.conn_id))
+
+    @cached_property
+    def authenticator(self) -> Any:
+        return self.config.authenticator()
+
+    def validate(self) -> dict[str, Any]:
+        """Parse and check the connection (no network call); return a secret-free summary."""
+        return self.config.describe()
+
+    def account_id(self) -> str:
+        """The API key's account: the ``account.bss`` claim of its IAM access token."""
+        import jwt
+
+        # The base class's _call: an IAM request, never metered as a service's (SchematicsHook).
+        token = IbmCloudBaseHook._call(self, "IAM token request", self.authenticator.token_manager.get_token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+        account = (claims.get("account") or {}).get("bss")
+        if not account:
+            raise IbmCloudPermanentError(
+                f"the IAM token of connection '{self.conn_id}' names no account (claim account.bss)"
+            )
+        return str(account)
+
+    def _call(
+        self,
+        what: str,
+        func: Callable[[], T],
+        *,
+        wait_on_lock: bool = False,
+        recover: Callable[[BaseException], T | None] | None = None,
+        before_attempt: Callable[[], None] | None = None,
+        map_error: Callable[[BaseException, str], AirflowException] | None = None,
+    ) -> T:
+        """One request with the hook's retries (see :func:`call_with_retries`)."""
+        return call_with_retries(
+            func,
+            what=what,
+            policy=self.retry_policy,
+            conn_id=self.conn_id,
+            wait_on_lock=wait_on_lock,
+            recover=recover,
+            sleep=self._sleep,
+            before_attempt=before_attempt,
+            map_error=map_error or self._map_error,
+        )
+
+    def _map_error(self, exc: BaseException, what: str) -> AirflowException:
+        return map_api_error(exc, what, self.conn_id)

@@ -13,7 +13,7 @@ servers bill until their destroy starts, while deleting the emptied workspace ca
 request takes a slot of its own tier and of every wider one.
 
 The triggerer waits for a slot on its event loop (``acquire_async``) and hands it to the thread
-that sends the request through ``SchematicsHook.prepaid_request()``.
+that sends the request through ``SchematicsHook.with_prepaid_slot()``.
 
 Processes on other machines (Celery or Kubernetes workers) keep their own budget: give each
 machine its share through the connection's ``rate_limit_per_minute`` (see docs/provider.md).
@@ -106,7 +106,7 @@ class RequestBudget:
                 raise self._exhausted(tier)
 
     def _exhausted(self, tier: str) -> Exception:
-        from ibm_cloud_airflow.hooks.base import IbmCloudApiError
+        from ibm_cloud_airflow.exceptions import IbmCloudApiError
 
         return IbmCloudApiError(
             f"No Schematics request budget for a {tier} request within {self.max_wait_s:.0f} s "

@@ -1,4 +1,8 @@
-"""Hook for IBM Cloud Object Storage through ``ibm_boto3`` (S3 API; HMAC or IAM API-key auth)."""
+"""Hook for IBM Cloud Object Storage through ``ibm_boto3`` (S3 API; HMAC or IAM API-key auth).
+
+Requests retry as every IBM Cloud hook's do (``hooks/base.py``: 429, 5xx and transport errors, with
+``Retry-After`` honoured), not with botocore's own retries, which are turned off.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +11,21 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowException
 
-from ibm_cloud_airflow.hooks.base import (
-    CosConnectionConfig,
-    IbmCloudApiError,
-    IbmCloudNotFoundError,
-    IbmCloudPermanentError,
-    get_connection,
-)
+from ibm_cloud_airflow.exceptions import IbmCloudApiError, IbmCloudNotFoundError, IbmCloudPermanentError
+from ibm_cloud_airflow.hooks.base import CosConnectionConfig, IbmCloudBaseHook, RetryPolicy, map_api_error
 from ibm_cloud_airflow.utils.lineage import report_read, report_write
 
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
 _AUTH_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Unauthorized", "401"}
 
 
-class CosHook(BaseHook):
+class CosHook(IbmCloudBaseHook):
     """Reads and writes IBM COS objects.
 
     Every object read or written is reported to Airflow's hook lineage collector (an asset
@@ -37,13 +34,16 @@ class CosHook(BaseHook):
 
     :param cos_conn_id: the ``ibm_cos_default``-style connection (``endpoint_url`` + HMAC keys, or
         ``auth_type = "iam"`` and an API key).
-    :param use_vm_endpoint: talk to ``vm_endpoint_url`` instead of ``endpoint_url``.
+    :param connect_timeout: seconds to open a connection.
+    :param read_timeout: seconds to wait for a response.
+    :param max_attempts: tries per request (429, 5xx and transport errors are retried).
     """
 
     conn_name_attr = "cos_conn_id"
     default_conn_name = "ibm_cos_default"
     conn_type = "ibm_cos"
     hook_name = "IBM Cloud Object Storage"
+    config_class = CosConnectionConfig
 
     def __init__(
         self,
@@ -53,15 +53,11 @@ class CosHook(BaseHook):
         read_timeout: float = 60.0,
         max_attempts: int = 5,
     ) -> None:
-        super().__init__()
-        self.cos_conn_id = cos_conn_id
+        super().__init__(
+            cos_conn_id, retry_policy=RetryPolicy(max_attempts=max_attempts), request_timeout=read_timeout
+        )
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.max_attempts = max_attempts
-
-    @cached_property
-    def config(self) -> CosConnectionConfig:
-        return CosConnectionConfig.from_connection(get_connection(self.cos_conn_id))
 
     @cached_property
     def client(self) -> Any:
@@ -69,7 +65,7 @@ class CosHook(BaseHook):
         from ibm_botocore.client import Config
 
         cfg = self.config
-        retries = {"max_attempts": self.max_attempts, "mode": "standard"}
+        retries = {"max_attempts": 1, "mode": "standard"}  # no botocore retries: see the module doc
         if cfg.auth_type == "iam":
             return ibm_boto3.client(
                 "s3",
@@ -102,37 +98,32 @@ class CosHook(BaseHook):
     def get_conn(self) -> Any:
         return self.client
 
-    def validate(self) -> dict[str, Any]:
-        """Parse and check the connection (no network call); return a secret-free summary."""
-        return self.config.describe()
-
     # -- error mapping -----------------------------------------------------------------------
-    def _call(self, what: str, func: Callable[[], Any]) -> Any:
+    def _map_error(self, exc: BaseException, what: str) -> AirflowException:
         from ibm_botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
-        try:
-            return func()
-        except ClientError as exc:
+        if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             message = err.get("Message") or str(exc)
             if code in _NOT_FOUND_CODES or status == 404:
-                raise IbmCloudNotFoundError(f"{what}: not found ({code}: {message})") from exc
+                return IbmCloudNotFoundError(f"{what}: not found ({code}: {message})")
             if code in _AUTH_CODES or status in (401, 403):
-                raise IbmCloudPermanentError(
+                return IbmCloudPermanentError(
                     f"{what}: COS denied access ({code}: {message}); check the HMAC keys (login/password) "
                     f"or API key of connection '{self.cos_conn_id}' and the bucket's permissions",
                     status_code=status,
-                ) from exc
-            raise IbmCloudApiError(f"{what}: COS error ({code}: {message})", status_code=status) from exc
-        except EndpointConnectionError as exc:
-            raise IbmCloudApiError(
+                )
+            return IbmCloudApiError(f"{what}: COS error ({code}: {message})", status_code=status)
+        if isinstance(exc, EndpointConnectionError):
+            return IbmCloudApiError(
                 f"{what}: cannot reach COS at {self.config.endpoint_url}; check extra 'endpoint_url' of "
                 f"connection '{self.cos_conn_id}'"
-            ) from exc
-        except BotoCoreError as exc:
-            raise IbmCloudApiError(f"{what}: {type(exc).__name__}: {exc}") from exc
+            )
+        if isinstance(exc, BotoCoreError):
+            return IbmCloudApiError(f"{what}: {type(exc).__name__}: {exc}")
+        return map_api_error(exc, what, self.cos_conn_id)
 
     # -- objects -----------------------------------------------------------------------------
     def head(self, bucket: str, key: str) -> dict[str, Any] | None:
@@ -205,15 +196,12 @@ class CosHook(BaseHook):
             )
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
-        keys: list[str] = []
-
-        def page_all() -> None:
+        def page_all() -> list[str]:  # a retry lists again from the first page
             paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-                keys.extend(obj["Key"] for obj in page.get("Contents") or [])
+            pages = paginator.paginate(Bucket=bucket, Prefix=prefix)
+            return [obj["Key"] for page in pages for obj in page.get("Contents") or []]
 
-        self._call(f"list cos://{bucket}/{prefix}", page_all)
-        return keys
+        return self._call(f"list cos://{bucket}/{prefix}", page_all)
 
     def download_prefix(self, bucket: str, prefix: str, local_dir: str | os.PathLike[str]) -> list[Path]:
         """Download every object under ``prefix`` into ``local_dir`` (relative paths kept)."""

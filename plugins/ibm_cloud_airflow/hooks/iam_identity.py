@@ -10,44 +10,14 @@ Both use the ``ibm_cloud_default`` connection: its API key, and the extras ``iam
 
 from __future__ import annotations
 
-import base64
-import json
 from functools import cached_property
 from typing import Any
 
-from airflow.sdk import BaseHook
-
-from ibm_cloud_airflow.hooks.base import (
-    IbmCloudConnectionConfig,
-    RetryPolicy,
-    call_with_retries,
-    get_connection,
-)
+from ibm_cloud_airflow.exceptions import IbmCloudNotFoundError
+from ibm_cloud_airflow.hooks.base import IbmCloudBaseHook
 
 
-class _PlatformHook(BaseHook):
-    conn_name_attr = "ibm_conn_id"
-    default_conn_name = "ibm_cloud_default"
-    conn_type = "ibm_cloud"
-
-    def __init__(
-        self, ibm_conn_id: str = default_conn_name, *, retry_policy: RetryPolicy | None = None
-    ) -> None:
-        super().__init__()
-        self.ibm_conn_id = ibm_conn_id
-        self.retry_policy = retry_policy or RetryPolicy()
-
-    @cached_property
-    def config(self) -> IbmCloudConnectionConfig:
-        return IbmCloudConnectionConfig.from_connection(get_connection(self.ibm_conn_id))
-
-    def _call(self, what: str, func: Any) -> Any:
-        return call_with_retries(
-            lambda: func().get_result(), what=what, policy=self.retry_policy, conn_id=self.ibm_conn_id
-        )
-
-
-class IamIdentityHook(_PlatformHook):
+class IamIdentityHook(IbmCloudBaseHook):
     hook_name = "IBM Cloud IAM Identity"
 
     @cached_property
@@ -58,19 +28,8 @@ class IamIdentityHook(_PlatformHook):
         client.set_service_url(self.config.iam_identity_url)
         return client
 
-    @cached_property
-    def authenticator(self) -> Any:
-        return self.config.authenticator()
-
     def get_conn(self) -> Any:
         return self.client
-
-    def account_id(self) -> str:
-        """The API key's account, read from the IAM access token's ``account.bss`` claim."""
-        token = self.authenticator.token_manager.get_token()
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return claims["account"]["bss"]
 
     def list_trusted_profiles(self) -> list[dict[str, Any]]:
         """Every trusted profile of the account (following ``pagetoken`` pages)."""
@@ -80,7 +39,7 @@ class IamIdentityHook(_PlatformHook):
         while True:
             page = self._call(
                 "list trusted profiles",
-                lambda t=token: self.client.list_profiles(account, pagesize=100, pagetoken=t),
+                lambda t=token: self.client.list_profiles(account, pagesize=100, pagetoken=t).get_result(),
             )
             out.extend(page.get("profiles") or [])
             nxt = page.get("next")
@@ -91,23 +50,24 @@ class IamIdentityHook(_PlatformHook):
 
     def delete_trusted_profile(self, profile_id: str) -> bool:
         """Delete a trusted profile (its policies go with it); False when it was already gone."""
-        from ibm_cloud_airflow.hooks.base import IbmCloudNotFoundError
-
         try:
-            self._call(f"delete trusted profile {profile_id}", lambda: self.client.delete_profile(profile_id))
+            self._call(
+                f"delete trusted profile {profile_id}",
+                lambda: self.client.delete_profile(profile_id).get_result(),
+            )
         except IbmCloudNotFoundError:
             return False
         return True
 
 
-class GlobalTaggingHook(_PlatformHook):
+class GlobalTaggingHook(IbmCloudBaseHook):
     hook_name = "IBM Cloud Global Tagging"
 
     @cached_property
     def client(self) -> Any:
         from ibm_platform_services import GlobalTaggingV1
 
-        client = GlobalTaggingV1(authenticator=self.config.authenticator())
+        client = GlobalTaggingV1(authenticator=self.authenticator)
         client.set_service_url(self.config.tagging_url)
         return client
 
@@ -117,6 +77,7 @@ class GlobalTaggingHook(_PlatformHook):
     def user_tags(self, crn: str) -> list[str]:
         """The user tags attached to the resource ``crn``."""
         page = self._call(
-            f"list tags of {crn}", lambda: self.client.list_tags(attached_to=crn, tag_type="user", limit=1000)
+            f"list tags of {crn}",
+            lambda: self.client.list_tags(attached_to=crn, tag_type="user", limit=1000).get_result(),
         )
         return [item["name"] for item in (page or {}).get("items") or []]

@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
 import tarfile
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseHook
-
-from ibm_cloud_airflow.hooks.base import (
+from ibm_cloud_airflow.exceptions import (
     IbmCloudApiError,
     IbmCloudConfigError,
-    IbmCloudConnectionConfig,
     IbmCloudNotFoundError,
     IbmCloudPermanentError,
-    RetryPolicy,
-    call_with_retries,
-    get_connection,
 )
+from ibm_cloud_airflow.hooks.base import IbmCloudBaseHook, RetryPolicy, map_api_error
 from ibm_cloud_airflow.hooks.budget import POLL, TEARDOWN, WORK, BudgetSpec, RequestBudget, request_budget
 
 #: Activity statuses after which a job no longer runs.
@@ -120,7 +114,7 @@ def build_variablestore(
     return store
 
 
-class SchematicsHook(BaseHook):
+class SchematicsHook(IbmCloudBaseHook):
     """Talks to IBM Cloud Schematics v1 through ``ibm_schematics.SchematicsV1``.
 
     * Authentication: ``IAMAuthenticator(apikey, url=iam_url, client_id='bx', client_secret='bx')``; a
@@ -135,39 +129,25 @@ class SchematicsHook(BaseHook):
     :param ibm_conn_id: the ``ibm_cloud_default``-style connection.
     :param retry_policy: overrides :class:`~ibm_cloud_airflow.hooks.base.RetryPolicy`.
     :param request_timeout: per-request HTTP timeout in seconds.
+    :param default_tier: the budget tier of requests that name none (see ``hooks/budget.py``).
     """
 
-    conn_name_attr = "ibm_conn_id"
-    default_conn_name = "ibm_cloud_default"
-    conn_type = "ibm_cloud"
     hook_name = "IBM Cloud"
 
     def __init__(
         self,
-        ibm_conn_id: str = default_conn_name,
+        ibm_conn_id: str = IbmCloudBaseHook.default_conn_name,
         *,
         retry_policy: RetryPolicy | None = None,
         request_timeout: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
         default_tier: str = WORK,
     ) -> None:
-        super().__init__()
-        self.ibm_conn_id = ibm_conn_id
-        self.retry_policy = retry_policy or RetryPolicy()
-        self.request_timeout = request_timeout
-        self._sleep = sleep
+        super().__init__(ibm_conn_id, retry_policy=retry_policy, request_timeout=request_timeout, sleep=sleep)
         self.default_tier = default_tier
-        self._prepaid = threading.local()  # slots taken by the caller: see prepaid_request
+        self._prepaid_slots = 0  # budget slots taken by the caller: see with_prepaid_slot
 
     # -- clients -----------------------------------------------------------------------------
-    @cached_property
-    def config(self) -> IbmCloudConnectionConfig:
-        return IbmCloudConnectionConfig.from_connection(get_connection(self.ibm_conn_id))
-
-    @cached_property
-    def authenticator(self) -> Any:
-        return self.config.authenticator()
-
     @cached_property
     def client(self) -> Any:
         from ibm_schematics.schematics_v1 import SchematicsV1
@@ -191,35 +171,28 @@ class SchematicsHook(BaseHook):
         )
         return request_budget(spec)
 
-    @contextmanager
-    def prepaid_request(self) -> Iterator[None]:
-        """In this block, the next metered request of this thread uses a budget slot already taken.
+    def with_prepaid_slot(self) -> SchematicsHook:
+        """A copy of this hook whose first metered request uses a budget slot already taken.
 
         For :class:`SchematicsAsyncHook`, which waits for the slot on the event loop
-        (``acquire_async``) and then calls this hook in a worker thread: waiting inside the thread
-        would tie up the event loop's small thread pool, which every other trigger needs. Later
-        requests in the block wait for their own slot; a slot that no request used ends with the block.
+        (``acquire_async``) and then calls the copy in a worker thread: waiting inside the thread
+        would tie up the event loop's small thread pool, which every other trigger needs. The copy
+        shares the connection, client and budget; its later requests wait for their own slots, and a
+        slot that no request used goes with the copy.
         """
-        previous = getattr(self._prepaid, "slots", 0)
-        self._prepaid.slots = 1
-        try:
-            yield
-        finally:
-            self._prepaid.slots = previous
+        prepaid = copy.copy(self)
+        prepaid._prepaid_slots = 1
+        return prepaid
 
     def _take_budget(self, tier: str) -> None:
         """Take a budget slot of ``tier`` for the request about to be sent (or use the prepaid one)."""
-        if getattr(self._prepaid, "slots", 0):
-            self._prepaid.slots -= 1
+        if self._prepaid_slots:
+            self._prepaid_slots -= 1
         elif self.budget is not None:
             self.budget.acquire(tier)
 
     def get_conn(self) -> Any:
         return self.client
-
-    def validate(self) -> dict[str, Any]:
-        """Parse and check the connection (no network call); return a secret-free summary."""
-        return self.config.describe()
 
     def _call(
         self,
@@ -233,14 +206,11 @@ class SchematicsHook(BaseHook):
     ) -> Any:
         """One Schematics request with retries; each attempt first takes a slot of ``tier``."""
         tier = tier or self.default_tier
-        return call_with_retries(
+        return super()._call(
+            what,
             func,
-            what=what,
-            policy=self.retry_policy,
-            conn_id=self.ibm_conn_id,
             wait_on_lock=wait_on_lock,
             recover=recover,
-            sleep=self._sleep,
             before_attempt=(lambda: self._take_budget(tier)) if metered else None,
         )
 
@@ -592,8 +562,6 @@ class SchematicsHook(BaseHook):
                     self._take_budget(TEARDOWN)
                     self.client.delete_workspace_activity(workspace_id, activity_id, timeout=timeout)
                 except Exception as exc:
-                    from ibm_cloud_airflow.hooks.base import map_api_error
-
                     raise map_api_error(exc, what, self.ibm_conn_id) from exc
             else:
                 self._result(
@@ -702,7 +670,7 @@ class SchematicsAsyncHook:
 
         Waiting inside the thread would tie up the loop's small thread pool, which every other
         trigger in the triggerer (the COS sensors too) needs. So the call runs in the sync hook's
-        :meth:`~SchematicsHook.prepaid_request`: its first request uses the slot taken here.
+        :meth:`~SchematicsHook.with_prepaid_slot`: its first request uses the slot taken here.
         """
         from asgiref.sync import sync_to_async
 
@@ -712,16 +680,16 @@ class SchematicsAsyncHook:
             return await sync_to_async(method, thread_sensitive=False)(*args, **kwargs)
         await hook.budget.acquire_async(tier)
 
-        def call() -> Any:
-            with hook.prepaid_request():
-                return method(*args, **kwargs)
-
-        return await sync_to_async(call, thread_sensitive=False)()
+        prepaid = getattr(hook.with_prepaid_slot(), name)
+        return await sync_to_async(prepaid, thread_sensitive=False)(*args, **kwargs)
 
     def _get_hook(self) -> SchematicsHook:
         if self._hook is None:
             hook = SchematicsHook(self.ibm_conn_id, **self._hook_kwargs)
-            hook.budget  # noqa: B018 - reads the connection, in this thread
+            # Read the connection and build the client here, in this thread, once: the prepaid
+            # copies share them.
+            hook.budget  # noqa: B018
+            hook.client  # noqa: B018
             self._hook = hook
         return self._hook
 

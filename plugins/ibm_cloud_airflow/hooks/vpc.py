@@ -1,10 +1,9 @@
-"""Hook that lists live IBM Cloud VPC resources belonging to a run (for leak checks).
+"""Hook on the IBM Cloud VPC API: list and delete resources, find those a caller's rule names.
 
-Matching rule: the VPC API does **not** return user tags (they live in IBM's Global Tagging
-service), so a resource belongs to the run whose slug is ``<slug>`` when its name is ``<slug>`` or
-starts with ``<slug>-`` (every resource the Terraform creates is named ``<slug>-<role>``). Boot
-volumes are named by the provider from the instance name, and any volume attached to one of the
-run's instances is matched as well.
+:meth:`VpcHook.find_resources` takes the caller's rule on resource names (the VPC API does **not**
+return user tags: they live in IBM's Global Tagging service, see ``hooks/iam_identity.py``). Boot
+volumes are named by IBM from the instance name, so any volume attached to a matched instance is
+matched as well.
 
 The hook calls the VPC API through IBM's SDK core (``ibm_cloud_sdk_core.BaseService``: IAM
 authentication, retries of expired tokens, errors as ``ApiException``), as ``ibm_vpc.VpcV1`` does,
@@ -16,20 +15,13 @@ checks in the triggerer) for the nine list and eight delete calls made here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache, cached_property
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from airflow.sdk import BaseHook
-
-from ibm_cloud_airflow.hooks.base import (
-    IbmCloudApiError,
-    IbmCloudConnectionConfig,
-    IbmCloudNotFoundError,
-    RetryPolicy,
-    call_with_retries,
-    get_connection,
-)
+from ibm_cloud_airflow.exceptions import IbmCloudNotFoundError, VpcResourceInUseError
+from ibm_cloud_airflow.hooks.base import IbmCloudBaseHook, RetryPolicy
 
 #: The VPC API version date sent with every request.
 VPC_API_VERSION = "2025-09-30"
@@ -81,48 +73,30 @@ def _vpc_api_class() -> type:
     return VpcApi
 
 
-def belongs_to_run(name: str | None, slug: str) -> bool:
-    return bool(name) and (name == slug or name.startswith(slug + "-"))
-
-
-class VpcHook(BaseHook):
+class VpcHook(IbmCloudBaseHook):
     """Lists (and deletes) VPC resources; the service URL is the connection's ``vpc_url``."""
 
-    conn_name_attr = "ibm_conn_id"
-    default_conn_name = "ibm_cloud_default"
-    conn_type = "ibm_cloud"
     hook_name = "IBM Cloud VPC"
 
     def __init__(
         self,
-        ibm_conn_id: str = default_conn_name,
+        ibm_conn_id: str = IbmCloudBaseHook.default_conn_name,
         *,
         version: str = VPC_API_VERSION,
         retry_policy: RetryPolicy | None = None,
         request_timeout: float = 60.0,
     ) -> None:
-        super().__init__()
-        self.ibm_conn_id = ibm_conn_id
+        super().__init__(ibm_conn_id, retry_policy=retry_policy, request_timeout=request_timeout)
         self.version = version
-        self.retry_policy = retry_policy or RetryPolicy()
-        self.request_timeout = request_timeout
-
-    @cached_property
-    def config(self) -> IbmCloudConnectionConfig:
-        return IbmCloudConnectionConfig.from_connection(get_connection(self.ibm_conn_id))
 
     @cached_property
     def client(self) -> Any:
         return _vpc_api_class()(
-            version=self.version, authenticator=self.config.authenticator(), service_url=self.config.vpc_url
+            version=self.version, authenticator=self.authenticator, service_url=self.config.vpc_url
         )
 
     def get_conn(self) -> Any:
         return self.client
-
-    def validate(self) -> dict[str, Any]:
-        """Parse and check the connection (no network call); return a secret-free summary."""
-        return self.config.describe()
 
     def list_all(self, kind: str) -> list[dict[str, Any]]:
         """Every resource of ``kind`` (see :data:`RESOURCE_LISTS`), following ``next`` pages."""
@@ -131,11 +105,8 @@ class VpcHook(BaseHook):
         start: str | None = None
         while True:
             params: dict[str, Any] = {"limit": 100, **({"start": start} if start else {})}
-            page = call_with_retries(
-                lambda p=params: self.client.list(key, timeout=self.request_timeout, **p),
-                what=f"list VPC {key}",
-                policy=self.retry_policy,
-                conn_id=self.ibm_conn_id,
+            page = self._call(
+                f"list VPC {key}", lambda p=params: self.client.list(key, timeout=self.request_timeout, **p)
             )
             items.extend(page.get(key) or [])
             href = (page.get("next") or {}).get("href")
@@ -146,23 +117,16 @@ class VpcHook(BaseHook):
 
     def find_image(self, name: str) -> dict[str, Any] | None:
         """The image called ``name`` in the connection's region (``status``, ``id``, ...), or None."""
-        page = call_with_retries(
+        page = self._call(
+            f"find VPC image {name}",
             lambda: self.client.list("images", name=name, limit=1, timeout=self.request_timeout),
-            what=f"find VPC image {name}",
-            policy=self.retry_policy,
-            conn_id=self.ibm_conn_id,
         )
         images = (page or {}).get("images") or []
         return images[0] if images else None
 
     def _get_or_none(self, path: str, what: str) -> dict[str, Any] | None:
         try:
-            return call_with_retries(
-                lambda: self.client.get(path, timeout=self.request_timeout),
-                what=what,
-                policy=self.retry_policy,
-                conn_id=self.ibm_conn_id,
-            )
+            return self._call(what, lambda: self.client.get(path, timeout=self.request_timeout))
         except IbmCloudNotFoundError:
             return None
 
@@ -176,15 +140,18 @@ class VpcHook(BaseHook):
         region_path, zone_path = self.client.encode_path_vars(region, zone)
         return self._get_or_none(f"/regions/{region_path}/zones/{zone_path}", f"get VPC zone {zone}")
 
-    def find_run_resources(self, slug: str) -> list[dict[str, str]]:
-        """Live resources of the run ``slug`` as ``[{"kind", "id", "name"}]`` (instances first, VPCs last)."""
+    def find_resources(self, named: Callable[[str], bool]) -> list[dict[str, str]]:
+        """Live resources whose name ``named`` accepts, and the volumes attached to such instances.
+
+        As ``[{"kind", "id", "name"}]``, in :data:`RESOURCE_LISTS` order (instances first, VPCs last).
+        """
         found: list[dict[str, str]] = []
         instance_ids: set[str] = set()
         instance_volume_ids: set[str] = set()
         for kind in RESOURCE_LISTS:
             for item in self.list_all(kind):
                 name = item.get("name")
-                match = belongs_to_run(name, slug)
+                match = bool(name) and named(name)
                 if kind == "instance" and match:
                     instance_ids.add(item.get("id", ""))
                     for att in [
@@ -206,15 +173,11 @@ class VpcHook(BaseHook):
                     match = (
                         item.get("id") in instance_volume_ids
                         or bool(attached & instance_ids)
-                        or any(belongs_to_run(n, slug) for n in attached_names)
+                        or any(bool(n) and named(n) for n in attached_names)
                     )
                 if match:
                     found.append({"kind": kind, "id": item.get("id", ""), "name": name or ""})
         return found
-
-
-class VpcResourceInUseError(IbmCloudApiError):
-    """HTTP 409: IBM refuses the delete until what depends on the resource is gone; retry later."""
 
 
 def delete_resource(hook: VpcHook, kind: str, resource_id: str) -> bool:
@@ -238,9 +201,7 @@ def delete_resource(hook: VpcHook, kind: str, resource_id: str) -> bool:
             raise
         return True
 
-    deleted = call_with_retries(
-        send, what=f"delete VPC {kind} {resource_id}", policy=hook.retry_policy, conn_id=hook.ibm_conn_id
-    )
+    deleted = hook._call(f"delete VPC {kind} {resource_id}", send)
     if "in_use" in outcome:
         raise VpcResourceInUseError(
             f"delete VPC {kind} {resource_id}: in use (HTTP 409: {outcome['in_use']})", status_code=409

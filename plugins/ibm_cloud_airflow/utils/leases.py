@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudNotFoundError
+from ibm_cloud_airflow.exceptions import IbmCloudApiError, IbmCloudNotFoundError
 
 if TYPE_CHECKING:
     from ibm_cloud_airflow.hooks.schematics import SchematicsHook

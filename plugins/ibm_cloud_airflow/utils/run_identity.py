@@ -1,17 +1,19 @@
-"""Run identity: the slug, COS prefix and tags that name everything a DAG run creates.
+"""Run identity: a slug and a COS prefix per Airflow run, and a description that names the run.
 
-See ``docs/architecture.md`` ("Run identity").
+The tags a pipeline puts on what a run creates are the pipeline's own (the shipped DAG's are in
+``gpu_pipeline/naming.py``). See ``docs/provider.md`` ("Run identity").
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
 
 SLUG_MAX_LEN = 40
 _HASH_LEN = 8
 _NOT_ALLOWED = re.compile(r"[^a-z0-9]+")
+#: What :func:`run_slug` returns: ``[a-z0-9-]``, starts with a letter, ends in ``-`` and 8 hex digits.
+SLUG_RE = re.compile(r"^[a-z][a-z0-9-]*-[0-9a-f]{8}$")
 
 
 def _sanitize(text: str) -> str:
@@ -39,20 +41,6 @@ def run_prefix(output_prefix: str, dag_id: str, slug: str) -> str:
     """Return the run's COS prefix ``<output_prefix>/<dag_id>/<slug>/`` (no leading slash)."""
     parts = [p for p in (output_prefix.strip("/"), dag_id.strip("/"), slug.strip("/")) if p]
     return "/".join(parts) + "/"
-
-
-def format_deadline(deadline: datetime | str) -> str:
-    """``YYYYMMDDTHHMMSSZ`` in UTC for a datetime or an RFC 3339 string."""
-    if isinstance(deadline, str):
-        deadline = datetime.fromisoformat(deadline.replace("Z", "+00:00"))
-    if deadline.tzinfo is None:
-        deadline = deadline.replace(tzinfo=UTC)
-    return deadline.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def run_tags(slug: str, deadline: datetime | str) -> list[str]:
-    """Tags for every resource of the run: ``airflow-run:<slug>`` and ``ttl:<YYYYMMDDTHHMMSSZ>``."""
-    return [f"airflow-run:{slug}", f"ttl:{format_deadline(deadline)}"]
 
 
 _DESCRIPTION = "Airflow run dag_id={dag_id} run_id={run_id}"

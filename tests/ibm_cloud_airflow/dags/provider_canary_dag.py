@@ -66,7 +66,7 @@ def build_dag() -> Any:
         @task
         def inspect_variables(workspace_id: str) -> None:
             """Every Schematics variable holding a connection secret must be ``secure``."""
-            from ibm_cloud_airflow.hooks.base import get_connection
+            from ibm_cloud_airflow.utils.secrets import get_connection
 
             secrets = [get_connection(c).password for c in ("ibm_cloud_default", "ibm_cos_default")]
             workspace = SchematicsHook().get_workspace(workspace_id)

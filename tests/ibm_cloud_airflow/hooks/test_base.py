@@ -11,19 +11,21 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from ibm_cloud_airflow.hooks.base import (
-    CosConnectionConfig,
+from ibm_cloud_airflow.exceptions import (
     IbmCloudApiError,
     IbmCloudConfigError,
-    IbmCloudConnectionConfig,
     IbmCloudNotFoundError,
     IbmCloudPermanentError,
+)
+from ibm_cloud_airflow.hooks.base import (
+    CosConnectionConfig,
+    IbmCloudConnectionConfig,
     RetryPolicy,
     call_with_retries,
     map_api_error,
-    validate_cos_connection,
-    validate_ibm_connection,
 )
+from ibm_cloud_airflow.hooks.cos import CosHook
+from ibm_cloud_airflow.hooks.schematics import SchematicsHook
 
 from ..conftest import CANARY_API_KEY, CANARY_HMAC_SECRET, api_error
 
@@ -84,18 +86,18 @@ class TestIbmCloudConnection:
         assert fragment in str(err.value)
         assert "Connection 'ibm_cloud_default'" in str(err.value)
 
-    def test_validate_helpers_read_env_connections(self, ibm_env):
-        summary = validate_ibm_connection()
+    def test_hooks_validate_env_connections(self, ibm_env):
+        summary = SchematicsHook().validate()
         assert summary["region"] == "us-south"
         assert CANARY_API_KEY not in json.dumps(summary)
-        cos = validate_cos_connection()
+        cos = CosHook().validate()
         assert cos["auth_type"] == "hmac"
         assert CANARY_HMAC_SECRET not in json.dumps(cos)
 
     def test_missing_connection_says_how_to_define_it(self, monkeypatch):
         monkeypatch.delenv("AIRFLOW_CONN_NOPE", raising=False)
         with pytest.raises(IbmCloudConfigError, match="AIRFLOW_CONN_NOPE"):
-            validate_ibm_connection("nope")
+            SchematicsHook("nope").validate()
 
 
 class TestCosConnection:
@@ -158,16 +160,27 @@ class TestErrorMapping:
 
 
 class Clock:
+    """Time that only ``sleep`` moves; the newest Clock is what ``time.monotonic`` (tenacity) reads."""
+
+    current: Clock | None = None
+
     def __init__(self):
         self.now = 0.0
         self.sleeps: list[float] = []
+        Clock.current = self
 
     def sleep(self, s):
         self.sleeps.append(s)
         self.now += s
 
-    def __call__(self):
-        return self.now
+
+@pytest.fixture(autouse=True)
+def monotonic_from_the_clock(monkeypatch):
+    real = time.monotonic
+    Clock.current = None
+    monkeypatch.setattr(time, "monotonic", lambda: Clock.current.now if Clock.current else real())
+    yield
+    Clock.current = None
 
 
 def flaky(*outcomes):
@@ -207,14 +220,14 @@ class TestRetries:
     def test_retry_after_is_honoured(self):
         clock = Clock()
         f = flaky(api_error(429, headers={"Retry-After": "7"}), "ok")
-        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock) == "ok"
+        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep) == "ok"
         assert clock.sleeps == [7.0]
 
     def test_retry_after_as_an_http_date(self):
         clock = Clock()
         when = formatdate(time.time() + 30, usegmt=True)
         f = flaky(api_error(503, headers={"Retry-After": when}), "ok")
-        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock) == "ok"
+        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep) == "ok"
         assert len(clock.sleeps) == 1 and 28 <= clock.sleeps[0] <= 30
 
     @pytest.mark.parametrize(("header", "expected"), [("1000", 120.0), ("in an hour", 120.0), ("0", 0.0)])
@@ -223,13 +236,13 @@ class TestRetries:
             header = formatdate(time.time() + 3600, usegmt=True)
         clock = Clock()
         f = flaky(api_error(429, headers={"Retry-After": header}), "ok")
-        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock) == "ok"
+        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep) == "ok"
         assert clock.sleeps == [expected]
 
     def test_a_date_in_the_past_retries_at_once(self):
         clock = Clock()
         f = flaky(api_error(429, headers={"Retry-After": "Mon, 01 Jan 2001 00:00:00 GMT"}), "ok")
-        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock) == "ok"
+        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep) == "ok"
         assert clock.sleeps == [0.0]
 
     def test_backoff_doubles_up_to_its_cap(self, jitter):
@@ -238,9 +251,7 @@ class TestRetries:
             jitter(end)
             clock = Clock()
             with pytest.raises(IbmCloudApiError):
-                call_with_retries(
-                    flaky(*[api_error(500)] * 6), what="x", policy=policy, sleep=clock.sleep, clock=clock
-                )
+                call_with_retries(flaky(*[api_error(500)] * 6), what="x", policy=policy, sleep=clock.sleep)
             assert clock.sleeps == expected, end
 
     def test_backoff_is_jittered(self):
@@ -249,9 +260,7 @@ class TestRetries:
         for _ in range(5):
             clock = Clock()
             with pytest.raises(IbmCloudApiError):
-                call_with_retries(
-                    flaky(*[api_error(502)] * 4), what="x", policy=policy, sleep=clock.sleep, clock=clock
-                )
+                call_with_retries(flaky(*[api_error(502)] * 4), what="x", policy=policy, sleep=clock.sleep)
             for n, slept in enumerate(clock.sleeps, start=1):
                 assert 2 ** (n - 1) / 2 <= slept <= 2 ** (n - 1)
             runs.append(tuple(clock.sleeps))
@@ -261,7 +270,7 @@ class TestRetries:
         clock = Clock()
         f = counting(flaky(*[api_error(503)] * 10))
         with pytest.raises(IbmCloudApiError, match="HTTP 503") as err:
-            call_with_retries(f, what="x", policy=RetryPolicy(max_attempts=4), sleep=clock.sleep, clock=clock)
+            call_with_retries(f, what="x", policy=RetryPolicy(max_attempts=4), sleep=clock.sleep)
         assert f.calls == 4 and len(clock.sleeps) == 3
         assert clock.sleeps[2] > clock.sleeps[0] * 0.9
         assert "retries were exhausted" in str(err.value)
@@ -270,18 +279,18 @@ class TestRetries:
     def test_transport_errors_are_retried_and_mapped(self):
         clock = Clock()
         f = counting(flaky(requests.ConnectionError("refused"), requests.Timeout("slow"), "ok"))
-        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock) == "ok"
+        assert call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep) == "ok"
         assert f.calls == 3
         f = counting(flaky(*[requests.ConnectionError("refused")] * 3))
         with pytest.raises(IbmCloudApiError, match="could not reach the service") as err:
-            call_with_retries(f, what="x", policy=RetryPolicy(max_attempts=3), sleep=clock.sleep, clock=clock)
+            call_with_retries(f, what="x", policy=RetryPolicy(max_attempts=3), sleep=clock.sleep)
         assert f.calls == 3 and isinstance(err.value.__cause__, requests.ConnectionError)
 
     def test_total_time_cap(self):
         clock = Clock()
         f = counting(flaky(*[api_error(429, headers={"Retry-After": "25"})] * 10))
         with pytest.raises(IbmCloudApiError, match="HTTP 429"):
-            call_with_retries(f, what="x", policy=RetryPolicy(max_total_s=60), sleep=clock.sleep, clock=clock)
+            call_with_retries(f, what="x", policy=RetryPolicy(max_total_s=60), sleep=clock.sleep)
         assert clock.sleeps == [25, 25]  # a third wait would end at 75 s
         assert f.calls == 3
 
@@ -293,9 +302,7 @@ class TestRetries:
             raise api_error(503, headers={"Retry-After": "5"})
 
         with pytest.raises(IbmCloudApiError):
-            call_with_retries(
-                slow, what="x", policy=RetryPolicy(max_total_s=60), sleep=clock.sleep, clock=clock
-            )
+            call_with_retries(slow, what="x", policy=RetryPolicy(max_total_s=60), sleep=clock.sleep)
         assert clock.sleeps == [5, 5]  # 20+5+20+5+20 = 70: a third wait would end past 60 s
 
     @pytest.mark.parametrize(
@@ -306,7 +313,7 @@ class TestRetries:
         clock = Clock()
         f = counting(flaky(api_error(code), "ok"))
         with pytest.raises(kind) as err:
-            call_with_retries(f, what="get ws", policy=RetryPolicy(), sleep=clock.sleep, clock=clock)
+            call_with_retries(f, what="get ws", policy=RetryPolicy(), sleep=clock.sleep)
         assert clock.sleeps == [] and f.calls == 1
         assert str(err.value).startswith("get ws:") and err.value.__cause__ is not None
 
@@ -315,27 +322,24 @@ class TestRetries:
         raised = IbmCloudApiError("no activityid")
         f = counting(flaky(raised, "ok"))
         with pytest.raises(IbmCloudApiError) as err:
-            call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock)
+            call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep)
         assert err.value is raised and f.calls == 1 and clock.sleeps == []
 
     def test_409_waits_when_asked_and_is_bounded(self):
         clock = Clock()
         policy = RetryPolicy(lock_wait_s=30, lock_poll_s=10)
         f = flaky(api_error(409), api_error(409), "ok")
-        assert (
-            call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep, clock=clock)
-            == "ok"
-        )
+        assert call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep) == "ok"
         assert clock.sleeps == [10, 10]
         clock = Clock()
         f = counting(flaky(*[api_error(409)] * 10))
         with pytest.raises(IbmCloudApiError, match="stayed locked for more than 30 s") as err:
-            call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep, clock=clock)
+            call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep)
         assert clock.sleeps == [10, 10, 10] and f.calls == 4  # a fourth poll would end at 40 s
         assert err.value.status_code == 409
         clock = Clock()
         with pytest.raises(IbmCloudApiError, match="locked"):
-            call_with_retries(flaky(api_error(409)), what="x", policy=policy, sleep=clock.sleep, clock=clock)
+            call_with_retries(flaky(api_error(409)), what="x", policy=policy, sleep=clock.sleep)
         assert clock.sleeps == []
 
     def test_waiting_for_a_lock_is_not_a_failed_attempt(self, jitter):
@@ -343,9 +347,7 @@ class TestRetries:
         clock = Clock()
         policy = RetryPolicy(max_attempts=3, lock_poll_s=5, lock_wait_s=100)
         f = flaky(api_error(503), *[api_error(409)] * 4, api_error(503), "ok")
-        result = call_with_retries(
-            f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep, clock=clock
-        )
+        result = call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep)
         assert result == "ok"
         # the second 503 is the second failure: its backoff is 2 s, not 2**5
         assert clock.sleeps == [1, 5, 5, 5, 5, 2]
@@ -354,10 +356,7 @@ class TestRetries:
         clock = Clock()
         policy = RetryPolicy(max_total_s=10, lock_wait_s=60, lock_poll_s=10)
         f = flaky(*[api_error(409)] * 5, "ok")
-        assert (
-            call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep, clock=clock)
-            == "ok"
-        )
+        assert call_with_retries(f, what="x", policy=policy, wait_on_lock=True, sleep=clock.sleep) == "ok"
         assert clock.sleeps == [10] * 5
 
     def test_recover_prevents_second_submission(self):
@@ -375,7 +374,6 @@ class TestRetries:
             policy=RetryPolicy(),
             recover=lambda exc: "job-1",
             sleep=clock.sleep,
-            clock=clock,
             before_attempt=lambda: slots.append(1),
         )
         assert result == "job-1" and len(calls) == 1
@@ -400,7 +398,6 @@ class TestRetries:
             policy=RetryPolicy(),
             recover=recover,
             sleep=clock.sleep,
-            clock=clock,
             before_attempt=lambda: events.append(("slot",)),
         )
         assert result == "sent"
@@ -428,7 +425,6 @@ class TestRetries:
             wait_on_lock=True,
             recover=lambda e: seen.append(e),
             sleep=clock.sleep,
-            clock=clock,
         )
         assert result == "sent" and seen == []
 
@@ -442,7 +438,6 @@ class TestRetries:
             policy=RetryPolicy(),
             wait_on_lock=True,
             sleep=clock.sleep,
-            clock=clock,
             before_attempt=lambda: slots.append(f.calls),
         )
         assert slots == [0, 1, 2, 3]  # each slot taken before its request
@@ -453,7 +448,5 @@ class TestRetries:
 
         f = counting(lambda: "ok")
         with pytest.raises(IbmCloudApiError) as err:
-            call_with_retries(
-                f, what="x", policy=RetryPolicy(), sleep=clock.sleep, clock=clock, before_attempt=no_budget
-            )
+            call_with_retries(f, what="x", policy=RetryPolicy(), sleep=clock.sleep, before_attempt=no_budget)
         assert err.value is exhausted and f.calls == 0

@@ -11,7 +11,8 @@ from unittest import mock
 
 import pytest
 
-from ibm_cloud_airflow.hooks.base import IbmCloudApiError, RetryPolicy
+from ibm_cloud_airflow.exceptions import IbmCloudApiError
+from ibm_cloud_airflow.hooks.base import RetryPolicy
 from ibm_cloud_airflow.hooks.budget import POLL, TEARDOWN, WORK, BudgetSpec, RequestBudget
 
 # The sandbox's rate_limited fault: 4 requests per 3 s per user (Schematics: 50 per minute).
@@ -120,30 +121,27 @@ def metered_hook():
     return hook
 
 
-class TestPrepaidRequest:
+class TestPrepaidSlot:
     def test_the_prepaid_slot_pays_for_the_first_request_only(self, metered_hook):
         hook = metered_hook
-        with hook.prepaid_request():
-            hook._call("a", lambda: "a", tier=POLL)
-            hook._call("b", lambda: "b", tier=TEARDOWN)
+        prepaid = hook.with_prepaid_slot()
+        prepaid._call("a", lambda: "a", tier=POLL)
+        prepaid._call("b", lambda: "b", tier=TEARDOWN)
         assert hook.budget.taken == [TEARDOWN]
         hook._call("c", lambda: "c", tier=POLL)
         assert hook.budget.taken == [TEARDOWN, POLL]
 
     def test_an_unused_slot_does_not_pay_for_a_later_request(self, metered_hook):
         hook = metered_hook
-        with hook.prepaid_request():
-            pass
-        with pytest.raises(RuntimeError), hook.prepaid_request():
-            raise RuntimeError("the call failed before its request")
+        hook.with_prepaid_slot()
         hook._call("a", lambda: "a")
         assert hook.budget.taken == [WORK]
 
     def test_unmetered_requests_leave_the_slot_alone(self, metered_hook):
         hook = metered_hook
-        with hook.prepaid_request():
-            hook._call("IAM token request", lambda: "t", metered=False)
-            hook._call("a", lambda: "a")
+        prepaid = hook.with_prepaid_slot()
+        prepaid._call("IAM token request", lambda: "t", metered=False)
+        prepaid._call("a", lambda: "a")
         assert hook.budget.taken == []
 
     def test_a_retry_takes_a_slot_of_its_own(self, metered_hook):
@@ -158,19 +156,19 @@ class TestPrepaidRequest:
                 raise outcome
             return outcome
 
-        with hook.prepaid_request():
-            assert hook._call("a", send, tier=POLL) == "ok"
+        assert hook.with_prepaid_slot()._call("a", send, tier=POLL) == "ok"
         assert hook.budget.taken == [POLL]
 
-    def test_the_slot_belongs_to_the_thread_that_took_it(self, metered_hook):
+    def test_the_slot_belongs_to_the_copy_and_the_copy_shares_the_rest(self, metered_hook):
         hook = metered_hook
-        with hook.prepaid_request():
-            other = threading.Thread(target=hook._call, args=("other thread", lambda: "x"))
-            other.start()
-            other.join()
-            assert hook.budget.taken == [WORK]  # the other thread waited for its own slot
-            hook._call("this thread", lambda: "y")
+        prepaid = hook.with_prepaid_slot()
+        other = threading.Thread(target=hook._call, args=("other thread", lambda: "x"))
+        other.start()
+        other.join()
+        assert hook.budget.taken == [WORK]  # the hook itself waited for its own slot
+        prepaid._call("the copy", lambda: "y")
         assert hook.budget.taken == [WORK]
+        assert (prepaid.client, prepaid.budget) == (hook.client, hook.budget)
 
     async def test_the_async_hook_waits_on_the_loop_and_prepays_the_thread(self, metered_hook):
         from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook

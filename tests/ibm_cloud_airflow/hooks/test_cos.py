@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudPermanentError
+from ibm_cloud_airflow.exceptions import IbmCloudApiError, IbmCloudPermanentError
 from ibm_cloud_airflow.hooks.cos import CosHook
 
 

@@ -14,12 +14,8 @@ from unittest import mock
 
 import pytest
 
-from ibm_cloud_airflow.hooks.base import (
-    IbmCloudApiError,
-    IbmCloudConfigError,
-    IbmCloudPermanentError,
-    RetryPolicy,
-)
+from ibm_cloud_airflow.exceptions import IbmCloudApiError, IbmCloudConfigError, IbmCloudPermanentError
+from ibm_cloud_airflow.hooks.base import RetryPolicy
 from ibm_cloud_airflow.hooks.schematics import (
     SchematicsHook,
     build_template_tar,

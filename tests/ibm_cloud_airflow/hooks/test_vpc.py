@@ -1,4 +1,4 @@
-"""VpcHook.find_run_resources with the API client mocked (pins paging and the name-matching rule).
+"""VpcHook.find_resources with the API client mocked (pins paging and the matching of attached volumes).
 
 The client's requests themselves (paths, ``version``/``generation``, IAM) run against the sandbox's
 VPC API in tests/ibm_cloud_airflow/test_sandbox_integration.py and the reaper's tests.
@@ -10,7 +10,7 @@ from unittest import mock
 
 import pytest
 
-from ibm_cloud_airflow.hooks.vpc import VpcHook, belongs_to_run
+from ibm_cloud_airflow.hooks.vpc import VpcHook
 
 SLUG = "manual-2026-abc-1a2b3c4d"
 
@@ -55,8 +55,12 @@ def hook(ibm_env):
     return h
 
 
-def test_find_run_resources(hook):
-    found = hook.find_run_resources(SLUG)
+def named_for_the_run(name: str) -> bool:
+    return name == SLUG or name.startswith(SLUG + "-")
+
+
+def test_find_resources(hook):
+    found = hook.find_resources(named_for_the_run)
     assert [(r["kind"], r["id"]) for r in found] == [
         ("instance", "i0"),
         ("volume", "v0"),
@@ -85,6 +89,8 @@ def test_the_hook_does_not_import_the_generated_vpc_sdk():
     assert out.stdout.strip() == "False"
 
 
-def test_belongs_to_run():
-    assert belongs_to_run(f"{SLUG}-vpc", SLUG) and belongs_to_run(SLUG, SLUG)
-    assert not belongs_to_run(f"{SLUG}x", SLUG) and not belongs_to_run(None, SLUG)
+def test_the_rule_sees_names_only_and_never_an_empty_one(hook):
+    seen: list[str] = []
+    hook.find_resources(lambda name: seen.append(name) or False)
+    assert "" not in seen and None not in seen
+    assert f"{SLUG}-vm-0" in seen and "other-run-vm-0" in seen

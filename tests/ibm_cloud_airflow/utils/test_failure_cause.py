@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from airflow.sdk.exceptions import AirflowException
 
-from ibm_cloud_airflow.hooks.base import IbmCloudApiError
+from ibm_cloud_airflow.exceptions import IbmCloudApiError
 from ibm_cloud_airflow.operators.schematics import SchematicsApplyOperator
 from ibm_cloud_airflow.utils.failure_cause import (
     STORE_KEY,

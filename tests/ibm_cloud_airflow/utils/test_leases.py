@@ -6,7 +6,7 @@ from unittest import mock
 
 import pytest
 
-from ibm_cloud_airflow.hooks.base import IbmCloudApiError, IbmCloudNotFoundError
+from ibm_cloud_airflow.exceptions import IbmCloudApiError, IbmCloudNotFoundError
 from ibm_cloud_airflow.utils.leases import acquire_lease, lease_tags, release_lease
 
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 import random
 import re
 import string
-from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from ibm_cloud_airflow.utils.run_identity import run_prefix, run_slug, run_tags
+from ibm_cloud_airflow.utils import run_identity
+from ibm_cloud_airflow.utils.run_identity import run_prefix, run_slug
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9-]*-[0-9a-f]{8}$")
 
@@ -45,20 +45,20 @@ def test_slug_is_deterministic_and_unique() -> None:
     assert len(slugs) > 1990
 
 
+def test_the_published_slug_pattern_is_the_slug_format() -> None:
+    # The reaper recognises slugs by it (gpu_pipeline/naming.py).
+    assert run_identity.SLUG_RE.pattern == SLUG_RE.pattern
+
+
 def test_slug_rejects_empty() -> None:
     with pytest.raises(ValueError):
         run_slug("", "x")
 
 
-def test_prefix_and_tags() -> None:
+def test_prefix() -> None:
     assert run_prefix("gpu-runs", "dag", "slug-1") == "gpu-runs/dag/slug-1/"
     assert run_prefix("/gpu-runs/", "dag", "s") == "gpu-runs/dag/s/"
     assert run_prefix("", "dag", "s") == "dag/s/"
-    deadline = datetime(2026, 12, 1, 17, 3, tzinfo=UTC)
-    assert run_tags("s", deadline) == ["airflow-run:s", "ttl:20261201T170300Z"]
-    assert run_tags("s", "2026-12-01T17:03:00Z") == ["airflow-run:s", "ttl:20261201T170300Z"]
-    other_tz = datetime(2026, 12, 1, 18, 3, tzinfo=timezone(timedelta(hours=1)))
-    assert run_tags("s", other_tz)[1] == "ttl:20261201T170300Z"
 
 
 def test_the_workspace_description_names_the_run():
