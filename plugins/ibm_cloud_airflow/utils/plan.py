@@ -84,9 +84,3 @@ def require_type(task_id: str, name: str, value: Any, kind: type | tuple[type, .
         f"{task_id}: {name} rendered as {type(value).__name__} {value!r}; the values taken from a "
         "plan are typed: keep the task's render_template_as_native_obj=True (the provider's default)"
     )
-
-
-# The names before issue 26, while code outside the provider's Schematics part moves to the new ones.
-plan_field = plan_field_template
-from_plan = value_or_plan_template
-typed = require_type

@@ -29,7 +29,7 @@ from ibm_cloud_airflow.operators.schematics import (
 )
 from ibm_cloud_airflow.triggers.schematics import SchematicsJobTrigger
 from ibm_cloud_airflow.utils import schematics_job as job_module
-from ibm_cloud_airflow.utils.plan import plan_field_template as plan_field
+from ibm_cloud_airflow.utils.plan import plan_field_template
 from ibm_cloud_airflow.utils.schematics_job import JobOutcome
 
 from ..conftest import CANARY_TF_SECRET, FakeStore, make_context
@@ -335,7 +335,7 @@ class TestJobOperators:
 
     def test_a_plan_only_run_skips_the_apply_without_a_request(self, hook):
         op = SchematicsApplyOperator(task_id="apply", workspace_id="ws", plan_task_id="validate")
-        assert op.skip == plan_field("validate", "plan_only")
+        assert op.skip == plan_field_template("validate", "plan_only")
         op.skip = True  # as rendered from the plan
         with pytest.raises(AirflowSkipException):
             op.execute(make_context())
@@ -556,29 +556,17 @@ class TestCreate:
 
 def test_values_from_a_plan():
     create = SchematicsCreateWorkspaceOperator(task_id="c", template_dir=TF, plan_task_id="validate")
-    assert create.workspace_name == plan_field("validate", "workspace_name")
-    assert create.variables == plan_field("validate", "terraform_variables")
-    assert create.secure_variables == plan_field("validate", "secure_variable_refs")
-    assert create.location == plan_field("validate", "region")
-    assert create.workspace_id == plan_field("validate", "existing_workspace_id")
+    assert create.workspace_name == plan_field_template("validate", "workspace_name")
+    assert create.variables == plan_field_template("validate", "terraform_variables")
+    assert create.secure_variables == plan_field_template("validate", "secure_variable_refs")
+    assert create.location == plan_field_template("validate", "region")
+    assert create.workspace_id == plan_field_template("validate", "existing_workspace_id")
     given = SchematicsCreateWorkspaceOperator(
         task_id="c", template_dir=TF, plan_task_id="validate", workspace_name="explicit"
     )
     assert given.workspace_name == "explicit"  # a value given wins over the plan
     delete = SchematicsDeleteWorkspaceOperator(task_id="d", plan_task_id="validate")
-    assert delete.keep_workspace == plan_field("validate", "keep_workspace")
-
-
-def test_plan_field_renders_typed_values_natively():
-    from airflow.sdk.definitions._internal.templater import create_template_env
-
-    template = create_template_env(native=True).from_string(plan_field("validate", "marker_keys"))
-    ti = mock.MagicMock()
-    ti.xcom_pull.return_value = {"marker_keys": ["a/_SUCCESS", "b/_SUCCESS"]}
-    assert template.render(ti=ti) == ["a/_SUCCESS", "b/_SUCCESS"]
-    ti.xcom_pull.assert_called_once_with(task_ids="validate", map_indexes=-1)
-    ti.xcom_pull.return_value = None  # validate failed: no plan
-    assert template.render(ti=ti) is None
+    assert delete.keep_workspace == plan_field_template("validate", "keep_workspace")
 
 
 def test_hook_validate_is_offline(ibm_env):
