@@ -65,7 +65,7 @@ class CosHook(IbmCloudBaseHook):
         from ibm_botocore.client import Config
 
         cfg = self.config
-        retries = {"max_attempts": 1, "mode": "standard"}  # no botocore retries: see the module doc
+        retries = {"total_max_attempts": 1, "mode": "standard"}  # no botocore retries: see the module doc
         if cfg.auth_type == "iam":
             return ibm_boto3.client(
                 "s3",

@@ -117,3 +117,47 @@ def test_copy_is_server_side_within_the_bucket(hook):
     hook.copy("bkt", "runs/r1/vm-0/model.keras", "champion/model.keras")
     assert hook.read_bytes("bkt", "champion/model.keras") == b"weights"
     assert hook.read_bytes("bkt", "runs/r1/vm-0/model.keras") == b"weights"  # a copy, not a move
+
+
+def client_error(status: int, code: str, headers: dict[str, str] | None = None) -> Exception:
+    from ibm_botocore.exceptions import ClientError
+
+    metadata = {"HTTPStatusCode": status, "HTTPHeaders": headers or {}}
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": metadata}, "Get")
+
+
+def test_cos_retries_as_every_ibm_hook_does(hook):
+    # botocore's own retries are off (one attempt per request): the hook retries the request.
+    assert hook.client.meta.config.retries["total_max_attempts"] == 1
+    sleeps: list[float] = []
+    hook._sleep = sleeps.append
+    outcomes = iter(
+        [client_error(503, "SlowDown", {"retry-after": "3"}), client_error(400, "RequestTimeout")]
+    )
+
+    def flaky():
+        for error in outcomes:
+            raise error
+        return "ok"
+
+    assert hook._call("read", flaky) == "ok"
+    assert sleeps[0] == 3.0 and len(sleeps) == 2  # Retry-After honoured; S3's RequestTimeout retried
+    with pytest.raises(IbmCloudApiError, match="COS error"):
+        hook._call("read", lambda: (_ for _ in ()).throw(client_error(500, "InternalError")))
+    assert len(sleeps) == 2 + hook.retry_policy.max_attempts - 1
+
+
+def test_an_unreachable_endpoint_is_retried_then_named(moto_url, monkeypatch):
+    conn = {
+        "conn_type": "ibm_cos",
+        "login": "a",
+        "password": "b",
+        "extra": {"endpoint_url": "http://127.0.0.1:9"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_COS_DOWN", json.dumps(conn))
+    down = CosHook("cos_down", connect_timeout=0.5, max_attempts=3)
+    sleeps: list[float] = []
+    down._sleep = sleeps.append
+    with pytest.raises(IbmCloudApiError, match="cannot reach COS"):
+        down.head("bkt", "key")
+    assert len(sleeps) == 2
