@@ -208,7 +208,7 @@ class TrainingWaitSensor(RecreatesWorkspace, CosKeySensor):
     def _move_aside_peer_failures(self) -> None:
         """The other servers' ``_FAILED`` written because a server was lost: consequences, not causes."""
         bucket = str(self.bucket_name)
-        for folder in self.watch:
+        for folder in self.watched_folders:
             key = f"{folder.rstrip('/')}/_FAILED"
             body = self.hook.read_json(bucket, key) if self.hook.head(bucket, key) else None
             if isinstance(body, dict) and body.get("cause") == PEER_LOST:

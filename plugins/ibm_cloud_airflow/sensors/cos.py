@@ -167,7 +167,7 @@ class CosKeySensor(BaseSensorOperator):
         return keys
 
     @property
-    def watch(self) -> list[str]:
+    def watched_folders(self) -> list[str]:
         """The watched folders, rendered."""
         return key_list(require_type(self.task_id, "watch_prefixes", self.watch_prefixes, list))
 
@@ -189,7 +189,7 @@ class CosKeySensor(BaseSensorOperator):
                 bucket=str(self.bucket_name),
                 keys=self.keys,
                 state=WatchState.from_dict(saved),
-                watch_prefixes=self.watch,
+                watch_prefixes=self.watched_folders,
                 stall_timeout=self.stall_timeout,
                 liveness=LivenessCheck.from_dict(
                     require_type(self.task_id, "liveness_check", self.liveness_check, dict)
@@ -250,7 +250,7 @@ class CosKeySensor(BaseSensorOperator):
             return self.keys
         self.defer(
             trigger=CosKeyTrigger(
-                **{**self._trigger_kwargs(), "bucket_key": self.keys, "watch_prefixes": self.watch},
+                **{**self._trigger_kwargs(), "bucket_key": self.keys, "watch_prefixes": self.watched_folders},
                 state=self.marker_watch(context).state.to_dict(),
             ),
             method_name="execute_complete",
