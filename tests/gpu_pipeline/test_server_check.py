@@ -7,6 +7,7 @@ against the sandbox, nothing mocked but where said.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 from unittest import mock
 
@@ -17,7 +18,7 @@ from gpu_pipeline.recovery import TrainingWaitSensor
 from gpu_pipeline.server_check import GONE, STOPPED, find_lost, liveness_check
 
 from ibm_cloud_airflow.triggers.cos import CosKeyTrigger
-from ibm_cloud_airflow.utils.cos_watch import WatchResult, WatchStatus
+from ibm_cloud_airflow.utils.cos_watch import LivenessCheck, WatchResult, WatchStatus
 from ibm_cloud_airflow.utils.plan import plan_field_template
 
 SLUG = "manual-2026-iam-0badc0de"
@@ -58,6 +59,22 @@ def test_the_sensor_checks_the_plans_run_and_takes_the_profile_from_the_apply():
     assert sensor.slug == plan_field_template("validate", "slug")
     assert sensor.trusted_profile_id == plan_field_template("apply", "trusted_profile_id")
     assert {"slug", "trusted_profile_id", "liveness_check"} <= set(sensor.template_fields)
+
+
+def test_the_check_travels_in_the_serialized_dag_to_the_triggerer():
+    """The scheduler hands the triggerer the serialized task's trigger kwargs (start_from_trigger)."""
+    from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import BaseSerialization, DagSerialization
+
+    with DAG("server_check_probe", schedule=None) as dag:
+        TrainingWaitSensor(
+            task_id="wait", plan_task_id="validate", start_from_trigger=True, server_check_interval=7
+        )
+    data = json.loads(json.dumps(DagSerialization.to_dict(dag)))
+    task = DagSerialization.from_dict(data).get_task("wait")
+    kwargs = BaseSerialization.deserialize(task.start_trigger_args.trigger_kwargs)
+    expected = liveness_check("ibm_cloud_default", plan_field_template("validate", "slug"), 7)
+    assert LivenessCheck.from_dict(kwargs["liveness_check"]) == expected
 
 
 # -- against the sandbox ---------------------------------------------------------------------------
