@@ -83,16 +83,8 @@ class CosApp(ServiceApp):
             return "proxy", "/", {}
         return "proxy", "/<bucket>" if request.path.count("/") <= 1 else "/<bucket>/<key>", {}
 
-    def error(
-        self,
-        status: int,
-        message: str,
-        code: str | None = None,
-        *,
-        headers: dict[str, str] | None = None,
-        details: str | None = None,
-    ) -> Response:
-        return s3_error(status, code or "AccessDenied", message, details or "")
+    def error(self, err: ApiError) -> Response:
+        return s3_error(err.status, err.code or "AccessDenied", err.message, err.details or "")
 
     def ep_proxy(self, request: Request, claims: dict[str, Any]) -> WsgiApp:
         if self.authorizer is not None:

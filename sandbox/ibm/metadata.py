@@ -50,7 +50,7 @@ class MetadataApp(VpcStyleApp):
         self.inventory = inventory
 
     def route_error(self, request: Request, err: HTTPException) -> Response:
-        return self.error(err.code or 404, f"No such metadata path: {request.path}", "not_found")
+        return self.error(ApiError(err.code or 404, f"No such metadata path: {request.path}", "not_found"))
 
     def before(self, request: Request, endpoint: str, claims: dict[str, Any], args: dict[str, Any]) -> None:
         """``version`` is required; the instance must be live (its record replaces ``instance_id``)."""

@@ -4,7 +4,7 @@ Follows the checked facts in the team reference (Schematics v1 API as ``ibm-sche
 it): status codes (201 create, 202 + ``{"activityid"}`` for jobs, 200 ``""`` for delete), the
 ``refresh_token`` header, workspace/activity status strings, 409 while a workspace is locked, the
 per-user rate limit (429 + ``Retry-After``) and the error body shape. Jobs run in background
-threads that call the Terraform engine (``sandbox/terraform/engine.py``).
+threads that call the Terraform runner (``sandbox/terraform/engine.py``).
 """
 
 from __future__ import annotations
@@ -177,24 +177,15 @@ class SchematicsService(ServiceApp):
             self._api_errors_failed = 0
         self._limiter.reset()
 
-    def error(
-        self,
-        status: int,
-        message: str,
-        code: str | None = None,
-        *,
-        headers: dict[str, str] | None = None,
-        details: str | None = None,
-    ) -> Response:
-        return schematics_error(status, message, messageid=code, headers=headers)
+    def error(self, err: ApiError) -> Response:
+        return schematics_error(err.status, err.message, messageid=err.code, headers=err.headers)
 
     def route_error(self, request: Request, err: HTTPException) -> Response:
         if isinstance(err, MethodNotAllowed):
             allow = ", ".join(sorted(err.valid_methods or []))
-            return self.error(
-                405, f"Method {request.method} not allowed on {request.path}", headers={"Allow": allow}
-            )
-        return self.error(err.code or 404, f"No such API path: {request.path}")
+            message = f"Method {request.method} not allowed on {request.path}"
+            return self.error(ApiError(405, message, headers={"Allow": allow}))
+        return self.error(ApiError(err.code or 404, f"No such API path: {request.path}"))
 
     def before(self, request: Request, endpoint: str, claims: dict[str, Any], args: dict[str, Any]) -> None:
         """The per-user rate limit (429), then the ``api_errors`` fault."""
@@ -1056,7 +1047,3 @@ class SchematicsService(ServiceApp):
         for job in jobs:
             if job.thread is not None:
                 job.thread.join(max(0.0, deadline - time.monotonic()))
-
-    def workspace_ids(self) -> list[str]:
-        with self._lock:
-            return list(self._workspaces)

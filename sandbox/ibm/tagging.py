@@ -17,7 +17,7 @@ from werkzeug.wrappers import Request, Response
 
 from sandbox.ibm.errors import json_response
 from sandbox.ibm.iam import TokenAuthority
-from sandbox.ibm.wsgi import Rule, VpcStyleApp
+from sandbox.ibm.wsgi import ApiError, Rule, VpcStyleApp
 from sandbox.inventory import Inventory
 
 
@@ -33,7 +33,7 @@ class TaggingApp(VpcStyleApp):
         self.inventory = inventory
 
     def route_error(self, request: Request, err: HTTPException) -> Response:
-        return self.error(404, "Only GET /v3/tags is served by the sandbox.", "not_found")
+        return self.error(ApiError(404, "Only GET /v3/tags is served by the sandbox.", "not_found"))
 
     def ep_tags(self, request: Request, claims: dict[str, Any]) -> Response:
         if request.args.get("tag_type", "user") != "user":

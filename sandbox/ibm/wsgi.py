@@ -93,7 +93,7 @@ class ServiceApp:
             self.before(request, endpoint, claims, args)
             return getattr(self, "ep_" + endpoint)(request, claims, **args)
         except ApiError as err:
-            return self.error(err.status, err.message, err.code, headers=err.headers, details=err.details)
+            return self.error(err)
 
     def match(self, request: Request) -> tuple[str, str, dict[str, Any]]:
         """``(endpoint, route, url arguments)``; raises werkzeug's ``NotFound``/``MethodNotAllowed``."""
@@ -105,21 +105,13 @@ class ServiceApp:
             self.inventory.count_request(self.service, request.method, route)
 
     # -- hooks ------------------------------------------------------------------------------
-    def error(
-        self,
-        status: int,
-        message: str,
-        code: str | None = None,
-        *,
-        headers: dict[str, str] | None = None,
-        details: str | None = None,
-    ) -> Response:
+    def error(self, err: ApiError) -> Response:
         """The service's error body. Default: ``{"error": message}``."""
-        return json_response({"error": message}, status, headers)
+        return json_response({"error": err.message}, err.status, err.headers)
 
     def route_error(self, request: Request, err: HTTPException) -> Response:
         """No rule matches (404), or not with this method (405, ``err.valid_methods``)."""
-        return self.error(err.code or 404, err.description or "")
+        return self.error(ApiError(err.code or 404, err.description or ""))
 
     def authenticate(self, request: Request, endpoint: str) -> dict[str, Any]:
         """Claims of the request's bearer token (``{}`` unless ``auth``); raises :class:`ApiError` 401."""
@@ -152,36 +144,22 @@ class IamStyleApp(ServiceApp):
 
     unauthorized = ("BXNIM0308E", "Authorization failed: {err}")
 
-    def error(
-        self,
-        status: int,
-        message: str,
-        code: str | None = None,
-        *,
-        headers: dict[str, str] | None = None,
-        details: str | None = None,
-    ) -> Response:
-        return iam_error(status, code or "BXNIM0102E", message, details)
+    def error(self, err: ApiError) -> Response:
+        return iam_error(err.status, err.code or "BXNIM0102E", err.message, err.details)
 
     def route_error(self, request: Request, err: HTTPException) -> Response:
-        return self.error(err.code or 404, "Unable to find the requested resource.", "BXNIM0102E")
+        return self.error(ApiError(err.code or 404, "Unable to find the requested resource.", "BXNIM0102E"))
 
 
 class VpcStyleApp(ServiceApp):
     """The VPC error shape (``errors[{code, message, more_info}]``, ``trace``, ``status_code``):
     the VPC API, the instance metadata service and Global Tagging."""
 
-    def error(
-        self,
-        status: int,
-        message: str,
-        code: str | None = None,
-        *,
-        headers: dict[str, str] | None = None,
-        details: str | None = None,
-    ) -> Response:
-        return vpc_error(status, code or "bad_request", message, headers)
+    def error(self, err: ApiError) -> Response:
+        return vpc_error(err.status, err.code or "bad_request", err.message, err.headers)
 
     def route_error(self, request: Request, err: HTTPException) -> Response:
         code = err.code or 404
-        return self.error(code, err.description or "", "not_found" if code == 404 else "method_not_allowed")
+        return self.error(
+            ApiError(code, err.description or "", "not_found" if code == 404 else "method_not_allowed")
+        )

@@ -37,12 +37,16 @@ class Echo(ServiceApp):
         self.authority = FakeAuthority()
         self.inventory = Inventory()
 
-    def error(self, status, message, code=None, *, headers=None, details=None) -> Response:
-        return json_response({"status": status, "message": message, "code": code}, status, headers)
+    def error(self, err: ApiError) -> Response:
+        return json_response(
+            {"status": err.status, "message": err.message, "code": err.code}, err.status, err.headers
+        )
 
     def route_error(self, request: Request, err: HTTPException) -> Response:
         allow = ", ".join(sorted(err.valid_methods or [])) if isinstance(err, MethodNotAllowed) else ""
-        return self.error(err.code or 404, request.path, headers={"Allow": allow} if allow else None)
+        return self.error(
+            ApiError(err.code or 404, request.path, headers={"Allow": allow} if allow else None)
+        )
 
     def ep_list(self, request: Request, claims: dict[str, Any]) -> Response:
         return json_response({"who": claims["iam_id"]})
