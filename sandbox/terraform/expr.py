@@ -9,14 +9,13 @@ not understand fails loudly instead of producing wrong values.
 from __future__ import annotations
 
 import base64
-import hashlib
 import ipaddress
 import json
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -373,10 +372,6 @@ def _fn_filebase64(ev: Evaluator, path: str) -> str:
         raise HclError(f"no file exists at {path!r} ({exc.strerror})") from exc
 
 
-def _fn_fileexists(ev: Evaluator, path: str) -> bool:
-    return _resolve(ev, path).is_file()
-
-
 def _fn_templatefile(ev: Evaluator, path: str, variables: dict[str, Any] | None = None) -> str:
     text = _fn_file(ev, path)
     if not isinstance(variables, dict):
@@ -479,21 +474,6 @@ def _fn_formatdate(spec: str, timestamp: str) -> str:
     return "".join(out)
 
 
-def _fn_timeadd(timestamp: str, duration: str) -> str:
-    t = parse_timestamp(timestamp)
-    total = 0.0
-    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
-    sign = -1 if duration.startswith("-") else 1
-    body = duration.lstrip("+-")
-    matches = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", body)
-    if not matches or "".join(a + b for a, b in matches) != body:
-        raise HclError(f"invalid duration {duration!r}")
-    for amount, unit in matches:
-        total += float(amount) * units[unit]
-    result = (t + timedelta(seconds=sign * total)).astimezone(UTC)
-    return result.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _fn_regex(pattern: str, string: str) -> Any:
     m = re.search(pattern, string)
     if m is None:
@@ -503,19 +483,6 @@ def _fn_regex(pattern: str, string: str) -> Any:
     if m.re.groups:
         return list(m.groups())
     return m.group(0)
-
-
-def _fn_regexall(pattern: str, string: str) -> list[Any]:
-    out = []
-    compiled = re.compile(pattern)
-    for m in compiled.finditer(string):
-        if compiled.groupindex:
-            out.append({k: m.group(k) for k in compiled.groupindex})
-        elif compiled.groups:
-            out.append(list(m.groups()))
-        else:
-            out.append(m.group(0))
-    return out
 
 
 def _fn_replace(string: str, search: str, replacement: str) -> str:
@@ -557,27 +524,6 @@ def _fn_one(value: Any) -> Any:
     return value[0] if value else None
 
 
-def _fn_lookup(mapping: dict[str, Any], key: str, *default: Any) -> Any:
-    if key in mapping:
-        return mapping[key]
-    if default:
-        return default[0]
-    raise HclError(f"lookup failed to find key {key!r}")
-
-
-def _fn_element(values: list[Any], index: Any) -> Any:
-    if not values:
-        raise HclError("element() of an empty list")
-    return values[int(to_number(index)) % len(values)]
-
-
-def _fn_coalesce(*values: Any) -> Any:
-    for v in values:
-        if v is not None and v != "":
-            return v
-    raise HclError("no non-null, non-empty-string arguments")
-
-
 def _fn_cidrhost(prefix: str, hostnum: Any) -> str:
     try:
         net = ipaddress.ip_network(prefix, strict=False)
@@ -593,45 +539,11 @@ def _fn_cidrhost(prefix: str, hostnum: Any) -> str:
     return str(net.network_address + n)
 
 
-def _fn_cidrsubnet(prefix: str, newbits: Any, netnum: Any) -> str:
-    net = ipaddress.ip_network(prefix, strict=False)
-    subnets = list(net.subnets(prefixlen_diff=int(to_number(newbits))))
-    return str(subnets[int(to_number(netnum))])
-
-
 def _fn_jsondecode(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise HclError(f"invalid JSON: {exc}") from exc
-
-
-def _fn_flatten(values: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for v in values:
-        out.extend(_fn_flatten(v) if isinstance(v, list) else [v])
-    return out
-
-
-def _fn_indent(spaces: Any, string: str) -> str:
-    pad = " " * int(to_number(spaces))
-    lines = string.split("\n")
-    return "\n".join([lines[0]] + [(pad + ln) if ln else ln for ln in lines[1:]])
-
-
-def _fn_merge(*maps: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for m in maps:
-        if m is None:
-            continue
-        if not isinstance(m, dict):
-            raise HclError("merge() arguments must be maps or objects")
-        out.update(m)
-    return out
-
-
-def _fn_tonumber(value: Any) -> Any:
-    return None if value is None else to_number(value)
 
 
 def _fn_tostring(value: Any) -> Any:
@@ -646,75 +558,33 @@ def _fn_jsonencode(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def _distinct(values: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for v in values:
-        if not any(_equal(v, o) for o in out):
-            out.append(v)
-    return out
-
-
 FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "abs": lambda x: abs(to_number(x)),
     "alltrue": lambda xs: all(to_bool(x) for x in xs),
     "anytrue": lambda xs: any(to_bool(x) for x in xs),
-    "base64decode": lambda s: base64.b64decode(s).decode("utf-8"),
-    "base64encode": lambda s: base64.b64encode(to_string(s).encode()).decode("ascii"),
-    "ceil": lambda x: math.ceil(to_number(x)),
-    "chomp": lambda s: re.sub(r"[\r\n]+$", "", s),
     "cidrhost": _fn_cidrhost,
-    "cidrsubnet": _fn_cidrsubnet,
-    "coalesce": _fn_coalesce,
-    "compact": lambda xs: [x for x in xs if x is not None and x != ""],
-    "concat": lambda *ls: [x for lst in ls for x in lst],
     "contains": _fn_contains,
-    "distinct": _distinct,
-    "element": _fn_element,
     "endswith": lambda s, suffix: to_string(s).endswith(to_string(suffix)),
     "file": _fn_file,
     "filebase64": _fn_filebase64,
-    "fileexists": _fn_fileexists,
-    "flatten": _fn_flatten,
     "floor": lambda x: math.floor(to_number(x)),
     "format": _fn_format,
     "formatdate": _fn_formatdate,
-    "indent": _fn_indent,
     "join": lambda sep, lst: to_string(sep).join(to_string(x) for x in lst),
     "jsondecode": _fn_jsondecode,
     "jsonencode": _fn_jsonencode,
     "keys": lambda m: sorted(m),
     "length": _fn_length,
-    "lookup": _fn_lookup,
-    "lower": lambda s: to_string(s).lower(),
-    "max": lambda *xs: normalize_number(max(to_number(x) for x in xs)),
-    "md5": lambda s: hashlib.md5(to_string(s).encode(), usedforsecurity=False).hexdigest(),
-    "merge": _fn_merge,
-    "min": lambda *xs: normalize_number(min(to_number(x) for x in xs)),
-    "nonsensitive": lambda x: x,
     "one": _fn_one,
     "range": lambda *a: list(range(*[int(to_number(x)) for x in a])),
     "regex": _fn_regex,
-    "regexall": _fn_regexall,
     "replace": _fn_replace,
-    "sensitive": lambda x: x,
-    "sha256": lambda s: hashlib.sha256(to_string(s).encode()).hexdigest(),
     "split": lambda sep, s: to_string(s).split(to_string(sep)),
     "startswith": lambda s, prefix: to_string(s).startswith(to_string(prefix)),
     "substr": _fn_substr,
     "templatefile": _fn_templatefile,
-    "timeadd": _fn_timeadd,
-    "tobool": lambda x: None if x is None else to_bool(x),
-    "tolist": lambda xs: list(xs),
-    "tomap": lambda m: dict(m),
-    "tonumber": _fn_tonumber,
-    "toset": lambda xs: sorted(_distinct(list(xs)), key=lambda v: json.dumps(v, sort_keys=True)),
     "tostring": _fn_tostring,
-    "trim": lambda s, chars: to_string(s).strip(chars),
     "trimprefix": lambda s, p: to_string(s).removeprefix(to_string(p)),
-    "trimspace": lambda s: to_string(s).strip(),
-    "trimsuffix": lambda s, p: to_string(s).removesuffix(to_string(p)),
     "upper": lambda s: to_string(s).upper(),
-    "values": lambda m: [m[k] for k in sorted(m)],
 }
 
 
