@@ -1,7 +1,10 @@
 """A local IBM Cloud: IAM, Schematics v1, COS, VPC and instance metadata on loopback.
 
-``from sandbox import Sandbox`` is resolved lazily so that importing ``sandbox.inventory`` or
-``sandbox.faults`` (the Terraform engine does) does not pull in moto and werkzeug.
+Three parts: ``sandbox.terraform`` (the Terraform runner, behind a provider interface),
+``sandbox.ibm`` (the IBM Cloud emulation, whose provider the runner drives) and this package's glue
+(``Sandbox`` in ``core.py``, ``python -m sandbox``, the pytest fixtures in ``testing.py``).
+``from sandbox import Sandbox`` is resolved lazily so that importing the runner alone does not
+pull in moto and werkzeug.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The sandbox's Terraform interpreter (see :mod:`sandbox.terraform.engine`)."""
+"""The sandbox's Terraform runner (:mod:`sandbox.terraform.engine`), behind a provider interface
+(:mod:`sandbox.terraform.provider`); it imports nothing of the IBM emulation."""
 
 from sandbox.terraform.engine import (
     TerraformEngine,
