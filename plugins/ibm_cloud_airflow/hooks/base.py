@@ -621,7 +621,7 @@ class IbmCloudBaseHook(BaseHook):
 
     :param ibm_conn_id: the ``ibm_cloud_default``-style connection.
     :param retry_policy: overrides :class:`RetryPolicy`.
-    :param request_timeout: per-request HTTP timeout in seconds.
+    :param request_timeout: per-request HTTP timeout in seconds (default ``default_request_timeout``).
     :param sleep: replaces ``time.sleep`` between retries (tests).
     """
 
@@ -630,19 +630,20 @@ class IbmCloudBaseHook(BaseHook):
     conn_type = "ibm_cloud"
     hook_name = "IBM Cloud"
     config_class: ClassVar[type] = IbmCloudConnectionConfig
+    default_request_timeout: ClassVar[float] = 60.0
 
     def __init__(
         self,
         ibm_conn_id: str = default_conn_name,
         *,
         retry_policy: RetryPolicy | None = None,
-        request_timeout: float = 60.0,
+        request_timeout: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__()
         setattr(self, self.conn_name_attr, ibm_conn_id)
         self.retry_policy = retry_policy or RetryPolicy()
-        self.request_timeout = request_timeout
+        self.request_timeout = request_timeout or self.default_request_timeout
         self._sleep = sleep
 
     @property

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ibm_cloud_airflow.hooks.base import IbmCloudBaseHook, RetryPolicy
+from ibm_cloud_airflow.hooks.base import IbmCloudBaseHook
 
 
 @dataclass(frozen=True)
@@ -29,15 +29,7 @@ class Access:
 
 class IamPolicyHook(IbmCloudBaseHook):
     hook_name = "IBM Cloud IAM policies"
-
-    def __init__(
-        self,
-        ibm_conn_id: str = IbmCloudBaseHook.default_conn_name,
-        *,
-        retry_policy: RetryPolicy | None = None,
-        request_timeout: float = 30.0,
-    ) -> None:
-        super().__init__(ibm_conn_id, retry_policy=retry_policy, request_timeout=request_timeout)
+    default_request_timeout = 30.0
 
     def get_conn(self) -> Any:
         return self.authenticator

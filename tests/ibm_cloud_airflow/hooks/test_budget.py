@@ -170,7 +170,7 @@ class TestPrepaidSlot:
         assert hook.budget.taken == [WORK]
         assert (prepaid.client, prepaid.budget) == (hook.client, hook.budget)
 
-    async def test_the_async_hook_waits_on_the_loop_and_prepays_the_thread(self, metered_hook):
+    async def test_the_async_hook_waits_on_the_loop_and_prepays_the_call(self, metered_hook):
         from ibm_cloud_airflow.hooks.schematics import SchematicsAsyncHook
 
         hook = metered_hook
@@ -179,6 +179,6 @@ class TestPrepaidSlot:
         async_hook._hook = hook
         assert await async_hook.get_activity("ws", "act") == {"status": "INPROGRESS"}
         assert await async_hook.stop_activity("ws", "act", timeout=5) is True
-        assert hook.budget.taken == ["async poll", "async teardown"]  # no second slot in the thread
+        assert hook.budget.taken == ["async poll", "async teardown"]  # no second slot in the call
         hook.get_activity("ws", "act")  # the slots were used up: a plain call waits for its own
         assert hook.budget.taken == ["async poll", "async teardown", POLL]
