@@ -482,4 +482,3 @@ def test_every_third_party_import_of_the_provider_is_declared():
                 needed[dist.lower().replace("_", "-")] = f"{path.relative_to(PLUGINS)}: {module}"
     missing = {dist: where for dist, where in needed.items() if dist not in declared}
     assert not missing, missing
-
