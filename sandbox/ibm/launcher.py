@@ -144,15 +144,7 @@ class ServerLauncher:
         env = self._environment(instance_id, root)
         env["GPU_WORKLOAD_LOOPBACK_PORTS"] = str(self._port_block(vpc))
         try:
-            proc = subprocess.Popen(
-                ["/bin/sh", str(script_path)],
-                cwd=str(root),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: stop() ends the whole tree
-            )
+            proc = _spawn(script_path, root, env, console)
         except OSError:
             console.close()
             raise
@@ -188,15 +180,7 @@ class ServerLauncher:
         if how == "restarted" and server.script is not None:
             # IBM restarts the instance on another host: the same disk boots, and the job's unit
             # (bootstrap.sh) runs again; cloud-init's runcmd stands in for it here.
-            server.proc = subprocess.Popen(
-                ["/bin/sh", str(server.script)],
-                cwd=str(server.root),
-                env=server.env,
-                stdin=subprocess.DEVNULL,
-                stdout=server.console,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            server.proc = _spawn(server.script, server.root, server.env, server.console)
             server.started_at = time.time()
             threading.Thread(target=self._watch_poweroff, args=(server,), daemon=True).start()
             return
@@ -298,6 +282,19 @@ class ServerLauncher:
             env["GPU_WORKLOAD_FAULT"] = "worker_dies"
         env.update({k: str(v) for k, v in self.extra_env.items()})
         return env
+
+
+def _spawn(script: Path, root: Path, env: dict[str, str], console: IO[bytes]) -> subprocess.Popen:
+    """The server's boot script, in its own process group (stop() ends the whole tree)."""
+    return subprocess.Popen(
+        ["/bin/sh", str(script)],
+        cwd=str(root),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=console,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _ports_free(first: int, count: int) -> bool:

@@ -34,20 +34,20 @@ from sandbox.ibm.provider_schema import schema_errors
 from sandbox.ibm.vpc_rules import (
     DEFAULT_QUOTAS,
     IMAGES,
+    UNKNOWN,
     Image,
     VpcApiError,
     VpcRules,
     delete_instance,
     image_by_name,
     nic_ids,
+    profile_size,
 )
 from sandbox.inventory import Inventory
 from sandbox.terraform.provider import Changes, Created, Job, ProviderError
 
 if TYPE_CHECKING:
     from sandbox.ibm.launcher import ServerLauncher
-
-UNKNOWN = "(known after apply)"
 
 
 class IbmProvider:
@@ -433,15 +433,15 @@ def _computed(rtype: str, cfg: dict[str, Any], rid: str, index: int | None, regi
             primary_network_interface=[nic, *nics[1:]],
             boot_volume=[boot],
             status="running",
-            vcpu=[{"count": _profile_part(cfg.get("profile"), 0)}],
-            memory=_profile_part(cfg.get("profile"), 1),
+            vcpu=[{"count": profile_size(cfg.get("profile"))["vcpu"]}],
+            memory=profile_size(cfg.get("profile"))["memory_gb"],
         )
     elif rtype == "ibm_is_subnet_reserved_ip":
         # id is "<subnet id>/<reserved ip id>" (provider docs); the address is set by _create
         out.update(
             id=f"{cfg.get('subnet', '')}/{rid}",
             reserved_ip=rid,
-            address=cfg.get("address") or "(known after apply)",
+            address=cfg.get("address") or UNKNOWN,
             auto_delete=bool(cfg.get("auto_delete", False)),
             lifecycle_state="stable",
             owner="user",
@@ -459,13 +459,6 @@ def _computed(rtype: str, cfg: dict[str, Any], rid: str, index: int | None, regi
         profile = cfg.get("profile_id") or str(cfg.get("iam_id") or "").removeprefix("iam-")
         out.update(id=f"{profile}/{rid}", policy_id=rid)
     return out
-
-
-def _profile_part(profile: Any, part: int) -> int:
-    try:
-        return int(str(profile).split("-")[1].split("x")[part])
-    except (IndexError, ValueError):
-        return 0
 
 
 def _image_attrs(image: Image, region: str) -> dict[str, Any]:
