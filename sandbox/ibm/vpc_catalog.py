@@ -31,38 +31,53 @@ def zones_of(region: str) -> tuple[str, ...]:
     return tuple(f"{region}-{i}" for i in (1, 2, 3))
 
 
-def _zones(*regions: str) -> tuple[str, ...]:
-    return tuple(zone for region in regions for zone in zones_of(region))
+#: region -> (the GPU models every zone of it offers, {zone number: models only that zone offers}),
+#: the shape of IBM's availability tables (regions for the generally available models, exact zones
+#: for H100/H200 and L4 in Chennai).
+_REGIONS: dict[str, tuple[str, dict[int, str]]] = {
+    "us-south": ("L4 L40S V100", {1: "H100"}),
+    "us-east": ("L4 L40S V100 A100", {2: "H100 H200", 3: "H100 H200"}),
+    "ca-tor": ("L4 L40S V100", {3: "H100 H200"}),
+    "br-sao": ("L4 L40S V100", {1: "H100"}),
+    "eu-de": ("L4 L40S V100 A100", {2: "H100 H200"}),
+    "eu-gb": ("L4 L40S V100 A100", {2: "H100 H200"}),
+    "eu-es": ("L40S", {3: "H100"}),
+    "au-syd": ("L4 L40S V100", {2: "H100", 3: "H200"}),
+    "jp-tok": ("L4 L40S V100 A100", {3: "H100"}),
+    "jp-osa": ("V100", {}),
+    "in-che": ("", {1: "L4 H200"}),
+}
+#: profile -> (GPU model, GPUs, vCPUs, memory in GiB)
+_SIZES = {
+    "gx3-16x80x1l4": ("L4", 1, 16, 80),
+    "gx3-32x160x2l4": ("L4", 2, 32, 160),
+    "gx3-64x320x4l4": ("L4", 4, 64, 320),
+    "gx3-24x120x1l40s": ("L40S", 1, 24, 120),
+    "gx3-48x240x2l40s": ("L40S", 2, 48, 240),
+    "gx2-8x64x1v100": ("V100", 1, 8, 64),
+    "gx2-16x128x1v100": ("V100", 1, 16, 128),
+    "gx2-16x128x2v100": ("V100", 2, 16, 128),
+    "gx2-32x256x2v100": ("V100", 2, 32, 256),
+    "gx3d-24x120x1a100p": ("A100", 1, 24, 120),
+    "gx3d-48x240x2a100p": ("A100", 2, 48, 240),
+    "gx3d-160x1792x8h100": ("H100", 8, 160, 1792),
+    "gx3d-160x1792x8h200": ("H200", 8, 160, 1792),
+}
 
 
-_L4 = (*_zones("us-south", "us-east", "ca-tor", "br-sao", "eu-de", "eu-gb", "au-syd", "jp-tok"), "in-che-1")
-_L40S = _zones("us-south", "us-east", "ca-tor", "br-sao", "eu-de", "eu-gb", "eu-es", "au-syd", "jp-tok")
-_V100 = _zones("us-south", "us-east", "ca-tor", "br-sao", "eu-de", "eu-gb", "au-syd", "jp-tok", "jp-osa")
-_A100 = _zones("us-east", "eu-de", "eu-gb", "jp-tok")
-_H100 = ("us-south-1", "us-east-2", "us-east-3", "ca-tor-3", "br-sao-1")
-_H100 += ("eu-de-2", "eu-gb-2", "eu-es-3", "au-syd-2", "jp-tok-3")
-_H200 = ("us-east-2", "us-east-3", "ca-tor-3", "eu-de-2", "eu-gb-2", "au-syd-3", "in-che-1")
-
-
-def _gpu(model: str, count: int, vcpu: int, memory_gib: int, zones: tuple[str, ...]) -> dict[str, Any]:
-    return {"gpu": model, "gpu_count": count, "vcpu": vcpu, "memory_gib": memory_gib, "zones": sorted(zones)}
+def _offering(model: str) -> list[str]:
+    return sorted(
+        f"{region}-{i}"
+        for region, (every, some) in _REGIONS.items()
+        for i in (1, 2, 3)
+        if model in every.split() or model in some.get(i, "").split()
+    )
 
 
 #: IBM's VPC GPU profiles: model, GPUs, vCPUs, memory (GiB) and the zones that offer each.
 GPU_PROFILES: dict[str, dict[str, Any]] = {
-    "gx3-16x80x1l4": _gpu("L4", 1, 16, 80, _L4),
-    "gx3-32x160x2l4": _gpu("L4", 2, 32, 160, _L4),
-    "gx3-64x320x4l4": _gpu("L4", 4, 64, 320, _L4),
-    "gx3-24x120x1l40s": _gpu("L40S", 1, 24, 120, _L40S),
-    "gx3-48x240x2l40s": _gpu("L40S", 2, 48, 240, _L40S),
-    "gx2-8x64x1v100": _gpu("V100", 1, 8, 64, _V100),
-    "gx2-16x128x1v100": _gpu("V100", 1, 16, 128, _V100),
-    "gx2-16x128x2v100": _gpu("V100", 2, 16, 128, _V100),
-    "gx2-32x256x2v100": _gpu("V100", 2, 32, 256, _V100),
-    "gx3d-24x120x1a100p": _gpu("A100", 1, 24, 120, _A100),
-    "gx3d-48x240x2a100p": _gpu("A100", 2, 48, 240, _A100),
-    "gx3d-160x1792x8h100": _gpu("H100", 8, 160, 1792, _H100),
-    "gx3d-160x1792x8h200": _gpu("H200", 8, 160, 1792, _H200),
+    name: {"gpu": model, "gpu_count": n, "vcpu": vcpu, "memory_gib": gib, "zones": _offering(model)}
+    for name, (model, n, vcpu, gib) in _SIZES.items()
 }
 
 #: region -> the data centres of its zones 1, 2, 3 in the sandbox account's mapping.

@@ -9,7 +9,7 @@ import pytest
 from gpu_pipeline.params import PARAMS
 from gpu_pipeline.run_plan import InvalidRunParameters, build_run_plan, check_params, secure_variable_refs
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
 
