@@ -110,10 +110,6 @@ class Inventory:
                 }
             )
 
-    def jobs(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [dict(j) for j in self._jobs]
-
     # -- request accounting ----------------------------------------------------------------
     def count_request(self, service: str, method: str, route: str) -> None:
         """Count one served request as ``"<service> <METHOD> <route template>"``."""
