@@ -35,6 +35,9 @@ class PlacementApplyOperator(RecreatesWorkspace, SchematicsApplyOperator):
     :param placement_timeout_minutes: after this long, no new placement is tried (templated).
     :param template_dir: the Terraform folder, should the run's workspace have to be created again
         (:class:`~gpu_pipeline.workspace.RecreatesWorkspace`).
+
+    ``job_retries`` (default 0) would submit a failed apply again at the same placement before the
+    failover sees it (the job's own loop): leave it at 0, the failover is the apply's retry.
     """
 
     template_fields: Sequence[str] = (
