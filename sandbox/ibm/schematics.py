@@ -32,7 +32,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.wrappers import Request, Response
 
 from sandbox.faults import FaultSet
-from sandbox.ibm.errors import json_response, schematics_error
+from sandbox.ibm.errors import json_response, now_iso, schematics_error
 from sandbox.ibm.iam import TokenAuthority
 from sandbox.ibm.template_files import removal_reason
 from sandbox.ibm.wsgi import ApiError, Rule, ServiceApp
@@ -48,10 +48,6 @@ LOCK_MESSAGE = (
     "The Job was temporarily locked by {by} at {at}. "
     "Please wait until any current Job execution have completed."
 )
-
-
-def _ts() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _log_ts() -> str:
@@ -463,7 +459,7 @@ class SchematicsService(ServiceApp):
         repo = body.get("template_repo") or {}
         safe = re.sub(r"[^A-Za-z0-9_-]", "-", name)
         w_id = f"{self.region}.workspace.{safe}.{secrets.token_hex(4)}"
-        now, user = _ts(), claims.get("email") or claims["sub"]
+        now, user = now_iso(), claims.get("email") or claims["sub"]
         ws = {
             "id": w_id,
             "name": name,
@@ -536,10 +532,10 @@ class SchematicsService(ServiceApp):
             if frozen is not None:
                 ws["workspace_status"].update(
                     frozen=bool(frozen),
-                    frozen_at=_ts() if frozen else None,
+                    frozen_at=now_iso() if frozen else None,
                     frozen_by=claims["sub"] if frozen else None,
                 )
-            ws["updated_at"], ws["updated_by"] = _ts(), claims["sub"]
+            ws["updated_at"], ws["updated_by"] = now_iso(), claims["sub"]
             ws["last_action_name"] = "WORKSPACE_UPDATE"
             return json_response(self._render(ws, request.host_url.rstrip("/")))
 
@@ -591,7 +587,7 @@ class SchematicsService(ServiceApp):
             ws["template_repo"]["has_uploadedgitrepotar"] = True
             if ws["status"] == "DRAFT":
                 ws["status"] = "INACTIVE"
-            ws["updated_at"], ws["updated_by"] = _ts(), claims["sub"]
+            ws["updated_at"], ws["updated_by"] = now_iso(), claims["sub"]
         return json_response({"file_value": "template.tar", "has_received_file": True, "id": w_id})
 
     @staticmethod
@@ -633,7 +629,7 @@ class SchematicsService(ServiceApp):
                 tpl["env_values"] = body["env_values"]
             if body.get("values") is not None:
                 tpl["values"] = body["values"]
-            ws["updated_at"], ws["updated_by"] = _ts(), claims["sub"]
+            ws["updated_at"], ws["updated_by"] = now_iso(), claims["sub"]
             return json_response(
                 {
                     "env_values": tpl["env_values"],
@@ -853,7 +849,7 @@ class SchematicsService(ServiceApp):
             "status": "CREATED",
             "message": [],
             "performed_by": user,
-            "performed_at": _ts(),
+            "performed_at": now_iso(),
             "templates": [
                 {
                     "template_id": tpl["id"],
@@ -882,7 +878,7 @@ class SchematicsService(ServiceApp):
         job.log_lines = activity["_log"]
         ws["activities"].insert(0, activity)
         ws["job"] = job
-        ws["workspace_status"].update(locked_by=user, locked_time=_ts())
+        ws["workspace_status"].update(locked_by=user, locked_time=now_iso())
         ws["_status_before"] = ws["status"]
         ws["status"] = "INPROGRESS"
         ws["last_action_name"] = name
@@ -927,7 +923,7 @@ class SchematicsService(ServiceApp):
                 outcome = "STOPPED"
             act["status"] = "INPROGRESS"
             for tpl_act in act["templates"]:
-                tpl_act.update(status="INPROGRESS", start_time=_ts())
+                tpl_act.update(status="INPROGRESS", start_time=now_iso())
                 tpl_act["log_summary"]["activity_status"] = "INPROGRESS"
             tpl = ws["templates"][0]
             template_dir = Path(tpl["dir"]) / tpl["folder"] if tpl["dir"] else self.state_dir / "empty"
@@ -999,7 +995,7 @@ class SchematicsService(ServiceApp):
             for tpl_act in act["templates"]:
                 tpl_act.update(
                     status=outcome,
-                    end_time=_ts(),
+                    end_time=now_iso(),
                     message=json.dumps({"messagekey": key, "parms": {}, "requestid": uuid.uuid4().hex}),
                 )
                 summary = tpl_act["log_summary"]
@@ -1027,7 +1023,7 @@ class SchematicsService(ServiceApp):
             if outcome != "FAILED":
                 ws["failure_reason"] = ""
             ws["job"] = None
-            ws["updated_at"] = _ts()
+            ws["updated_at"] = now_iso()
             if self.faults.active("workspace_locked"):
                 seconds = float(self.faults.options("workspace_locked").get("seconds", 3))
                 ws["locked_until"] = time.time() + seconds
