@@ -105,7 +105,8 @@ def ibm_gpu_training(
     with TaskGroup(group_id, prefix_group_id=prefix_group_id, tooltip=tooltip) as group:
         # task name -> its id in the DAG (prefixed with the group id unless told otherwise)
         ids = {name: group.child_id(name) for name in TASKS}
-        schematics_job = {
+        # what every Schematics job operator (plan, apply, destroy) is given
+        job_kwargs = {
             "ibm_conn_id": ibm_conn_id,
             "workspace_id": f"{{{{ ti.xcom_pull(task_ids='{ids['create_workspace']}', map_indexes=-1) }}}}",
             "plan_task_id": ids["validate"],
@@ -151,7 +152,7 @@ def ibm_gpu_training(
             task_id="plan",
             job_timeout=timedelta(minutes=30),
             template_dir=str(terraform_dir),
-            **schematics_job,
+            **job_kwargs,
         )
         # A plan-only run skips the apply. A zone without capacity moves the run to its next
         # placement. The apply ends on a worker, where its placement record is written.
@@ -159,12 +160,12 @@ def ibm_gpu_training(
             task_id="apply",
             job_timeout=timedelta(minutes=90),
             template_dir=str(terraform_dir),
-            **{**schematics_job, "end_from_trigger": False},
+            **{**job_kwargs, "end_from_trigger": False},
         )
         # Replaces lost servers, and creates them again when cleared after the run's cleanup.
         wait_for_output = TrainingWaitSensor(
             task_id="wait_for_output",
-            workspace_id=schematics_job["workspace_id"],
+            workspace_id=job_kwargs["workspace_id"],
             template_dir=str(terraform_dir),
             poll_interval=poll_interval,
             plan_task_id=ids["validate"],
@@ -202,13 +203,13 @@ def ibm_gpu_training(
             # Submitted from the triggerer: its warm process beats a worker start (DAG parse, SDK
             # imports, a new IAM token) between _SUCCESS and the destroy.
             start_from_trigger=end_from_trigger,
-            **schematics_job,
+            **job_kwargs,
         )
         # Only after a successful destroy: a workspace whose destroy failed is kept for a retry.
         delete_workspace = SchematicsDeleteWorkspaceOperator(
             task_id="delete_workspace",
             ibm_conn_id=ibm_conn_id,
-            workspace_id=schematics_job["workspace_id"],
+            workspace_id=job_kwargs["workspace_id"],
             plan_task_id=ids["validate"],
             # A workspace this run created carries no other run's lease: delete without a look-up.
             check_leases=False,
