@@ -44,3 +44,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import shutil
 
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    """A plain S3 endpoint (moto's server, over HTTP) for the hooks that need no sandbox."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _host, port = server.get_host_and_port()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

@@ -93,18 +93,6 @@ def ibm_env(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    """A plain S3 endpoint (moto's server, over HTTP) for the hooks that need no sandbox."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _host, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 class FakeCos:
     """In-memory stand-in for the three CosHook methods the COS watch uses (head/read_json/read_text).
 
