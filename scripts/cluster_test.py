@@ -172,7 +172,7 @@ def run_cluster_test(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 for run in runs
                 if any(not p.name.count(".log.trigger.") for p in _task_logs(logs, run["dag_run_id"]))
             )
-        jobs = box.inventory.jobs()
+        jobs = box.inventory.snapshot()["jobs"]
         leaked = box.inventory.list()
 
     # Every workspace of this sandbox belongs to one run (the pipeline makes one per run).
