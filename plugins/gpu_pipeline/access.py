@@ -7,8 +7,6 @@ its COS prefix (``workload/bootstrap.sh``, ``train.py``).
 
 from __future__ import annotations
 
-from ibm_cloud_airflow.hooks.iam import IamPolicyHook, profile_iam_id
-
 COS_SERVICE = "cloud-object-storage"
 #: What the workload must be able to do on its own prefix (workload/bootstrap.sh, train.py).
 WORKLOAD_COS_ACTIONS = (
@@ -25,6 +23,9 @@ def explain_stopped_servers(ibm_conn_id: str, trusted_profile_id: str, bucket: s
     """One sentence on why servers that cannot report stopped, from the profile's real policies."""
     if not trusted_profile_id:
         return "the servers authenticate with HMAC keys: check the COS credential's role and the endpoint"
+    # imported here: the DAG imports this module at every parse, and the hooks cost a few ms there
+    from ibm_cloud_airflow.hooks.iam import IamPolicyHook, profile_iam_id
+
     try:
         access = IamPolicyHook(ibm_conn_id).access(
             profile_iam_id(trusted_profile_id),
