@@ -25,6 +25,7 @@ from airflow.sdk import Asset, TaskGroup, TriggerRule, chain, task
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from gpu_pipeline.failover import PlacementApplyOperator
+from gpu_pipeline.failure_cause import PIPELINE_ORDER
 from gpu_pipeline.hold import CostApprovalOperator, HoldOnFailureOperator
 from gpu_pipeline.params import PARAMS
 from gpu_pipeline.recovery import TrainingWaitSensor
@@ -38,19 +39,8 @@ from ibm_cloud_airflow.utils.failure_cause import explain_failure
 from ibm_cloud_airflow.utils.triggerer import can_end_from_trigger
 
 # The group's tasks, in order: their names in the pipeline, whatever the group prefixes to their ids.
-TASKS = (
-    "validate",
-    "approve",
-    "create_workspace",
-    "plan",
-    "apply",
-    "wait_for_output",
-    "hold_on_failure",
-    "destroy",
-    "delete_workspace",
-    "report",
-    "run_verdict",
-)
+# The run's steps are the order in which failures explain a run; the verdict comes last.
+TASKS = (*PIPELINE_ORDER, "run_verdict")
 
 
 def ibm_gpu_training(
